@@ -1,0 +1,182 @@
+"""Pooling layers over LSTM states: masked attention, mean, max, last step, and `classic`.
+
+Every layer is a plain Keras 3 layer (`keras.ops` only, `get_config`, registered for
+`safe_mode=True` loading, no Lambda). Masked layers give padded steps exactly zero
+weight. The attention layers return `(context, weights)` so the weights can be read
+from a trained model; `classic` reproduces the well-known recipe (unmasked softmax over
+all steps, tanh score) as a baseline.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+PACKAGE = "attention_search"
+
+
+def _float_mask(mask, like):
+    """Mask as 0/1 floats shaped like `like[..., 0]`; all ones when there is no mask."""
+    if mask is None:
+        return ops.ones_like(like[..., 0])
+    return ops.cast(mask, like.dtype)
+
+
+def masked_softmax(scores, mask=None):
+    """Softmax over time that gives masked steps exactly 0 (and survives all-masked rows)."""
+    if mask is None:
+        return ops.softmax(scores, axis=-1)
+    m = ops.cast(mask, scores.dtype)
+    shifted = scores - ops.max(ops.where(mask, scores, ops.full_like(scores, -1e9)), axis=-1,
+                               keepdims=True)
+    exp = ops.exp(ops.minimum(shifted, 0.0)) * m
+    return exp / ops.maximum(ops.sum(exp, axis=-1, keepdims=True), 1e-12)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AttentionPooling(keras.layers.Layer):
+    """Additive attention over time: score_t = v . act(W h_t + b) (or act(w . h_t + b)).
+
+    `activation` is "tanh" or "none"; `hidden_units=0` scores each state directly.
+    Returns `(context, weights)`; weights are 0 on padded steps and sum to 1.
+    """
+
+    def __init__(self, activation: str = "tanh", hidden_units: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in ("tanh", "none"):
+            raise ValueError(f"activation must be 'tanh' or 'none', got {activation!r}")
+        self.activation = activation
+        self.hidden_units = int(hidden_units)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        width = self.hidden_units or 1
+        self.kernel = self.add_weight(name="kernel", shape=(dim, width), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(width,), initializer="zeros")
+        if self.hidden_units:
+            self.score_vector = self.add_weight(
+                name="score_vector", shape=(width, 1), initializer="glorot_uniform"
+            )
+
+    def scores(self, inputs):
+        z = ops.matmul(inputs, self.kernel) + self.bias
+        if self.activation == "tanh":
+            z = ops.tanh(z)
+        if self.hidden_units:
+            z = ops.matmul(z, self.score_vector)
+        return ops.squeeze(z, axis=-1)
+
+    def call(self, inputs, mask=None):
+        weights = masked_softmax(self.scores(inputs), mask)
+        context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
+        return context, weights
+
+    def compute_mask(self, inputs, mask=None):
+        return [None, None]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation,
+                "hidden_units": self.hidden_units}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClassicAttention(keras.layers.Layer):
+    """The recipe Dense(1, tanh) -> softmax over *all* steps -> weighted sum, in one layer.
+
+    It ignores any mask on purpose: that is the baseline's documented behaviour
+    (weight on padding). Returns `(context, weights)` like `AttentionPooling`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(dim, 1), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
+
+    def call(self, inputs, mask=None):
+        scores = ops.squeeze(ops.tanh(ops.matmul(inputs, self.kernel) + self.bias), axis=-1)
+        weights = ops.softmax(scores, axis=-1)
+        context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
+        return context, weights
+
+    def compute_mask(self, inputs, mask=None):
+        return [None, None]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over real time steps only."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        m = ops.expand_dims(_float_mask(mask, inputs), -1)
+        return ops.sum(inputs * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedMaxPooling(keras.layers.Layer):
+    """Max over real time steps only (Keras' GlobalMaxPooling1D ignores the mask)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.max(inputs, axis=1)
+        m = ops.expand_dims(ops.cast(mask, "bool"), -1)
+        masked = ops.where(m, inputs, ops.full_like(inputs, -1e9))
+        any_real = ops.any(m, axis=1)
+        return ops.where(any_real, ops.max(masked, axis=1), ops.zeros_like(inputs[:, 0]))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LastStepPooling(keras.layers.Layer):
+    """The state at the last real step (not the last padded one)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        steps = ops.shape(inputs)[1]
+        if mask is None:
+            return inputs[:, -1]
+        positions = ops.cast(mask, "int32") * ops.expand_dims(ops.arange(1, steps + 1), 0)
+        last = ops.maximum(ops.max(positions, axis=1) - 1, 0)
+        pick = ops.expand_dims(ops.one_hot(last, steps, dtype=inputs.dtype), -1)
+        return ops.sum(inputs * pick, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+ATTENTION_LAYERS = (AttentionPooling, ClassicAttention)
