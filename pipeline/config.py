@@ -55,8 +55,8 @@ class CsvConfig:
     label_column: str = "label"
     # Keep only rows whose label is in this list (None keeps every label).
     labels: list[str] | None = None
-    # Rename raw labels; with a mapping every kept raw label must be a key.
-    label_map: dict[str, str] | None = None
+    # Rename raw labels; when non-empty every kept raw label must be a key.
+    label_map: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,7 +184,9 @@ class SearchConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    search_space: dict[str, HyperParamSpec] = field(default_factory=dict)
+    # Plain dicts (checked by validate_search_space against HyperParamSpec) so that
+    # `+search_space.NAME={type: ..., ...}` can add a dimension from the command line.
+    search_space: dict[str, Any] = field(default_factory=dict)
     tuner: TunerConfig = field(default_factory=TunerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -221,7 +223,7 @@ def search_space_dims(space: DictConfig | dict) -> dict[str, dict[str, Any]]:
     """The search space as plain dicts (`values` would clash with DictConfig.values())."""
     if isinstance(space, DictConfig):
         space = OmegaConf.to_container(space, resolve=True)
-    return {name: dict(spec) for name, spec in space.items()}
+    return {name: dict(spec) if isinstance(spec, dict) else spec for name, spec in space.items()}
 
 
 def validate_search_space(space: DictConfig | dict) -> None:
@@ -237,6 +239,14 @@ def validate_search_space(space: DictConfig | dict) -> None:
             key,
             f"unknown dimension (not a model.* or train.* knob; known: "
             f"{', '.join(sorted(model_keys | train_keys))})",
+        )
+        _require(isinstance(spec, dict), key, "must be a mapping like {type: choice, values: [...]}")
+        unknown = set(spec) - set(HyperParamSpec.__dataclass_fields__)
+        _require(
+            not unknown,
+            key,
+            f"unknown field(s) {sorted(unknown)}; allowed: "
+            f"{', '.join(HyperParamSpec.__dataclass_fields__)}",
         )
         kind = spec.get("type")
         _require(kind in HP_TYPES, f"{key}.type", f"'{kind}' not in {list(HP_TYPES)}")

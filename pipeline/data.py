@@ -159,7 +159,7 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
         keep = set(c.labels)
         rows = [i for i, lab in enumerate(labels) if lab in keep]
         texts, labels = [texts[i] for i in rows], [labels[i] for i in rows]
-    if c.label_map is not None:
+    if c.label_map:
         mapping = dict(c.label_map)
         for lab in labels:
             if lab not in mapping:
@@ -235,8 +235,11 @@ def stratified_split(
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_val = int(round(val_fraction * len(idx)))
-        n_test = int(round(test_fraction * len(idx)))
+        # Small classes still get one example in each requested split while train keeps one.
+        n_val = int(round(val_fraction * len(idx))) or int(val_fraction > 0 and len(idx) >= 2)
+        n_test = int(round(test_fraction * len(idx))) or int(
+            test_fraction > 0 and len(idx) - n_val >= 2
+        )
         parts["val"].extend(idx[:n_val])
         parts["test"].extend(idx[n_val : n_val + n_test])
         parts["train"].extend(idx[n_val + n_test :])

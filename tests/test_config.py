@@ -1,0 +1,75 @@
+"""Composing the real conf/ with overrides, and validation of bad values."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from pipeline.config import ConfigError, compose_config, validate
+
+
+def test_default_config_composes_and_validates():
+    cfg = compose_config()
+    validate(cfg)
+    assert cfg.data.loader == "synthetic"
+    assert cfg.tracking.uri.startswith("sqlite:///mlruns/")
+    pooling = cfg.search_space.pooling["values"]
+    assert set(pooling) == {"attention", "mean", "max", "last", "classic"}
+    assert set(cfg.search_space.attention_activation["values"]) == {"tanh", "none"}
+
+
+def test_experiment_preset_and_group_overrides_apply():
+    cfg = compose_config(["+experiment=quick", "tuner=hyperband", "data=airline_tweets"])
+    assert cfg.tuner.kind == "hyperband" and cfg.tuner.max_trials == 3
+    assert cfg.data.csv.label_column == "airline_sentiment"
+    assert cfg.data.csv.path.endswith("shared/data/airline_tweets.csv")
+    assert cfg.train.epochs == 1
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.units=abc", "train.epochs=1.5", "model.nonexistent=3", "tuner.max_trials=x"],
+)
+def test_wrong_type_or_unknown_key_fails_at_compose(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config([override])
+
+
+def test_unknown_group_option_fails_at_compose():
+    with pytest.raises(ConfigCompositionException, match="tuner"):
+        compose_config(["tuner=simulated_annealing"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.units=0", "model.units"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("tuner.max_trials=0", "tuner.max_trials"),
+        ("data.max_len=0", "data.max_len"),
+        ("model.pooling=attn", "model.pooling"),
+        ("model.attention_activation=relu", "model.attention_activation"),
+        ("search_space.pooling.values=[]", "search_space.pooling.values"),
+        ("search_space.pooling.values=[attention,gru]", "search_space.pooling.values"),
+        ("+search_space.colour={type:choice,values:[red]}", "search_space.colour"),
+        ("search_space.learning_rate.min=0", "search_space.learning_rate.min"),
+        ("tuner.objective=auc", "tuner.objective"),
+        ("+search_space.units.vals=[1]", "search_space.units"),
+        ("search_space.units.type=range", "search_space.units.type"),
+    ],
+)
+def test_out_of_range_values_fail_validation_naming_the_key(override, key):
+    cfg = compose_config([override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value).startswith(key)
+
+
+def test_a_dimension_can_be_added_and_narrowed_from_the_command_line():
+    cfg = compose_config(
+        ["+search_space.bidirectional={type: boolean}", "search_space.units.values=[8]"]
+    )
+    validate(cfg)
+    assert cfg.search_space.bidirectional["type"] == "boolean"
+    assert list(cfg.search_space.units["values"]) == [8]
