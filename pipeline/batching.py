@@ -7,22 +7,23 @@ bounded number of graphs. With bucketing off, every batch keeps the full width.
 
 from __future__ import annotations
 
-import keras
+from collections.abc import Iterator
+
 import numpy as np
 
 
 def bucket_widths(lengths: np.ndarray, n_buckets: int, max_width: int) -> np.ndarray:
     """Upper length of each bucket: quantiles of the lengths, always ending at the longest."""
     qs = np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)[1:], method="higher")
-    widths = np.unique(np.clip(qs.astype(int), 1, max_width))
-    return widths
+    return np.unique(np.clip(qs.astype(int), 1, max_width))
 
 
-class BucketedBatches(keras.utils.PyDataset):
-    """A Keras PyDataset of (tokens, labels[, sample_weight]) batches.
+class BucketedBatches:
+    """Batches of (tokens, labels[, sample_weight]) trimmed to their bucket's width.
 
-    `order` lists example indices in the order the batches visit them (for
-    un-permuting predictions when `shuffle=False`).
+    Iterating yields one epoch; with `shuffle`, each epoch reshuffles examples within
+    buckets and the order of batches. `order` lists example indices in visiting order
+    (for un-permuting predictions when `shuffle=False`).
     """
 
     def __init__(
@@ -36,7 +37,6 @@ class BucketedBatches(keras.utils.PyDataset):
         seed: int = 0,
         sample_weight: np.ndarray | None = None,
     ) -> None:
-        super().__init__()
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -45,22 +45,22 @@ class BucketedBatches(keras.utils.PyDataset):
         if enabled:
             widths = bucket_widths(lengths, n_buckets, x.shape[1])
             bucket_of = np.searchsorted(widths, lengths)
-            self.buckets = [(int(w), np.flatnonzero(bucket_of == b)) for b, w in enumerate(widths)]
+            buckets = [(int(w), np.flatnonzero(bucket_of == b)) for b, w in enumerate(widths)]
         else:
-            self.buckets = [(int(x.shape[1]), np.arange(len(x)))]
-        self.buckets = [(w, idx) for w, idx in self.buckets if len(idx)]
-        self._make_batches()
+            buckets = [(int(x.shape[1]), np.arange(len(x)))]
+        self.buckets = [(w, idx) for w, idx in buckets if len(idx)]
+        self.batches = self._plan(shuffle=False)
 
-    def _make_batches(self) -> None:
-        batches = []
+    def _plan(self, shuffle: bool) -> list[tuple[int, np.ndarray]]:
+        plan = []
         for width, idx in self.buckets:
-            if self.shuffle:
+            if shuffle:
                 idx = self.rng.permutation(idx)
             for start in range(0, len(idx), self.batch_size):
-                batches.append((width, idx[start : start + self.batch_size]))
-        if self.shuffle:
-            batches = [batches[i] for i in self.rng.permutation(len(batches))]
-        self.batches = batches
+                plan.append((width, idx[start : start + self.batch_size]))
+        if shuffle:
+            plan = [plan[i] for i in self.rng.permutation(len(plan))]
+        return plan
 
     @property
     def order(self) -> np.ndarray:
@@ -69,25 +69,36 @@ class BucketedBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int):
-        width, idx = self.batches[i]
-        xb = self.x[idx, :width]
-        if self.y is None:
-            return (xb,)
-        if self.sample_weight is None:
-            return xb, self.y[idx]
-        return xb, self.y[idx], self.sample_weight[idx]
-
-    def on_epoch_end(self) -> None:
+    def __iter__(self) -> Iterator[tuple]:
         if self.shuffle:
-            self._make_batches()
+            self.batches = self._plan(shuffle=True)
+        for width, idx in self.batches:
+            xb = self.x[idx, :width]
+            if self.y is None:
+                yield (xb,)
+            elif self.sample_weight is None:
+                yield xb, self.y[idx]
+            else:
+                yield xb, self.y[idx], self.sample_weight[idx]
+
+    def dataset(self):
+        """A tf.data.Dataset over these batches (re-iterated, so reshuffled, each epoch)."""
+        import tensorflow as tf
+
+        specs = [tf.TensorSpec((None, None), tf.int32)]
+        if self.y is not None:
+            specs.append(tf.TensorSpec((None,), tf.int32))
+            if self.sample_weight is not None:
+                specs.append(tf.TensorSpec((None,), tf.float32))
+        ds = tf.data.Dataset.from_generator(self.__iter__, output_signature=tuple(specs))
+        return ds.prefetch(2)
 
 
-def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int, n_buckets: int,
+def predict_proba(model, x: np.ndarray, batch_size: int, n_buckets: int,
                   enabled: bool = True) -> np.ndarray:
     """Class probabilities in the original example order, computed on bucketed batches."""
     batches = BucketedBatches(x, None, batch_size, n_buckets, enabled=enabled)
-    probs = np.asarray(model.predict(batches, verbose=0))
+    probs = np.concatenate([np.asarray(model.predict_on_batch(b[0])) for b in batches])
     out = np.empty_like(probs)
     out[batches.order] = probs
     return out

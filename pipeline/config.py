@@ -40,8 +40,10 @@ class SyntheticConfig:
     max_tokens: int = 80
     filler_vocab: int = 400
     keys_per_class: int = 4
-    min_keys: int = 1
-    max_keys: int = 2
+    min_keys: int = 2
+    max_keys: int = 3
+    # Keys of other classes planted too (capped below the label's own count).
+    other_class_keys: int = 1
     distractor_tokens: int = 12
     distractors_per_example: int = 2
     label_noise: float = 0.0

@@ -80,27 +80,33 @@ def register_loader(name: str) -> Callable[[LoaderFn], LoaderFn]:
 
 @register_loader("synthetic")
 def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
-    """Filler words with 1..k planted key tokens of the label's class, plus distractors.
+    """Filler words with planted key tokens; the class with the most keys is the label.
 
-    Key tokens `k<class>_<j>` decide the label; distractor tokens `d<j>` look special
-    but appear independently of the label; filler `w<j>` is noise. Positions are random,
-    so a model must find where the keys are.
+    Key tokens `k<class>_<j>`: min_keys..max_keys of the label's class, plus
+    `other_class_keys` keys of other classes (always fewer), so a model has to weigh
+    the keys against each other rather than spot any one of them. Distractor tokens
+    `d<j>` look special but carry no label; filler `w<j>` is noise. Positions are
+    random. The ground truth marks the label's own keys.
     """
     s = cfg.synthetic
     rng = np.random.default_rng(s.seed)
     texts, labels, positions = [], [], []
     for _ in range(s.n_examples):
         label = int(rng.integers(s.n_classes))
-        length = int(rng.integers(s.min_tokens, s.max_tokens + 1))
-        tokens = [f"w{j}" for j in rng.integers(s.filler_vocab, size=length)]
         n_keys = int(rng.integers(s.min_keys, s.max_keys + 1))
-        n_dis = min(s.distractors_per_example, max(0, length - n_keys))
-        slots = rng.choice(length, size=min(length, n_keys + n_dis), replace=False)
-        key_slots = sorted(int(p) for p in slots[:n_keys])
+        n_other = min(s.other_class_keys, n_keys - 1)
+        n_dis = s.distractors_per_example
+        length = max(int(rng.integers(s.min_tokens, s.max_tokens + 1)), n_keys + n_other + n_dis)
+        tokens = [f"w{j}" for j in rng.integers(s.filler_vocab, size=length)]
+        slots = [int(p) for p in rng.choice(length, size=n_keys + n_other + n_dis, replace=False)]
+        key_slots = sorted(slots[:n_keys])
         for p in key_slots:
             tokens[p] = f"k{label}_{int(rng.integers(s.keys_per_class))}"
-        for p in slots[n_keys:]:
-            tokens[int(p)] = f"d{int(rng.integers(s.distractor_tokens))}"
+        others = [c for c in range(s.n_classes) if c != label]
+        for p in slots[n_keys : n_keys + n_other]:
+            tokens[p] = f"k{int(rng.choice(others))}_{int(rng.integers(s.keys_per_class))}"
+        for p in slots[n_keys + n_other :]:
+            tokens[p] = f"d{int(rng.integers(s.distractor_tokens))}"
         if s.label_noise > 0 and rng.random() < s.label_noise:
             label = int(rng.integers(s.n_classes))
         texts.append(" ".join(tokens))

@@ -1,0 +1,19 @@
+"""Turn an exception into the one line a user should read."""
+
+from __future__ import annotations
+
+import re
+
+_NAMED = re.compile(r"^\s*(\w+(Error|Exception)): (.+)$")
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """The first informative line; TensorFlow's 'Graph execution error:' wraps the real one."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        named = [m.group(0).strip() for ln in lines[1:] if (m := _NAMED.match(ln))]
+        text = named[-1] if named else f"{text} {lines[1]}"
+    return text[:limit]

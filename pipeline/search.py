@@ -1,0 +1,80 @@
+"""`python -m pipeline.search`: compose the config with Hydra, validate, run the search.
+
+Thin on purpose: heavy modules (tensorflow, keras_tuner, mlflow) are imported only
+after the config is valid, so `--help`, `--cfg job` and bad overrides answer fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.config import CONF_DIR, ConfigError, validate
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def print_summary(outcome, cfg: DictConfig) -> None:
+    from pipeline import progress
+
+    objective = cfg.tuner.objective
+    trials = outcome.trials
+    finished = trials[trials["status"] == "FINISHED"]
+    ascending = objective == "val_loss"
+    top = finished.sort_values(objective, ascending=ascending).head(cfg.search.top_k)
+    hp_cols = [c for c in trials.columns if c not in (
+        "trial", "trial_id", "status", "run_id", "seconds", "error",
+        "val_accuracy", "val_loss", "val_macro_f1") and not c.startswith("tuner/")]
+    cols = ["trial", objective, *[c for c in hp_cols if c in top], "seconds", "run_id"]
+    progress.say()
+    progress.say(f"top {len(top)} of {len(trials)} trials ({len(finished)} finished, "
+                 f"{len(trials) - len(finished)} failed) by {objective}:")
+    progress.say(top[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
+    if outcome.exhausted:
+        progress.say(f"note: the search space was exhausted after {len(trials)} trials "
+                     f"(tuner.max_trials={cfg.tuner.max_trials}); widen search_space for more.")
+    if outcome.test_metrics:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in outcome.test_metrics.items())
+        progress.say(f"best trial {outcome.best['trial']} on the held-out test split: {shown}")
+    progress.say(f"parent run: {outcome.parent_run_id}  (search '{outcome.search_id}')")
+    progress.say(f"open the UI: {outcome.ui_command}")
+
+
+def run(cfg: DictConfig) -> int:
+    """Validate, then search; every expected failure becomes one line and exit code 2."""
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        fail(str(err))
+    from pipeline.quiet import quiet, quiet_after_import, silenced_stderr
+
+    quiet(cfg.search.verbose)
+    with silenced_stderr(not cfg.search.verbose):
+        import tensorflow  # noqa: F401  (its C++ start-up logs go to the silenced stderr)
+
+        from pipeline.data import DataError
+        from pipeline.tracking import TrackingError
+        from pipeline.tuning import SearchError, run_search
+    quiet_after_import(cfg.search.verbose)
+    try:
+        outcome = run_search(cfg)
+    except (ConfigError, DataError, TrackingError, SearchError) as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        fail("interrupted; the current trial and the search run were marked KILLED", code=130)
+    print_summary(outcome, cfg)
+    return 0
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

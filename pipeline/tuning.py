@@ -1,0 +1,274 @@
+"""keras-tuner search where every trial is a nested MLflow run.
+
+`TrackedTuner.run_trial` is keras-tuner's own extension point: it trains one
+trial and logs it as a child of the search's parent run (callbacks given to
+`search()` would be deep-copied, so per-trial logging lives here). `run_search`
+ties data, tuner and tracking together and returns a summary.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+from keras_tuner.src import config as kt_config
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import progress
+from pipeline.config import OBJECTIVES, config_hash, flatten, search_space_dims, to_plain
+from pipeline.data import PreparedData, prepare
+from pipeline.errors import one_line
+from pipeline.evaluation import confusion_matrix
+from pipeline.hypermodel import SearchSpaceHyperModel, active_values, trial_settings
+from pipeline.plots import confusion_matrix_figure
+from pipeline.tracking import Tracker
+from pipeline.training import best_epoch, evaluate, fit
+
+METRIC_KEYS = ("val_accuracy", "val_loss", "val_macro_f1")
+
+
+class SearchError(RuntimeError):
+    """The search as a whole could not go on; the message says why."""
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Per-epoch train/val metrics on the active (child) run, with step=epoch."""
+
+    def __init__(self, tracker: Tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch, logs=None):
+        finite = {k: v for k, v in (logs or {}).items() if np.isfinite(v)}
+        self.tracker.log_metrics(finite, step=epoch)
+
+
+def make_oracle(tuner: DictConfig) -> kt.Oracle:
+    objective = kt.Objective(tuner.objective, direction=OBJECTIVES[tuner.objective])
+    common = dict(
+        objective=objective,
+        seed=tuner.seed,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=tuner.max_consecutive_failed_trials,
+    )
+    if tuner.kind == "random":
+        return kt.oracles.RandomSearchOracle(max_trials=tuner.max_trials, **common)
+    if tuner.kind == "grid":
+        return kt.oracles.GridSearchOracle(max_trials=tuner.max_trials, **common)
+    if tuner.kind == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(
+            max_trials=tuner.max_trials, num_initial_points=tuner.num_initial_points,
+            alpha=tuner.alpha, beta=tuner.beta, **common,
+        )
+    if tuner.kind == "hyperband":
+        return kt.oracles.HyperbandOracle(
+            max_epochs=tuner.max_epochs, factor=tuner.factor,
+            hyperband_iterations=tuner.hyperband_iterations, **common,
+        )
+    raise SearchError(f"tuner.kind: unknown tuner '{tuner.kind}'")
+
+
+class TrackedTuner(kt.Tuner):
+    """A keras-tuner Tuner (any oracle) whose trials are MLflow child runs."""
+
+    def __init__(self, oracle, hypermodel, *, cfg: DictConfig, data: PreparedData,
+                 tracker: Tracker, search_id: str, **kwargs):
+        super().__init__(oracle, hypermodel, **kwargs)
+        self.cfg = cfg
+        self.data = data
+        self.tracker = tracker
+        self.search_id = search_id
+        self.records: list[dict[str, Any]] = []
+        self.best_score: float | None = None
+        self.best_number: int | None = None
+
+    # keras-tuner calls this once per trial.
+    def run_trial(self, trial, *args, **kwargs):
+        values = active_values(trial.hyperparameters)
+        model_settings, train = trial_settings(self.cfg, values)
+        number = len(self.records) + 1
+        seed = int(train["seed"])
+        record: dict[str, Any] = {"trial": number, "trial_id": trial.trial_id, "status": "FAILED",
+                                  **values}
+        self.records.append(record)
+        shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != "hyperband" else "?"
+        progress.say(f"[trial {number}/{total}] {progress.format_params(shown)}")
+        tags = {
+            "search_id": self.search_id,
+            "trial_id": trial.trial_id,
+            "trial_number": number,
+            "config_hash": config_hash({"hp": values, "seed": seed,
+                                        "data": self.data.fingerprint}),
+            "data_fingerprint": self.data.fingerprint,
+            "seed": seed,
+            "pooling": model_settings["pooling"],
+            "kind": "trial",
+        }
+        started = time.perf_counter()
+        try:
+            with self.tracker.run(f"trial-{number:03d}", tags=tags, nested=True) as run:
+                record["run_id"] = run.info.run_id
+                self.tracker.log_params(values)
+                metrics = self._train_and_log(trial, model_settings, train, seed)
+        except Exception as err:
+            first = one_line(err)
+            record["error"] = first
+            progress.say(f"    FAILED: {first}")
+            raise kt.errors.FailedTrialError(first) from err
+        record.update(metrics, status="FINISHED", seconds=round(time.perf_counter() - started, 2))
+        self._report_score(number, metrics)
+        return metrics
+
+    def _train_and_log(self, trial, model_settings: dict, train: dict, seed: int) -> dict:
+        cfg, data, tracker = self.cfg, self.data, self.tracker
+        if cfg.tracking.log_datasets:
+            for split, context in (("train", "training"), ("val", "validation")):
+                tracker.log_dataset(data.x[split], data.y[split], f"{data.name}-{split}",
+                                    context, source=data.name,
+                                    digest=f"{data.fingerprint[:28]}-{split}")
+        runs: list[dict[str, float]] = []
+        for execution in range(cfg.tuner.executions_per_trial):
+            keras.backend.clear_session()
+            gc.collect()
+            keras.utils.set_random_seed(seed + execution)
+            model = self.hypermodel.build(trial.hyperparameters)
+            callbacks = [progress.EpochPrinter(train["epochs"])]
+            if execution == 0:
+                callbacks.append(MlflowEpochLogger(tracker))
+            history = fit(model, data, train, callbacks=callbacks)
+            metrics, probs = evaluate(model, data, "val", train, prefix="val_")
+            runs.append(metrics)
+        final = {k: float(np.mean([r[k] for r in runs])) for k in METRIC_KEYS}
+        monitor = train["early_stopping"]["monitor"]
+        best = best_epoch(history, monitor)
+        tracker.log_metrics({
+            **final,
+            "best_epoch": best,
+            "epochs_trained": len(history.epoch),
+            **{f"best_{k}": v[best] for k, v in history.history.items() if k.startswith("val_")},
+            "param_count": model.count_params(),
+        })
+        cm = confusion_matrix(data.y["val"], probs.argmax(axis=1), data.n_classes)
+        tracker.log_figure(confusion_matrix_figure(cm, data.class_names, "validation"),
+                           "confusion_matrix.png")
+        self.save_model(trial.trial_id, model)
+        if cfg.tracking.log_model:
+            tracker.log_keras_model(model, data.x["val"][:2])
+        del model
+        gc.collect()
+        return final
+
+    def _report_score(self, number: int, metrics: dict[str, float]) -> None:
+        name = self.oracle.objective.name
+        score = metrics[name]
+        better = (self.best_score is None or
+                  (score > self.best_score if OBJECTIVES[name] == "max" else score < self.best_score))
+        if better:
+            self.best_score, self.best_number = score, number
+        progress.say(f"    -> {name} {score:.4f}   best so far {self.best_score:.4f} "
+                     f"(trial {self.best_number})")
+
+    def _model_path(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id)) / "model.keras"
+
+    def save_model(self, trial_id, model, step=0):
+        path = self._model_path(trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+
+    def load_model(self, trial):
+        return keras.models.load_model(self._model_path(trial.trial_id), safe_mode=True)
+
+
+@dataclass
+class SearchOutcome:
+    search_id: str
+    parent_run_id: str
+    trials: pd.DataFrame
+    best: dict[str, Any] | None
+    test_metrics: dict[str, float]
+    ui_command: str
+    exhausted: bool
+
+
+def search_name(cfg: DictConfig) -> str:
+    return cfg.search.name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
+
+
+def run_search(cfg: DictConfig, tracker: Tracker | None = None) -> SearchOutcome:
+    """Prepare data, open the parent run, let keras-tuner drive the trials, summarise."""
+    tracker = tracker or Tracker(cfg.tracking.uri, cfg.tracking.experiment,
+                                 cfg.tracking.artifact_root, cfg.tracking.connect_timeout)
+    kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
+    tracker.connect()
+    data = prepare(cfg.data)
+    name = search_name(cfg)
+    progress.say(f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
+                 f"{len(data.y['val'])}/{len(data.y['test'])}  classes = {data.n_classes}  "
+                 f"vocab = {len(data.vocab)}  fingerprint {data.fingerprint[:12]}")
+    space = search_space_dims(cfg.search_space)
+    parent_tags = {"search_id": name, "kind": "search", "data_fingerprint": data.fingerprint,
+                   "tuner": cfg.tuner.kind, "objective": cfg.tuner.objective}
+    with tracker.run(name, tags=parent_tags) as parent:
+        parent_id = parent.info.run_id
+        tracker.log_params(flatten(to_plain(cfg)))
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracker.log_dict(space, "search_space.json")
+        tracker.log_text("\n".join(data.vocab), "vocab.txt")
+        tracker.log_environment()
+        progress.say(f"search '{name}': tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
+                     f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}")
+
+        hypermodel = SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes)
+        tuner = TrackedTuner(
+            make_oracle(cfg.tuner), hypermodel, cfg=cfg, data=data, tracker=tracker,
+            search_id=name, directory=cfg.tuner.directory, project_name=name,
+            overwrite=cfg.tuner.overwrite, executions_per_trial=cfg.tuner.executions_per_trial,
+        )
+        try:
+            tuner.search(verbose=0)
+        except RuntimeError as err:
+            if "consecutive failures" not in str(err):
+                raise
+            last = tuner.records[-1].get("error", "") if tuner.records else ""
+            raise SearchError(
+                f"search stopped: {cfg.tuner.max_consecutive_failed_trials} consecutive trials "
+                f"failed (tuner.max_consecutive_failed_trials); last error: {last}"
+            ) from None
+        finally:
+            trials = pd.DataFrame(tuner.records)
+            if not trials.empty:
+                tracker.log_table_csv(trials, "search_summary.csv")
+
+        done = int((trials["status"] == "FINISHED").sum()) if not trials.empty else 0
+        exhausted = cfg.tuner.kind in ("grid", "random", "bayesian") and len(trials) < \
+            cfg.tuner.max_trials
+        tracker.log_metrics({"trials_finished": done, "trials_failed": len(trials) - done})
+        if done == 0:
+            raise SearchError("no trial finished; see the FAILED child runs for their errors")
+
+        best_trial = tuner.oracle.get_best_trials(1)[0]
+        best_row = trials[trials["trial_id"] == best_trial.trial_id].iloc[0].to_dict()
+        best_values = active_values(best_trial.hyperparameters)
+        tracker.set_tags({"best_run_id": best_row["run_id"], "best_trial_id": best_trial.trial_id})
+        tracker.log_params({f"best.{k}": v for k, v in best_values.items()})
+        tracker.log_metrics({f"best_{k}": best_row[k] for k in METRIC_KEYS})
+        test_metrics: dict[str, float] = {}
+        if cfg.search.evaluate_test and len(data.y["test"]):
+            _, train = trial_settings(cfg, best_values)
+            best_model = tuner.load_model(best_trial)
+            test_metrics, _ = evaluate(best_model, data, "test", train, prefix="test_")
+            tracker.log_metrics(test_metrics)
+    return SearchOutcome(
+        search_id=name, parent_run_id=parent_id, trials=trials, best=best_row,
+        test_metrics=test_metrics, ui_command=tracker.ui_command(), exhausted=exhausted,
+    )

@@ -1,0 +1,97 @@
+"""Small pure functions: metrics, redaction, error lines, search-space declaration, batching."""
+
+from __future__ import annotations
+
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from pipeline.batching import BucketedBatches, bucket_widths
+from pipeline.config import compose_config, search_space_dims
+from pipeline.errors import one_line
+from pipeline.evaluation import classification_metrics, confusion_matrix, macro_f1
+from pipeline.hypermodel import active_values, declare_space, trial_settings
+from pipeline.tracking import redact
+
+
+def test_confusion_and_macro_f1_against_hand_computed_values():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(y_true, y_pred, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    # per-class F1: 0.5, 0.8, 0.6667
+    assert macro_f1(y_true, y_pred, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_classification_metrics_loss_is_cross_entropy():
+    probs = np.array([[0.5, 0.5], [0.25, 0.75]])
+    m = classification_metrics(probs, np.array([0, 1]), "val_")
+    assert m["val_loss"] == pytest.approx(-(np.log(0.5) + np.log(0.75)) / 2)
+    assert m["val_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("http://alice:s3cret@mlflow.example:5000", "http://***@mlflow.example:5000"),
+        ("postgresql://u:p@db/mlflow", "postgresql://***@db/mlflow"),
+        ("https://host/api?token=abc123&x=1", "https://host/api?token=***&x=1"),
+        ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db"),
+    ],
+)
+def test_redact_hides_credentials(raw, expected):
+    assert redact(raw) == expected
+
+
+def test_one_line_digs_the_real_error_out_of_tensorflow_wrappers():
+    err = RuntimeError("Graph execution error:\n\nDetected at node x\nTypeError: bad shape (3,)\n")
+    assert one_line(err) == "TypeError: bad shape (3,)"
+    assert one_line(ValueError("plain\nmore")) == "plain"
+    assert one_line(ValueError("")) == "ValueError"
+
+
+def declared(*overrides):
+    cfg = compose_config(list(overrides))
+    hp = kt.HyperParameters()
+    declare_space(hp, search_space_dims(cfg.search_space))
+    return cfg, hp
+
+
+def test_conditional_activation_only_active_for_attention():
+    cfg, hp = declared()
+    hp.values["pooling"] = "mean"
+    assert "attention_activation" not in active_values(hp)
+    hp.values["pooling"] = "attention"
+    assert "attention_activation" in active_values(hp)
+    model, train = trial_settings(cfg, {"pooling": "max", "units": 64, "learning_rate": 0.01})
+    assert model["pooling"] == "max" and model["units"] == 64 and train["learning_rate"] == 0.01
+
+
+def test_every_pooling_and_activation_is_in_the_default_space():
+    _, hp = declared()
+    names = {p.name: p for p in hp.space}
+    assert set(names["pooling"].values) == {"attention", "mean", "max", "last", "classic"}
+    assert set(names["attention_activation"].values) == {"tanh", "none"}
+
+
+def test_bucketed_batches_trim_padding_and_cover_every_example_once():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, size=300)
+    x = np.zeros((300, 50), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.integers(2, 100, size=n)
+    y = rng.integers(0, 3, size=300).astype(np.int32)
+    batches = BucketedBatches(x, y, batch_size=32, n_buckets=4, shuffle=True, seed=1)
+    seen = []
+    widths = set()
+    for xb, yb in batches:
+        widths.add(xb.shape[1])
+        assert np.all((xb != 0).sum(axis=1) == lengths[batches.order[len(seen):len(seen) + len(xb)]])
+        seen.extend(range(len(xb)))
+    assert sorted(batches.order.tolist()) == list(range(300))
+    assert len(widths) <= 4 and max(widths) == lengths.max()
+    padded = sum(xb.size for xb, _ in batches) / x.size
+    assert padded < 0.75
+    assert list(bucket_widths(np.array([3, 3, 3]), 4, 10)) == [3]
+    off = BucketedBatches(x, y, batch_size=32, enabled=False)
+    assert {xb.shape[1] for xb, _ in off} == {50}
