@@ -94,8 +94,9 @@ class BucketedBatches:
         return ds.prefetch(2)
 
 
-def predict_proba(model, x: np.ndarray, batch_size: int, n_buckets: int,
-                  enabled: bool = True) -> np.ndarray:
+def predict_proba(
+    model, x: np.ndarray, batch_size: int, n_buckets: int, enabled: bool = True
+) -> np.ndarray:
     """Class probabilities in the original example order, computed on bucketed batches."""
     batches = BucketedBatches(x, None, batch_size, n_buckets, enabled=enabled)
     probs = np.concatenate([np.asarray(model.predict_on_batch(b[0])) for b in batches])

@@ -242,7 +242,9 @@ def validate_search_space(space: DictConfig | dict) -> None:
             f"unknown dimension (not a model.* or train.* knob; known: "
             f"{', '.join(sorted(model_keys | train_keys))})",
         )
-        _require(isinstance(spec, dict), key, "must be a mapping like {type: choice, values: [...]}")
+        _require(
+            isinstance(spec, dict), key, "must be a mapping like {type: choice, values: [...]}"
+        )
         unknown = set(spec) - set(HyperParamSpec.__dataclass_fields__)
         _require(
             not unknown,
@@ -257,7 +259,9 @@ def validate_search_space(space: DictConfig | dict) -> None:
             _require(bool(values), f"{key}.values", "choice needs a non-empty list of values")
             if name in allowed:
                 bad = [v for v in values if v not in allowed[name]]
-                _require(not bad, f"{key}.values", f"unknown {name} {bad}; known {list(allowed[name])}")
+                _require(
+                    not bad, f"{key}.values", f"unknown {name} {bad}; known {list(allowed[name])}"
+                )
         elif kind in ("int", "float"):
             lo, hi = spec.get("min"), spec.get("max")
             _require(lo is not None and hi is not None, key, f"{kind} needs min and max")

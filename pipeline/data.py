@@ -142,7 +142,10 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
         raise DataError(f"{path}: file is empty")
     try:
         frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, encoding="utf-8",
+            path,
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8",
             encoding_errors=encoding_errors,
         )
     except UnicodeDecodeError as err:

@@ -24,11 +24,21 @@ def declare(hp: kt.HyperParameters, name: str, spec: dict[str, Any]) -> Any:
     if kind == "choice":
         return hp.Choice(name, list(spec["values"]))
     if kind == "int":
-        return hp.Int(name, int(spec["min"]), int(spec["max"]), step=int(spec.get("step") or 1),
-                      sampling=spec.get("sampling", "linear"))
+        return hp.Int(
+            name,
+            int(spec["min"]),
+            int(spec["max"]),
+            step=int(spec.get("step") or 1),
+            sampling=spec.get("sampling", "linear"),
+        )
     if kind == "float":
-        return hp.Float(name, float(spec["min"]), float(spec["max"]), step=spec.get("step"),
-                        sampling=spec.get("sampling", "linear"))
+        return hp.Float(
+            name,
+            float(spec["min"]),
+            float(spec["max"]),
+            step=spec.get("step"),
+            sampling=spec.get("sampling", "linear"),
+        )
     if kind == "boolean":
         return hp.Boolean(name)
     if kind == "fixed":
@@ -56,8 +66,16 @@ def declare_space(hp: kt.HyperParameters, space: dict[str, dict[str, Any]]) -> N
 
 
 def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
-    """The hyperparameters that this trial really used (inactive conditionals dropped)."""
-    return {name: value for name, value in hp.values.items() if hp.is_active(name)}
+    """The hyperparameters that this trial really used (inactive conditionals dropped).
+
+    Hyperband's own `tuner/*` values (epochs, bracket, round) are set by its oracle
+    outside the declared space and always count.
+    """
+    return {
+        name: value
+        for name, value in hp.values.items()
+        if name.startswith("tuner/") or hp.is_active(name)
+    }
 
 
 def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]:
@@ -86,5 +104,10 @@ class SearchSpaceHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters):
         declare_space(hp, self.space)
         model, train = trial_settings(self.cfg, active_values(hp))
-        return build_model(model, self.vocab_size, self.n_classes,
-                           learning_rate=train["learning_rate"], clipnorm=train["clipnorm"])
+        return build_model(
+            model,
+            self.vocab_size,
+            self.n_classes,
+            learning_rate=train["learning_rate"],
+            clipnorm=train["clipnorm"],
+        )

@@ -27,8 +27,9 @@ def masked_softmax(scores, mask=None):
     if mask is None:
         return ops.softmax(scores, axis=-1)
     m = ops.cast(mask, scores.dtype)
-    shifted = scores - ops.max(ops.where(mask, scores, ops.full_like(scores, -1e9)), axis=-1,
-                               keepdims=True)
+    shifted = scores - ops.max(
+        ops.where(mask, scores, ops.full_like(scores, -1e9)), axis=-1, keepdims=True
+    )
     exp = ops.exp(ops.minimum(shifted, 0.0)) * m
     return exp / ops.maximum(ops.sum(exp, axis=-1, keepdims=True), 1e-12)
 
@@ -52,7 +53,9 @@ class AttentionPooling(keras.layers.Layer):
     def build(self, input_shape):
         dim = int(input_shape[-1])
         width = self.hidden_units or 1
-        self.kernel = self.add_weight(name="kernel", shape=(dim, width), initializer="glorot_uniform")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(dim, width), initializer="glorot_uniform"
+        )
         self.bias = self.add_weight(name="bias", shape=(width,), initializer="zeros")
         if self.hidden_units:
             self.score_vector = self.add_weight(
@@ -79,8 +82,11 @@ class AttentionPooling(keras.layers.Layer):
         return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation,
-                "hidden_units": self.hidden_units}
+        return {
+            **super().get_config(),
+            "activation": self.activation,
+            "hidden_units": self.hidden_units,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -84,7 +84,9 @@ def has_attention(model: keras.Model) -> bool:
     return isinstance(model.get_layer(POOLING_LAYER_NAME), ATTENTION_LAYERS)
 
 
-def attention_matrix(model: keras.Model, token_ids: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def attention_matrix(
+    model: keras.Model, token_ids: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
     """Attention weights over every step, padding included, shape (n, steps)."""
     layer = model.get_layer(POOLING_LAYER_NAME)
     if not isinstance(layer, ATTENTION_LAYERS):

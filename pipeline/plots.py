@@ -22,8 +22,7 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str], title: str) 
     ax.set_title(title)
     threshold = cm.max() / 2 if cm.size else 0
     for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, str(n), ha="center", va="center",
-                color="white" if n > threshold else "black")
+        ax.text(j, i, str(n), ha="center", va="center", color="white" if n > threshold else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig

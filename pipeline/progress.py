@@ -37,7 +37,12 @@ class EpochPrinter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        parts = [f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-                 if k in logs]
-        say(f"{self.indent}epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  "
-            f"({time.perf_counter() - self.started:.1f}s)")
+        parts = [
+            f"{k} {logs[k]:.4f}"
+            for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+            if k in logs
+        ]
+        say(
+            f"{self.indent}epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  "
+            f"({time.perf_counter() - self.started:.1f}s)"
+        )

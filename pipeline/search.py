@@ -27,17 +27,35 @@ def print_summary(outcome, cfg: DictConfig) -> None:
     finished = trials[trials["status"] == "FINISHED"]
     ascending = objective == "val_loss"
     top = finished.sort_values(objective, ascending=ascending).head(cfg.search.top_k)
-    hp_cols = [c for c in trials.columns if c not in (
-        "trial", "trial_id", "status", "run_id", "seconds", "error",
-        "val_accuracy", "val_loss", "val_macro_f1") and not c.startswith("tuner/")]
+    hp_cols = [
+        c
+        for c in trials.columns
+        if c
+        not in (
+            "trial",
+            "trial_id",
+            "status",
+            "run_id",
+            "seconds",
+            "error",
+            "val_accuracy",
+            "val_loss",
+            "val_macro_f1",
+        )
+        and not c.startswith("tuner/")
+    ]
     cols = ["trial", objective, *[c for c in hp_cols if c in top], "seconds", "run_id"]
     progress.say()
-    progress.say(f"top {len(top)} of {len(trials)} trials ({len(finished)} finished, "
-                 f"{len(trials) - len(finished)} failed) by {objective}:")
+    progress.say(
+        f"top {len(top)} of {len(trials)} trials ({len(finished)} finished, "
+        f"{len(trials) - len(finished)} failed) by {objective}:"
+    )
     progress.say(top[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
     if outcome.exhausted:
-        progress.say(f"note: the search space was exhausted after {len(trials)} trials "
-                     f"(tuner.max_trials={cfg.tuner.max_trials}); widen search_space for more.")
+        progress.say(
+            f"note: the search space was exhausted after {len(trials)} trials "
+            f"(tuner.max_trials={cfg.tuner.max_trials}); widen search_space for more."
+        )
     if outcome.test_metrics:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in outcome.test_metrics.items())
         progress.say(f"best trial {outcome.best['trial']} on the held-out test split: {shown}")

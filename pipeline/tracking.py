@@ -32,7 +32,9 @@ TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core"
 MAX_PARAM_CHARS = 6000
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(r"(?i)(?P<k>token|password|passwd|secret|api[_-]?key|access[_-]?key)=[^&\s]+")
+_SECRET_QUERY = re.compile(
+    r"(?i)(?P<k>token|password|passwd|secret|api[_-]?key|access[_-]?key)=[^&\s]+"
+)
 
 
 class TrackingError(RuntimeError):
@@ -64,7 +66,10 @@ def model_pip_requirements() -> list[str]:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
             timeout=5,
         )
     except (OSError, subprocess.SubprocessError):

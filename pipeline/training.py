@@ -24,13 +24,24 @@ def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray |
     return np.asarray([weights[int(c)] for c in data.y["train"]], dtype="float32")
 
 
-def batches(data: PreparedData, split: str, train: Mapping[str, Any], shuffle: bool,
-            seed: int = 0, weights: np.ndarray | None = None) -> BucketedBatches:
+def batches(
+    data: PreparedData,
+    split: str,
+    train: Mapping[str, Any],
+    shuffle: bool,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
+) -> BucketedBatches:
     bucketing = train["bucketing"]
     return BucketedBatches(
-        data.x[split], data.y[split], batch_size=train["batch_size"],
-        n_buckets=bucketing["n_buckets"], enabled=bucketing["enabled"],
-        shuffle=shuffle, seed=seed, sample_weight=weights,
+        data.x[split],
+        data.y[split],
+        batch_size=train["batch_size"],
+        n_buckets=bucketing["n_buckets"],
+        enabled=bucketing["enabled"],
+        shuffle=shuffle,
+        seed=seed,
+        sample_weight=weights,
     )
 
 
@@ -40,7 +51,8 @@ def standard_callbacks(train: Mapping[str, Any]) -> list[keras.callbacks.Callbac
     if es["enabled"]:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=es["monitor"], patience=es["patience"],
+                monitor=es["monitor"],
+                patience=es["patience"],
                 restore_best_weights=es["restore_best_weights"],
             )
         )
@@ -57,8 +69,14 @@ def fit(
 ) -> keras.callbacks.History:
     """Train on the train split, validate on val; raise Diverged on a non-finite loss."""
     history = model.fit(
-        batches(data, "train", train, shuffle=True, seed=train["seed"],
-                weights=sample_weights(data, train)).dataset(),
+        batches(
+            data,
+            "train",
+            train,
+            shuffle=True,
+            seed=train["seed"],
+            weights=sample_weights(data, train),
+        ).dataset(),
         validation_data=batches(data, "val", train, shuffle=False).dataset(),
         epochs=epochs or train["epochs"],
         callbacks=[*standard_callbacks(train), *callbacks],
@@ -67,17 +85,20 @@ def fit(
     losses = history.history.get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         epoch = next((i + 1 for i, v in enumerate(losses) if not np.isfinite(v)), len(losses))
-        raise Diverged(f"training diverged: loss is {losses[-1] if losses else 'missing'} "
-                       f"at epoch {epoch}")
+        raise Diverged(
+            f"training diverged: loss is {losses[-1] if losses else 'missing'} at epoch {epoch}"
+        )
     return history
 
 
-def evaluate(model: keras.Model, data: PreparedData, split: str, train: Mapping[str, Any],
-             prefix: str) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    model: keras.Model, data: PreparedData, split: str, train: Mapping[str, Any], prefix: str
+) -> tuple[dict[str, float], np.ndarray]:
     """Metrics on one split and the class probabilities (in the split's order)."""
     bucketing = train["bucketing"]
-    probs = predict_proba(model, data.x[split], train["batch_size"] * 4,
-                          bucketing["n_buckets"], bucketing["enabled"])
+    probs = predict_proba(
+        model, data.x[split], train["batch_size"] * 4, bucketing["n_buckets"], bucketing["enabled"]
+    )
     if not np.all(np.isfinite(probs)):
         raise Diverged(f"model outputs non-finite probabilities on the {split} split")
     return classification_metrics(probs, data.y[split], prefix), probs

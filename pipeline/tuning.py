@@ -17,9 +17,9 @@ from typing import Any
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src import config as kt_config
 import numpy as np
 import pandas as pd
+from keras_tuner.src import config as kt_config
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
@@ -65,13 +65,18 @@ def make_oracle(tuner: DictConfig) -> kt.Oracle:
         return kt.oracles.GridSearchOracle(max_trials=tuner.max_trials, **common)
     if tuner.kind == "bayesian":
         return kt.oracles.BayesianOptimizationOracle(
-            max_trials=tuner.max_trials, num_initial_points=tuner.num_initial_points,
-            alpha=tuner.alpha, beta=tuner.beta, **common,
+            max_trials=tuner.max_trials,
+            num_initial_points=tuner.num_initial_points,
+            alpha=tuner.alpha,
+            beta=tuner.beta,
+            **common,
         )
     if tuner.kind == "hyperband":
         return kt.oracles.HyperbandOracle(
-            max_epochs=tuner.max_epochs, factor=tuner.factor,
-            hyperband_iterations=tuner.hyperband_iterations, **common,
+            max_epochs=tuner.max_epochs,
+            factor=tuner.factor,
+            hyperband_iterations=tuner.hyperband_iterations,
+            **common,
         )
     raise SearchError(f"tuner.kind: unknown tuner '{tuner.kind}'")
 
@@ -79,8 +84,17 @@ def make_oracle(tuner: DictConfig) -> kt.Oracle:
 class TrackedTuner(kt.Tuner):
     """A keras-tuner Tuner (any oracle) whose trials are MLflow child runs."""
 
-    def __init__(self, oracle, hypermodel, *, cfg: DictConfig, data: PreparedData,
-                 tracker: Tracker, search_id: str, **kwargs):
+    def __init__(
+        self,
+        oracle,
+        hypermodel,
+        *,
+        cfg: DictConfig,
+        data: PreparedData,
+        tracker: Tracker,
+        search_id: str,
+        **kwargs,
+    ):
         super().__init__(oracle, hypermodel, **kwargs)
         self.cfg = cfg
         self.data = data
@@ -96,8 +110,12 @@ class TrackedTuner(kt.Tuner):
         model_settings, train = trial_settings(self.cfg, values)
         number = len(self.records) + 1
         seed = int(train["seed"])
-        record: dict[str, Any] = {"trial": number, "trial_id": trial.trial_id, "status": "FAILED",
-                                  **values}
+        record: dict[str, Any] = {
+            "trial": number,
+            "trial_id": trial.trial_id,
+            "status": "FAILED",
+            **values,
+        }
         self.records.append(record)
         shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != "hyperband" else "?"
@@ -106,8 +124,7 @@ class TrackedTuner(kt.Tuner):
             "search_id": self.search_id,
             "trial_id": trial.trial_id,
             "trial_number": number,
-            "config_hash": config_hash({"hp": values, "seed": seed,
-                                        "data": self.data.fingerprint}),
+            "config_hash": config_hash({"hp": values, "seed": seed, "data": self.data.fingerprint}),
             "data_fingerprint": self.data.fingerprint,
             "seed": seed,
             "pooling": model_settings["pooling"],
@@ -132,9 +149,14 @@ class TrackedTuner(kt.Tuner):
         cfg, data, tracker = self.cfg, self.data, self.tracker
         if cfg.tracking.log_datasets:
             for split, context in (("train", "training"), ("val", "validation")):
-                tracker.log_dataset(data.x[split], data.y[split], f"{data.name}-{split}",
-                                    context, source=data.name,
-                                    digest=f"{data.fingerprint[:28]}-{split}")
+                tracker.log_dataset(
+                    data.x[split],
+                    data.y[split],
+                    f"{data.name}-{split}",
+                    context,
+                    source=data.name,
+                    digest=f"{data.fingerprint[:28]}-{split}",
+                )
         runs: list[dict[str, float]] = []
         for execution in range(cfg.tuner.executions_per_trial):
             keras.backend.clear_session()
@@ -150,16 +172,23 @@ class TrackedTuner(kt.Tuner):
         final = {k: float(np.mean([r[k] for r in runs])) for k in METRIC_KEYS}
         monitor = train["early_stopping"]["monitor"]
         best = best_epoch(history, monitor)
-        tracker.log_metrics({
-            **final,
-            "best_epoch": best,
-            "epochs_trained": len(history.epoch),
-            **{f"best_{k}": v[best] for k, v in history.history.items() if k.startswith("val_")},
-            "param_count": model.count_params(),
-        })
+        # The final model (best weights restored) is scored one step after the last epoch,
+        # so the last point of each val_* curve is the score the tuner ranks by.
+        tracker.log_metrics(final, step=len(history.epoch))
+        tracker.log_metrics(
+            {
+                "best_epoch": best,
+                "epochs_trained": len(history.epoch),
+                **{
+                    f"best_{k}": v[best] for k, v in history.history.items() if k.startswith("val_")
+                },
+                "param_count": model.count_params(),
+            }
+        )
         cm = confusion_matrix(data.y["val"], probs.argmax(axis=1), data.n_classes)
-        tracker.log_figure(confusion_matrix_figure(cm, data.class_names, "validation"),
-                           "confusion_matrix.png")
+        tracker.log_figure(
+            confusion_matrix_figure(cm, data.class_names, "validation"), "confusion_matrix.png"
+        )
         self.save_model(trial.trial_id, model)
         if cfg.tracking.log_model:
             tracker.log_keras_model(model, data.x["val"][:2])
@@ -170,12 +199,15 @@ class TrackedTuner(kt.Tuner):
     def _report_score(self, number: int, metrics: dict[str, float]) -> None:
         name = self.oracle.objective.name
         score = metrics[name]
-        better = (self.best_score is None or
-                  (score > self.best_score if OBJECTIVES[name] == "max" else score < self.best_score))
+        better = self.best_score is None or (
+            score > self.best_score if OBJECTIVES[name] == "max" else score < self.best_score
+        )
         if better:
             self.best_score, self.best_number = score, number
-        progress.say(f"    -> {name} {score:.4f}   best so far {self.best_score:.4f} "
-                     f"(trial {self.best_number})")
+        progress.say(
+            f"    -> {name} {score:.4f}   best so far {self.best_score:.4f} "
+            f"(trial {self.best_number})"
+        )
 
     def _model_path(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "model.keras"
@@ -206,18 +238,29 @@ def search_name(cfg: DictConfig) -> str:
 
 def run_search(cfg: DictConfig, tracker: Tracker | None = None) -> SearchOutcome:
     """Prepare data, open the parent run, let keras-tuner drive the trials, summarise."""
-    tracker = tracker or Tracker(cfg.tracking.uri, cfg.tracking.experiment,
-                                 cfg.tracking.artifact_root, cfg.tracking.connect_timeout)
+    tracker = tracker or Tracker(
+        cfg.tracking.uri,
+        cfg.tracking.experiment,
+        cfg.tracking.artifact_root,
+        cfg.tracking.connect_timeout,
+    )
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
     tracker.connect()
     data = prepare(cfg.data)
     name = search_name(cfg)
-    progress.say(f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
-                 f"{len(data.y['val'])}/{len(data.y['test'])}  classes = {data.n_classes}  "
-                 f"vocab = {len(data.vocab)}  fingerprint {data.fingerprint[:12]}")
+    progress.say(
+        f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
+        f"{len(data.y['val'])}/{len(data.y['test'])}  classes = {data.n_classes}  "
+        f"vocab = {len(data.vocab)}  fingerprint {data.fingerprint[:12]}"
+    )
     space = search_space_dims(cfg.search_space)
-    parent_tags = {"search_id": name, "kind": "search", "data_fingerprint": data.fingerprint,
-                   "tuner": cfg.tuner.kind, "objective": cfg.tuner.objective}
+    parent_tags = {
+        "search_id": name,
+        "kind": "search",
+        "data_fingerprint": data.fingerprint,
+        "tuner": cfg.tuner.kind,
+        "objective": cfg.tuner.objective,
+    }
     with tracker.run(name, tags=parent_tags) as parent:
         parent_id = parent.info.run_id
         tracker.log_params(flatten(to_plain(cfg)))
@@ -225,14 +268,23 @@ def run_search(cfg: DictConfig, tracker: Tracker | None = None) -> SearchOutcome
         tracker.log_dict(space, "search_space.json")
         tracker.log_text("\n".join(data.vocab), "vocab.txt")
         tracker.log_environment()
-        progress.say(f"search '{name}': tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
-                     f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}")
+        progress.say(
+            f"search '{name}': tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
+            f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}"
+        )
 
         hypermodel = SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes)
         tuner = TrackedTuner(
-            make_oracle(cfg.tuner), hypermodel, cfg=cfg, data=data, tracker=tracker,
-            search_id=name, directory=cfg.tuner.directory, project_name=name,
-            overwrite=cfg.tuner.overwrite, executions_per_trial=cfg.tuner.executions_per_trial,
+            make_oracle(cfg.tuner),
+            hypermodel,
+            cfg=cfg,
+            data=data,
+            tracker=tracker,
+            search_id=name,
+            directory=cfg.tuner.directory,
+            project_name=name,
+            overwrite=cfg.tuner.overwrite,
+            executions_per_trial=cfg.tuner.executions_per_trial,
         )
         try:
             tuner.search(verbose=0)
@@ -250,8 +302,9 @@ def run_search(cfg: DictConfig, tracker: Tracker | None = None) -> SearchOutcome
                 tracker.log_table_csv(trials, "search_summary.csv")
 
         done = int((trials["status"] == "FINISHED").sum()) if not trials.empty else 0
-        exhausted = cfg.tuner.kind in ("grid", "random", "bayesian") and len(trials) < \
-            cfg.tuner.max_trials
+        exhausted = (
+            cfg.tuner.kind in ("grid", "random", "bayesian") and len(trials) < cfg.tuner.max_trials
+        )
         tracker.log_metrics({"trials_finished": done, "trials_failed": len(trials) - done})
         if done == 0:
             raise SearchError("no trial finished; see the FAILED child runs for their errors")
@@ -269,6 +322,11 @@ def run_search(cfg: DictConfig, tracker: Tracker | None = None) -> SearchOutcome
             test_metrics, _ = evaluate(best_model, data, "test", train, prefix="test_")
             tracker.log_metrics(test_metrics)
     return SearchOutcome(
-        search_id=name, parent_run_id=parent_id, trials=trials, best=best_row,
-        test_metrics=test_metrics, ui_command=tracker.ui_command(), exhausted=exhausted,
+        search_id=name,
+        parent_run_id=parent_id,
+        trials=trials,
+        best=best_row,
+        test_metrics=test_metrics,
+        ui_command=tracker.ui_command(),
+        exhausted=exhausted,
     )

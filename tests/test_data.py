@@ -97,9 +97,14 @@ def test_csv_loader_with_label_map_and_multiline_quoted_fields(tmp_path):
         'txt,lab\n"good, fine\nreally",p\nbad 😠,n\nok,p\nmeh,n\nyes,p\nno,n\n',
     )
     cfg = data_cfg(
-        "data=csv", f"data.csv.path={path}", "data.csv.text_column=txt",
-        "data.csv.label_column=lab", "+data.csv.label_map.p=pos", "+data.csv.label_map.n=neg",
-        "data.val_fraction=0.34", "data.test_fraction=0",
+        "data=csv",
+        f"data.csv.path={path}",
+        "data.csv.text_column=txt",
+        "data.csv.label_column=lab",
+        "+data.csv.label_map.p=pos",
+        "+data.csv.label_map.n=neg",
+        "data.val_fraction=0.34",
+        "data.test_fraction=0",
     )
     d = prepare(cfg)
     assert d.class_names == ["neg", "pos"]
@@ -149,8 +154,9 @@ def test_text_dir_loader_keeps_test_split_aside(tmp_path):
             folder.mkdir(parents=True)
             for i in range(n):
                 (folder / f"{i}.txt").write_text(f"{label} review number {i}")
-    d = prepare(data_cfg("data=text_dir", f"data.text_dir.root={tmp_path}",
-                         "data.val_fraction=0.34"))
+    d = prepare(
+        data_cfg("data=text_dir", f"data.text_dir.root={tmp_path}", "data.val_fraction=0.34")
+    )
     assert len(d.y["test"]) == 4
     assert len(d.y["train"]) + len(d.y["val"]) == 12
     assert all("review" in t for t in d.texts["test"])

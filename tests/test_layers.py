@@ -102,9 +102,7 @@ def test_classic_matches_original_recipe_numerically(tmp_path):
     ours.get_layer("pooling").set_weights(dense1.get_weights())
     ours.get_layer("classifier").set_weights(classifier.get_weights())
     x = batch(steps)
-    np.testing.assert_allclose(
-        orig.predict(x, verbose=0), ours.predict(x, verbose=0), atol=1e-6
-    )
+    np.testing.assert_allclose(orig.predict(x, verbose=0), ours.predict(x, verbose=0), atol=1e-6)
     # The original's Lambda does not reload safely; ours does (round-trip test below).
     orig.save(tmp_path / "orig.keras")
     with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):

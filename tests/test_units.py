@@ -84,9 +84,11 @@ def test_bucketed_batches_trim_padding_and_cover_every_example_once():
     batches = BucketedBatches(x, y, batch_size=32, n_buckets=4, shuffle=True, seed=1)
     seen = []
     widths = set()
-    for xb, yb in batches:
+    for xb, _yb in batches:
         widths.add(xb.shape[1])
-        assert np.all((xb != 0).sum(axis=1) == lengths[batches.order[len(seen):len(seen) + len(xb)]])
+        assert np.all(
+            (xb != 0).sum(axis=1) == lengths[batches.order[len(seen) : len(seen) + len(xb)]]
+        )
         seen.extend(range(len(xb)))
     assert sorted(batches.order.tolist()) == list(range(300))
     assert len(widths) <= 4 and max(widths) == lengths.max()

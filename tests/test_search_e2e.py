@@ -1,0 +1,238 @@
+"""End-to-end: the real CLI in a subprocess with tiny configs, checked through MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TINY = [
+    "+experiment=quick",
+    "data.synthetic.n_examples=240",
+    "tuner.max_trials=2",
+    "tracking.log_datasets=true",
+]
+
+
+def store_overrides(tmp_path) -> list[str]:
+    return [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_root={tmp_path}/artifacts",
+        f"tuner.directory={tmp_path}/tuner",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+
+
+def client_for(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def all_runs(tmp_path):
+    client = client_for(tmp_path)
+    exp = client.get_experiment_by_name("attention-search")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def assert_nothing_running(runs):
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
+    result = run_cli(
+        "search",
+        *TINY,
+        *store_overrides(tmp_path),
+        "train.epochs=2",
+        "train.early_stopping.enabled=false",
+        "tuner.max_trials=3",
+        "search_space.pooling.values=[attention,mean]",
+        "search.name=e2e",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "open the UI: mlflow ui --backend-store-uri" in result.stdout
+    assert "[trial 3/3]" in result.stdout and "epoch 2/2" in result.stdout
+    # No TensorFlow start-up noise on a default (quiet) run.
+    assert "cuda" not in result.stderr.lower() and "oneDNN" not in result.stderr
+
+    client, runs = all_runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "e2e"
+    assert_nothing_running(runs)
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        for tag in ("search_id", "trial_id", "config_hash", "data_fingerprint", "seed"):
+            assert child.data.tags[tag]
+        params = child.data.params
+        if params["pooling"] == "attention":
+            assert params["attention_activation"] in ("tanh", "none")
+        else:
+            assert "attention_activation" not in params  # inactive hp is not logged
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert sorted(m.step for m in history) == [0, 1, 2]  # 2 epochs + final model
+        assert {"val_accuracy", "val_macro_f1", "best_epoch"} <= set(child.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"confusion_matrix.png", "model"} <= artifacts
+        assert child.inputs.dataset_inputs, "training/validation datasets logged"
+
+    # Parent: config, best trial, test metrics, summary table.
+    assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+    assert "test_accuracy" in parent.data.metrics and "best_val_accuracy" in parent.data.metrics
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {
+        "config.yaml",
+        "search_summary.csv",
+        "vocab.txt",
+        "environment.json",
+    } <= parent_artifacts
+    assert parent.data.params["tuner.kind"] == "random"
+
+    # The logged model reloads with safe_mode and predicts.
+    import mlflow.keras
+
+    import pipeline.layers  # noqa: F401  (registers the custom layers)
+
+    best = client.get_run(parent.data.tags["best_run_id"])
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.keras.load_model(f"runs:/{best.info.run_id}/model")
+    probs = model.predict(np.array([[5, 6, 7, 0, 0]], dtype=np.int32), verbose=0)
+    assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_diverging_trial_fails_while_others_finish(tmp_path, run_cli):
+    result = run_cli(
+        "search",
+        *TINY,
+        *store_overrides(tmp_path),
+        "tuner=grid",
+        "search_space.pooling.values=[mean]",
+        "~search_space.attention_activation",
+        "~search_space.dropout",
+        "train.clipnorm=null",
+        "~search_space.learning_rate",
+        "+search_space.learning_rate={type: choice, values: [0.003, inf]}",
+        "tracking.log_model=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FAILED: training diverged" in result.stdout
+    _, runs = all_runs(tmp_path)
+    assert_nothing_running(runs)
+    children = {r.data.params["learning_rate"]: r for r in runs if r.data.tags["kind"] == "trial"}
+    assert children["inf"].info.status == "FAILED"
+    assert "diverged" in children["inf"].data.tags["error"]
+    assert children["0.003"].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
+def test_other_tuners_run_a_tiny_search(tmp_path, run_cli, tuner):
+    extra = ["tuner.max_epochs=2", "tuner.factor=2"] if tuner == "hyperband" else []
+    result = run_cli(
+        "search",
+        *TINY,
+        *store_overrides(tmp_path),
+        f"tuner={tuner}",
+        "tuner.num_initial_points=1",
+        "tracking.log_model=false",
+        *extra,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = all_runs(tmp_path)
+    assert_nothing_running(runs)
+    children = [r for r in runs if r.data.tags["kind"] == "trial"]
+    assert children and all(r.info.status == "FINISHED" for r in children)
+    parent = next(r for r in runs if r.data.tags["kind"] == "search")
+    assert parent.data.params["tuner.kind"] == tuner
+    if tuner == "hyperband":
+        assert any("tuner/epochs" in r.data.params for r in children)
+
+
+HEAVY_CHECK = """
+import atexit, runpy, sys
+heavy = ("tensorflow", "keras_tuner", "mlflow", "keras")
+atexit.register(lambda: print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules)))
+sys.argv = ["pipeline.search", *sys.argv[1:]]
+runpy.run_module("pipeline.search", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("flag", [["--help"], ["--cfg", "job"], ["model.units=0"]])
+def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
+    import subprocess
+
+    from tests.conftest import PROJECT_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", HEAVY_CHECK, *flag],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "HEAVY=\n" in result.stdout or result.stdout.rstrip().endswith("HEAVY=")
+    if flag == ["--cfg", "job"]:
+        assert "search_space:" in result.stdout and result.returncode == 0
+    if flag == ["model.units=0"]:
+        assert result.returncode == 2
+        assert result.stderr.strip() == "error: model.units: must be > 0, got 0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["data=csv", "data.csv.path=/nonexistent/data.csv"], "data.csv.path: file not found"),
+        (["tracking=server", "tracking.uri=http://127.0.0.1:{port}"], "cannot reach tracking"),
+        (["tuner=annealing"], "tuner"),
+        (["model.units=abc"], "model.units"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_nonzero_exit(tmp_path, run_cli, overrides, needle):
+    overrides = [o.format(port=free_port()) for o in overrides]
+    result = run_cli("search", *TINY, *store_overrides(tmp_path), *overrides, timeout=120)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        _, runs = all_runs(tmp_path)
+        assert runs == [] or all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_resolved_config_artifact_round_trips(tmp_path, run_cli):
+    result = run_cli(
+        "search",
+        *TINY,
+        *store_overrides(tmp_path),
+        "tuner.max_trials=1",
+        "tracking.log_model=false",
+        "tracking.log_datasets=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = all_runs(tmp_path)
+    parent = next(r for r in runs if r.data.tags["kind"] == "search")
+    import yaml
+
+    path = client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))
+    logged = yaml.safe_load(open(path))
+    assert logged["tuner"]["max_trials"] == 1 and logged["data"]["synthetic"]["n_examples"] == 240
+    space = json.loads(
+        open(
+            client.download_artifacts(parent.info.run_id, "search_space.json", str(tmp_path))
+        ).read()
+    )
+    assert set(space) >= {"pooling", "attention_activation"}
