@@ -72,15 +72,23 @@ def run(cfg: DictConfig) -> int:
     from pipeline.quiet import quiet, quiet_after_import, silenced_stderr
 
     quiet(cfg.search.verbose)
+    # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
+    from pipeline.data import DataError, prepare
+    from pipeline.tracking import Tracker, TrackingError
+
+    try:
+        data = prepare(cfg.data)
+        tracker = Tracker.from_config(cfg.tracking)
+        tracker.connect()
+    except (DataError, TrackingError) as err:
+        fail(str(err))
     with silenced_stderr(not cfg.search.verbose):
         import tensorflow  # noqa: F401  (its C++ start-up logs go to the silenced stderr)
 
-        from pipeline.data import DataError
-        from pipeline.tracking import TrackingError
         from pipeline.tuning import SearchError, run_search
     quiet_after_import(cfg.search.verbose)
     try:
-        outcome = run_search(cfg)
+        outcome = run_search(cfg, data, tracker)
     except (ConfigError, DataError, TrackingError, SearchError) as err:
         fail(str(err))
     except KeyboardInterrupt:

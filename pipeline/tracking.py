@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
-import mlflow.keras
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import PROJECT_ROOT
@@ -86,6 +84,12 @@ class Tracker:
         self.artifact_root = artifact_root
         self.connect_timeout = connect_timeout
         self.experiment_id: str | None = None
+
+    @classmethod
+    def from_config(cls, tracking) -> Tracker:
+        return cls(
+            tracking.uri, tracking.experiment, tracking.artifact_root, tracking.connect_timeout
+        )
 
     # ------------------------------------------------------------ set-up
     def connect(self) -> None:
@@ -215,6 +219,8 @@ class Tracker:
 
     @staticmethod
     def log_dataset(features, targets, name: str, context: str, source: str, digest: str) -> None:
+        import mlflow.data
+
         dataset = mlflow.data.from_numpy(
             features, targets=targets, name=name, source=redact(source), digest=digest[:36]
         )
@@ -228,6 +234,7 @@ class Tracker:
         (MLflow 3.17), so the model is saved to a folder made here and logged as run
         artifacts; `runs:/<id>/model` loads with mlflow.keras/pyfunc as usual.
         """
+        import mlflow.keras
         from mlflow.models import infer_signature
 
         preds = model.predict(input_example, verbose=0)

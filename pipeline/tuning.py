@@ -236,17 +236,15 @@ def search_name(cfg: DictConfig) -> str:
     return cfg.search.name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
 
 
-def run_search(cfg: DictConfig, tracker: Tracker | None = None) -> SearchOutcome:
+def run_search(
+    cfg: DictConfig, data: PreparedData | None = None, tracker: Tracker | None = None
+) -> SearchOutcome:
     """Prepare data, open the parent run, let keras-tuner drive the trials, summarise."""
-    tracker = tracker or Tracker(
-        cfg.tracking.uri,
-        cfg.tracking.experiment,
-        cfg.tracking.artifact_root,
-        cfg.tracking.connect_timeout,
-    )
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
-    tracker.connect()
-    data = prepare(cfg.data)
+    data = data or prepare(cfg.data)
+    if tracker is None:
+        tracker = Tracker.from_config(cfg.tracking)
+        tracker.connect()
     name = search_name(cfg)
     progress.say(
         f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
