@@ -26,3 +26,121 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str], title: str) 
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def token_window(weights: list[float], max_tokens: int) -> tuple[int, int]:
+    """[start, end) of at most max_tokens tokens centred on the highest weight."""
+    n = len(weights)
+    if n <= max_tokens:
+        return 0, n
+    top = int(np.argmax(weights))
+    start = min(max(0, top - max_tokens // 2), n - max_tokens)
+    return start, start + max_tokens
+
+
+def row_title(row, kind: str) -> str:
+    mark = "ok" if row.true_label == row.predicted_label else "WRONG"
+    title = f"true: {row.true_label}   predicted: {row.predicted_label} ({mark})"
+    if kind == "attention" and row.padding_mass > 1e-6:
+        title += f"   attention on padding: {row.padding_mass:.0%}"
+    return title
+
+
+def heatmap_figure(rows, title: str, kind: str = "attention", max_tokens: int = 40) -> Figure:
+    """One row per example: its real tokens as labels, colour = weight.
+
+    Padded steps are never drawn (their mass is written in the row title instead).
+    Long texts show a window of `max_tokens` around the highest weight. Planted key
+    tokens (synthetic data) are underlined in bold. `kind` labels the colour bar
+    ("attention" or "saliency") so saliency is never mistaken for attention.
+    """
+    shown = [token_window(r.weights, max_tokens) for r in rows]
+    width = max((end - start for start, end in shown), default=1)
+    fig_w = min(2.5 + 0.42 * width, 24)
+    fig, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(fig_w, 1.25 * len(rows) + 1.0),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    vmax = max((max(r.weights) for r in rows if r.weights), default=1.0) or 1.0
+    cmap = plt.get_cmap("Reds" if kind == "attention" else "Purples")
+    image = None
+    for ax, row, (start, end) in zip(axes[:, 0], rows, shown, strict=True):
+        w = np.full(width, np.nan)
+        w[: end - start] = row.weights[start:end]
+        image = ax.imshow(w[None, :], cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
+        labels = row.tokens[start:end]
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+        for pos, label in zip(ax.get_xticklabels(), range(start, end), strict=True):
+            if label in row.key_positions:
+                pos.set_fontweight("bold")
+                pos.set_color("#1f5fbf")
+        ax.set_yticks([])
+        suffix = (
+            f"   tokens {start + 1}-{end} of {len(row.tokens)}"
+            if end - start < len(row.tokens)
+            else ""
+        )
+        ax.set_title(row_title(row, kind) + suffix, fontsize=9, loc="left")
+    if image is not None:
+        fig.colorbar(
+            image,
+            ax=axes[:, 0].tolist(),
+            shrink=0.6,
+            label="attention weight" if kind == "attention" else "occlusion saliency",
+        )
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def panel_html(rows, title: str, kind: str = "attention") -> str:
+    """A self-contained HTML page (inline CSS, no external assets) of highlighted texts."""
+    from html import escape
+
+    colour = "220,40,40" if kind == "attention" else "120,60,200"
+    vmax = max((max(r.weights) for r in rows if r.weights), default=1.0) or 1.0
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{escape(title)}</title><style>",
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:2}",
+        ".row{margin:1em 0;padding:.5em;border-bottom:1px solid #ddd}",
+        ".meta{font-size:.85em;color:#555}.t{padding:.15em .2em;border-radius:.2em}",
+        ".key{text-decoration:underline;font-weight:bold}.wrong{color:#b00}",
+        "</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f"<p class='meta'>colour = {escape(kind)} weight (darkest = {vmax:.3f})</p>",
+    ]
+    for row in rows:
+        cls = "meta" if row.true_label == row.predicted_label else "meta wrong"
+        parts.append(f"<div class='row'><div class='{cls}'>{escape(row_title(row, kind))}</div>")
+        for i, (tok, w) in enumerate(zip(row.tokens, row.weights, strict=True)):
+            key = " key" if i in row.key_positions else ""
+            parts.append(
+                f"<span class='t{key}' style='background:rgba({colour},{w / vmax:.3f})' "
+                f"title='{w:.4f}'>{escape(tok)}</span> "
+            )
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def comparison_figure(frame, objective: str) -> Figure:
+    """Per-variant strip plot of the objective (and attention on keys, when known)."""
+    metrics = [objective] + (["attention_on_keys"] if "attention_on_keys" in frame else [])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    variants = sorted(frame["variant"].unique())
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, v in enumerate(variants):
+            vals = frame.loc[frame["variant"] == v, metric].dropna().to_numpy(dtype=float)
+            if len(vals):
+                ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, alpha=0.8)
+                ax.hlines(np.median(vals), i - 0.25, i + 0.25, color="black")
+        ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+        ax.set_title(metric)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("trials per pooling variant (bar = median)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,120 @@
+"""Attention numbers: metrics over weights, a fixed example panel, occlusion saliency.
+
+Pure NumPy apart from `occlusion_saliency`, which only calls `model.predict`.
+Weights are full matrices (n, steps) including padded steps, so the padding share
+of the `classic` baseline can be measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+OOV_ID = 1
+
+
+def attention_metrics(
+    weights: np.ndarray, token_ids: np.ndarray, key_mask: np.ndarray | None = None
+) -> dict[str, float]:
+    """Entropy, padding share and (with ground truth) key share and top-1 hit rate.
+
+    - attention_entropy: entropy of the weights over each example's real tokens
+      (renormalised), divided by log(real length); mean over examples of length >= 2.
+      1.0 is uniform, 0.0 all weight on one token.
+    - attention_on_padding: mean share of the weight on padded steps.
+    - attention_on_keys: mean share of the weight on planted key tokens.
+    - attention_top1_key_hit: share of examples whose highest weight sits on a key.
+    """
+    real = token_ids != 0
+    lengths = real.sum(axis=1)
+    out = {"attention_on_padding": float(np.mean(np.where(real, 0.0, weights).sum(axis=1)))}
+    entropies = []
+    for w, r, n in zip(weights, real, lengths, strict=True):
+        if n < 2:
+            continue
+        p = w[r]
+        total = p.sum()
+        if total <= 0:
+            continue
+        p = p / total
+        nz = p[p > 0]
+        entropies.append(float(-(nz * np.log(nz)).sum() / np.log(n)))
+    out["attention_entropy"] = float(np.mean(entropies)) if entropies else float("nan")
+    if key_mask is not None:
+        out["attention_on_keys"] = float(np.mean(np.where(key_mask, weights, 0.0).sum(axis=1)))
+        top = weights.argmax(axis=1)
+        out["attention_top1_key_hit"] = float(np.mean(key_mask[np.arange(len(top)), top]))
+    return out
+
+
+def choose_panel(y: np.ndarray, n_classes: int, size: int, seed: int) -> np.ndarray:
+    """Indices of a fixed panel: the same for every trial of a search, every class covered."""
+    rng = np.random.default_rng(seed)
+    per_class = max(1, size // n_classes)
+    picked: list[int] = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(y == c)
+        picked.extend(rng.choice(idx, size=min(per_class, len(idx)), replace=False).tolist())
+    return np.asarray(sorted(picked), dtype=np.int64)
+
+
+def occlusion_saliency(model, token_ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """How much the predicted class's probability drops when each real token becomes OOV.
+
+    Model-agnostic (works for mean/max/last pooling, respects masks); normalised to
+    sum to 1 over each example's real tokens. This is saliency, not attention.
+    """
+    base = np.asarray(model.predict(token_ids, batch_size=batch_size, verbose=0))
+    pred = base.argmax(axis=1)
+    out = np.zeros(token_ids.shape, dtype="float32")
+    for i, ids in enumerate(token_ids):
+        positions = np.flatnonzero(ids != 0)
+        if len(positions) == 0:
+            continue
+        variants = np.repeat(ids[None, :], len(positions), axis=0)
+        variants[np.arange(len(positions)), positions] = OOV_ID
+        probs = np.asarray(model.predict(variants, batch_size=batch_size, verbose=0))
+        drop = np.clip(base[i, pred[i]] - probs[:, pred[i]], 0.0, None)
+        total = drop.sum()
+        out[i, positions] = drop / total if total > 0 else 1.0 / len(positions)
+    return out
+
+
+@dataclass
+class PanelRow:
+    """One example of the panel, as plotted and exported."""
+
+    tokens: list[str]
+    weights: list[float]  # over the real tokens only
+    true_label: str
+    predicted_label: str
+    padding_mass: float
+    key_positions: list[int]
+
+
+def panel_rows(
+    weights: np.ndarray,
+    token_ids: np.ndarray,
+    vocab: list[str],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str],
+    key_mask: np.ndarray | None = None,
+) -> list[PanelRow]:
+    rows = []
+    for i, ids in enumerate(token_ids):
+        real = ids != 0
+        rows.append(
+            PanelRow(
+                tokens=[vocab[t] if t < len(vocab) else "[UNK]" for t in ids[real]],
+                weights=[float(w) for w in weights[i][real]],
+                true_label=class_names[int(y_true[i])],
+                predicted_label=class_names[int(y_pred[i])],
+                padding_mass=float(weights[i][~real].sum()),
+                key_positions=(
+                    np.flatnonzero(key_mask[i][real]).tolist() if key_mask is not None else []
+                ),
+            )
+        )
+    return rows

@@ -1,0 +1,39 @@
+"""`python -m pipeline.bench {pooling,overhead,startup}`: benchmarks that print ratios
+measured side by side in one run (never timed assertions in tests)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="which", required=True)
+    p = sub.add_parser("pooling", help="training throughput of each pooling variant vs classic")
+    p.add_argument("--units", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--datasets", nargs="+", default=["airline_tweets", "synthetic"])
+    p.add_argument("--examples", type=int, default=2000, help="training examples per run")
+    p.add_argument("--epochs", type=int, default=1, help="timed epochs (after one warm-up)")
+    o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
+    o.add_argument("--repeats", type=int, default=3)
+    o.add_argument("--epochs", type=int, default=3)
+    s = sub.add_parser("startup", help="wall time of --help and --cfg job")
+    s.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    from pipeline.quiet import quiet
+
+    quiet(verbose=False)
+    if args.which == "pooling":
+        from pipeline.bench.pooling import run
+    elif args.which == "overhead":
+        from pipeline.bench.overhead import run
+    else:
+        from pipeline.bench.startup import run
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Cost of the pipeline around training: bare `model.fit` vs one tracked trial.
+
+Same data, model and epochs; alternated in one process. The tracked trial is timed
+inside keras-tuner's run_trial (child run, per-epoch logging, validation metrics,
+confusion figure, keras-tuner checkpoint, optional model logging).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+import keras
+from omegaconf import OmegaConf
+
+from pipeline.config import compose_config, to_plain
+from pipeline.data import prepare
+from pipeline.hypermodel import trial_settings
+from pipeline.model import build_model
+from pipeline.progress import say
+from pipeline.tracking import Tracker
+from pipeline.training import fit
+from pipeline.tuning import run_search
+
+GOAL = 1.05
+
+
+def bare_fit(cfg, data) -> float:
+    model_settings, train = trial_settings(cfg, {})
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(train["seed"])
+    start = time.perf_counter()
+    model = build_model(
+        model_settings, len(data.vocab), data.n_classes, train["learning_rate"], train["clipnorm"]
+    )
+    fit(model, data, train)
+    return time.perf_counter() - start
+
+
+def tracked_trial(cfg, data, log_model: bool) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        run_cfg = OmegaConf.merge(
+            cfg,
+            {
+                "tracking": {
+                    "uri": f"sqlite:///{tmp}/mlflow.db",
+                    "artifact_root": f"{tmp}/a",
+                    "log_model": log_model,
+                },
+                "tuner": {"directory": f"{tmp}/tuner"},
+                "search": {"evaluate_test": False},
+            },
+        )
+        tracker = Tracker.from_config(run_cfg.tracking)
+        tracker.connect()
+        outcome = run_search(run_cfg, data, tracker)
+        return float(outcome.trials["seconds"].iloc[0])
+
+
+def run(args) -> None:
+    cfg = compose_config(
+        [f"train.epochs={args.epochs}", "train.early_stopping.enabled=false", "tuner.max_trials=1"]
+    )
+    fixed = {
+        k: {"type": "fixed", "value": v}
+        for k, v in to_plain(cfg.model).items()
+        if k in ("pooling", "attention_activation")
+    }
+    cfg.search_space = fixed
+    data = prepare(cfg.data)
+    modes = {
+        "bare model.fit": lambda: bare_fit(cfg, data),
+        "trial, model logging off": lambda: tracked_trial(cfg, data, False),
+        "trial, model logging on": lambda: tracked_trial(cfg, data, True),
+    }
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for m in modes:  # warm-up round: first graph traces, first DB creation
+        modes[m]()
+    import contextlib
+    import io
+
+    for _ in range(args.repeats):
+        for m, fn in modes.items():
+            with contextlib.redirect_stdout(io.StringIO()):
+                times[m].append(fn())
+    base = statistics.median(times["bare model.fit"])
+    say(
+        f"\n{args.epochs} epochs, {len(data.y['train'])} training examples, "
+        f"{args.repeats} alternated repeats (median)"
+    )
+    say(f"{'mode':<28}{'seconds':>9}{'ratio':>8}")
+    for m, ts in times.items():
+        med = statistics.median(ts)
+        say(f"{m:<28}{med:>9.2f}{med / base:>7.2f}x")
+    say(f"goal: <= {GOAL}x with model logging off")
