@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: search test lint format bench clean-venv lock
+.PHONY: search test lint format bench clean-venv lock browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 search: $(VENV)/.installed
 	$(PY) -m pipeline.search $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -q $(ARGS)
+
+# Headless Chromium for the MLflow UI check (Debian packages; needs root and apt-get).
+# Without them the browser test is skipped with a message saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian packages chromium, chromium-driver)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium not installed and no root/apt-get: the browser test will skip"; fi; }
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -99,7 +99,7 @@ def predict_proba(
 ) -> np.ndarray:
     """Class probabilities in the original example order, computed on bucketed batches."""
     batches = BucketedBatches(x, None, batch_size, n_buckets, enabled=enabled)
-    probs = np.concatenate([np.asarray(model.predict_on_batch(b[0])) for b in batches])
+    probs = np.asarray(model.predict(batches.dataset(), verbose=0))
     out = np.empty_like(probs)
     out[batches.order] = probs
     return out

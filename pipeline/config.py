@@ -175,6 +175,19 @@ class TrackingConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """Attention plots and metrics per trial (saliency for poolings without weights)."""
+
+    enabled: bool = True
+    panel_size: int = 6
+    panel_seed: int = 0
+    # Tokens shown per heatmap row; longer texts get a window around the top weight.
+    max_tokens: int = 40
+    # 0: plot only the final (best-epoch) model; N: also every N epochs.
+    plot_every: int = 0
+
+
+@dataclass
 class SearchConfig:
     name: str | None = None
     verbose: bool = False
@@ -192,6 +205,7 @@ class Config:
     tuner: TunerConfig = field(default_factory=TunerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
@@ -330,6 +344,10 @@ def validate(cfg: DictConfig) -> None:
         f"'{t.class_weight}' not in [none, balanced]",
     )
     _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")
+    a = cfg.attention
+    _require(a.panel_size >= 1, "attention.panel_size", f"must be >= 1, got {a.panel_size}")
+    _require(a.max_tokens >= 1, "attention.max_tokens", f"must be >= 1, got {a.max_tokens}")
+    _require(a.plot_every >= 0, "attention.plot_every", f"must be >= 0, got {a.plot_every}")
     _require(tu.kind in TUNER_KINDS, "tuner.kind", f"'{tu.kind}' not in {list(TUNER_KINDS)}")
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     _require(tu.executions_per_trial > 0, "tuner.executions_per_trial", "must be > 0")

@@ -57,12 +57,16 @@ def heatmap_figure(rows, title: str, kind: str = "attention", max_tokens: int = 
     shown = [token_window(r.weights, max_tokens) for r in rows]
     width = max((end - start for start, end in shown), default=1)
     fig_w = min(2.5 + 0.42 * width, 24)
-    fig, axes = plt.subplots(
-        len(rows),
-        1,
-        figsize=(fig_w, 1.25 * len(rows) + 1.0),
-        squeeze=False,
-        constrained_layout=True,
+    # Fixed margins instead of constrained_layout: same look, several times faster to save.
+    row_h, top_h = 1.3, 0.7
+    fig_h = row_h * len(rows) + top_h
+    fig, axes = plt.subplots(len(rows), 1, figsize=(fig_w, fig_h), squeeze=False)
+    fig.subplots_adjust(
+        left=0.3 / fig_w,
+        right=1 - 1.3 / fig_w,
+        top=1 - top_h / fig_h,
+        bottom=0.75 / fig_h,
+        hspace=0.75 / 0.55,
     )
     vmax = max((max(r.weights) for r in rows if r.weights), default=1.0) or 1.0
     cmap = plt.get_cmap("Reds" if kind == "attention" else "Purples")
@@ -78,6 +82,7 @@ def heatmap_figure(rows, title: str, kind: str = "attention", max_tokens: int = 
                 pos.set_fontweight("bold")
                 pos.set_color("#1f5fbf")
         ax.set_yticks([])
+        ax.set_frame_on(False)  # no box over the blank (never-drawn) padded cells
         suffix = (
             f"   tokens {start + 1}-{end} of {len(row.tokens)}"
             if end - start < len(row.tokens)
@@ -85,10 +90,10 @@ def heatmap_figure(rows, title: str, kind: str = "attention", max_tokens: int = 
         )
         ax.set_title(row_title(row, kind) + suffix, fontsize=9, loc="left")
     if image is not None:
+        bar = fig.add_axes((1 - 1.0 / fig_w, 0.25, 0.15 / fig_w, 0.5))
         fig.colorbar(
             image,
-            ax=axes[:, 0].tolist(),
-            shrink=0.6,
+            cax=bar,
             label="attention weight" if kind == "attention" else "occlusion saliency",
         )
     fig.suptitle(title, fontsize=11)

@@ -106,7 +106,10 @@ class Tracker:
             exp = mlflow.get_experiment_by_name(self.experiment_name)
             if exp is None:
                 self.experiment_id = mlflow.create_experiment(
-                    self.experiment_name, artifact_location=artifact_location
+                    self.experiment_name,
+                    artifact_location=artifact_location,
+                    # Open the UI on the training-runs view, not the GenAI overview.
+                    tags={"mlflow.experimentKind": "custom_model_development"},
                 )
             else:
                 if exp.lifecycle_stage == "deleted":

@@ -24,6 +24,16 @@ def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray |
     return np.asarray([weights[int(c)] for c in data.y["train"]], dtype="float32")
 
 
+def trims_padding(model: keras.Model | None, train: Mapping[str, Any]) -> bool:
+    """Bucketing is for masked models only: `classic` sees the full padded width,
+    as the recipe it reproduces does (trimming would change what it computes)."""
+    if not train["bucketing"]["enabled"]:
+        return False
+    if model is None:
+        return True
+    return bool(getattr(model.get_layer("embedding"), "mask_zero", False))
+
+
 def batches(
     data: PreparedData,
     split: str,
@@ -31,6 +41,7 @@ def batches(
     shuffle: bool,
     seed: int = 0,
     weights: np.ndarray | None = None,
+    model: keras.Model | None = None,
 ) -> BucketedBatches:
     bucketing = train["bucketing"]
     return BucketedBatches(
@@ -38,7 +49,7 @@ def batches(
         data.y[split],
         batch_size=train["batch_size"],
         n_buckets=bucketing["n_buckets"],
-        enabled=bucketing["enabled"],
+        enabled=trims_padding(model, train),
         shuffle=shuffle,
         seed=seed,
         sample_weight=weights,
@@ -76,8 +87,9 @@ def fit(
             shuffle=True,
             seed=train["seed"],
             weights=sample_weights(data, train),
+            model=model,
         ).dataset(),
-        validation_data=batches(data, "val", train, shuffle=False).dataset(),
+        validation_data=batches(data, "val", train, shuffle=False, model=model).dataset(),
         epochs=epochs or train["epochs"],
         callbacks=[*standard_callbacks(train), *callbacks],
         verbose=verbose,
@@ -95,9 +107,12 @@ def evaluate(
     model: keras.Model, data: PreparedData, split: str, train: Mapping[str, Any], prefix: str
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics on one split and the class probabilities (in the split's order)."""
-    bucketing = train["bucketing"]
     probs = predict_proba(
-        model, data.x[split], train["batch_size"] * 4, bucketing["n_buckets"], bucketing["enabled"]
+        model,
+        data.x[split],
+        train["batch_size"] * 4,
+        train["bucketing"]["n_buckets"],
+        trims_padding(model, train),
     )
     if not np.all(np.isfinite(probs)):
         raise Diverged(f"model outputs non-finite probabilities on the {split} split")

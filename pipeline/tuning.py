@@ -23,12 +23,13 @@ from keras_tuner.src import config as kt_config
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
+from pipeline.attention_report import AttentionEpochLogger, AttentionReporter, variant_name
 from pipeline.config import OBJECTIVES, config_hash, flatten, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
 from pipeline.errors import one_line
 from pipeline.evaluation import confusion_matrix
 from pipeline.hypermodel import SearchSpaceHyperModel, active_values, trial_settings
-from pipeline.plots import confusion_matrix_figure
+from pipeline.plots import comparison_figure, confusion_matrix_figure
 from pipeline.tracking import Tracker
 from pipeline.training import best_epoch, evaluate, fit
 
@@ -101,6 +102,7 @@ class TrackedTuner(kt.Tuner):
         self.tracker = tracker
         self.search_id = search_id
         self.records: list[dict[str, Any]] = []
+        self.attention = AttentionReporter(cfg.attention, data, tracker)
         self.best_score: float | None = None
         self.best_number: int | None = None
 
@@ -112,6 +114,7 @@ class TrackedTuner(kt.Tuner):
         seed = int(train["seed"])
         record: dict[str, Any] = {
             "trial": number,
+            "variant": variant_name(model_settings),
             "trial_id": trial.trial_id,
             "status": "FAILED",
             **values,
@@ -135,7 +138,7 @@ class TrackedTuner(kt.Tuner):
             with self.tracker.run(f"trial-{number:03d}", tags=tags, nested=True) as run:
                 record["run_id"] = run.info.run_id
                 self.tracker.log_params(values)
-                metrics = self._train_and_log(trial, model_settings, train, seed)
+                metrics = self._train_and_log(trial, model_settings, train, seed, number)
         except Exception as err:
             first = one_line(err)
             record["error"] = first
@@ -145,7 +148,9 @@ class TrackedTuner(kt.Tuner):
         self._report_score(number, metrics)
         return metrics
 
-    def _train_and_log(self, trial, model_settings: dict, train: dict, seed: int) -> dict:
+    def _train_and_log(
+        self, trial, model_settings: dict, train: dict, seed: int, number: int
+    ) -> dict:
         cfg, data, tracker = self.cfg, self.data, self.tracker
         if cfg.tracking.log_datasets:
             for split, context in (("train", "training"), ("val", "validation")):
@@ -166,6 +171,12 @@ class TrackedTuner(kt.Tuner):
             callbacks = [progress.EpochPrinter(train["epochs"])]
             if execution == 0:
                 callbacks.append(MlflowEpochLogger(tracker))
+                if cfg.attention.enabled and cfg.attention.plot_every:
+                    callbacks.append(
+                        AttentionEpochLogger(
+                            self.attention, f"trial {number}", cfg.attention.plot_every
+                        )
+                    )
             history = fit(model, data, train, callbacks=callbacks)
             metrics, probs = evaluate(model, data, "val", train, prefix="val_")
             runs.append(metrics)
@@ -189,6 +200,13 @@ class TrackedTuner(kt.Tuner):
         tracker.log_figure(
             confusion_matrix_figure(cm, data.class_names, "validation"), "confusion_matrix.png"
         )
+        if cfg.attention.enabled:
+            label = f"trial {number} ({variant_name(model_settings)})"
+            attention_metrics = self.attention.log(
+                model, label, probs=probs, step=len(history.epoch)
+            )
+            tracker.log_metrics(attention_metrics, step=len(history.epoch))
+            final.update(attention_metrics)
         self.save_model(trial.trial_id, model)
         if cfg.tracking.log_model:
             tracker.log_keras_model(model, data.x["val"][:2])
@@ -209,16 +227,20 @@ class TrackedTuner(kt.Tuner):
             f"(trial {self.best_number})"
         )
 
-    def _model_path(self, trial_id: str) -> Path:
-        return Path(self.get_trial_dir(trial_id)) / "model.keras"
+    def _weights_path(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id)) / "best.weights.h5"
 
     def save_model(self, trial_id, model, step=0):
-        path = self._model_path(trial_id)
+        """Weights only (fast); `load_model` rebuilds the architecture from the trial's hp."""
+        path = self._weights_path(trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
+        model.save_weights(path)
 
     def load_model(self, trial):
-        return keras.models.load_model(self._model_path(trial.trial_id), safe_mode=True)
+        keras.backend.clear_session()
+        model = self.hypermodel.build(trial.hyperparameters)
+        model.load_weights(self._weights_path(trial.trial_id))
+        return model
 
 
 @dataclass
@@ -307,6 +329,8 @@ def run_search(
         if done == 0:
             raise SearchError("no trial finished; see the FAILED child runs for their errors")
 
+        finished = trials[trials["status"] == "FINISHED"]
+        tracker.log_figure(comparison_figure(finished, cfg.tuner.objective), "comparison.png")
         best_trial = tuner.oracle.get_best_trials(1)[0]
         best_row = trials[trials["trial_id"] == best_trial.trial_id].iloc[0].to_dict()
         best_values = active_values(best_trial.hyperparameters)

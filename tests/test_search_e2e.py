@@ -82,7 +82,31 @@ def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
         assert sorted(m.step for m in history) == [0, 1, 2]  # 2 epochs + final model
         assert {"val_accuracy", "val_macro_f1", "best_epoch"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"confusion_matrix.png", "model"} <= artifacts
+        assert {"confusion_matrix.png", "model", "attention"} <= artifacts
+        attention_files = {a.path for a in client.list_artifacts(child.info.run_id, "attention")}
+        kind = "attention" if params["pooling"] == "attention" else "saliency"
+        assert attention_files == {
+            f"attention/final_{kind}.{ext}" for ext in ("png", "html", "json")
+        }
+        panel = json.loads(
+            open(
+                client.download_artifacts(
+                    child.info.run_id, f"attention/final_{kind}.json", str(tmp_path)
+                )
+            ).read()
+        )
+        assert panel["kind"] == kind and len(panel["examples"]) >= 3
+        assert all(len(e["tokens"]) == len(e["weights"]) for e in panel["examples"])
+        if kind == "attention":
+            assert {
+                "attention_entropy",
+                "attention_on_padding",
+                "attention_on_keys",
+                "attention_top1_key_hit",
+            } <= set(child.data.metrics)
+            assert child.data.metrics["attention_on_padding"] == 0.0  # masked attention
+        else:
+            assert "attention_entropy" not in child.data.metrics
         assert child.inputs.dataset_inputs, "training/validation datasets logged"
 
     # Parent: config, best trial, test metrics, summary table.

@@ -22,9 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from pipeline.quiet import quiet
+    from pipeline.quiet import quiet, silenced_stderr
 
     quiet(verbose=False)
+    if args.which != "startup":
+        with silenced_stderr(True):
+            import tensorflow  # noqa: F401  (C++ start-up logs off the console)
     if args.which == "pooling":
         from pipeline.bench.pooling import run
     elif args.which == "overhead":
