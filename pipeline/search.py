@@ -27,24 +27,25 @@ def print_summary(outcome, cfg: DictConfig) -> None:
     finished = trials[trials["status"] == "FINISHED"]
     ascending = objective == "val_loss"
     top = finished.sort_values(objective, ascending=ascending).head(cfg.search.top_k)
+    hidden = {
+        "trial",
+        "trial_id",
+        "status",
+        "run_id",
+        "seconds",
+        "error",
+        "variant",
+        "pooling",
+        "attention_activation",
+        "val_accuracy",
+        "val_loss",
+        "val_macro_f1",
+    }
     hp_cols = [
-        c
-        for c in trials.columns
-        if c
-        not in (
-            "trial",
-            "trial_id",
-            "status",
-            "run_id",
-            "seconds",
-            "error",
-            "val_accuracy",
-            "val_loss",
-            "val_macro_f1",
-        )
-        and not c.startswith("tuner/")
+        c for c in trials.columns if c not in hidden and not c.startswith(("tuner/", "attention_"))
     ]
-    cols = ["trial", objective, *[c for c in hp_cols if c in top], "seconds", "run_id"]
+    keys = ["attention_on_keys"] if "attention_on_keys" in top else []
+    cols = ["trial", objective, "variant", *hp_cols, *keys, "seconds", "run_id"]
     progress.say()
     progress.say(
         f"top {len(top)} of {len(trials)} trials ({len(finished)} finished, "

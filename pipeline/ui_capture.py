@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         "attention" if best.data.params.get("pooling") in ("attention", "classic") else "saliency"
     )
     artifact = f"attention/final_{kind}.png"
-    client.download_artifacts(best.info.run_id, artifact, str(out))
-    shutil.move(out / artifact, out / "heatmap.png")
-    shutil.rmtree(out / "attention", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(client.download_artifacts(best.info.run_id, artifact, tmp), out / "heatmap.png")
     with mlflow_server(uri, Path(args.db).resolve().parent) as base:
         shots = capture(
             base,
