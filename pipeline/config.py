@@ -152,7 +152,6 @@ class TunerConfig:
     objective: str = "val_accuracy"
     max_consecutive_failed_trials: int = 3
     directory: str = "mlruns/tuner"
-    overwrite: bool = True
     # bayesian
     num_initial_points: int | None = None
     alpha: float = 0.0001
@@ -189,7 +188,12 @@ class AttentionConfig:
 
 @dataclass
 class SearchConfig:
+    # Re-running with the same name continues that search (keras-tuner state + parent run).
     name: str | None = None
+    # Continue the named search, or the latest one when no name is given.
+    resume: bool = False
+    # Start the named search again from scratch even if its settings changed.
+    force_new: bool = False
     verbose: bool = False
     top_k: int = 5
     evaluate_test: bool = True

@@ -158,11 +158,19 @@ class Tracker:
     # ------------------------------------------------------------ runs
     @contextmanager
     def run(
-        self, name: str, tags: Mapping[str, Any] | None = None, nested: bool = False
+        self,
+        name: str,
+        tags: Mapping[str, Any] | None = None,
+        nested: bool = False,
+        run_id: str | None = None,
     ) -> Iterator[mlflow.ActiveRun]:
-        """A run that always ends with a status: FINISHED, FAILED (+error tag) or KILLED."""
+        """A run that always ends with a status: FINISHED, FAILED (+error tag) or KILLED.
+
+        With `run_id`, an existing run is reopened (a resumed search's parent).
+        """
         active = mlflow.start_run(
-            run_name=name,
+            run_id=run_id,
+            run_name=None if run_id else name,
             experiment_id=self.experiment_id,
             nested=nested,
             tags={k: redact(v) for k, v in (tags or {}).items()},
@@ -170,7 +178,7 @@ class Tracker:
         try:
             yield active
         except KeyboardInterrupt:
-            mlflow.set_tag("status", "killed")
+            mlflow.set_tags({"status": "killed", "interrupted": "true"})
             mlflow.end_run(status="KILLED")
             raise
         except BaseException as err:
@@ -182,6 +190,47 @@ class Tracker:
         else:
             mlflow.set_tag("status", "finished")
             mlflow.end_run(status="FINISHED")
+
+    # ------------------------------------------------------------ search ledger
+    def _runs(self, filter_string: str, order_by: list[str] | None = None):
+        return client().search_runs(
+            [self.experiment_id],
+            filter_string=filter_string,
+            max_results=5000,
+            order_by=order_by or ["attributes.start_time DESC"],
+        )
+
+    def find_search(self, name: str | None):
+        """The latest live parent run of search `name` (found by tag), or of any search."""
+        runs = [
+            r
+            for r in self._runs("tags.kind = 'search'")
+            if r.data.tags.get("superseded") != "true"
+            and (name is None or r.data.tags.get("search_id") == name)
+        ]
+        return runs[0] if runs else None
+
+    def children(self, parent_id: str):
+        return self._runs(
+            f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"]
+        )
+
+    def close_interrupted(self, parent_id: str) -> int:
+        """Children a dead process left RUNNING become FAILED, tagged interrupted."""
+        closed = 0
+        for run in self.children(parent_id):
+            if run.info.status == "RUNNING":
+                c = client()
+                c.set_tag(run.info.run_id, "interrupted", "true")
+                c.set_tag(run.info.run_id, "status", "failed")
+                c.set_tag(run.info.run_id, "error", "interrupted: the process died mid-trial")
+                c.set_terminated(run.info.run_id, status="FAILED")
+                closed += 1
+        return closed
+
+    @staticmethod
+    def set_run_tag(run_id: str, key: str, value: str) -> None:
+        client().set_tag(run_id, key, redact(value))
 
     # ------------------------------------------------------------ logging
     @staticmethod

@@ -36,6 +36,18 @@ from pipeline.training import best_epoch, evaluate, fit
 METRIC_KEYS = ("val_accuracy", "val_loss", "val_macro_f1")
 
 
+def rss_mb() -> float:
+    """Resident memory of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 class SearchError(RuntimeError):
     """The search as a whole could not go on; the message says why."""
 
@@ -110,12 +122,22 @@ class TrackedTuner(kt.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         values = active_values(trial.hyperparameters)
         model_settings, train = trial_settings(self.cfg, values)
-        number = len(self.records) + 1
         seed = int(train["seed"])
+        key = config_hash({"hp": values, "seed": seed, "data": self.data.fingerprint})
+        done = next(
+            (r for r in self.records if r.get("config_hash") == key and r["status"] == "FINISHED"),
+            None,
+        )
+        if done is not None:  # finished and logged before a crash: never run or log twice
+            progress.say(f"[trial {done['trial']}] already finished (run {done['run_id']})")
+            return {k: float(done[k]) for k in METRIC_KEYS}
+        number = len(self.records) + 1
+        variant = variant_name(model_settings)
         record: dict[str, Any] = {
             "trial": number,
-            "variant": variant_name(model_settings),
+            "variant": variant,
             "trial_id": trial.trial_id,
+            "config_hash": key,
             "status": "FAILED",
             **values,
         }
@@ -127,10 +149,11 @@ class TrackedTuner(kt.Tuner):
             "search_id": self.search_id,
             "trial_id": trial.trial_id,
             "trial_number": number,
-            "config_hash": config_hash({"hp": values, "seed": seed, "data": self.data.fingerprint}),
+            "config_hash": key,
             "data_fingerprint": self.data.fingerprint,
             "seed": seed,
             "pooling": model_settings["pooling"],
+            "variant": variant,
             "kind": "trial",
         }
         started = time.perf_counter()
@@ -144,7 +167,12 @@ class TrackedTuner(kt.Tuner):
             record["error"] = first
             progress.say(f"    FAILED: {first}")
             raise kt.errors.FailedTrialError(first) from err
-        record.update(metrics, status="FINISHED", seconds=round(time.perf_counter() - started, 2))
+        record.update(
+            metrics,
+            status="FINISHED",
+            seconds=round(time.perf_counter() - started, 2),
+            rss_mb=round(rss_mb(), 1),
+        )
         self._report_score(number, metrics)
         return metrics
 
@@ -258,39 +286,138 @@ def search_name(cfg: DictConfig) -> str:
     return cfg.search.name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
 
 
+def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
+    """What must not change when a search is resumed (max_trials may grow)."""
+    tuner = {
+        k: v
+        for k, v in to_plain(cfg.tuner).items()
+        if k not in ("max_trials", "directory", "overwrite")
+    }
+    return config_hash(
+        {
+            "space": to_plain(cfg.search_space),
+            "model": to_plain(cfg.model),
+            "train": to_plain(cfg.train),
+            "tuner": tuner,
+            "data": fingerprint,
+        }
+    )
+
+
+@dataclass
+class SearchPlan:
+    name: str
+    parent_id: str | None  # an existing parent run to continue, or None for a new search
+
+
+def plan_search(cfg: DictConfig, tracker: Tracker, comparable: str) -> SearchPlan:
+    """New search or continuation: same name (or search.resume) continues, if comparable."""
+    wanted = cfg.search.name
+    existing = tracker.find_search(wanted) if (wanted or cfg.search.resume) else None
+    if cfg.search.resume and existing is None:
+        what = f"no search named '{wanted}'" if wanted else "no earlier search"
+        raise SearchError(
+            f"search.resume: {what} in experiment '{tracker.experiment_name}' of {tracker.uri}"
+        )
+    if existing is None:
+        return SearchPlan(search_name(cfg), None)
+    name = existing.data.tags["search_id"]
+    if existing.data.tags.get("comparable_hash") != comparable:
+        if not cfg.search.force_new:
+            raise SearchError(
+                f"search '{name}' exists with a different search space, data or training "
+                "config, so its results would not be comparable; pick another search.name, "
+                "or add search.force_new=true to start it again from scratch"
+            )
+        tracker.set_run_tag(existing.info.run_id, "superseded", "true")
+        return SearchPlan(name, None)
+    if cfg.search.force_new:
+        tracker.set_run_tag(existing.info.run_id, "superseded", "true")
+        return SearchPlan(name, None)
+    return SearchPlan(name, existing.info.run_id)
+
+
+def _typed(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
+
+
+def previous_records(tracker: Tracker, parent_id: str) -> list[dict[str, Any]]:
+    """Trials a resumed search already ran (interrupted ones are re-run, so left out)."""
+    records = []
+    for run in tracker.children(parent_id):
+        tags = run.data.tags
+        if tags.get("interrupted") == "true" or run.info.status not in ("FINISHED", "FAILED"):
+            continue
+        records.append(
+            {
+                "trial": int(tags.get("trial_number", len(records) + 1)),
+                "variant": tags.get("variant", ""),
+                "trial_id": tags.get("trial_id"),
+                "config_hash": tags.get("config_hash"),
+                "status": run.info.status,
+                **{k: _typed(v) for k, v in run.data.params.items()},
+                **{
+                    k: v
+                    for k, v in run.data.metrics.items()
+                    if k in METRIC_KEYS or k.startswith("attention_")
+                },
+                "run_id": run.info.run_id,
+                **({"error": tags["error"]} if "error" in tags else {}),
+            }
+        )
+    return records
+
+
 def run_search(
     cfg: DictConfig, data: PreparedData | None = None, tracker: Tracker | None = None
 ) -> SearchOutcome:
-    """Prepare data, open the parent run, let keras-tuner drive the trials, summarise."""
+    """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials."""
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
     data = data or prepare(cfg.data)
     if tracker is None:
         tracker = Tracker.from_config(cfg.tracking)
         tracker.connect()
-    name = search_name(cfg)
+    comparable = comparable_hash(cfg, data.fingerprint)
+    plan = plan_search(cfg, tracker, comparable)
+    name, resuming = plan.name, plan.parent_id is not None
     progress.say(
         f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
         f"{len(data.y['val'])}/{len(data.y['test'])}  classes = {data.n_classes}  "
         f"vocab = {len(data.vocab)}  fingerprint {data.fingerprint[:12]}"
     )
+    if resuming:
+        closed = tracker.close_interrupted(plan.parent_id)
+        if closed:
+            progress.say(
+                f"resuming '{name}': {closed} interrupted trial run(s) marked FAILED; "
+                "keras-tuner re-runs them once"
+            )
     space = search_space_dims(cfg.search_space)
     parent_tags = {
         "search_id": name,
         "kind": "search",
         "data_fingerprint": data.fingerprint,
+        "comparable_hash": comparable,
         "tuner": cfg.tuner.kind,
         "objective": cfg.tuner.objective,
     }
-    with tracker.run(name, tags=parent_tags) as parent:
+    with tracker.run(name, tags=parent_tags, run_id=plan.parent_id) as parent:
         parent_id = parent.info.run_id
-        tracker.log_params(flatten(to_plain(cfg)))
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        tracker.log_dict(space, "search_space.json")
-        tracker.log_text("\n".join(data.vocab), "vocab.txt")
-        tracker.log_environment()
+        if not resuming:  # params are immutable in MLflow: log them once per search
+            tracker.log_params(flatten(to_plain(cfg)))
+            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            tracker.log_dict(space, "search_space.json")
+            tracker.log_text("\n".join(data.vocab), "vocab.txt")
+            tracker.log_environment()
         progress.say(
-            f"search '{name}': tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
-            f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}"
+            f"search '{name}' ({'resumed' if resuming else 'new'}): tuner={cfg.tuner.kind} "
+            f"objective={cfg.tuner.objective} max_trials={cfg.tuner.max_trials}  "
+            f"parent run {parent_id}"
         )
 
         hypermodel = SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes)
@@ -303,9 +430,11 @@ def run_search(
             search_id=name,
             directory=cfg.tuner.directory,
             project_name=name,
-            overwrite=cfg.tuner.overwrite,
+            overwrite=not resuming,
             executions_per_trial=cfg.tuner.executions_per_trial,
         )
+        if resuming:
+            tuner.records = previous_records(tracker, parent_id)
         try:
             tuner.search(verbose=0)
         except RuntimeError as err:
@@ -335,7 +464,7 @@ def run_search(
         best_row = trials[trials["trial_id"] == best_trial.trial_id].iloc[0].to_dict()
         best_values = active_values(best_trial.hyperparameters)
         tracker.set_tags({"best_run_id": best_row["run_id"], "best_trial_id": best_trial.trial_id})
-        tracker.log_params({f"best.{k}": v for k, v in best_values.items()})
+        tracker.set_tags({f"best.{k}": v for k, v in best_values.items()})
         tracker.log_metrics({f"best_{k}": best_row[k] for k in METRIC_KEYS})
         test_metrics: dict[str, float] = {}
         if cfg.search.evaluate_test and len(data.y["test"]):

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--datasets", nargs="+", default=["airline_tweets", "synthetic"])
     p.add_argument("--examples", type=int, default=2000, help="training examples per run")
-    p.add_argument("--epochs", type=int, default=1, help="timed epochs (after one warm-up)")
+    p.add_argument("--epochs", type=int, default=3, help="timed round-robin epochs (median)")
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)
     o.add_argument("--epochs", type=int, default=3)
