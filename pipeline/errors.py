@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import re
 
+
+class SearchError(RuntimeError):
+    """The search as a whole could not go on; the message says why."""
+
+
 _NAMED = re.compile(r"^\s*(\w+(Error|Exception)): (.+)$")
 
 

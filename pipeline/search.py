@@ -6,6 +6,7 @@ after the config is valid, so `--help`, `--cfg job` and bad overrides answer fas
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
@@ -36,6 +37,8 @@ def print_summary(outcome, cfg: DictConfig) -> None:
         "error",
         "variant",
         "pooling",
+        "config_hash",
+        "rss_mb",
         "attention_activation",
         "val_accuracy",
         "val_loss",
@@ -45,7 +48,8 @@ def print_summary(outcome, cfg: DictConfig) -> None:
         c for c in trials.columns if c not in hidden and not c.startswith(("tuner/", "attention_"))
     ]
     keys = ["attention_on_keys"] if "attention_on_keys" in top else []
-    cols = ["trial", objective, "variant", *hp_cols, *keys, "seconds", "run_id"]
+    wanted = ["trial", objective, "variant", *hp_cols, *keys, "seconds", "run_id"]
+    cols = [c for c in wanted if c in top]
     progress.say()
     progress.say(
         f"top {len(top)} of {len(trials)} trials ({len(finished)} finished, "
@@ -64,6 +68,25 @@ def print_summary(outcome, cfg: DictConfig) -> None:
     progress.say(f"open the UI: {outcome.ui_command}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: runs end KILLED, keras-tuner state stays resumable."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this search (its overrides, plus its name)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("search.")]
+    except ValueError:  # called without Hydra (tests, tools)
+        overrides = []
+    return " ".join(["python -m pipeline.search", *overrides, f"search.name={cfg.search.name}"])
+
+
 def run(cfg: DictConfig) -> int:
     """Validate, then search; every expected failure becomes one line and exit code 2."""
     try:
@@ -75,32 +98,58 @@ def run(cfg: DictConfig) -> int:
     quiet(cfg.search.verbose)
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
     from pipeline.data import DataError, prepare
+    from pipeline.errors import SearchError
+    from pipeline.ledger import plan_search_name
     from pipeline.tracking import Tracker, TrackingError
 
     try:
         data = prepare(cfg.data)
         tracker = Tracker.from_config(cfg.tracking)
         tracker.connect()
-    except (DataError, TrackingError) as err:
+        cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
+    except (DataError, TrackingError, SearchError) as err:
         fail(str(err))
     with silenced_stderr(not cfg.search.verbose):
         import tensorflow  # noqa: F401  (its C++ start-up logs go to the silenced stderr)
 
-        from pipeline.tuning import SearchError, run_search
+        from pipeline.tuning import run_search
     quiet_after_import(cfg.search.verbose)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         outcome = run_search(cfg, data, tracker)
     except (ConfigError, DataError, TrackingError, SearchError) as err:
         fail(str(err))
-    except KeyboardInterrupt:
-        fail("interrupted; the current trial and the search run were marked KILLED", code=130)
+    except KeyboardInterrupt as err:
+        code = 143 if isinstance(err, Terminated) else 130
+        fail(
+            f"interrupted: the current trial and the search run were marked KILLED; "
+            f"resume with: {resume_command(cfg)}",
+            code=code,
+        )
     print_summary(outcome, cfg)
     return 0
 
 
+def guarded_run(cfg: DictConfig) -> int:
+    """Unexpected errors: one line (the traceback with search.verbose=true), exit 1."""
+    try:
+        return run(cfg)
+    except Exception as err:
+        if cfg.search.verbose:
+            raise
+        from pipeline.errors import one_line
+
+        fail(
+            f"unexpected {type(err).__name__}: {one_line(err)} "
+            "(search.verbose=true shows the traceback)",
+            code=1,
+        )
+    return 1
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    guarded_run(cfg)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,18 @@ from pipeline import progress
 from pipeline.attention_report import AttentionEpochLogger, AttentionReporter, variant_name
 from pipeline.config import OBJECTIVES, config_hash, flatten, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
-from pipeline.errors import one_line
+from pipeline.errors import SearchError, one_line
 from pipeline.evaluation import confusion_matrix
 from pipeline.hypermodel import SearchSpaceHyperModel, active_values, trial_settings
+from pipeline.ledger import (
+    METRIC_KEYS,
+    comparable_hash,
+    plan_search,
+    previous_records,
+)
 from pipeline.plots import comparison_figure, confusion_matrix_figure
 from pipeline.tracking import Tracker
 from pipeline.training import best_epoch, evaluate, fit
-
-METRIC_KEYS = ("val_accuracy", "val_loss", "val_macro_f1")
 
 
 def rss_mb() -> float:
@@ -46,10 +49,6 @@ def rss_mb() -> float:
     except OSError:
         pass
     return 0.0
-
-
-class SearchError(RuntimeError):
-    """The search as a whole could not go on; the message says why."""
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -280,97 +279,6 @@ class SearchOutcome:
     test_metrics: dict[str, float]
     ui_command: str
     exhausted: bool
-
-
-def search_name(cfg: DictConfig) -> str:
-    return cfg.search.name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
-
-
-def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
-    """What must not change when a search is resumed (max_trials may grow)."""
-    tuner = {
-        k: v
-        for k, v in to_plain(cfg.tuner).items()
-        if k not in ("max_trials", "directory", "overwrite")
-    }
-    return config_hash(
-        {
-            "space": to_plain(cfg.search_space),
-            "model": to_plain(cfg.model),
-            "train": to_plain(cfg.train),
-            "tuner": tuner,
-            "data": fingerprint,
-        }
-    )
-
-
-@dataclass
-class SearchPlan:
-    name: str
-    parent_id: str | None  # an existing parent run to continue, or None for a new search
-
-
-def plan_search(cfg: DictConfig, tracker: Tracker, comparable: str) -> SearchPlan:
-    """New search or continuation: same name (or search.resume) continues, if comparable."""
-    wanted = cfg.search.name
-    existing = tracker.find_search(wanted) if (wanted or cfg.search.resume) else None
-    if cfg.search.resume and existing is None:
-        what = f"no search named '{wanted}'" if wanted else "no earlier search"
-        raise SearchError(
-            f"search.resume: {what} in experiment '{tracker.experiment_name}' of {tracker.uri}"
-        )
-    if existing is None:
-        return SearchPlan(search_name(cfg), None)
-    name = existing.data.tags["search_id"]
-    if existing.data.tags.get("comparable_hash") != comparable:
-        if not cfg.search.force_new:
-            raise SearchError(
-                f"search '{name}' exists with a different search space, data or training "
-                "config, so its results would not be comparable; pick another search.name, "
-                "or add search.force_new=true to start it again from scratch"
-            )
-        tracker.set_run_tag(existing.info.run_id, "superseded", "true")
-        return SearchPlan(name, None)
-    if cfg.search.force_new:
-        tracker.set_run_tag(existing.info.run_id, "superseded", "true")
-        return SearchPlan(name, None)
-    return SearchPlan(name, existing.info.run_id)
-
-
-def _typed(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return {"True": True, "False": False}.get(value, value)
-
-
-def previous_records(tracker: Tracker, parent_id: str) -> list[dict[str, Any]]:
-    """Trials a resumed search already ran (interrupted ones are re-run, so left out)."""
-    records = []
-    for run in tracker.children(parent_id):
-        tags = run.data.tags
-        if tags.get("interrupted") == "true" or run.info.status not in ("FINISHED", "FAILED"):
-            continue
-        records.append(
-            {
-                "trial": int(tags.get("trial_number", len(records) + 1)),
-                "variant": tags.get("variant", ""),
-                "trial_id": tags.get("trial_id"),
-                "config_hash": tags.get("config_hash"),
-                "status": run.info.status,
-                **{k: _typed(v) for k, v in run.data.params.items()},
-                **{
-                    k: v
-                    for k, v in run.data.metrics.items()
-                    if k in METRIC_KEYS or k.startswith("attention_")
-                },
-                "run_id": run.info.run_id,
-                **({"error": tags["error"]} if "error" in tags else {}),
-            }
-        )
-    return records
 
 
 def run_search(

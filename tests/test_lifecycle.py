@@ -1,0 +1,216 @@
+"""Search lifecycle: crash and resume, Ctrl-C/SIGTERM, incomparable resumes, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
+
+BASE = [
+    "+experiment=quick",
+    "data.synthetic.n_examples=600",
+    "train.epochs=4",
+    "train.early_stopping.enabled=false",
+    "tracking.log_model=false",
+    "tracking.log_datasets=false",
+    "attention.enabled=false",
+]
+
+
+def store(tmp_path) -> list[str]:
+    return [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_root={tmp_path}/artifacts",
+        f"tuner.directory={tmp_path}/tuner",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+
+
+def runs_of(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("attention-search")
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def start(tmp_path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.search", *BASE, *store(tmp_path), *overrides],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(tmp_path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.search", *BASE, *store(tmp_path), *overrides],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def running_trial_numbers(tmp_path) -> set[str]:
+    """Read the store read-only with sqlite3: an MlflowClient here would race the CLI's
+    own table creation."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT t.value FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
+                "WHERE t.key = 'trial_number' AND r.status = 'RUNNING'"
+            ).fetchall()
+    except sqlite3.Error:  # tables not created yet
+        return set()
+    return {value for (value,) in rows}
+
+
+def wait_for_running_trial(tmp_path, number: int, proc: subprocess.Popen, timeout=300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        if str(number) in running_trial_numbers(tmp_path):
+            time.sleep(1.5)  # well inside the trial's epochs
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"trial {number} never started")
+
+
+def test_sigkill_mid_trial_then_resume_runs_each_trial_once(tmp_path):
+    proc = start(tmp_path, "search.name=crashy", "tuner.max_trials=3")
+    wait_for_running_trial(tmp_path, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    left = runs_of(tmp_path)
+    assert any(r.info.status == "RUNNING" for r in left)  # the crash left runs open
+
+    result = run(tmp_path, "search.name=crashy", "tuner.max_trials=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed" in result.stdout and "interrupted trial run(s) marked FAILED" in result.stdout
+
+    runs = runs_of(tmp_path)
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    parents = [r for r in runs if r.data.tags["kind"] == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags["kind"] == "trial"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 3  # max_trials
+    per_key = Counter(c.data.tags["config_hash"] for c in finished)
+    assert set(per_key.values()) == {1}  # no trial logged twice
+    interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]
+    assert len(interrupted) == 1 and interrupted[0].info.status == "FAILED"
+    # The interrupted trial was re-run once with the same hyperparameters.
+    assert interrupted[0].data.tags["config_hash"] in per_key
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_marks_runs_killed_and_says_how_to_resume(tmp_path, sig, code):
+    proc = start(tmp_path, "search.name=stopped", "tuner.max_trials=3")
+    wait_for_running_trial(tmp_path, 1, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: interrupted") and "search.name=stopped" in lines[-1]
+    assert "Traceback" not in stderr
+    runs = runs_of(tmp_path)
+    statuses = {r.data.tags["kind"]: r.info.status for r in runs}
+    assert statuses == {"search": "KILLED", "trial": "KILLED"}
+
+    resumed = run(tmp_path, "search.name=stopped", "tuner.max_trials=1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finished = [
+        r
+        for r in runs_of(tmp_path)
+        if r.data.tags["kind"] == "trial" and r.info.status == "FINISHED"
+    ]
+    assert len(finished) == 1
+
+
+def test_resume_with_changed_space_refuses_unless_forced(tmp_path):
+    first = run(tmp_path, "search.name=fixed", "tuner.max_trials=1", "train.epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    changed = run(
+        tmp_path,
+        "search.name=fixed",
+        "tuner.max_trials=1",
+        "train.epochs=1",
+        "search_space.units.values=[16]",
+    )
+    assert changed.returncode == 2
+    assert "not be comparable" in changed.stderr and "search.force_new=true" in changed.stderr
+    forced = run(
+        tmp_path,
+        "search.name=fixed",
+        "tuner.max_trials=1",
+        "train.epochs=1",
+        "search_space.units.values=[16]",
+        "search.force_new=true",
+    )
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    parents = [r for r in runs_of(tmp_path) if r.data.tags["kind"] == "search"]
+    assert sorted(r.data.tags.get("superseded", "no") for r in parents) == ["no", "true"]
+
+
+def test_rerun_of_a_finished_search_adds_no_duplicate(tmp_path):
+    for _ in range(2):
+        result = run(tmp_path, "search.name=again", "tuner.max_trials=2", "train.epochs=1")
+        assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(tmp_path)
+    assert len([r for r in runs if r.data.tags["kind"] == "search"]) == 1
+    assert len([r for r in runs if r.data.tags["kind"] == "trial"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["search.resume=true", "search.name=nope"], "search.resume: no search named 'nope'"),
+        (["search.resume=true"], "search.resume: no earlier search"),
+        (["model.dropout=1.5"], "model.dropout"),
+        (["search_space.pooling.values=[]"], "search_space.pooling.values"),
+        (["search_space.pooling.values=[attention,lstm]"], "unknown pooling"),
+        (["model.attention_activation=relu"], "model.attention_activation"),
+        (
+            ["data=csv", "data.csv.path={tmp}/reviews.csv", "data.csv.text_column=body"],
+            "data.csv.label_column: column 'label'",
+        ),
+        (["tracking.artifact_root=/dev/null/artifacts"], "cannot write"),
+        (["data.synthetic.n_classes=1"], "data.synthetic.n_classes"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_running(tmp_path, overrides, needle):
+    (tmp_path / "reviews.csv").write_text("body,category\ngood,pos\nbad,neg\n")
+    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    result = run(tmp_path, *overrides, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert needle in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert all(r.info.status != "RUNNING" for r in runs_of(tmp_path))
+
+
+def test_one_class_csv_is_rejected(tmp_path):
+    data = tmp_path / "one.csv"
+    data.write_text("text,label\na b,x\nc d,x\ne f,x\n")
+    result = run(tmp_path, "data=csv", f"data.csv.path={data}", timeout=120)
+    assert result.returncode == 2 and "at least 2 classes" in result.stderr
+    assert os.path.exists(data)
