@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench {pooling,overhead,startup}`: benchmarks that print ratios
+"""`python -m pipeline.bench {pooling,overhead,memory,startup}`: benchmarks that print ratios
 measured side by side in one run (never timed assertions in tests)."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)
     o.add_argument("--epochs", type=int, default=3)
+    m = sub.add_parser("memory", help="RSS after each of N small trials in one process")
+    m.add_argument("--trials", type=int, default=20)
     s = sub.add_parser("startup", help="wall time of --help and --cfg job")
     s.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.pooling import run
     elif args.which == "overhead":
         from pipeline.bench.overhead import run
+    elif args.which == "memory":
+        from pipeline.bench.memory import run
     else:
         from pipeline.bench.startup import run
     run(args)
