@@ -83,6 +83,8 @@ class DataConfig:
     split_seed: int = 0
     # How to treat bytes that are not UTF-8: "strict" fails naming the file, "replace" substitutes.
     encoding_errors: str = "strict"
+    # The class weighting this dataset wants (train.class_weight follows it by default).
+    class_weight: str = "none"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     csv: CsvConfig = field(default_factory=CsvConfig)
     text_dir: TextDirConfig = field(default_factory=TextDirConfig)

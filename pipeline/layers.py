@@ -34,8 +34,32 @@ def masked_softmax(scores, mask=None):
     return exp / ops.maximum(ops.sum(exp, axis=-1, keepdims=True), 1e-12)
 
 
+class _Pooling1D(keras.layers.Layer):
+    """Shared plumbing: accepts a mask, consumes it (the output has no time axis)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+class _AttentionPooling1D(_Pooling1D):
+    """Attention layers return (context, weights over time)."""
+
+    def compute_mask(self, inputs, mask=None):
+        return [None, None]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class AttentionPooling(keras.layers.Layer):
+class AttentionPooling(_AttentionPooling1D):
     """Additive attention over time: score_t = v . act(W h_t + b) (or act(w . h_t + b)).
 
     `activation` is "tanh" or "none"; `hidden_units=0` scores each state directly.
@@ -48,7 +72,6 @@ class AttentionPooling(keras.layers.Layer):
             raise ValueError(f"activation must be 'tanh' or 'none', got {activation!r}")
         self.activation = activation
         self.hidden_units = int(hidden_units)
-        self.supports_masking = True
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
@@ -75,12 +98,6 @@ class AttentionPooling(keras.layers.Layer):
         context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
         return context, weights
 
-    def compute_mask(self, inputs, mask=None):
-        return [None, None]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -90,16 +107,12 @@ class AttentionPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ClassicAttention(keras.layers.Layer):
+class ClassicAttention(_AttentionPooling1D):
     """The recipe Dense(1, tanh) -> softmax over *all* steps -> weighted sum, in one layer.
 
     It ignores any mask on purpose: that is the baseline's documented behaviour
     (weight on padding). Returns `(context, weights)` like `AttentionPooling`.
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
@@ -112,39 +125,19 @@ class ClassicAttention(keras.layers.Layer):
         context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
         return context, weights
 
-    def compute_mask(self, inputs, mask=None):
-        return [None, None]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MaskedMeanPooling(keras.layers.Layer):
+class MaskedMeanPooling(_Pooling1D):
     """Mean over real time steps only."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, inputs, mask=None):
         m = ops.expand_dims(_float_mask(mask, inputs), -1)
         return ops.sum(inputs * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MaskedMaxPooling(keras.layers.Layer):
+class MaskedMaxPooling(_Pooling1D):
     """Max over real time steps only (Keras' GlobalMaxPooling1D ignores the mask)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, inputs, mask=None):
         if mask is None:
@@ -154,20 +147,10 @@ class MaskedMaxPooling(keras.layers.Layer):
         any_real = ops.any(m, axis=1)
         return ops.where(any_real, ops.max(masked, axis=1), ops.zeros_like(inputs[:, 0]))
 
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class LastStepPooling(keras.layers.Layer):
+class LastStepPooling(_Pooling1D):
     """The state at the last real step (not the last padded one)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, inputs, mask=None):
         steps = ops.shape(inputs)[1]
@@ -177,12 +160,6 @@ class LastStepPooling(keras.layers.Layer):
         last = ops.maximum(ops.max(positions, axis=1) - 1, 0)
         pick = ops.expand_dims(ops.one_hot(last, steps, dtype=inputs.dtype), -1)
         return ops.sum(inputs * pick, axis=1)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
 
 
 ATTENTION_LAYERS = (AttentionPooling, ClassicAttention)

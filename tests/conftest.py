@@ -21,6 +21,16 @@ needs_airline = pytest.mark.skipif(
 )
 
 
+def store_overrides(tmp_path) -> list[str]:
+    """Overrides that keep everything a CLI run writes inside `tmp_path`."""
+    return [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_root={tmp_path}/artifacts",
+        f"tuner.directory={tmp_path}/tuner",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Run `python -m pipeline.<module>` in a subprocess from the project root."""

@@ -25,6 +25,12 @@ def test_experiment_preset_and_group_overrides_apply():
     assert cfg.data.csv.label_column == "airline_sentiment"
     assert cfg.data.csv.path.endswith("shared/data/airline_tweets.csv")
     assert cfg.train.epochs == 1
+    assert cfg.train.class_weight == "balanced"  # imbalanced airline data
+    assert compose_config().train.class_weight == "none"
+    assert (
+        compose_config(["data=airline_tweets", "train.class_weight=none"]).train.class_weight
+        == "none"
+    )
 
 
 @pytest.mark.parametrize(

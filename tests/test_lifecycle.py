@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, store_overrides
 
 pytestmark = pytest.mark.e2e
 
@@ -26,15 +26,6 @@ BASE = [
 ]
 
 
-def store(tmp_path) -> list[str]:
-    return [
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        f"tracking.artifact_root={tmp_path}/artifacts",
-        f"tuner.directory={tmp_path}/tuner",
-        f"hydra.run.dir={tmp_path}/hydra",
-    ]
-
-
 def runs_of(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -47,7 +38,7 @@ def runs_of(tmp_path):
 
 def start(tmp_path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.search", *BASE, *store(tmp_path), *overrides],
+        [sys.executable, "-m", "pipeline.search", *BASE, *store_overrides(tmp_path), *overrides],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -57,7 +48,7 @@ def start(tmp_path, *overrides: str) -> subprocess.Popen:
 
 def run(tmp_path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.search", *BASE, *store(tmp_path), *overrides],
+        [sys.executable, "-m", "pipeline.search", *BASE, *store_overrides(tmp_path), *overrides],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

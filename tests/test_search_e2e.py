@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import store_overrides
+
 pytestmark = pytest.mark.e2e
 
 TINY = [
@@ -17,15 +19,6 @@ TINY = [
     "tuner.max_trials=2",
     "tracking.log_datasets=true",
 ]
-
-
-def store_overrides(tmp_path) -> list[str]:
-    return [
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        f"tracking.artifact_root={tmp_path}/artifacts",
-        f"tuner.directory={tmp_path}/tuner",
-        f"hydra.run.dir={tmp_path}/hydra",
-    ]
 
 
 def client_for(tmp_path):
@@ -54,6 +47,7 @@ def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
         "tuner.max_trials=3",
         "search_space.pooling.values=[attention,mean]",
         "search.name=e2e",
+        "attention.plot_every=1",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "open the UI: mlflow ui --backend-store-uri" in result.stdout
@@ -85,9 +79,10 @@ def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
         assert {"confusion_matrix.png", "model", "attention"} <= artifacts
         attention_files = {a.path for a in client.list_artifacts(child.info.run_id, "attention")}
         kind = "attention" if params["pooling"] == "attention" else "saliency"
-        assert attention_files == {
-            f"attention/final_{kind}.{ext}" for ext in ("png", "html", "json")
-        }
+        expected = {f"attention/final_{kind}.{ext}" for ext in ("png", "html", "json")}
+        if kind == "attention":  # attention.plot_every=1: the panel after each epoch too
+            expected |= {f"attention/epoch_{e:03d}_attention.png" for e in (1, 2)}
+        assert expected <= attention_files
         panel = json.loads(
             open(
                 client.download_artifacts(
@@ -157,6 +152,27 @@ def test_diverging_trial_fails_while_others_finish(tmp_path, run_cli):
     assert children["0.003"].info.status == "FINISHED"
 
 
+def test_consecutive_failures_stop_the_search_with_one_line(tmp_path, run_cli):
+    result = run_cli(
+        "search",
+        *TINY,
+        *store_overrides(tmp_path),
+        "tuner.max_trials=3",
+        "tuner.max_consecutive_failed_trials=2",
+        "train.clipnorm=null",
+        "~search_space.learning_rate",
+        "+search_space.learning_rate={type: fixed, value: inf}",
+        "tracking.log_model=false",
+    )
+    assert result.returncode == 2
+    assert "error: search stopped: 2 consecutive trials failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    _, runs = all_runs(tmp_path)
+    assert_nothing_running(runs)
+    statuses = sorted((r.data.tags["kind"], r.info.status) for r in runs)
+    assert statuses == [("search", "FAILED"), ("trial", "FAILED"), ("trial", "FAILED")]
+
+
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
 def test_other_tuners_run_a_tiny_search(tmp_path, run_cli, tuner):
     extra = ["tuner.max_epochs=2", "tuner.factor=2"] if tuner == "hyperband" else []
@@ -166,6 +182,7 @@ def test_other_tuners_run_a_tiny_search(tmp_path, run_cli, tuner):
         *store_overrides(tmp_path),
         f"tuner={tuner}",
         "tuner.num_initial_points=1",
+        "tuner.objective=val_macro_f1",
         "tracking.log_model=false",
         *extra,
     )
@@ -176,6 +193,8 @@ def test_other_tuners_run_a_tiny_search(tmp_path, run_cli, tuner):
     assert children and all(r.info.status == "FINISHED" for r in children)
     parent = next(r for r in runs if r.data.tags["kind"] == "search")
     assert parent.data.params["tuner.kind"] == tuner
+    assert parent.data.tags["objective"] == "val_macro_f1"
+    assert "best_val_macro_f1" in parent.data.metrics
     if tuner == "hyperband":
         assert any("tuner/epochs" in r.data.params for r in children)
 
