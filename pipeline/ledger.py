@@ -45,7 +45,7 @@ def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
     tuner = {
         k: v
         for k, v in to_plain(cfg.tuner).items()
-        if k not in ("max_trials", "directory", "overwrite")
+        if k not in ("max_trials", "directory", "max_consecutive_failed_trials")
     }
     return config_hash(
         {

@@ -115,6 +115,9 @@ def run(cfg: DictConfig) -> int:
         from pipeline.tuning import run_search
     quiet_after_import(cfg.search.verbose)
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # Python leaves SIGINT ignored when it started ignored (e.g. launched with `&` from a
+    # script); a search documents Ctrl-C/kill -INT as "stop and mark KILLED", so say so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcome = run_search(cfg, data, tracker)
     except (ConfigError, DataError, TrackingError, SearchError) as err:
