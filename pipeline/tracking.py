@@ -7,7 +7,6 @@ Nothing else in the project talks to MLflow directly.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -316,7 +315,3 @@ class Tracker:
 
 def client() -> MlflowClient:
     return MlflowClient()
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
