@@ -125,6 +125,8 @@ class TrainConfig:
     learning_rate: float = 0.003
     clipnorm: float | None = 1.0
     seed: int = 0
+    # TensorFlow op determinism: a run retrains to the same metrics (pipeline.reproduce).
+    deterministic: bool = True
     # "none" or "balanced" (inverse class frequency on the training split).
     class_weight: str = "none"
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -199,6 +201,10 @@ class SearchConfig:
     verbose: bool = False
     top_k: int = 5
     evaluate_test: bool = True
+    # Replicates: every configuration the tuner picks is trained once per seed, each seed
+    # its own child run (tagged with the configuration's group); the tuner ranks the mean.
+    # None: one run per configuration with train.seed.
+    seeds: list[int] | None = None
 
 
 @dataclass
@@ -363,6 +369,13 @@ def validate(cfg: DictConfig) -> None:
         f"'{tu.objective}' not in {list(OBJECTIVES)}",
     )
     _require(tu.max_epochs > 0 and tu.factor >= 2, "tuner.max_epochs/factor", "need > 0 and >= 2")
+    seeds = list(cfg.search.seeds or [])
+    _require(len(seeds) == len(set(seeds)), "search.seeds", f"repeated seeds in {seeds}")
+    _require(
+        not (seeds and "seed" in cfg.search_space),
+        "search.seeds",
+        "search_space.seed is searched too; use one of them",
+    )
     validate_search_space(cfg.search_space)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.config import config_hash, to_plain
@@ -54,6 +55,7 @@ def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
             "train": to_plain(cfg.train),
             "tuner": tuner,
             "data": fingerprint,
+            "seeds": to_plain(cfg.search).get("seeds"),
         }
     )
 
@@ -113,6 +115,8 @@ def previous_records(tracker: Tracker, parent_id: str) -> list[dict[str, Any]]:
                 "variant": tags.get("variant", ""),
                 "trial_id": tags.get("trial_id"),
                 "config_hash": tags.get("config_hash"),
+                **({"seed": int(tags["seed"])} if "seed" in tags else {}),
+                **({"group": tags["group"]} if "group" in tags else {}),
                 "status": run.info.status,
                 **{k: _typed(v) for k, v in run.data.params.items()},
                 **{
@@ -126,3 +130,27 @@ def previous_records(tracker: Tracker, parent_id: str) -> list[dict[str, Any]]:
             }
         )
     return records
+
+
+def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: finished seeds averaged (metrics), counted (`seeds`),
+    their spread kept (`*_std`); the first seed's run id stands for the trial."""
+    finished = trials[trials["status"] == "FINISHED"]
+    if finished.empty:
+        return finished
+    metric_cols = [
+        c
+        for c in finished
+        if (c in METRIC_KEYS or c.startswith("attention_"))
+        and pd.api.types.is_numeric_dtype(finished[c])
+    ]
+    grouped = finished.groupby("trial", sort=True)
+    table = grouped.first()
+    table[metric_cols] = grouped[metric_cols].mean()
+    for col in METRIC_KEYS:
+        if col in finished:
+            table[f"{col}_std"] = grouped[col].std(ddof=1)
+    table["seeds"] = grouped.size()
+    if "seconds" in finished:
+        table["seconds"] = grouped["seconds"].sum()
+    return table.reset_index()

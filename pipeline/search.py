@@ -7,27 +7,25 @@ after the config is valid, so `--help`, `--cfg job` and bad overrides answer fas
 from __future__ import annotations
 
 import signal
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.cli import fail
 from pipeline.config import CONF_DIR, ConfigError, validate
-
-
-def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 def print_summary(outcome, cfg: DictConfig) -> None:
     from pipeline import progress
+    from pipeline.ledger import per_trial
 
     objective = cfg.tuner.objective
     trials = outcome.trials
-    finished = trials[trials["status"] == "FINISHED"]
+    finished = per_trial(trials)
+    n_configs = trials["trial"].nunique()
     ascending = objective == "val_loss"
     top = finished.sort_values(objective, ascending=ascending).head(cfg.search.top_k)
+    several = bool(len(top)) and top["seeds"].max() > 1
     hidden = {
         "trial",
         "trial_id",
@@ -43,22 +41,28 @@ def print_summary(outcome, cfg: DictConfig) -> None:
         "val_accuracy",
         "val_loss",
         "val_macro_f1",
+        "seed",
+        "seeds",
+        "group",
     }
     hp_cols = [
         c for c in trials.columns if c not in hidden and not c.startswith(("tuner/", "attention_"))
     ]
     keys = ["attention_on_keys"] if "attention_on_keys" in top else []
-    wanted = ["trial", objective, "variant", *hp_cols, *keys, "seconds", "run_id"]
+    spread = [f"{objective}_std", "seeds"] if several else []
+    wanted = ["trial", objective, *spread, "variant", *hp_cols, *keys, "seconds", "run_id"]
     cols = [c for c in wanted if c in top]
+    runs = f", {len(trials)} runs" if several else ""
     progress.say()
     progress.say(
-        f"top {len(top)} of {len(trials)} trials ({len(finished)} finished, "
-        f"{len(trials) - len(finished)} failed) by {objective}:"
+        f"top {len(top)} of {n_configs} trials ({len(finished)} finished, "
+        f"{n_configs - len(finished)} failed{runs}) by {objective}"
+        + (" (mean over seeds):" if several else ":")
     )
     progress.say(top[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
     if outcome.exhausted:
         progress.say(
-            f"note: the search space was exhausted after {len(trials)} trials "
+            f"note: the search space was exhausted after {n_configs} trials "
             f"(tuner.max_trials={cfg.tuner.max_trials}); widen search_space for more."
         )
     if outcome.test_metrics:

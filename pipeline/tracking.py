@@ -228,6 +228,28 @@ class Tracker:
         return closed
 
     @staticmethod
+    def get_run(run_id: str):
+        """A run by id, or TrackingError naming the id (wrong id, other store)."""
+        try:
+            return client().get_run(run_id)
+        except Exception as err:
+            raise TrackingError(
+                f"run {run_id}: not found in this store ({one_line(err)})"
+            ) from None
+
+    @staticmethod
+    def read_artifact(run_id: str, path: str) -> str:
+        """The text of one logged artifact, or TrackingError naming it."""
+        import mlflow.artifacts
+
+        try:
+            return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+        except Exception as err:
+            raise TrackingError(
+                f"run {run_id}: cannot read artifact '{path}' ({one_line(err)})"
+            ) from None
+
+    @staticmethod
     def set_run_tag(run_id: str, key: str, value: str) -> None:
         client().set_tag(run_id, key, redact(value))
 

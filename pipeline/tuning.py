@@ -22,21 +22,22 @@ from keras_tuner.src import config as kt_config
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
-from pipeline.attention_report import AttentionEpochLogger, AttentionReporter, variant_name
+from pipeline.attention_report import AttentionReporter, variant_name
 from pipeline.config import OBJECTIVES, config_hash, flatten, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
 from pipeline.errors import SearchError, one_line
-from pipeline.evaluation import confusion_matrix
 from pipeline.hypermodel import SearchSpaceHyperModel, active_values, trial_settings
 from pipeline.ledger import (
     METRIC_KEYS,
     comparable_hash,
+    per_trial,
     plan_search,
     previous_records,
 )
-from pipeline.plots import comparison_figure, confusion_matrix_figure
+from pipeline.plots import comparison_figure
 from pipeline.tracking import Tracker
-from pipeline.training import best_epoch, evaluate, fit
+from pipeline.training import evaluate
+from pipeline.trial import make_deterministic, train_and_log
 
 
 def rss_mb() -> float:
@@ -51,23 +52,13 @@ def rss_mb() -> float:
     return 0.0
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Per-epoch train/val metrics on the active (child) run, with step=epoch."""
-
-    def __init__(self, tracker: Tracker):
-        super().__init__()
-        self.tracker = tracker
-
-    def on_epoch_end(self, epoch, logs=None):
-        finite = {k: v for k, v in (logs or {}).items() if np.isfinite(v)}
-        self.tracker.log_metrics(finite, step=epoch)
-
-
 def make_oracle(tuner: DictConfig) -> kt.Oracle:
     objective = kt.Objective(tuner.objective, direction=OBJECTIVES[tuner.objective])
     common = dict(
         objective=objective,
-        seed=tuner.seed,
+        # keras-tuner replaces a falsy seed (0) with a random one: shift by one so that
+        # every tuner.seed, 0 included, samples the same trials on every run.
+        seed=tuner.seed + 1,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=tuner.max_consecutive_failed_trials,
     )
@@ -117,50 +108,101 @@ class TrackedTuner(kt.Tuner):
         self.best_score: float | None = None
         self.best_number: int | None = None
 
-    # keras-tuner calls this once per trial.
+    def _trial_number(self, trial_id: str) -> int:
+        """1, 2, ... per configuration (a resumed trial keeps its number)."""
+        known = {r["trial_id"]: r["trial"] for r in self.records}
+        return known.get(trial_id) or max(known.values(), default=0) + 1
+
+    # keras-tuner calls this once per trial (one configuration, every seed).
     def run_trial(self, trial, *args, **kwargs):
         values = active_values(trial.hyperparameters)
         model_settings, train = trial_settings(self.cfg, values)
+        seeds = list(self.cfg.search.seeds or [int(train["seed"])])
+        number = self._trial_number(trial.trial_id)
+        shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != "hyperband" else "?"
+        replicates = f"  x {len(seeds)} seeds" if len(seeds) > 1 else ""
+        progress.say(f"[trial {number}/{total}] {progress.format_params(shown)}{replicates}")
+        group = config_hash({"hp": values, "data": self.data.fingerprint})
+        scores = [
+            self._run_replicate(trial, values, model_settings, {**train, "seed": s}, number, group)
+            for s in seeds
+        ]
+        metrics = {k: float(np.mean([m[k] for m in scores])) for k in METRIC_KEYS}
+        self._report_score(number, metrics, len(scores))
+        return metrics
+
+    def _run_replicate(
+        self, trial, values: dict, model_settings: dict, train: dict, number: int, group: str
+    ) -> dict[str, float]:
+        """One seed of one configuration: its own child run (never run or logged twice)."""
         seed = int(train["seed"])
         key = config_hash({"hp": values, "seed": seed, "data": self.data.fingerprint})
         done = next(
             (r for r in self.records if r.get("config_hash") == key and r["status"] == "FINISHED"),
             None,
         )
-        if done is not None:  # finished and logged before a crash: never run or log twice
-            progress.say(f"[trial {done['trial']}] already finished (run {done['run_id']})")
+        if done is not None:  # finished and logged before a crash
+            progress.say(f"    seed {seed}: already finished (run {done['run_id']})")
             return {k: float(done[k]) for k in METRIC_KEYS}
-        number = len(self.records) + 1
         variant = variant_name(model_settings)
+        several = bool(self.cfg.search.seeds) and len(self.cfg.search.seeds) > 1
         record: dict[str, Any] = {
             "trial": number,
+            "seed": seed,
             "variant": variant,
             "trial_id": trial.trial_id,
+            "group": group,
             "config_hash": key,
             "status": "FAILED",
             **values,
         }
         self.records.append(record)
-        shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
-        total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != "hyperband" else "?"
-        progress.say(f"[trial {number}/{total}] {progress.format_params(shown)}")
+        if several:
+            progress.say(f"  seed {seed}")
         tags = {
             "search_id": self.search_id,
             "trial_id": trial.trial_id,
             "trial_number": number,
             "config_hash": key,
+            "group": group,
             "data_fingerprint": self.data.fingerprint,
+            "data": self.data.name,
             "seed": seed,
             "pooling": model_settings["pooling"],
             "variant": variant,
             "kind": "trial",
         }
+        name = f"trial-{number:03d}" + (f"-seed{seed}" if several else "")
         started = time.perf_counter()
         try:
-            with self.tracker.run(f"trial-{number:03d}", tags=tags, nested=True) as run:
+            with self.tracker.run(name, tags=tags, nested=True) as run:
                 record["run_id"] = run.info.run_id
                 self.tracker.log_params(values)
-                metrics = self._train_and_log(trial, model_settings, train, seed, number)
+                self.tracker.log_dict(
+                    {
+                        "hyperparameters": values,
+                        "seed": seed,
+                        "executions_per_trial": self.cfg.tuner.executions_per_trial,
+                        "data_fingerprint": self.data.fingerprint,
+                        "group": group,
+                    },
+                    "trial.json",
+                )
+                trained = train_and_log(
+                    self.cfg,
+                    self.data,
+                    self.tracker,
+                    self.attention,
+                    lambda: self.hypermodel.build(trial.hyperparameters),
+                    train,
+                    f"trial {number} ({variant}, seed {seed})",
+                )
+                metrics = trained.metrics
+                if not self.cfg.search.seeds or seed == int(self.cfg.search.seeds[0]):
+                    self.save_model(trial.trial_id, trained.model)  # the first seed's weights
+                del trained
+                gc.collect()
         except Exception as err:
             first = one_line(err)
             record["error"] = first
@@ -172,85 +214,19 @@ class TrackedTuner(kt.Tuner):
             seconds=round(time.perf_counter() - started, 2),
             rss_mb=round(rss_mb(), 1),
         )
-        self._report_score(number, metrics)
         return metrics
 
-    def _train_and_log(
-        self, trial, model_settings: dict, train: dict, seed: int, number: int
-    ) -> dict:
-        cfg, data, tracker = self.cfg, self.data, self.tracker
-        if cfg.tracking.log_datasets:
-            for split, context in (("train", "training"), ("val", "validation")):
-                tracker.log_dataset(
-                    data.x[split],
-                    data.y[split],
-                    f"{data.name}-{split}",
-                    context,
-                    source=data.name,
-                    digest=f"{data.fingerprint[:28]}-{split}",
-                )
-        runs: list[dict[str, float]] = []
-        for execution in range(cfg.tuner.executions_per_trial):
-            keras.backend.clear_session()
-            gc.collect()
-            keras.utils.set_random_seed(seed + execution)
-            model = self.hypermodel.build(trial.hyperparameters)
-            callbacks = [progress.EpochPrinter(train["epochs"])]
-            if execution == 0:
-                callbacks.append(MlflowEpochLogger(tracker))
-                if cfg.attention.enabled and cfg.attention.plot_every:
-                    callbacks.append(
-                        AttentionEpochLogger(
-                            self.attention, f"trial {number}", cfg.attention.plot_every
-                        )
-                    )
-            history = fit(model, data, train, callbacks=callbacks)
-            metrics, probs = evaluate(model, data, "val", train, prefix="val_")
-            runs.append(metrics)
-        final = {k: float(np.mean([r[k] for r in runs])) for k in METRIC_KEYS}
-        monitor = train["early_stopping"]["monitor"]
-        best = best_epoch(history, monitor)
-        # The final model (best weights restored) is scored one step after the last epoch,
-        # so the last point of each val_* curve is the score the tuner ranks by.
-        tracker.log_metrics(final, step=len(history.epoch))
-        tracker.log_metrics(
-            {
-                "best_epoch": best,
-                "epochs_trained": len(history.epoch),
-                **{
-                    f"best_{k}": v[best] for k, v in history.history.items() if k.startswith("val_")
-                },
-                "param_count": model.count_params(),
-            }
-        )
-        cm = confusion_matrix(data.y["val"], probs.argmax(axis=1), data.n_classes)
-        tracker.log_figure(
-            confusion_matrix_figure(cm, data.class_names, "validation"), "confusion_matrix.png"
-        )
-        if cfg.attention.enabled:
-            label = f"trial {number} ({variant_name(model_settings)})"
-            attention_metrics = self.attention.log(
-                model, label, probs=probs, step=len(history.epoch)
-            )
-            tracker.log_metrics(attention_metrics, step=len(history.epoch))
-            final.update(attention_metrics)
-        self.save_model(trial.trial_id, model)
-        if cfg.tracking.log_model:
-            tracker.log_keras_model(model, data.x["val"][:2])
-        del model
-        gc.collect()
-        return final
-
-    def _report_score(self, number: int, metrics: dict[str, float]) -> None:
+    def _report_score(self, number: int, metrics: dict[str, float], n_seeds: int) -> None:
         name = self.oracle.objective.name
         score = metrics[name]
+        label = f"mean {name} over {n_seeds} seeds" if n_seeds > 1 else name
         better = self.best_score is None or (
             score > self.best_score if OBJECTIVES[name] == "max" else score < self.best_score
         )
         if better:
             self.best_score, self.best_number = score, number
         progress.say(
-            f"    -> {name} {score:.4f}   best so far {self.best_score:.4f} "
+            f"    -> {label}: {score:.4f}   best so far {self.best_score:.4f} "
             f"(trial {self.best_number})"
         )
 
@@ -287,6 +263,7 @@ def run_search(
     """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials."""
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
     data = data or prepare(cfg.data)
+    make_deterministic(cfg.train.deterministic)
     if tracker is None:
         tracker = Tracker.from_config(cfg.tracking)
         tracker.connect()
@@ -359,8 +336,9 @@ def run_search(
                 tracker.log_table_csv(trials, "search_summary.csv")
 
         done = int((trials["status"] == "FINISHED").sum()) if not trials.empty else 0
+        n_configs = trials["trial"].nunique() if not trials.empty else 0
         exhausted = (
-            cfg.tuner.kind in ("grid", "random", "bayesian") and len(trials) < cfg.tuner.max_trials
+            cfg.tuner.kind in ("grid", "random", "bayesian") and n_configs < cfg.tuner.max_trials
         )
         tracker.log_metrics({"trials_finished": done, "trials_failed": len(trials) - done})
         if done == 0:
@@ -369,7 +347,8 @@ def run_search(
         finished = trials[trials["status"] == "FINISHED"]
         tracker.log_figure(comparison_figure(finished, cfg.tuner.objective), "comparison.png")
         best_trial = tuner.oracle.get_best_trials(1)[0]
-        best_row = trials[trials["trial_id"] == best_trial.trial_id].iloc[0].to_dict()
+        table = per_trial(trials)
+        best_row = table[table["trial_id"] == best_trial.trial_id].iloc[0].to_dict()
         best_values = active_values(best_trial.hyperparameters)
         tracker.set_tags({"best_run_id": best_row["run_id"], "best_trial_id": best_trial.trial_id})
         tracker.set_tags({f"best.{k}": v for k, v in best_values.items()})

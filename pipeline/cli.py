@@ -1,0 +1,58 @@
+"""Shared command-line plumbing for the tools besides the search (report, reproduce).
+
+One place for how a command fails: one line on stderr and an exit code (2 for bad
+input, 1 for anything unexpected, 130 on Ctrl-C). No heavy imports here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """The real `conf/` plus `key=value` overrides, validated; bad ones fail in one line."""
+    from pipeline.config import ConfigError, compose_config, validate
+    from pipeline.errors import one_line
+
+    try:
+        cfg = compose_config(overrides)
+        validate(cfg)
+    except ConfigError as err:
+        fail(str(err))
+    except Exception as err:  # Hydra's override/composition errors
+        fail(f"config: {one_line(err)}")
+    return cfg
+
+
+def guarded(action: Callable[[], int], verbose: bool = False) -> int:
+    """Run `action`; expected errors become one line (exit 2), others one line (exit 1)."""
+    from pipeline.config import ConfigError
+    from pipeline.data import DataError
+    from pipeline.errors import SearchError, one_line
+    from pipeline.quiet import quiet
+    from pipeline.tracking import TrackingError
+
+    quiet(verbose)
+    try:
+        return action()
+    except (ConfigError, DataError, TrackingError, SearchError) as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except Exception as err:
+        if verbose:
+            raise
+        fail(
+            f"unexpected {type(err).__name__}: {one_line(err)} "
+            "(search.verbose=true shows the traceback)",
+            code=1,
+        )
+    return 1
