@@ -17,6 +17,16 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of the running Hydra app ([] outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside @hydra.main (tests, tools)
+        return []
+
+
 def composed(overrides: list[str]) -> DictConfig:
     """The real `conf/` plus `key=value` overrides, validated; bad ones fail in one line."""
     from pipeline.config import ConfigError, compose_config, validate

@@ -149,3 +149,61 @@ def comparison_figure(frame, objective: str) -> Figure:
     fig.suptitle("trials per pooling variant (bar = median)")
     fig.tight_layout()
     return fig
+
+
+def replicates_figure(runs, board, objective: str) -> Figure:
+    """Each configuration's seeds (dots) with the mean and its 95% CI, per dataset."""
+    datasets = list(board["data"].unique())
+    fig, axes = plt.subplots(
+        1,
+        len(datasets),
+        figsize=(max(5.0, 1.1 * len(board)) * len(datasets) ** 0.5 + 2, 4.2),
+        squeeze=False,
+    )
+    for ax, data in zip(axes[0], datasets, strict=True):
+        rows = board[board["data"] == data]
+        for i, (_, row) in enumerate(rows.iterrows()):
+            seeds = runs[(runs["data"] == data) & (runs["label"] == row["configuration"])]
+            values = seeds[objective].to_numpy(dtype=float)
+            ax.scatter(
+                np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)),
+                values,
+                alpha=0.6,
+                s=18,
+            )
+            ci = row.get(f"{objective}_ci95", np.nan)
+            ax.errorbar(
+                i + 0.3,
+                row[f"{objective}_mean"],
+                yerr=0 if np.isnan(ci) else ci,
+                fmt="o",
+                color="black",
+                capsize=4,
+            )
+        ax.set_xticks(range(len(rows)), list(rows["configuration"]), rotation=30, ha="right")
+        ax.set_title(f"{data}: {objective} per seed (black: mean ± 95% CI)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_figure(board, objective: str) -> Figure:
+    """Mean objective against mean training time per configuration (the cost of units)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for data, rows in board.groupby("data", sort=False):
+        x, y = rows["train_seconds_mean"], rows[f"{objective}_mean"]
+        ax.errorbar(x, y, yerr=rows[f"{objective}_std"].fillna(0), fmt="o", capsize=3, label=data)
+        for _, row in rows.iterrows():
+            ax.annotate(
+                row["configuration"],
+                (row["train_seconds_mean"], row[f"{objective}_mean"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("training time per run (s, mean over seeds)")
+    ax.set_ylabel(f"{objective} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

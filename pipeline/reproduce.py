@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="config overrides for the store, e.g. tracking.uri=..."
     )
     parser.add_argument("--tolerance", type=float, default=1e-6, help="max |difference|")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     from pipeline.cli import composed, guarded
 

@@ -11,7 +11,7 @@ import signal
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.cli import fail
+from pipeline.cli import fail, hydra_overrides
 from pipeline.config import CONF_DIR, ConfigError, validate
 
 
@@ -82,12 +82,7 @@ def _raise_terminated(signum, frame):
 
 def resume_command(cfg: DictConfig) -> str:
     """The command that continues this search (its overrides, plus its name)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("search.")]
-    except ValueError:  # called without Hydra (tests, tools)
-        overrides = []
+    overrides = [o for o in hydra_overrides() if not o.startswith("search.")]
     return " ".join(["python -m pipeline.search", *overrides, f"search.name={cfg.search.name}"])
 
 

@@ -249,6 +249,20 @@ class Tracker:
                 f"run {run_id}: cannot read artifact '{path}' ({one_line(err)})"
             ) from None
 
+    def runs_frame(self, filter_string: str):
+        """Runs of this experiment as a pandas DataFrame (`mlflow.search_runs`)."""
+        return mlflow.search_runs(
+            experiment_ids=[self.experiment_id],
+            filter_string=filter_string,
+            max_results=50000,
+            output_format="pandas",
+        )
+
+    @staticmethod
+    def log_artifacts_to(run_id: str, folder: str, artifact_path: str) -> None:
+        """Attach a folder to an existing (finished) run, e.g. a report to its search."""
+        client().log_artifacts(run_id, folder, artifact_path)
+
     @staticmethod
     def set_run_tag(run_id: str, key: str, value: str) -> None:
         client().set_tag(run_id, key, redact(value))
@@ -328,11 +342,23 @@ class Tracker:
         versions = package_versions()
         mlflow.log_dict(versions, "environment.json")
         tags = {f"version.{k}": v for k, v in versions.items()}
+        tags.update(machine_tags())
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
         mlflow.set_tags(tags)
         return versions
+
+
+def machine_tags() -> dict[str, str]:
+    """Where a search ran (reports quote it next to their numbers)."""
+    import platform
+
+    return {
+        "machine.platform": platform.platform(),
+        "machine.cpus": str(os.cpu_count()),
+        "machine.python": platform.python_version(),
+    }
 
 
 def client() -> MlflowClient:

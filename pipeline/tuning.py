@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
 from pipeline.attention_report import AttentionReporter, variant_name
+from pipeline.cli import hydra_overrides
 from pipeline.config import OBJECTIVES, config_hash, flatten, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
 from pipeline.errors import SearchError, one_line
@@ -290,6 +291,7 @@ def run_search(
         "comparable_hash": comparable,
         "tuner": cfg.tuner.kind,
         "objective": cfg.tuner.objective,
+        "command": " ".join(["python -m pipeline.search", *hydra_overrides()]),
     }
     with tracker.run(name, tags=parent_tags, run_id=plan.parent_id) as parent:
         parent_id = parent.info.run_id

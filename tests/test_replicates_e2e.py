@@ -1,0 +1,141 @@
+"""End-to-end: seed replicates, `pipeline.report` and `pipeline.reproduce` through the real CLIs."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import PROJECT_ROOT, store_overrides
+
+pytestmark = pytest.mark.e2e
+
+
+def write_keyword_csv(path, n: int = 240, seed: int = 0) -> None:
+    """Texts whose label is decided by one planted word among random filler."""
+    rng = np.random.default_rng(seed)
+    keys = {"pos": ["great", "love"], "neg": ["awful", "hate"]}
+    filler = [f"w{i}" for i in range(60)]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(n):
+            label = "pos" if i % 2 else "neg"
+            words = list(rng.choice(filler, rng.integers(4, 14)))
+            words.insert(int(rng.integers(0, len(words))), str(rng.choice(keys[label])))
+            writer.writerow([" ".join(words), label])
+
+
+def test_seed_replicates_report_and_reproduce(tmp_path, run_cli):
+    data_csv = tmp_path / "keywords.csv"
+    write_keyword_csv(data_csv)
+    store = store_overrides(tmp_path)
+    tracking = [o for o in store if o.startswith("tracking.")]
+    result = run_cli(
+        "search",
+        "+experiment=quick",
+        "data=csv",
+        f"data.csv.path={data_csv}",
+        "data.max_len=20",
+        "tuner=grid",
+        "tuner.max_trials=2",
+        "search_space=pooling",
+        "search_space.pooling.values=[attention,mean]",
+        "~search_space.attention_activation",
+        "search.seeds=[0,1]",
+        "search.name=replicated",
+        "tracking.log_model=false",
+        "train.epochs=2",
+        *store,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 seeds" in result.stdout and "mean val_accuracy over 2 seeds" in result.stdout
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("attention-search")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    by_group: dict[str, set[str]] = {}
+    for child in children:
+        by_group.setdefault(child.data.tags["group"], set()).add(child.data.tags["seed"])
+    assert sorted(by_group.values(), key=sorted) == [{"0", "1"}, {"0", "1"}]
+    parent = next(r for r in runs if r.data.tags.get("kind") == "search")
+    assert parent.data.tags["command"].startswith("python -m pipeline.search +experiment=quick")
+
+    # Report: reads MLflow only, never TensorFlow; writes and logs its files.
+    out = tmp_path / "report"
+    code = (
+        "import sys; from pipeline.report import main; rc = main(sys.argv[1:]); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; sys.exit(rc)"
+    )
+    import subprocess
+
+    report = subprocess.run(
+        [sys.executable, "-c", code, "replicated", "--out", str(out), *tracking],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "| configuration | seeds |" in report.stdout
+    assert {"report.md", "leaderboard.csv", "comparisons.csv", "replicates.png"} <= {
+        p.name for p in out.iterdir()
+    }
+    import pandas as pd
+
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(board["configuration"]) == ["attention-tanh", "mean"]
+    assert list(board["seeds"]) == [2, 2]
+    seeds_of = {c.data.tags["variant"]: [] for c in children}
+    for c in children:
+        seeds_of[c.data.tags["variant"]].append(c.data.metrics["val_accuracy"])
+    for _, row in board.iterrows():
+        assert row["val_accuracy_mean"] == pytest.approx(np.mean(seeds_of[row["configuration"]]))
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert len(comparisons) == 1 and comparisons.loc[0, "seeds"] == 2
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/report.md" in logged
+
+    # Reproduce the second seed of one configuration: same metrics, new tagged run.
+    target = next(c for c in children if c.data.tags["seed"] == "1")
+    again = run_cli("reproduce", target.info.run_id, *tracking)
+    assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-2000:]
+    assert "match:" in again.stdout
+    copies = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.reproduces = '{target.info.run_id}'"
+    )
+    assert len(copies) == 1 and copies[0].info.status == "FINISHED"
+    for metric in ("val_accuracy", "val_loss", "val_macro_f1", "best_val_loss"):
+        assert copies[0].data.metrics[metric] == pytest.approx(
+            target.data.metrics[metric], abs=1e-6
+        )
+
+    # The data changed since: refuse, in one line.
+    with open(data_csv, "a") as f:
+        f.write("w1 w2 great,pos\n")
+    refused = run_cli("reproduce", target.info.run_id, *tracking)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith("error: data fingerprint differs")
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("report", ["no-such-search"], "no search named 'no-such-search'"),
+        ("reproduce", ["0123456789abcdef"], "run 0123456789abcdef: not found"),
+        ("report", ["tracking.nope=1"], "config:"),
+    ],
+)
+def test_report_and_reproduce_bad_input_is_one_line(tmp_path, run_cli, module, args, message):
+    tracking = [o for o in store_overrides(tmp_path) if o.startswith("tracking.")]
+    result = run_cli(module, *args, *tracking)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
