@@ -15,9 +15,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.attention import attention_metrics, choose_panel, occlusion_saliency, panel_rows
-from pipeline.batching import predict_proba
 from pipeline.data import PreparedData
-from pipeline.model import attention_matrix, has_attention
+from pipeline.model import attention_and_probs, has_attention
 from pipeline.plots import heatmap_figure, panel_html
 from pipeline.tracking import Tracker
 
@@ -48,24 +47,29 @@ class AttentionReporter:
         data = self.data
         x_val = data.x["val"]
         keys = data.key_masks["val"] if data.key_masks else None
-        if probs is None:
-            probs = predict_proba(model, x_val, 256, 1, enabled=False)
         metrics: dict[str, float] = {}
         panel_ids = x_val[self.panel]
-        if has_attention(model):
+        if has_attention(model):  # one pass gives the weights and the predictions
             kind = "attention"
-            full = attention_matrix(model, x_val)
+            all_probs, full = attention_and_probs(model, x_val)
             metrics = attention_metrics(full, x_val, keys)
             weights = full[self.panel]
+            probs = all_probs if probs is None else probs
+            panel_probs = probs[self.panel]
         else:
             kind = "saliency"
             weights = occlusion_saliency(model, panel_ids)
+            panel_probs = (
+                np.asarray(model.predict(panel_ids, verbose=0))
+                if probs is None
+                else probs[self.panel]
+            )
         rows = panel_rows(
             weights,
             panel_ids,
             data.vocab,
             data.y["val"][self.panel],
-            probs[self.panel].argmax(axis=1),
+            panel_probs.argmax(axis=1),
             data.class_names,
             keys[self.panel] if keys is not None else None,
         )

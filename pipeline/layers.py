@@ -163,3 +163,7 @@ class LastStepPooling(_Pooling1D):
 
 
 ATTENTION_LAYERS = (AttentionPooling, ClassicAttention)
+
+# Saved models compile with MacroF1: importing the layers registers it too, so
+# `import pipeline.layers` is all a loader needs.
+from pipeline import metrics as _metrics  # noqa: E402, F401

@@ -21,6 +21,7 @@ from pipeline.layers import (
     MaskedMaxPooling,
     MaskedMeanPooling,
 )
+from pipeline.metrics import MacroF1
 
 POOLING_LAYER_NAME = "pooling"
 
@@ -75,7 +76,7 @@ def build_model(
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=["accuracy", MacroF1(n_classes)],
     )
     return model
 
@@ -84,15 +85,24 @@ def has_attention(model: keras.Model) -> bool:
     return isinstance(model.get_layer(POOLING_LAYER_NAME), ATTENTION_LAYERS)
 
 
+def attention_and_probs(
+    model: keras.Model, token_ids: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities (n, classes), attention weights over every step (n, steps))
+    in one pass, padding steps included."""
+    layer = model.get_layer(POOLING_LAYER_NAME)
+    if not isinstance(layer, ATTENTION_LAYERS):
+        raise ValueError(f"pooling layer {type(layer).__name__} has no attention weights")
+    probe = keras.Model(model.inputs, [model.outputs[0], layer.output[1]])
+    probs, weights = probe.predict(token_ids, batch_size=batch_size, verbose=0)
+    return np.asarray(probs), np.asarray(weights)
+
+
 def attention_matrix(
     model: keras.Model, token_ids: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
     """Attention weights over every step, padding included, shape (n, steps)."""
-    layer = model.get_layer(POOLING_LAYER_NAME)
-    if not isinstance(layer, ATTENTION_LAYERS):
-        raise ValueError(f"pooling layer {type(layer).__name__} has no attention weights")
-    probe = keras.Model(model.inputs, layer.output[1])
-    return np.asarray(probe.predict(token_ids, batch_size=batch_size, verbose=0))
+    return attention_and_probs(model, token_ids, batch_size)[1]
 
 
 def attention_weights(

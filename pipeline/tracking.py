@@ -83,6 +83,7 @@ class Tracker:
         self.artifact_root = artifact_root
         self.connect_timeout = connect_timeout
         self.experiment_id: str | None = None
+        self._datasets: dict[tuple[str, str], Any] = {}
 
     @classmethod
     def from_config(cls, tracking) -> Tracker:
@@ -304,14 +305,19 @@ class Tracker:
     def log_table_csv(frame, artifact_file: str) -> None:
         mlflow.log_text(frame.to_csv(index=False), artifact_file)
 
-    @staticmethod
-    def log_dataset(features, targets, name: str, context: str, source: str, digest: str) -> None:
+    def log_dataset(
+        self, features, targets, name: str, context: str, source: str, digest: str
+    ) -> None:
+        """Log a split as an MLflow dataset input; built once per digest (schema and
+        profile are computed over the whole array), then only linked to each run."""
         import mlflow.data
 
-        dataset = mlflow.data.from_numpy(
-            features, targets=targets, name=name, source=redact(source), digest=digest[:36]
-        )
-        mlflow.log_input(dataset, context=context)
+        key = (name, digest)
+        if key not in self._datasets:
+            self._datasets[key] = mlflow.data.from_numpy(
+                features, targets=targets, name=name, source=redact(source), digest=digest[:36]
+            )
+        mlflow.log_input(self._datasets[key], context=context)
 
     @staticmethod
     def log_keras_model(model, input_example) -> None:

@@ -6,7 +6,6 @@ reproduction trains through exactly the code path the original run took.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from omegaconf import DictConfig
 
 from pipeline import progress
 from pipeline.attention_report import AttentionEpochLogger, AttentionReporter
-from pipeline.evaluation import confusion_matrix
 from pipeline.ledger import METRIC_KEYS
+from pipeline.metrics import ValidationConfusion
 from pipeline.plots import confusion_matrix_figure
 from pipeline.tracking import Tracker
-from pipeline.training import best_epoch, evaluate, fit
+from pipeline.training import Diverged, best_epoch, fit
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -83,6 +82,23 @@ def log_datasets(data, tracker: Tracker) -> None:
         )
 
 
+def final_epoch(history: keras.callbacks.History, train: dict[str, Any]) -> int:
+    """The epoch whose weights the model ends with (Keras restores the best one at the
+    end of training when early stopping has restore_best_weights)."""
+    es = train["early_stopping"]
+    if es["enabled"] and es["restore_best_weights"]:
+        return best_epoch(history, es["monitor"])
+    return len(history.epoch) - 1
+
+
+def validation_metrics(history: keras.callbacks.History, epoch: int) -> dict[str, float]:
+    """val_accuracy/val_loss/val_macro_f1 of one epoch; Diverged when not finite."""
+    metrics = {k: float(history.history[k][epoch]) for k in METRIC_KEYS}
+    if not all(np.isfinite(v) for v in metrics.values()):
+        raise Diverged(f"validation metrics are not finite at epoch {epoch + 1}: {metrics}")
+    return metrics
+
+
 @dataclass
 class TrainedTrial:
     metrics: dict[str, float]
@@ -107,11 +123,11 @@ def train_and_log(
     runs: list[dict[str, float]] = []
     fit_seconds = 0.0
     for execution in range(cfg.tuner.executions_per_trial):
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # also runs gc.collect()
         keras.utils.set_random_seed(seed + execution)
         model = build()
-        callbacks = [EpochPrinter(train["epochs"]), *extra_callbacks]
+        confusion = ValidationConfusion()
+        callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
         if execution == 0:
             callbacks.append(MlflowEpochLogger(tracker))
             if cfg.attention.enabled and cfg.attention.plot_every:
@@ -119,8 +135,9 @@ def train_and_log(
         started = time.perf_counter()
         history = fit(model, data, train, callbacks=callbacks)
         fit_seconds += time.perf_counter() - started
-        metrics, probs = evaluate(model, data, "val", train, prefix="val_")
-        runs.append(metrics)
+        # fit's own validation pass already scored the weights the model ends with.
+        kept = final_epoch(history, train)
+        runs.append(validation_metrics(history, kept))
     final = {k: float(np.mean([r[k] for r in runs])) for k in METRIC_KEYS}
     best = best_epoch(history, train["early_stopping"]["monitor"])
     # The final model (best weights restored) is scored one step after the last epoch,
@@ -135,12 +152,12 @@ def train_and_log(
             "train_seconds": fit_seconds / len(runs),
         }
     )
-    cm = confusion_matrix(data.y["val"], probs.argmax(axis=1), data.n_classes)
     tracker.log_figure(
-        confusion_matrix_figure(cm, data.class_names, "validation"), "confusion_matrix.png"
+        confusion_matrix_figure(confusion.by_epoch[kept], data.class_names, "validation"),
+        "confusion_matrix.png",
     )
     if cfg.attention.enabled:
-        attention_metrics = reporter.log(model, label, probs=probs, step=len(history.epoch))
+        attention_metrics = reporter.log(model, label, step=len(history.epoch))
         tracker.log_metrics(attention_metrics, step=len(history.epoch))
         final.update(attention_metrics)
     if cfg.tracking.log_model:

@@ -8,7 +8,6 @@ ties data, tuner and tracking together and returns a summary.
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +202,6 @@ class TrackedTuner(kt.Tuner):
                 if not self.cfg.search.seeds or seed == int(self.cfg.search.seeds[0]):
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
                 del trained
-                gc.collect()
         except Exception as err:
             first = one_line(err)
             record["error"] = first

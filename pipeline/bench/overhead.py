@@ -91,8 +91,10 @@ def run(args) -> None:
         f"\n{args.epochs} epochs, {len(data.y['train'])} training examples, "
         f"{args.repeats} alternated repeats (median)"
     )
-    say(f"{'mode':<30}{'seconds':>9}{'ratio':>8}")
+    fastest = min(times["bare model.fit"])
+    say(f"{'mode':<30}{'median s':>9}{'ratio':>8}{'min s':>8}{'ratio':>8}   all runs (s)")
     for m, ts in times.items():
-        med = statistics.median(ts)
-        say(f"{m:<30}{med:>9.2f}{med / base:>7.2f}x")
+        med, low = statistics.median(ts), min(ts)
+        runs = " ".join(f"{t:.2f}" for t in ts)
+        say(f"{m:<30}{med:>9.2f}{med / base:>7.2f}x{low:>8.2f}{low / fastest:>7.2f}x   {runs}")
     say(f"goal: <= {GOAL}x with model logging off (issue 5, before attention plots existed)")

@@ -1,0 +1,63 @@
+"""The validation metrics a trial reports come from fit's own validation pass: they must
+equal scoring the final model with a separate prediction pass (what the pipeline did before)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.config import compose_config
+from pipeline.data import prepare
+from pipeline.evaluation import confusion_matrix
+from pipeline.hypermodel import trial_settings
+from pipeline.metrics import MacroF1, ValidationConfusion
+from pipeline.model import build_model
+from pipeline.training import evaluate, fit
+from pipeline.trial import final_epoch, validation_metrics
+
+
+@pytest.mark.parametrize(
+    ("pooling", "restore"), [("attention", True), ("classic", True), ("mean", False)]
+)
+def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restore):
+    cfg = compose_config(
+        [
+            "data.synthetic.n_examples=400",
+            "train.epochs=3",
+            f"model.pooling={pooling}",
+            "model.units=8",
+            "model.embedding_dim=8",
+            "train.early_stopping.patience=1",
+            f"train.early_stopping.restore_best_weights={str(restore).lower()}",
+            "train.class_weight=balanced",  # weights the loss, not the val metrics
+        ]
+    )
+    data = prepare(cfg.data)
+    settings, train = trial_settings(cfg, {})
+    keras.utils.set_random_seed(0)
+    model = build_model(settings, len(data.vocab), data.n_classes, 0.02, 1.0)
+    confusion = ValidationConfusion()
+    history = fit(model, data, train, callbacks=[confusion])
+    kept = final_epoch(history, train)
+    from_fit = validation_metrics(history, kept)
+    separate, probs = evaluate(model, data, "val", train, prefix="val_")
+    assert from_fit["val_accuracy"] == pytest.approx(separate["val_accuracy"], abs=1e-6)
+    assert from_fit["val_macro_f1"] == pytest.approx(separate["val_macro_f1"], abs=1e-6)
+    assert from_fit["val_loss"] == pytest.approx(separate["val_loss"], abs=1e-5)
+    expected = confusion_matrix(data.y["val"], probs.argmax(axis=1), data.n_classes)
+    np.testing.assert_array_equal(confusion.by_epoch[kept], expected)
+
+
+def test_macro_f1_metric_matches_numpy_including_absent_classes():
+    from pipeline.evaluation import macro_f1
+
+    y_true = np.array([0, 0, 1, 1, 1, 0])
+    y_pred = np.array([0, 1, 1, 1, 0, 0])  # class 2 never present nor predicted
+    probs = np.eye(3)[y_pred].astype("float32")
+    metric = MacroF1(3)
+    metric.update_state(y_true[:3], probs[:3])
+    metric.update_state(y_true[3:], probs[3:])
+    assert float(metric.result()) == pytest.approx(macro_f1(y_true, y_pred, 3))
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
