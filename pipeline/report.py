@@ -35,12 +35,13 @@ def _hp_text(value) -> str:
     return f"{number:.3g}" if not number.is_integer() else str(int(number))
 
 
-def load_trials(tracker, search: str | None) -> pd.DataFrame:
-    """Finished trial runs (one row per seed) with `data`, `group`, `label`, `seed`, metrics."""
-    filter_string = "tags.kind = 'trial' and attributes.status = 'FINISHED'"
-    if search:
-        filter_string += f" and tags.search_id = '{search}'"
-    raw = tracker.runs_frame(filter_string)
+def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
+    """Finished trial runs (one row per seed) of these searches (parent runs), with
+    `data`, `group`, `label`, `seed` and metric columns."""
+    raw = tracker.runs_frame("tags.kind = 'trial' and attributes.status = 'FINISHED'")
+    if raw.empty or "tags.mlflow.parentRunId" not in raw:
+        return pd.DataFrame()
+    raw = raw[raw["tags.mlflow.parentRunId"].isin(parent_ids)].reset_index(drop=True)
     if raw.empty:
         return raw
     runs = pd.DataFrame(
@@ -186,7 +187,9 @@ def build_report(tracker, search: str | None, objective: str | None, out: Path, 
         raise SearchError(
             f"no search named '{search}' in experiment '{tracker.experiment_name}' of the store"
         )
-    runs = load_trials(tracker, search)
+    # A search restarted with force_new supersedes its old parent: only live searches count.
+    parents = [parent] if parent is not None else tracker.live_searches()
+    runs = load_trials(tracker, [p.info.run_id for p in parents])
     if runs.empty:
         what = f"search '{search}'" if search else f"experiment '{tracker.experiment_name}'"
         raise SearchError(f"{what} has no finished trial runs to report on")

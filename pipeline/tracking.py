@@ -203,12 +203,15 @@ class Tracker:
     def find_search(self, name: str | None):
         """The latest live parent run of search `name` (found by tag), or of any search."""
         runs = [
-            r
-            for r in self._runs("tags.kind = 'search'")
-            if r.data.tags.get("superseded") != "true"
-            and (name is None or r.data.tags.get("search_id") == name)
+            r for r in self.live_searches() if name is None or r.data.tags.get("search_id") == name
         ]
         return runs[0] if runs else None
+
+    def live_searches(self):
+        """Parent runs of every search not superseded by a restart (newest first)."""
+        return [
+            r for r in self._runs("tags.kind = 'search'") if r.data.tags.get("superseded") != "true"
+        ]
 
     def children(self, parent_id: str):
         return self._runs(

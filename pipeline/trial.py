@@ -103,6 +103,7 @@ def validation_metrics(history: keras.callbacks.History, epoch: int) -> dict[str
 class TrainedTrial:
     metrics: dict[str, float]
     model: keras.Model
+    fit_seconds: float  # mean over executions: the part a bare model.fit would cost too
 
 
 def train_and_log(
@@ -162,4 +163,4 @@ def train_and_log(
         final.update(attention_metrics)
     if cfg.tracking.log_model:
         tracker.log_keras_model(model, data.x["val"][:2])
-    return TrainedTrial(final, model)
+    return TrainedTrial(final, model, fit_seconds / len(runs))

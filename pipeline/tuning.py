@@ -123,7 +123,15 @@ class TrackedTuner(kt.Tuner):
         total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != "hyperband" else "?"
         replicates = f"  x {len(seeds)} seeds" if len(seeds) > 1 else ""
         progress.say(f"[trial {number}/{total}] {progress.format_params(shown)}{replicates}")
-        group = config_hash({"hp": values, "data": self.data.fingerprint})
+        # The configuration, whatever the seed: every model/train setting after the trial's
+        # values (so searches with other epochs or batch sizes never share a group).
+        group = config_hash(
+            {
+                "model": model_settings,
+                "train": {k: v for k, v in train.items() if k != "seed"},
+                "data": self.data.fingerprint,
+            }
+        )
         scores = [
             self._run_replicate(trial, values, model_settings, {**train, "seed": s}, number, group)
             for s in seeds
@@ -199,6 +207,7 @@ class TrackedTuner(kt.Tuner):
                     f"trial {number} ({variant}, seed {seed})",
                 )
                 metrics = trained.metrics
+                record["fit_seconds"] = round(trained.fit_seconds, 3)
                 if not self.cfg.search.seeds or seed == int(self.cfg.search.seeds[0]):
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
                 del trained

@@ -139,3 +139,19 @@ def test_report_and_reproduce_bad_input_is_one_line(tmp_path, run_cli, module, a
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_reproduce_refuses_a_run_that_is_not_a_trial(tmp_path, run_cli):
+    from pipeline.tracking import Tracker
+
+    tracking = [o for o in store_overrides(tmp_path) if o.startswith("tracking.")]
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "attention-search", f"{tmp_path}/a")
+    tracker.connect()
+    with tracker.run("a-search", tags={"kind": "search", "search_id": "a-search"}) as run:
+        parent_id = run.info.run_id
+    result = run_cli("reproduce", parent_id, *tracking)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: run {parent_id} is not a trial run of a search (kind=search); "
+        "pass the id of a child run"
+    )

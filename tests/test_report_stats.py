@@ -163,3 +163,48 @@ def test_seeds_and_a_searched_seed_conflict():
         validate(cfg)
     with pytest.raises(ConfigError, match="repeated"):
         validate(compose_config(["search.seeds=[0,0]"]))
+
+
+class FrameTracker:
+    """Stands in for Tracker.runs_frame: the columns mlflow.search_runs returns."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+    def runs_frame(self, filter_string: str) -> pd.DataFrame:
+        assert "tags.kind = 'trial'" in filter_string
+        return self.frame
+
+
+def mlflow_rows(parent: str, variant: str, units: int, seeds, start: int, acc: float):
+    return [
+        {
+            "run_id": f"{parent}-{variant}-{units}-{s}",
+            "start_time": start + s,
+            "tags.mlflow.parentRunId": parent,
+            "tags.search_id": "s",
+            "tags.data": "airline",
+            "tags.group": f"{variant}-{units}-{parent}",
+            "tags.variant": variant,
+            "tags.seed": str(s),
+            "params.pooling": variant,
+            "params.units": str(units),
+            "metrics.val_accuracy": acc + s / 100,
+        }
+        for s in seeds
+    ]
+
+
+def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
+    from pipeline.report import load_trials
+
+    rows = (
+        mlflow_rows("live", "mean", 16, [0, 1], 100, 0.7)
+        + mlflow_rows("live", "mean", 64, [0, 1], 200, 0.8)
+        + mlflow_rows("old", "mean", 16, [0, 1], 0, 0.1)  # a superseded search
+    )
+    runs = load_trials(FrameTracker(pd.DataFrame(rows)), ["live"])
+    assert len(runs) == 4 and set(runs["search"]) == {"s"}
+    assert sorted(runs["label"].unique()) == ["mean units=16", "mean units=64"]
+    assert runs["val_accuracy"].min() == pytest.approx(0.7)  # nothing from "old"
+    assert load_trials(FrameTracker(pd.DataFrame(rows)), ["nobody"]).empty

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)
     o.add_argument("--epochs", type=int, default=3)
+    o.add_argument("--data", default="synthetic", help="data preset (e.g. airline_tweets)")
     m = sub.add_parser("memory", help="RSS after each of N small trials in one process")
     m.add_argument("--trials", type=int, default=20)
     s = sub.add_parser("startup", help="wall time of --help and --cfg job")
