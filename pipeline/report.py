@@ -135,6 +135,7 @@ def comparisons_frame(comparisons) -> pd.DataFrame:
                 "mean_diff_a_minus_b": c.mean_diff,
                 "std_diff": c.std_diff,
                 "p_value": c.p_value,
+                "p_holm": c.p_adjusted,
                 "effect_size_dz": c.effect_size,
                 "statement": c.sentence(),
             }

@@ -69,6 +69,10 @@ class Comparison:
     std_diff: float
     p_value: float
     effect_size: float  # Cohen's d_z: mean / std of the paired differences
+    # Holm-adjusted over all pairs of the same data (many pairs, few seeds: some small
+    # raw p-values are expected by chance); "beats" is decided on this one.
+    p_adjusted: float = float("nan")
+    n_pairs: int = 1
 
     def winner_loser(self) -> tuple[str, str, float]:
         """(better, worse, margin>=0) in the metric's good direction."""
@@ -87,9 +91,14 @@ class Comparison:
         unit = " points" if points else ""
         better, worse, margin = self.winner_loser()
         spread = self.std_diff * scale
+        adjusted = (
+            f", Holm-adjusted p={self.p_adjusted:.3g} over {self.n_pairs} pairs"
+            if self.n_pairs > 1
+            else ""
+        )
         detail = (
-            f"{self.metric}, paired t-test p={self.p_value:.3g}, |d|={abs(self.effect_size):.2f}, "
-            f"{self.n} seeds"
+            f"{self.metric}, paired t-test p={self.p_value:.3g}{adjusted}, "
+            f"|d|={abs(self.effect_size):.2f}, {self.n} seeds"
         )
         if self.std_diff == 0:  # the same difference on every seed: nothing to test
             if self.mean_diff == 0:
@@ -98,7 +107,7 @@ class Comparison:
                 f"{better} beats {worse} by {margin * scale:.2f}{unit} on every one of "
                 f"{self.n} seeds ({self.metric}; no spread, so no p-value)"
             )
-        if np.isfinite(self.p_value) and self.p_value < alpha:
+        if np.isfinite(self.p_adjusted) and self.p_adjusted < alpha:
             return f"{better} beats {worse} by {margin * scale:.2f} ± {spread:.2f}{unit} ({detail})"
         return (
             f"no clear difference between {better} and {worse}: {margin * scale:.2f} ± "
@@ -135,4 +144,16 @@ def paired_comparisons(runs: pd.DataFrame, metric: str) -> list[Comparison]:
                     effect,
                 )
             )
+    for data in {c.data for c in out}:
+        holm([c for c in out if c.data == data])
     return sorted(out, key=lambda c: (c.data, np.nan_to_num(c.p_value, nan=1.0)))
+
+
+def holm(comparisons: list[Comparison]) -> None:
+    """Set `p_adjusted` (Holm step-down) on comparisons with a p-value."""
+    tested = sorted((c for c in comparisons if np.isfinite(c.p_value)), key=lambda c: c.p_value)
+    m = len(tested)
+    running = 0.0
+    for rank, c in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * c.p_value))
+        c.p_adjusted, c.n_pairs = running, m

@@ -208,3 +208,19 @@ def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
     assert sorted(runs["label"].unique()) == ["mean units=16", "mean units=64"]
     assert runs["val_accuracy"].min() == pytest.approx(0.7)  # nothing from "old"
     assert load_trials(FrameTracker(pd.DataFrame(rows)), ["nobody"]).empty
+
+
+def test_holm_adjustment_and_decisions_use_it():
+    from pipeline.stats import Comparison, holm
+
+    comps = [
+        Comparison("d", f"a{i}", f"b{i}", "val_accuracy", 3, 0.01, 0.005, p, 2.0)
+        for i, p in enumerate((0.04, 0.01, 0.02))
+    ]
+    holm(comps)
+    assert [c.p_adjusted for c in comps] == pytest.approx([0.04, 0.03, 0.04])
+    assert all(c.n_pairs == 3 for c in comps)
+    many = [Comparison("d", "x", "y", "val_accuracy", 3, 0.01, 0.005, 0.02, 2.0) for _ in range(5)]
+    holm(many)  # raw p=0.02 five times: not a finding once adjusted (0.1)
+    assert many[0].sentence().startswith("no clear difference")
+    assert "Holm-adjusted p=0.1 over 5 pairs" in many[0].sentence()
