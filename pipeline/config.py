@@ -208,6 +208,24 @@ class SearchConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where trials run: this process (local) or keras-tuner's chief/worker processes."""
+
+    mode: str = "local"  # local | workers
+    n_workers: int = 2
+    # TensorFlow intra- and inter-op threads per worker (0: TensorFlow decides).
+    threads_per_worker: int = 1
+    # A dead worker is restarted with the same tuner id (keras-tuner hands it back its trial).
+    max_restarts: int = 2
+    oracle_host: str = "127.0.0.1"
+    oracle_port: int = 0  # 0: a free port
+    # Set by the launcher for the processes it starts (or by hand on other hosts).
+    role: str | None = None  # chief | worker
+    worker_id: str | None = None
+    parent_run_id: str | None = None
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -219,6 +237,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def register_configs() -> None:
@@ -369,6 +388,18 @@ def validate(cfg: DictConfig) -> None:
         f"'{tu.objective}' not in {list(OBJECTIVES)}",
     )
     _require(tu.max_epochs > 0 and tu.factor >= 2, "tuner.max_epochs/factor", "need > 0 and >= 2")
+    c = cfg.cluster
+    _require(c.mode in ("local", "workers"), "cluster.mode", f"'{c.mode}' not in [local, workers]")
+    _require(c.n_workers >= 0, "cluster.n_workers", f"must be >= 0, got {c.n_workers}")
+    _require(c.threads_per_worker >= 0, "cluster.threads_per_worker", "must be >= 0")
+    _require(
+        c.role in (None, "chief", "worker"), "cluster.role", f"'{c.role}' not in [chief, worker]"
+    )
+    _require(
+        c.role != "worker" or bool(c.parent_run_id),
+        "cluster.parent_run_id",
+        "a worker needs the parent run id of its search",
+    )
     seeds = list(cfg.search.seeds or [])
     _require(len(seeds) == len(set(seeds)), "search.seeds", f"repeated seeds in {seeds}")
     _require(

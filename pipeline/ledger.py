@@ -117,6 +117,7 @@ def previous_records(tracker: Tracker, parent_id: str) -> list[dict[str, Any]]:
                 "config_hash": tags.get("config_hash"),
                 **({"seed": int(tags["seed"])} if "seed" in tags else {}),
                 **({"group": tags["group"]} if "group" in tags else {}),
+                **({"worker": tags["worker"]} if "worker" in tags else {}),
                 "status": run.info.status,
                 **{k: _typed(v) for k, v in run.data.params.items()},
                 **{

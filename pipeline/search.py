@@ -118,7 +118,12 @@ def run(cfg: DictConfig) -> int:
     # script); a search documents Ctrl-C/kill -INT as "stop and mark KILLED", so say so.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        outcome = run_search(cfg, data, tracker)
+        if cfg.cluster.mode == "workers" and cfg.cluster.role is None:
+            from pipeline.cluster import launch
+
+            outcome = launch(cfg, data, tracker)
+        else:
+            outcome = run_search(cfg, data, tracker)
     except (ConfigError, DataError, TrackingError, SearchError) as err:
         fail(str(err))
     except KeyboardInterrupt as err:
@@ -128,7 +133,8 @@ def run(cfg: DictConfig) -> int:
             f"resume with: {resume_command(cfg)}",
             code=code,
         )
-    print_summary(outcome, cfg)
+    if outcome is not None:  # a cluster chief/worker: the launcher prints the summary
+        print_summary(outcome, cfg)
     return 0
 
 

@@ -84,6 +84,8 @@ class Tracker:
         self.connect_timeout = connect_timeout
         self.experiment_id: str | None = None
         self._datasets: dict[tuple[str, str], Any] = {}
+        # A cluster worker has no parent run of its own: its trials nest under this one.
+        self.parent_run_id: str | None = None
 
     @classmethod
     def from_config(cls, tracking) -> Tracker:
@@ -168,11 +170,13 @@ class Tracker:
 
         With `run_id`, an existing run is reopened (a resumed search's parent).
         """
+        remote_parent = nested and mlflow.active_run() is None and self.parent_run_id
         active = mlflow.start_run(
             run_id=run_id,
             run_name=None if run_id else name,
             experiment_id=self.experiment_id,
             nested=nested,
+            parent_run_id=self.parent_run_id if remote_parent else None,
             tags={k: redact(v) for k, v in (tags or {}).items()},
         )
         try:
@@ -218,11 +222,14 @@ class Tracker:
             f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"]
         )
 
-    def close_interrupted(self, parent_id: str) -> int:
-        """Children a dead process left RUNNING become FAILED, tagged interrupted."""
+    def close_interrupted(self, parent_id: str, worker: str | None = None) -> int:
+        """Children a dead process (or one cluster worker) left RUNNING become FAILED,
+        tagged interrupted."""
         closed = 0
         for run in self.children(parent_id):
-            if run.info.status == "RUNNING":
+            if run.info.status == "RUNNING" and (
+                worker is None or run.data.tags.get("worker") == worker
+            ):
                 c = client()
                 c.set_tag(run.info.run_id, "interrupted", "true")
                 c.set_tag(run.info.run_id, "status", "failed")

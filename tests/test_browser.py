@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from pipeline.ui_capture import capture, chromium_path, mlflow_server
+from pipeline.server import mlflow_server
+from pipeline.ui_capture import capture, chromium_path
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e

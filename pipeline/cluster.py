@@ -1,0 +1,250 @@
+"""`cluster=workers`: a keras-tuner chief plus N worker processes on this machine.
+
+The launcher (this module, in the command's own process) opens the search's parent run,
+writes the resolved config for its children, starts the chief (keras-tuner's oracle over
+gRPC: `KERASTUNER_ORACLE_IP/PORT`, `KERASTUNER_TUNER_ID=chief`) and the workers
+(`KERASTUNER_TUNER_ID=worker-N`, a thread budget each), streams their output with a
+prefix, restarts a worker that dies (keras-tuner hands the same id back its unfinished
+trial), and at the end summarises the children from MLflow on the parent run. No home-made
+scheduler: trial assignment is keras-tuner's, storage is MLflow's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import progress
+from pipeline.config import OBJECTIVES
+from pipeline.errors import SearchError
+from pipeline.server import free_port
+
+STOP_GRACE_SECONDS = 20
+
+
+def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
+    """Until the chief's gRPC port accepts connections (it imports TensorFlow first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SearchError(f"cluster: the chief exited (code {proc.returncode}) before serving")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.3)
+    raise SearchError(f"cluster: the chief did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def _pump(stream, label: str) -> None:
+    for line in iter(stream.readline, ""):
+        progress.say(f"[{label}] {line.rstrip()}")
+    stream.close()
+
+
+@dataclass
+class Process:
+    label: str  # also its KERASTUNER_TUNER_ID
+    popen: subprocess.Popen
+    restarts: int = 0
+    pump: threading.Thread | None = None
+
+
+@dataclass
+class Cluster:
+    """The chief and the workers of one search, started from one resolved config file."""
+
+    cfg: DictConfig
+    job_dir: Path
+    parent_run_id: str
+    port: int
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def command(self, label: str) -> list[str]:
+        role = "chief" if label == "chief" else "worker"
+        return [
+            sys.executable,
+            "-m",
+            "pipeline.search",
+            "--config-path",
+            str(self.job_dir),
+            "--config-name",
+            "job",
+            f"hydra.run.dir={self.job_dir}/hydra/{label}",
+            f"cluster.role={role}",
+            f"cluster.worker_id={label}",
+            f"cluster.parent_run_id={self.parent_run_id}",
+        ]
+
+    def environment(self, label: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "KERASTUNER_ORACLE_IP": self.cfg.cluster.oracle_host,
+            "KERASTUNER_ORACLE_PORT": str(self.port),
+            "KERASTUNER_TUNER_ID": label,
+            "PYTHONUNBUFFERED": "1",
+        }
+        threads = self.cfg.cluster.threads_per_worker
+        if threads and label != "chief":
+            for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+                env[var] = str(threads)
+        return env
+
+    def start(self, label: str, restarts: int = 0) -> Process:
+        popen = subprocess.Popen(
+            self.command(label),
+            env=self.environment(label),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops them in order
+        )
+        proc = Process(label, popen, restarts)
+        proc.pump = threading.Thread(target=_pump, args=(popen.stdout, label), daemon=True)
+        proc.pump.start()
+        self.processes[label] = proc
+        progress.say(f"cluster: started {label} (pid {popen.pid})")
+        return proc
+
+    def stop_all(self) -> None:
+        """SIGTERM (runs end KILLED), then SIGKILL after a grace period: no orphans."""
+        live = [p for p in self.processes.values() if p.popen.poll() is None]
+        for p in live:
+            p.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for p in live:
+            try:
+                p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait()
+        for p in self.processes.values():
+            if p.pump is not None:
+                p.pump.join(timeout=5)
+
+
+def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
+    """The launcher's resolved config, which every child composes as its primary config."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "job.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def supervise(cluster: Cluster, tracker) -> None:
+    """Until the chief ends: restart dead workers (their trial is handed back to them)."""
+    chief = cluster.processes["chief"].popen
+    while chief.poll() is None:
+        for label, proc in list(cluster.processes.items()):
+            code = proc.popen.poll()
+            if label == "chief" or code in (None, 0):
+                continue
+            closed = tracker.close_interrupted(cluster.parent_run_id, worker=label)
+            if proc.restarts >= cluster.cfg.cluster.max_restarts:
+                raise SearchError(
+                    f"cluster: {label} died {proc.restarts + 1} times (last exit code {code}); "
+                    "stopping the search (cluster.max_restarts)"
+                )
+            progress.say(
+                f"cluster: {label} exited with code {code}; {closed} unfinished trial run(s) "
+                f"marked FAILED; restarting it to resume its trial"
+            )
+            cluster.start(label, restarts=proc.restarts + 1)
+        time.sleep(0.5)
+    if chief.returncode != 0:
+        raise SearchError(f"cluster: the chief exited with code {chief.returncode}")
+    for proc in cluster.processes.values():  # workers leave once the chief says stop
+        try:
+            proc.popen.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def best_trial(trials: pd.DataFrame, objective: str) -> pd.Series:
+    from pipeline.ledger import per_trial
+
+    table = per_trial(trials)
+    ascending = OBJECTIVES[objective] == "min"
+    return table.sort_values(objective, ascending=ascending).iloc[0]
+
+
+def launch(cfg: DictConfig, data, tracker):
+    """Run the search on a chief and `cluster.n_workers` workers; return a SearchOutcome."""
+    import json
+
+    from pipeline.ledger import comparable_hash, plan_search, previous_records
+    from pipeline.tuning import (
+        SearchOutcome,
+        count_trials,
+        exhausted_space,
+        finish_search,
+        log_search_setup,
+        search_parent_tags,
+    )
+
+    comparable = comparable_hash(cfg, data.fingerprint)
+    plan = plan_search(cfg, tracker, comparable)
+    if plan.parent_id is not None:
+        raise SearchError(
+            f"cluster mode does not resume searches yet: '{plan.name}' exists; pick another "
+            "search.name or add search.force_new=true"
+        )
+    name = plan.name
+    job_dir = Path(cfg.tuner.directory).resolve() / name / "cluster"
+    tags = search_parent_tags(cfg, data, name, comparable)
+    with tracker.run(name, tags=tags) as parent:
+        parent_id = parent.info.run_id
+        log_search_setup(cfg, data, tracker)
+        host = cfg.cluster.oracle_host
+        port = cfg.cluster.oracle_port or free_port(host)
+        progress.say(
+            f"search '{name}' (new): tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
+            f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}\n"
+            f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "
+            f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
+        )
+        write_job_config(cfg, job_dir)
+        cluster = Cluster(cfg, job_dir, parent_id, port)
+        try:
+            cluster.start("chief")
+            wait_for_port(host, port, cluster.processes["chief"].popen, timeout=180)
+            for i in range(1, cfg.cluster.n_workers + 1):
+                cluster.start(f"worker-{i}")
+            if cfg.cluster.n_workers == 0:
+                progress.say(
+                    "cluster: no local workers; start them on other hosts with "
+                    f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} "
+                    f"KERASTUNER_TUNER_ID=worker-N {' '.join(cluster.command('worker-N')[1:])}"
+                )
+            supervise(cluster, tracker)
+        finally:
+            cluster.stop_all()
+            tracker.close_interrupted(parent_id)
+        trials = pd.DataFrame(previous_records(tracker, parent_id))
+        if not trials.empty:
+            tracker.log_table_csv(trials, "search_summary.csv")
+        count_trials(tracker, trials)
+        best = best_trial(trials, cfg.tuner.objective)
+        best_values = json.loads(tracker.read_artifact(best["run_id"], "trial.json"))[
+            "hyperparameters"
+        ]
+        best_row, test_metrics = finish_search(
+            cfg, data, tracker, name, trials, best_values, str(best["trial_id"])
+        )
+    return SearchOutcome(
+        search_id=name,
+        parent_run_id=parent_id,
+        trials=trials,
+        best=best_row,
+        test_metrics=test_metrics,
+        ui_command=tracker.ui_command(),
+        exhausted=exhausted_space(cfg, trials),
+    )

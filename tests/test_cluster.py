@@ -1,0 +1,115 @@
+"""Distributed search on loopback: a keras-tuner chief, two workers and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.server import mlflow_server
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
+
+TINY_CLUSTER = [
+    "+experiment=quick",
+    "cluster=workers",
+    "cluster.n_workers=2",
+    "tracking.log_model=false",
+    "attention.enabled=false",
+]
+
+
+def cluster_overrides(tmp_path, base: str, name: str) -> list[str]:
+    return [
+        f"tracking.uri={base}",
+        f"tuner.directory={tmp_path}/tuner",
+        f"hydra.run.dir={tmp_path}/hydra",
+        f"search.name={name}",
+    ]
+
+
+def runs_of(base: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=base)
+    exp = client.get_experiment_by_name("attention-search")
+    return client.search_runs([exp.experiment_id], max_results=500)
+
+
+def test_two_workers_share_one_parent_and_each_trial_runs_once(tmp_path, run_cli):
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
+        result = run_cli(
+            "search",
+            *TINY_CLUSTER,
+            "tuner.max_trials=4",
+            *cluster_overrides(tmp_path, base, "dist"),
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "[worker-1]" in result.stdout and "[worker-2]" in result.stdout
+        assert "open the UI" in result.stdout
+        runs = runs_of(base)
+    parents = [r for r in runs if r.data.tags.get("kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert len(children) == 4
+    assert sorted(c.data.tags["trial_id"] for c in children) == ["00", "01", "02", "03"]
+    assert {c.data.tags["worker"] for c in children} == {"worker-1", "worker-2"}
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+    assert "test_accuracy" in parent.data.metrics
+    assert parent.data.metrics["trials_finished"] == 4
+
+
+def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.search",
+                *TINY_CLUSTER,
+                "tuner.max_trials=4",
+                "train.epochs=3",
+                "train.early_stopping.enabled=false",
+                *cluster_overrides(tmp_path, base, "dist-kill"),
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ},
+        )
+        lines: list[str] = []
+        pid, killed = None, False
+        deadline = time.monotonic() + 600
+        for line in iter(proc.stdout.readline, ""):
+            lines.append(line)
+            found = re.search(r"started worker-1 \(pid (\d+)\)", line)
+            if found and pid is None:
+                pid = int(found.group(1))
+            if not killed and pid and line.startswith("[worker-1]     epoch 1/3"):
+                os.kill(pid, signal.SIGKILL)  # mid-trial: its child run is RUNNING
+                killed = True
+            assert time.monotonic() < deadline, "search did not finish"
+        proc.wait(timeout=60)
+        output = "".join(lines)
+        assert killed, output[-3000:]
+        assert proc.returncode == 0, output[-3000:]
+        assert "worker-1 exited with code -9" in output and "restarting it" in output
+        runs = runs_of(base)
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]
+    assert sorted(c.data.tags["trial_id"] for c in finished) == ["00", "01", "02", "03"]
+    assert len(interrupted) == 1 and interrupted[0].info.status == "FAILED"
+    assert interrupted[0].data.tags["worker"] == "worker-1"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
