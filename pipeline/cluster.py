@@ -198,7 +198,8 @@ def launch(cfg: DictConfig, data, tracker):
             "search.name or add search.force_new=true"
         )
     name = plan.name
-    job_dir = Path(cfg.tuner.directory).resolve() / name / "cluster"
+    # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
+    job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
     tags = search_parent_tags(cfg, data, name, comparable)
     with tracker.run(name, tags=tags) as parent:
         parent_id = parent.info.run_id

@@ -128,6 +128,8 @@ def run(cfg: DictConfig) -> int:
         fail(str(err))
     except KeyboardInterrupt as err:
         code = 143 if isinstance(err, Terminated) else 130
+        if cfg.cluster.role is not None:
+            fail(f"{cfg.cluster.worker_id or cfg.cluster.role}: stopped", code=code)
         fail(
             f"interrupted: the current trial and the search run were marked KILLED; "
             f"resume with: {resume_command(cfg)}",

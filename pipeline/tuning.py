@@ -457,6 +457,26 @@ def run_search(
     )
 
 
+def silence_condition_proto_print() -> None:
+    """keras-tuner 1.4 prints a conditional hyperparameter's first value every time it
+    sends it over gRPC (a leftover `print` in `conditions.Parent.to_proto`)."""
+    import contextlib
+    import io
+
+    from keras_tuner.src.engine import conditions
+
+    original = conditions.Parent.to_proto
+    if getattr(original, "silenced", False):
+        return
+
+    def to_proto(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return original(self)
+
+    to_proto.silenced = True
+    conditions.Parent.to_proto = to_proto
+
+
 def limit_threads(threads: int) -> None:
     import tensorflow as tf
 
@@ -468,6 +488,7 @@ def serve_cluster_role(cfg: DictConfig, data: PreparedData, tracker: Tracker, ro
     """A process the cluster launcher started: the chief serves the oracle over gRPC (until
     the space or max_trials is used up); a worker trains what the chief hands out."""
     name = cfg.search.name
+    silence_condition_proto_print()
     if role == "chief":
         tuner = make_tuner(cfg, data, tracker, name, overwrite=True)
         progress.say("chief: oracle serving")

@@ -60,7 +60,7 @@ def test_two_workers_share_one_parent_and_each_trial_runs_once(tmp_path, run_cli
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     assert len(children) == 4
-    assert sorted(c.data.tags["trial_id"] for c in children) == ["00", "01", "02", "03"]
+    assert len({c.data.tags["trial_id"] for c in children}) == 4  # each trial exactly once
     assert {c.data.tags["worker"] for c in children} == {"worker-1", "worker-2"}
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.info.status == "FINISHED" for c in children)
@@ -109,7 +109,8 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
     finished = [c for c in children if c.info.status == "FINISHED"]
     interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]
-    assert sorted(c.data.tags["trial_id"] for c in finished) == ["00", "01", "02", "03"]
+    trial_ids = [c.data.tags["trial_id"] for c in finished]
+    assert len(trial_ids) == len(set(trial_ids)) == 4  # each trial finished exactly once
     assert len(interrupted) == 1 and interrupted[0].info.status == "FAILED"
     assert interrupted[0].data.tags["worker"] == "worker-1"
     assert not [r for r in runs if r.info.status == "RUNNING"]
