@@ -212,6 +212,11 @@ def launch(cfg: DictConfig, data, tracker):
             f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "
             f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
         )
+        if cfg.tuner.kind == "grid" and cfg.cluster.n_workers > 1:
+            progress.say(
+                "note: keras-tuner's grid oracle derives each next grid point from a finished "
+                "trial, so grid workers mostly take turns; tuner=random or bayesian scale"
+            )
         write_job_config(cfg, job_dir)
         cluster = Cluster(cfg, job_dir, parent_id, port)
         try:

@@ -114,3 +114,40 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
     assert len(interrupted) == 1 and interrupted[0].info.status == "FAILED"
     assert interrupted[0].data.tags["worker"] == "worker-1"
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_server_command_serves_the_configured_store_on_loopback(tmp_path):
+    from pipeline.server import free_port, wait_for
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.server",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
+            f"tracking.artifact_root={tmp_path}/artifacts",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", seconds=90)
+        assert (tmp_path / "store" / "mlflow.db").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert f"tracking server: http://127.0.0.1:{port}" in proc.stdout.read()
+
+
+def test_server_refuses_a_server_uri_as_its_store(run_cli):
+    result = run_cli("server", "tracking.uri=http://127.0.0.1:5000")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: tracking.uri: the server needs a database")

@@ -1,5 +1,5 @@
-"""`python -m pipeline.bench {pooling,overhead,memory,startup}`: benchmarks that print ratios
-measured side by side in one run (never timed assertions in tests)."""
+"""`python -m pipeline.bench {pooling,overhead,memory,startup,scaling}`: benchmarks that
+print ratios measured side by side in one run (never timed assertions in tests)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--trials", type=int, default=20)
     s = sub.add_parser("startup", help="wall time of --help and --cfg job")
     s.add_argument("--repeats", type=int, default=5)
+    c = sub.add_parser("scaling", help="trials/hour with 1 vs 2 cluster workers")
+    c.add_argument("--epochs", type=int, default=2)
+    c.add_argument("--trials", type=int, default=8)
     args = parser.parse_args(argv)
 
     from pipeline.quiet import quiet, silenced_stderr
 
     quiet(verbose=False)
-    if args.which != "startup":
+    if args.which not in ("startup", "scaling"):
         with silenced_stderr(True):
             import tensorflow  # noqa: F401  (C++ start-up logs off the console)
     if args.which == "pooling":
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.overhead import run
     elif args.which == "memory":
         from pipeline.bench.memory import run
+    elif args.which == "scaling":
+        from pipeline.bench.scaling import run
     else:
         from pipeline.bench.startup import run
     run(args)
