@@ -11,6 +11,18 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+CPU_ENV = "PIPELINE_WORKER_CPU"  # set by the cluster launcher for each worker
+
+
+def pin_to_cpu_from_env() -> None:
+    """First thing a cluster worker does, before TensorFlow starts threads (they inherit
+    the affinity): run on the one CPU the launcher gave it."""
+    import os
+
+    cpu = os.environ.get(CPU_ENV)
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(cpu)})
+
 
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)

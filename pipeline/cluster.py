@@ -25,6 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
+from pipeline.cli import CPU_ENV
 from pipeline.config import OBJECTIVES
 from pipeline.errors import SearchError
 from pipeline.server import free_port
@@ -95,6 +96,9 @@ class Cluster:
             "PYTHONUNBUFFERED": "1",
         }
         threads = self.cfg.cluster.threads_per_worker
+        index = label.removeprefix("worker-")
+        if self.cfg.cluster.pin_cpus and index.isdigit() and hasattr(os, "sched_setaffinity"):
+            env[CPU_ENV] = str((int(index) - 1) % (os.cpu_count() or 1))
         if threads and label != "chief":
             for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
                 env[var] = str(threads)
@@ -143,6 +147,13 @@ def supervise(cluster: Cluster, tracker) -> None:
     """Until the chief ends: restart dead workers (their trial is handed back to them)."""
     chief = cluster.processes["chief"].popen
     while chief.poll() is None:
+        workers = [p.popen for label, p in cluster.processes.items() if label != "chief"]
+        if workers and all(w.poll() == 0 for w in workers):
+            # Every worker got "stopped" from the oracle: the search is over. keras-tuner's
+            # chief would still sleep up to 20 s before noticing; stop it now.
+            chief.terminate()
+            chief.wait(timeout=STOP_GRACE_SECONDS)
+            return
         for label, proc in list(cluster.processes.items()):
             code = proc.popen.poll()
             if label == "chief" or code in (None, 0):

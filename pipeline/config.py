@@ -215,6 +215,9 @@ class ClusterConfig:
     n_workers: int = 2
     # TensorFlow intra- and inter-op threads per worker (0: TensorFlow decides).
     threads_per_worker: int = 1
+    # Pin worker N to CPU (N-1) mod cpu_count (Linux), so a worker's tf.data and Python
+    # threads stay on its own core instead of borrowing the others'.
+    pin_cpus: bool = True
     # A dead worker is restarted with the same tuner id (keras-tuner hands it back its trial).
     max_restarts: int = 2
     oracle_host: str = "127.0.0.1"

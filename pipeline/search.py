@@ -7,6 +7,7 @@ after the config is valid, so `--help`, `--cfg job` and bad overrides answer fas
 from __future__ import annotations
 
 import signal
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -128,8 +129,16 @@ def run(cfg: DictConfig) -> int:
         fail(str(err))
     except KeyboardInterrupt as err:
         code = 143 if isinstance(err, Terminated) else 130
+        if cfg.cluster.role == "chief":  # stopped by its launcher: nothing to report
+            sys.exit(code)
         if cfg.cluster.role is not None:
-            fail(f"{cfg.cluster.worker_id or cfg.cluster.role}: stopped", code=code)
+            fail(f"{cfg.cluster.worker_id}: stopped", code=code)
+        if cfg.cluster.mode == "workers":
+            fail(
+                "interrupted: the chief and workers were stopped and every run marked KILLED "
+                "or FAILED (cluster searches cannot be resumed yet)",
+                code=code,
+            )
         fail(
             f"interrupted: the current trial and the search run were marked KILLED; "
             f"resume with: {resume_command(cfg)}",
@@ -163,4 +172,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from pipeline.cli import pin_to_cpu_from_env
+
+    pin_to_cpu_from_env()  # cluster workers only: their CPU, before any thread starts
     main()

@@ -151,3 +151,44 @@ def test_server_refuses_a_server_uri_as_its_store(run_cli):
     result = run_cli("server", "tracking.uri=http://127.0.0.1:5000")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: tracking.uri: the server needs a database")
+
+
+def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path):
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.search",
+                *TINY_CLUSTER,
+                "tuner.max_trials=6",
+                "train.epochs=5",
+                "train.early_stopping.enabled=false",
+                *cluster_overrides(tmp_path, base, "dist-int"),
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines, pids = [], []
+        for line in iter(proc.stdout.readline, ""):
+            lines.append(line)
+            found = re.search(r"cluster: started \S+ \(pid (\d+)\)", line)
+            if found:
+                pids.append(int(found.group(1)))
+            if "epoch 1/5" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=120)
+        output = "".join(lines) + rest
+        assert proc.returncode == 130, output[-3000:]
+        assert "cluster searches cannot be resumed yet" in output
+        runs = runs_of(base)
+    assert len(pids) == 3  # chief and two workers
+    for pid in pids:  # no orphans
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    parent = next(r for r in runs if r.data.tags.get("kind") == "search")
+    assert parent.info.status == "KILLED"

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--repeats", type=int, default=5)
     c = sub.add_parser("scaling", help="trials/hour with 1 vs 2 cluster workers")
     c.add_argument("--epochs", type=int, default=2)
-    c.add_argument("--trials", type=int, default=8)
+    c.add_argument("--trials", type=int, default=10)
     args = parser.parse_args(argv)
 
     from pipeline.quiet import quiet, silenced_stderr
