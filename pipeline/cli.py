@@ -56,16 +56,13 @@ def composed(overrides: list[str]) -> DictConfig:
 
 def guarded(action: Callable[[], int], verbose: bool = False) -> int:
     """Run `action`; expected errors become one line (exit 2), others one line (exit 1)."""
-    from pipeline.config import ConfigError
-    from pipeline.data import DataError
-    from pipeline.errors import SearchError, one_line
+    from pipeline.errors import UserFacingError, one_line
     from pipeline.quiet import quiet
-    from pipeline.tracking import TrackingError
 
     quiet(verbose)
     try:
         return action()
-    except (ConfigError, DataError, TrackingError, SearchError) as err:
+    except UserFacingError as err:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted", code=130)

@@ -193,9 +193,7 @@ def launch(cfg: DictConfig, data, tracker):
 
     from pipeline.ledger import comparable_hash, plan_search, previous_records
     from pipeline.tuning import (
-        SearchOutcome,
         count_trials,
-        exhausted_space,
         finish_search,
         log_search_setup,
         search_parent_tags,
@@ -253,15 +251,6 @@ def launch(cfg: DictConfig, data, tracker):
         best_values = json.loads(tracker.read_artifact(best["run_id"], "trial.json"))[
             "hyperparameters"
         ]
-        best_row, test_metrics = finish_search(
-            cfg, data, tracker, name, trials, best_values, str(best["trial_id"])
+        return finish_search(
+            cfg, data, tracker, name, parent_id, trials, best_values, str(best["trial_id"])
         )
-    return SearchOutcome(
-        search_id=name,
-        parent_run_id=parent_id,
-        trials=trials,
-        best=best_row,
-        test_metrics=test_metrics,
-        ui_command=tracker.ui_command(),
-        exhausted=exhausted_space(cfg, trials),
-    )

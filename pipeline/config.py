@@ -18,6 +18,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from pipeline.errors import UserFacingError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
 
@@ -28,7 +30,7 @@ OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "val_macro_f1": "max"}
 HP_TYPES = ("choice", "int", "float", "boolean", "fixed")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserFacingError, ValueError):
     """A config value is wrong; the message names the key and the problem."""
 
 

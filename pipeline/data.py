@@ -19,11 +19,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import to_plain
+from pipeline.errors import UserFacingError
 
 PAD, OOV = "", "[UNK]"
 
 
-class DataError(ValueError):
+class DataError(UserFacingError, ValueError):
     """Bad input data; the message names the file, column or value."""
 
 

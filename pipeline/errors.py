@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 
 
-class SearchError(RuntimeError):
+class UserFacingError(Exception):
+    """Base of the errors whose message is the whole story (bad input, unusable store,
+    a search that cannot go on): commands print it as one line and exit 2."""
+
+
+class SearchError(UserFacingError, RuntimeError):
     """The search as a whole could not go on; the message says why."""
 
 

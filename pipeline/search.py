@@ -12,8 +12,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.cli import fail, hydra_overrides
-from pipeline.config import CONF_DIR, ConfigError, validate
+from pipeline.cli import fail, guarded, hydra_overrides
+from pipeline.config import CONF_DIR, validate
 
 
 def print_summary(outcome, cfg: DictConfig) -> None:
@@ -88,27 +88,19 @@ def resume_command(cfg: DictConfig) -> str:
 
 
 def run(cfg: DictConfig) -> int:
-    """Validate, then search; every expected failure becomes one line and exit code 2."""
-    try:
-        validate(cfg)
-    except ConfigError as err:
-        fail(str(err))
-    from pipeline.quiet import quiet, quiet_after_import, silenced_stderr
-
-    quiet(cfg.search.verbose)
+    """Validate, then search. Expected failures (UserFacingError) reach `guarded_run`,
+    which prints them as one line with exit code 2."""
+    validate(cfg)
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
-    from pipeline.data import DataError, prepare
-    from pipeline.errors import SearchError
+    from pipeline.data import prepare
     from pipeline.ledger import plan_search_name
-    from pipeline.tracking import Tracker, TrackingError
+    from pipeline.quiet import quiet_after_import, silenced_stderr
+    from pipeline.tracking import Tracker
 
-    try:
-        data = prepare(cfg.data)
-        tracker = Tracker.from_config(cfg.tracking)
-        tracker.connect()
-        cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
-    except (DataError, TrackingError, SearchError) as err:
-        fail(str(err))
+    data = prepare(cfg.data)
+    tracker = Tracker.from_config(cfg.tracking)
+    tracker.connect()
+    cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
     with silenced_stderr(not cfg.search.verbose):
         import tensorflow  # noqa: F401  (its C++ start-up logs go to the silenced stderr)
 
@@ -125,8 +117,6 @@ def run(cfg: DictConfig) -> int:
             outcome = launch(cfg, data, tracker)
         else:
             outcome = run_search(cfg, data, tracker)
-    except (ConfigError, DataError, TrackingError, SearchError) as err:
-        fail(str(err))
     except KeyboardInterrupt as err:
         code = 143 if isinstance(err, Terminated) else 130
         if cfg.cluster.role == "chief":  # stopped by its launcher: nothing to report
@@ -151,19 +141,7 @@ def run(cfg: DictConfig) -> int:
 
 def guarded_run(cfg: DictConfig) -> int:
     """Unexpected errors: one line (the traceback with search.verbose=true), exit 1."""
-    try:
-        return run(cfg)
-    except Exception as err:
-        if cfg.search.verbose:
-            raise
-        from pipeline.errors import one_line
-
-        fail(
-            f"unexpected {type(err).__name__}: {one_line(err)} "
-            "(search.verbose=true shows the traceback)",
-            code=1,
-        )
-    return 1
+    return guarded(lambda: run(cfg), verbose=bool(cfg.search.verbose))
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

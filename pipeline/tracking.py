@@ -23,7 +23,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import PROJECT_ROOT
-from pipeline.errors import one_line
+from pipeline.errors import UserFacingError, one_line
 
 TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")
 MAX_PARAM_CHARS = 6000
@@ -34,7 +34,7 @@ _SECRET_QUERY = re.compile(
 )
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserFacingError, RuntimeError):
     """The tracking store cannot be used; the message says which and why."""
 
 

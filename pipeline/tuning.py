@@ -340,11 +340,12 @@ def finish_search(
     data: PreparedData,
     tracker: Tracker,
     name: str,
+    parent_id: str,
     trials: pd.DataFrame,
     best_values: dict[str, Any],
     best_trial_id: str,
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """On the (active) parent run: counts, comparison figure, best trial, test metrics."""
+) -> SearchOutcome:
+    """On the (active) parent run: comparison figure, best trial, test metrics."""
     finished = trials[trials["status"] == "FINISHED"]
     tracker.log_figure(comparison_figure(finished, cfg.tuner.objective), "comparison.png")
     table = per_trial(trials)
@@ -366,7 +367,15 @@ def finish_search(
         model.load_weights(best_model_path(cfg, name, best_trial_id))
         test_metrics, _ = evaluate(model, data, "test", train, prefix="test_")
         tracker.log_metrics(test_metrics)
-    return best_row, test_metrics
+    return SearchOutcome(
+        search_id=name,
+        parent_run_id=parent_id,
+        trials=trials,
+        best=best_row,
+        test_metrics=test_metrics,
+        ui_command=tracker.ui_command(),
+        exhausted=exhausted_space(cfg, trials),
+    )
 
 
 def count_trials(tracker: Tracker, trials: pd.DataFrame) -> int:
@@ -437,24 +446,16 @@ def run_search(
                 tracker.log_table_csv(trials, "search_summary.csv")
         count_trials(tracker, trials)
         best_trial = tuner.oracle.get_best_trials(1)[0]
-        best_row, test_metrics = finish_search(
+        return finish_search(
             cfg,
             data,
             tracker,
             name,
+            parent_id,
             trials,
             active_values(best_trial.hyperparameters),
             best_trial.trial_id,
         )
-    return SearchOutcome(
-        search_id=name,
-        parent_run_id=parent_id,
-        trials=trials,
-        best=best_row,
-        test_metrics=test_metrics,
-        ui_command=tracker.ui_command(),
-        exhausted=exhausted_space(cfg, trials),
-    )
 
 
 def silence_condition_proto_print() -> None:

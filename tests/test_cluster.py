@@ -34,6 +34,17 @@ def cluster_overrides(tmp_path, base: str, name: str) -> list[str]:
     ]
 
 
+def start_search(*overrides: str) -> subprocess.Popen:
+    """A cluster search whose merged output the test reads line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.search", *TINY_CLUSTER, *overrides],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def runs_of(base: str):
     from mlflow.tracking import MlflowClient
 
@@ -71,22 +82,11 @@ def test_two_workers_share_one_parent_and_each_trial_runs_once(tmp_path, run_cli
 
 def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
     with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.search",
-                *TINY_CLUSTER,
-                "tuner.max_trials=4",
-                "train.epochs=3",
-                "train.early_stopping.enabled=false",
-                *cluster_overrides(tmp_path, base, "dist-kill"),
-            ],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ},
+        proc = start_search(
+            "tuner.max_trials=4",
+            "train.epochs=3",
+            "train.early_stopping.enabled=false",
+            *cluster_overrides(tmp_path, base, "dist-kill"),
         )
         lines: list[str] = []
         pid, killed = None, False
@@ -155,21 +155,11 @@ def test_server_refuses_a_server_uri_as_its_store(run_cli):
 
 def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path):
     with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.search",
-                *TINY_CLUSTER,
-                "tuner.max_trials=6",
-                "train.epochs=5",
-                "train.early_stopping.enabled=false",
-                *cluster_overrides(tmp_path, base, "dist-int"),
-            ],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        proc = start_search(
+            "tuner.max_trials=6",
+            "train.epochs=5",
+            "train.early_stopping.enabled=false",
+            *cluster_overrides(tmp_path, base, "dist-int"),
         )
         lines, pids = [], []
         for line in iter(proc.stdout.readline, ""):

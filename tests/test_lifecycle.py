@@ -17,8 +17,8 @@ pytestmark = pytest.mark.e2e
 
 BASE = [
     "+experiment=quick",
-    "data.synthetic.n_examples=600",
-    "train.epochs=4",
+    "data.synthetic.n_examples=1200",
+    "train.epochs=12",  # trials last several seconds: the signals must land mid-trial
     "train.early_stopping.enabled=false",
     "tracking.log_model=false",
     "tracking.log_datasets=false",
@@ -66,9 +66,11 @@ def running_trial_numbers(tmp_path) -> set[str]:
         return set()
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            # RUNNING and past its first epoch (a logged loss): well inside its training.
             rows = conn.execute(
                 "SELECT t.value FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
-                "WHERE t.key = 'trial_number' AND r.status = 'RUNNING'"
+                "WHERE t.key = 'trial_number' AND r.status = 'RUNNING' AND EXISTS "
+                "(SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid AND m.key = 'loss')"
             ).fetchall()
     except sqlite3.Error:  # tables not created yet
         return set()
@@ -80,7 +82,6 @@ def wait_for_running_trial(tmp_path, number: int, proc: subprocess.Popen, timeou
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         if str(number) in running_trial_numbers(tmp_path):
-            time.sleep(1.5)  # well inside the trial's epochs
             return
         time.sleep(0.5)
     raise TimeoutError(f"trial {number} never started")
