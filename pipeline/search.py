@@ -144,12 +144,45 @@ def guarded_run(cfg: DictConfig) -> int:
     return guarded(lambda: run(cfg), verbose=bool(cfg.search.verbose))
 
 
+def quick_help() -> str:
+    """What Hydra's `--help` shows (config groups, composed config), without its cost:
+    Hydra deep-copies the config repository once per group listed (~1 s here)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose_config
+
+    groups = []
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        if options:
+            groups.append(f"{folder.name}: {', '.join(options)}")
+    return "\n".join(
+        [
+            "python -m pipeline.search [group=option ...] [key=value ...]",
+            "(Hydra: --cfg job prints the composed config, --hydra-help Hydra's own options)",
+            "",
+            "== Configuration groups ==",
+            "Compose your configuration from those groups (group=option)",
+            "",
+            *groups,
+            "",
+            "== Config ==",
+            "Override anything in the config (foo.bar=value)",
+            "",
+            OmegaConf.to_yaml(compose_config()),
+        ]
+    )
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     guarded_run(cfg)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        print(quick_help())
+        sys.exit(0)
     from pipeline.cli import pin_to_cpu_from_env
 
     pin_to_cpu_from_env()  # cluster workers only: their CPU, before any thread starts
