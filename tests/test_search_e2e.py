@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 import numpy as np
 import pytest
 
+from pipeline.server import free_port
 from tests.conftest import store_overrides
 
 pytestmark = pytest.mark.e2e
@@ -231,12 +231,6 @@ def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
     if flag == ["model.units=0"]:
         assert result.returncode == 2
         assert result.stderr.strip() == "error: model.units: must be > 0, got 0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(
