@@ -84,7 +84,7 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
     with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
         proc = start_search(
             "tuner.max_trials=4",
-            "train.epochs=3",
+            "train.epochs=10",  # long enough that the kill lands mid-trial
             "train.early_stopping.enabled=false",
             *cluster_overrides(tmp_path, base, "dist-kill"),
         )
@@ -96,7 +96,7 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
             found = re.search(r"started worker-1 \(pid (\d+)\)", line)
             if found and pid is None:
                 pid = int(found.group(1))
-            if not killed and pid and line.startswith("[worker-1]     epoch 1/3"):
+            if not killed and pid and line.startswith("[worker-1]     epoch 1/10"):
                 os.kill(pid, signal.SIGKILL)  # mid-trial: its child run is RUNNING
                 killed = True
             assert time.monotonic() < deadline, "search did not finish"
