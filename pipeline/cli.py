@@ -1,27 +1,27 @@
-"""Shared command-line plumbing for the tools besides the search (report, reproduce).
+"""The process edge shared by every command: config in, exit codes out.
 
-One place for how a command fails: one line on stderr and an exit code (2 for bad
-input, 1 for anything unexpected, 130 on Ctrl-C). No heavy imports here.
+One place for how a command fails (one line on stderr; exit 2 for bad input, 1 for
+anything unexpected, 130 on Ctrl-C, 143 on SIGTERM), for the process-wide switches
+(quiet TensorFlow/absl start-up, SIGTERM as Ctrl-C, CPU pinning of cluster workers,
+a frozen heap during a search), and for composing and checking the config. Library
+code never exits or installs handlers; it raises. No heavy imports at module level.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from omegaconf import DictConfig
 
 CPU_ENV = "PIPELINE_WORKER_CPU"  # set by the cluster launcher for each worker
-
-
-def pin_to_cpu_from_env() -> None:
-    """First thing a cluster worker does, before TensorFlow starts threads (they inherit
-    the affinity): run on the one CPU the launcher gave it."""
-    import os
-
-    cpu = os.environ.get(CPU_ENV)
-    if cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {int(cpu)})
+NOISY_LOGGERS = ("tensorflow", "absl", "mlflow", "alembic", "h5py", "matplotlib", "urllib3")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -29,35 +29,33 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def hydra_overrides() -> list[str]:
-    """The command-line overrides of the running Hydra app ([] outside one)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside @hydra.main (tests, tools)
-        return []
-
-
 def composed(overrides: list[str]) -> DictConfig:
-    """The real `conf/` plus `key=value` overrides, validated; bad ones fail in one line."""
-    from pipeline.config import ConfigError, compose_config, validate
+    """The real `conf/` plus `key=value` overrides, checked; bad ones fail in one line."""
+    from pipeline.config import compose_config
     from pipeline.errors import one_line
 
     try:
         cfg = compose_config(overrides)
-        validate(cfg)
-    except ConfigError as err:
-        fail(str(err))
     except Exception as err:  # Hydra's override/composition errors
         fail(f"config: {one_line(err)}")
+    check(cfg)
     return cfg
+
+
+def check(cfg: DictConfig) -> None:
+    """The whole config check (plugins, ranges, pooling registry); one line, exit 2."""
+    from pipeline.config import ConfigError
+    from pipeline.models.registry import validate_config
+
+    try:
+        validate_config(cfg)
+    except ConfigError as err:
+        fail(str(err))
 
 
 def guarded(action: Callable[[], int], verbose: bool = False) -> int:
     """Run `action`; expected errors become one line (exit 2), others one line (exit 1)."""
     from pipeline.errors import UserFacingError, one_line
-    from pipeline.quiet import quiet
 
     quiet(verbose)
     try:
@@ -75,3 +73,114 @@ def guarded(action: Callable[[], int], verbose: bool = False) -> int:
             code=1,
         )
     return 1
+
+
+# ---------------------------------------------------------------- signals and the heap
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: runs end KILLED, keras-tuner state stays resumable."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def stop_on_signals() -> None:
+    """SIGTERM raises `Terminated` and SIGINT `KeyboardInterrupt` (the tracker marks the
+    runs KILLED). Python leaves SIGINT ignored when it started ignored (e.g. launched with
+    `&` from a script); a search documents kill -INT as "stop", so install it explicitly."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def interrupt_code(err: KeyboardInterrupt) -> int:
+    return 143 if isinstance(err, Terminated) else 130
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Everything alive now (TensorFlow, MLflow, the data) lives for the whole search:
+    freezing it keeps each trial's clear_session() garbage collection from scanning
+    ~700k long-lived objects (0.3 s per trial on a 2-core VM, down to ~0.02 s).
+    Unfrozen when the block ends, so the process collects them normally again."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def pin_to_cpu_from_env() -> None:
+    """First thing a cluster worker does, before TensorFlow starts threads (they inherit
+    the affinity): run on the one CPU the launcher gave it."""
+    cpu = os.environ.get(CPU_ENV)
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(cpu)})
+
+
+# ---------------------------------------------------------------- start-up noise
+
+
+def quiet(verbose: bool) -> None:
+    """Keep TensorFlow/absl/oneDNN start-up noise and library INFO logs off the console.
+
+    Call it before TensorFlow is imported: the C++ log level is read from the
+    environment at import time. `search.verbose=true` keeps everything.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("keras", "tensorflow", "mlflow", "keras_tuner", "google", "absl"):
+        warnings.filterwarnings("ignore", module=module)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@contextmanager
+def silenced_stderr(enabled: bool) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null (C++ start-up logs ignore TF_CPP_MIN_LOG_LEVEL).
+
+    Python exceptions raised inside still propagate and are printed after restoring.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_quietly(verbose: bool, *modules: str) -> None:
+    """Import TensorFlow (and `modules`) with C++ start-up logs off the console; absl
+    resets its verbosity when TensorFlow loads, so set it again afterwards."""
+    import importlib
+
+    with silenced_stderr(not verbose):
+        for name in ("tensorflow", *modules):
+            importlib.import_module(name)
+    if verbose:
+        return
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

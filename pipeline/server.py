@@ -1,93 +1,11 @@
 """`python -m pipeline.server [--host H] [--port P] [key=value ...]`: an MLflow tracking
-server over the project's store, bound to 127.0.0.1 by default.
-
-Searches on several processes or hosts log to it with `tracking=server` (or
-`tracking.uri=http://HOST:PORT`). Backend: the composed `tracking.uri` (SQLite under
-mlruns/ by default; a `postgresql://` URI for a team); artifacts are served from
-`tracking.artifact_root` (`--serve-artifacts`), so clients need no shared filesystem.
-Also the one place tests and tools start a throwaway server (`mlflow_server`).
-"""
+server over the project's store, bound to 127.0.0.1 by default (see
+`pipeline.tracking.server`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {seconds}s")
-
-
-def server_command(
-    backend_uri: str, artifacts: str | Path | None, host: str, port: int, workers: int = 1
-) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        backend_uri,
-        "--workers",
-        str(workers),
-    ]
-    if artifacts is not None:
-        command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
-    return command
-
-
-SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-@contextmanager
-def mlflow_server(
-    backend_uri: str, cwd: str | Path, artifacts: str | Path | None = None
-) -> Iterator[str]:
-    """`mlflow server` on a free 127.0.0.1 port; yields its base URL, stops it after."""
-    port = free_port()
-    server = subprocess.Popen(
-        server_command(backend_uri, artifacts, "127.0.0.1", port),
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **SERVER_ENV},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{base}/health")
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,33 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="e.g. tracking.uri=postgresql://...")
     args = parser.parse_intermixed_args(argv)
 
-    from pipeline.cli import composed, fail
+    from pipeline.cli import composed, guarded
+    from pipeline.tracking.server import serve
 
     cfg = composed(args.overrides)
-    backend = cfg.tracking.uri
-    if backend.startswith(("http://", "https://")):
-        fail(f"tracking.uri: the server needs a database URI as its store, not {backend}")
-    if backend.startswith("sqlite:///"):
-        Path(backend.removeprefix("sqlite:///")).expanduser().parent.mkdir(
-            parents=True, exist_ok=True
-        )
-    artifacts = Path(cfg.tracking.artifact_root).expanduser().resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    from pipeline.tracking import redact
-
-    print(
-        f"tracking server: http://{args.host}:{args.port}  store {redact(backend)}  "
-        f"artifacts {artifacts}\nsearches: python -m pipeline.search tracking=server "
-        f"tracking.uri=http://{args.host}:{args.port}",
-        flush=True,
-    )
-    try:
-        return subprocess.call(
-            server_command(backend, artifacts, args.host, args.port, args.workers),
-            env={**os.environ, **SERVER_ENV},
-        )
-    except KeyboardInterrupt:
-        return 130
+    return guarded(lambda: serve(cfg.tracking, args.host, args.port, args.workers))
 
 
 if __name__ == "__main__":

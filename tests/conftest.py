@@ -1,9 +1,17 @@
-"""Shared fixtures. TensorFlow start-up noise is silenced before any test imports it."""
+"""Shared fixtures: the real config composed in-process, throwaway tracking stores, the CLI.
+
+TensorFlow start-up noise is silenced before any test imports it. Tests that are not
+about the command line call the library in-process (`run_search(cfg)`); a few drive
+the real CLI in a subprocess for exit codes, signals and kill -9.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AIRLINE_CSV = PROJECT_ROOT.parent / "shared" / "data" / "airline_tweets.csv"
+EXPERIMENT = "attention-search"
 
 needs_airline = pytest.mark.skipif(
     not AIRLINE_CSV.exists(),
@@ -31,10 +40,60 @@ def store_overrides(tmp_path) -> list[str]:
     ]
 
 
+@dataclass
+class Store:
+    """A SQLite tracking store (and tuner folder) inside one test's tmp_path."""
+
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.path}/mlflow.db"
+
+    @property
+    def overrides(self) -> list[str]:
+        """For the CLI (`hydra.run.dir` included)."""
+        return store_overrides(self.path)
+
+    def compose(self, *overrides: str):
+        """The real conf/ plus `overrides`, writing into this store (for in-process runs)."""
+        from pipeline.config import compose_config
+
+        own = [o for o in self.overrides if not o.startswith("hydra.")]
+        return compose_config([*overrides, *own])
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri)
+
+    def runs(self) -> list:
+        """Every run of the experiment, read with MLflow's own client."""
+        client = self.client()
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """An empty SQLite store with MLflow's schema already migrated: each test copies it
+    instead of paying the migration (seconds) again."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, store_template) -> Store:
+    shutil.copy(store_template, tmp_path / "mlflow.db")
+    return Store(tmp_path)
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Run `python -m pipeline.<module>` in a subprocess from the project root."""
-    import subprocess
 
     def run(module: str, *args: str, timeout: int = 600, env: dict | None = None):
         full_env = {**os.environ, **(env or {})}
@@ -48,3 +107,7 @@ def run_cli(tmp_path):
         )
 
     return run
+
+
+def assert_nothing_running(runs) -> None:
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []

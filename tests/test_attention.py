@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from pipeline.attention import (
+from pipeline.analysis.attention import (
     PanelRow,
     attention_metrics,
     choose_panel,
     occlusion_saliency,
     panel_rows,
 )
-from pipeline.plots import comparison_figure, heatmap_figure, panel_html, token_window
+from pipeline.analysis.figures import comparison_figure, heatmap_figure, panel_html, token_window
 
 IDS = np.array([[5, 6, 7, 8, 0, 0, 0, 0]])  # 4 real tokens, 4 padding
 KEYS = np.array([[False, False, True, False, False, False, False, False]])

@@ -1,6 +1,6 @@
 """The MLflow UI, in headless Chromium, shows a tiny real search and its attention heatmap.
 
-A tiny real search with the CLI, then `mlflow server` on 127.0.0.1 over its store,
+A tiny real search (in-process), then `mlflow server` on 127.0.0.1 over its store,
 then Playwright driving Debian's chromium: the runs table must list the parent and
 (expanded) its children, and a child's heatmap PNG must be served and rendered.
 Screenshots are kept in test-artifacts/ (git-ignored).
@@ -8,14 +8,12 @@ Screenshots are kept in test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 
-from pipeline.server import mlflow_server
-from pipeline.ui_capture import capture, chromium_path
+from pipeline.tracking.server import mlflow_server
+from pipeline.tracking.ui import capture, chromium_path
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -24,42 +22,25 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.skipif(
     chromium_path() is None, reason="chromium not installed (`make browser` installs it as root)"
 )
-def test_ui_lists_runs_and_serves_the_attention_heatmap(tmp_path):
-    from mlflow.tracking import MlflowClient
+def test_ui_lists_runs_and_serves_the_attention_heatmap(store):
+    from pipeline.search import run_search
 
-    store = tmp_path
-    search = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.search",
+    run_search(
+        store.compose(
             "+experiment=quick",
             "tuner.max_trials=2",
             "data.synthetic.n_examples=240",
             "search_space.pooling.values=[attention,classic]",
             "search.name=browser-check",
             "tracking.log_model=false",
-            f"tracking.uri=sqlite:///{store}/mlflow.db",
-            f"tracking.artifact_root={store}/a",
-            f"tuner.directory={store}/tuner",
-            f"hydra.run.dir={store}/hydra",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        )
     )
-    assert search.returncode == 0, search.stderr[-2000:]
-    uri = f"sqlite:///{store}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("attention-search")
-    children = [
-        r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "trial"
-    ]
+    children = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
     assert len(children) == 2
     child = children[0]  # attention or classic: both log attention heatmaps
+    exp_id = child.info.experiment_id
     artifact = "attention/final_attention.png"
-    with mlflow_server(uri, store) as base:
+    with mlflow_server(store.uri, store.path) as base:
         with urllib.request.urlopen(
             f"{base}/get-artifact?path={artifact}&run_uuid={child.info.run_id}", timeout=30
         ) as resp:
@@ -67,7 +48,7 @@ def test_ui_lists_runs_and_serves_the_attention_heatmap(tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
         shots = capture(
             base,
-            exp.experiment_id,
+            exp_id,
             "browser-check",
             ["trial-001", "trial-002"],
             child.info.run_id,

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import compose_config
-from pipeline.data import (
-    DataError,
-    balanced_class_weights,
-    build_vocab,
-    encode,
-    prepare,
-    stratified_split,
-)
+from pipeline.data import DataError, balanced_class_weights, prepare
+from pipeline.data.prepare import build_vocab, encode, stratified_split
 from tests.conftest import AIRLINE_CSV, needs_airline
 
 
@@ -83,7 +77,9 @@ def test_vocab_reserves_padding_and_oov_and_is_fitted_on_train_only():
 def test_fingerprint_changes_with_preprocessing_not_with_unused_sections():
     base = prepare(small_synthetic()).fingerprint
     assert prepare(small_synthetic("data.max_len=40")).fingerprint != base
-    assert prepare(small_synthetic("data.csv.text_column=other")).fingerprint == base
+    # Only the chosen loader's section is composed, so unused ones cannot count.
+    assert small_synthetic().csv is None and small_synthetic().text_dir is None
+    assert prepare(small_synthetic("data.synthetic.seed=0")).fingerprint == base
 
 
 def test_balanced_class_weights():

@@ -8,8 +8,14 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from pipeline.layers import AttentionPooling, LastStepPooling, MaskedMaxPooling, MaskedMeanPooling
-from pipeline.model import attention_matrix, attention_weights, build_model
+from pipeline.models.build import attention_matrix, attention_weights, build_model
+from pipeline.models.layers import (
+    AttentionPooling,
+    LastStepPooling,
+    MaskedMaxPooling,
+    MaskedMeanPooling,
+)
+from pipeline.models.registry import get_pooling
 
 VOCAB, CLASSES = 40, 3
 BASE = dict(embedding_dim=8, units=8, attention_activation="tanh", dropout=0.0)
@@ -46,10 +52,11 @@ def model_for(variant, seed=0, learning_rate=0.01):
 @pytest.mark.parametrize("variant", [v for v in MASKED if v["pooling"] == "attention"], ids=ids)
 def test_masked_attention_weights_zero_on_padding_and_sum_to_one(variant):
     x = batch(30)
-    w = attention_matrix(model_for(variant), x)
+    pooling = get_pooling(variant["pooling"])
+    w = attention_matrix(model_for(variant), pooling, x)
     assert np.all(w[x == 0] == 0.0)
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-6)
-    trimmed = attention_weights(model_for(variant), x)
+    trimmed = attention_weights(model_for(variant), pooling, x)
     assert [len(t) for t in trimmed] == list((x != 0).sum(axis=1))
 
 
@@ -67,7 +74,7 @@ def test_prediction_invariant_to_extra_padding(variant):
 def test_classic_is_not_padding_invariant_and_puts_weight_on_padding():
     model = model_for({"pooling": "classic"})
     x = batch(40)
-    w = attention_matrix(model, x)
+    w = attention_matrix(model, get_pooling("classic"), x)
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-6)
     assert w[x == 0].sum() > 0.1 * len(x)  # short rows are mostly padding
     long = np.zeros((len(x), 100), dtype=np.int32)

@@ -1,4 +1,8 @@
-"""Search lifecycle: crash and resume, Ctrl-C/SIGTERM, incomparable resumes, bad input."""
+"""Search lifecycle: crash and resume, Ctrl-C/SIGTERM, incomparable resumes, bad input.
+
+Signals and kill -9 hit a real `python -m pipeline.search` process; what follows them
+(the resume, the checks) runs in-process through `run_search(cfg)`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from collections import Counter
 
 import pytest
 
+from pipeline.errors import SearchError
+from pipeline.search import run_search
 from tests.conftest import PROJECT_ROOT, store_overrides
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +93,13 @@ def wait_for_running_trial(tmp_path, number: int, proc: subprocess.Popen, timeou
     raise TimeoutError(f"trial {number} never started")
 
 
-def test_sigkill_mid_trial_then_resume_runs_each_trial_once(tmp_path):
+def resume(store, *overrides: str):
+    """The same search continued in-process (BASE, the store, then `overrides`)."""
+    return run_search(store.compose(*BASE, *overrides))
+
+
+def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
+    tmp_path = store.path
     proc = start(tmp_path, "search.name=crashy", "tuner.max_trials=3")
     wait_for_running_trial(tmp_path, 2, proc)
     proc.send_signal(signal.SIGKILL)
@@ -95,9 +107,9 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(tmp_path):
     left = runs_of(tmp_path)
     assert any(r.info.status == "RUNNING" for r in left)  # the crash left runs open
 
-    result = run(tmp_path, "search.name=crashy", "tuner.max_trials=3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed" in result.stdout and "interrupted trial run(s) marked FAILED" in result.stdout
+    resume(store, "search.name=crashy", "tuner.max_trials=3")
+    printed = capsys.readouterr().out
+    assert "resumed" in printed and "interrupted trial run(s) marked FAILED" in printed
 
     runs = runs_of(tmp_path)
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
@@ -116,7 +128,8 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(tmp_path):
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_marks_runs_killed_and_says_how_to_resume(tmp_path, sig, code):
+def test_interrupt_marks_runs_killed_and_says_how_to_resume(store, sig, code):
+    tmp_path = store.path
     proc = start(tmp_path, "search.name=stopped", "tuner.max_trials=3")
     wait_for_running_trial(tmp_path, 1, proc)
     proc.send_signal(sig)
@@ -129,8 +142,7 @@ def test_interrupt_marks_runs_killed_and_says_how_to_resume(tmp_path, sig, code)
     statuses = {r.data.tags["kind"]: r.info.status for r in runs}
     assert statuses == {"search": "KILLED", "trial": "KILLED"}
 
-    resumed = run(tmp_path, "search.name=stopped", "tuner.max_trials=1")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resume(store, "search.name=stopped", "tuner.max_trials=1")
     finished = [
         r
         for r in runs_of(tmp_path)
@@ -139,36 +151,33 @@ def test_interrupt_marks_runs_killed_and_says_how_to_resume(tmp_path, sig, code)
     assert len(finished) == 1
 
 
-def test_resume_with_changed_space_refuses_unless_forced(tmp_path):
-    first = run(tmp_path, "search.name=fixed", "tuner.max_trials=1", "train.epochs=1")
-    assert first.returncode == 0, first.stderr[-3000:]
-    changed = run(
-        tmp_path,
-        "search.name=fixed",
-        "tuner.max_trials=1",
-        "train.epochs=1",
-        "search_space.units.values=[16]",
-    )
-    assert changed.returncode == 2
-    assert "not be comparable" in changed.stderr and "search.force_new=true" in changed.stderr
-    forced = run(
-        tmp_path,
+def test_resume_with_changed_space_refuses_unless_forced(store):
+    resume(store, "search.name=fixed", "tuner.max_trials=1", "train.epochs=1")
+    with pytest.raises(SearchError, match="not be comparable.*search.force_new=true"):
+        resume(
+            store,
+            "search.name=fixed",
+            "tuner.max_trials=1",
+            "train.epochs=1",
+            "search_space.units.values=[16]",
+        )
+    resume(
+        store,
         "search.name=fixed",
         "tuner.max_trials=1",
         "train.epochs=1",
         "search_space.units.values=[16]",
         "search.force_new=true",
     )
-    assert forced.returncode == 0, forced.stderr[-3000:]
-    parents = [r for r in runs_of(tmp_path) if r.data.tags["kind"] == "search"]
+    parents = [r for r in runs_of(store.path) if r.data.tags["kind"] == "search"]
     assert sorted(r.data.tags.get("superseded", "no") for r in parents) == ["no", "true"]
+    assert all(r.info.status != "RUNNING" for r in runs_of(store.path))
 
 
-def test_rerun_of_a_finished_search_adds_no_duplicate(tmp_path):
+def test_rerun_of_a_finished_search_adds_no_duplicate(store):
     for _ in range(2):
-        result = run(tmp_path, "search.name=again", "tuner.max_trials=2", "train.epochs=1")
-        assert result.returncode == 0, result.stderr[-3000:]
-    runs = runs_of(tmp_path)
+        resume(store, "search.name=again", "tuner.max_trials=2", "train.epochs=1")
+    runs = runs_of(store.path)
     assert len([r for r in runs if r.data.tags["kind"] == "search"]) == 1
     assert len([r for r in runs if r.data.tags["kind"] == "trial"]) == 2
 
@@ -190,7 +199,8 @@ def test_rerun_of_a_finished_search_adds_no_duplicate(tmp_path):
         (["data.synthetic.n_classes=1"], "data.synthetic.n_classes"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_nothing_running(tmp_path, overrides, needle):
+def test_bad_input_is_one_line_exit_2_and_nothing_running(store, overrides, needle):
+    tmp_path = store.path
     (tmp_path / "reviews.csv").write_text("body,category\ngood,pos\nbad,neg\n")
     overrides = [o.format(tmp=tmp_path) for o in overrides]
     result = run(tmp_path, *overrides, timeout=120)
@@ -200,7 +210,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_running(tmp_path, overrides, n
     assert all(r.info.status != "RUNNING" for r in runs_of(tmp_path))
 
 
-def test_one_class_csv_is_rejected(tmp_path):
+def test_one_class_csv_is_rejected(store):
+    tmp_path = store.path
     data = tmp_path / "one.csv"
     data.write_text("text,label\na b,x\nc d,x\ne f,x\n")
     result = run(tmp_path, "data=csv", f"data.csv.path={data}", timeout=120)

@@ -1,4 +1,9 @@
-"""End-to-end: seed replicates, `pipeline.report` and `pipeline.reproduce` through the real CLIs."""
+"""End to end: seed replicates, the report and reproduce.
+
+The search and the reproduction run in-process; the report runs as its CLI in a
+subprocess (it must never import TensorFlow), and the CLIs' bad-input paths are
+checked for their one-line errors.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import PROJECT_ROOT, store_overrides
+from pipeline.search import reproduce_run, run_search
+from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +34,11 @@ def write_keyword_csv(path, n: int = 240, seed: int = 0) -> None:
             writer.writerow([" ".join(words), label])
 
 
-def test_seed_replicates_report_and_reproduce(tmp_path, run_cli):
-    data_csv = tmp_path / "keywords.csv"
+def test_seed_replicates_report_and_reproduce(store, run_cli, capsys):
+    data_csv = store.path / "keywords.csv"
     write_keyword_csv(data_csv)
-    store = store_overrides(tmp_path)
-    tracking = [o for o in store if o.startswith("tracking.")]
-    result = run_cli(
-        "search",
+    tracking = [o for o in store.overrides if o.startswith("tracking.")]
+    cfg = store.compose(
         "+experiment=quick",
         "data=csv",
         f"data.csv.path={data_csv}",
@@ -48,16 +52,14 @@ def test_seed_replicates_report_and_reproduce(tmp_path, run_cli):
         "search.name=replicated",
         "tracking.log_model=false",
         "train.epochs=2",
-        *store,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "x 2 seeds" in result.stdout and "mean val_accuracy over 2 seeds" in result.stdout
+    outcome = run_search(cfg)
+    printed = capsys.readouterr().out
+    assert "x 2 seeds" in printed and "mean val_accuracy over 2 seeds" in printed
+    assert len(outcome.trials) == 4 and set(outcome.trials["seed"]) == {0, 1}
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("attention-search")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
+    client = store.client()
+    runs = store.runs()
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     by_group: dict[str, set[str]] = {}
@@ -65,10 +67,9 @@ def test_seed_replicates_report_and_reproduce(tmp_path, run_cli):
         by_group.setdefault(child.data.tags["group"], set()).add(child.data.tags["seed"])
     assert sorted(by_group.values(), key=sorted) == [{"0", "1"}, {"0", "1"}]
     parent = next(r for r in runs if r.data.tags.get("kind") == "search")
-    assert parent.data.tags["command"].startswith("python -m pipeline.search +experiment=quick")
 
     # Report: reads MLflow only, never TensorFlow; writes and logs its files.
-    out = tmp_path / "report"
+    out = store.path / "report"
     code = (
         "import sys; from pipeline.report import main; rc = main(sys.argv[1:]); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; sys.exit(rc)"
@@ -104,13 +105,14 @@ def test_seed_replicates_report_and_reproduce(tmp_path, run_cli):
 
     # Reproduce the second seed of one configuration: same metrics, new tagged run.
     target = next(c for c in children if c.data.tags["seed"] == "1")
-    again = run_cli("reproduce", target.info.run_id, *tracking)
-    assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-2000:]
-    assert "match:" in again.stdout
+    again = reproduce_run(store.compose(), target.info.run_id)
+    assert again.matches, again.table
+    assert again.original.run_id == target.info.run_id
     copies = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.reproduces = '{target.info.run_id}'"
+        [target.info.experiment_id], filter_string=f"tags.reproduces = '{target.info.run_id}'"
     )
     assert len(copies) == 1 and copies[0].info.status == "FINISHED"
+    assert copies[0].info.run_id == again.reproduced.run_id
     for metric in ("val_accuracy", "val_loss", "val_macro_f1", "best_val_loss"):
         assert copies[0].data.metrics[metric] == pytest.approx(
             target.data.metrics[metric], abs=1e-6
@@ -133,19 +135,19 @@ def test_seed_replicates_report_and_reproduce(tmp_path, run_cli):
         ("report", ["tracking.nope=1"], "config:"),
     ],
 )
-def test_report_and_reproduce_bad_input_is_one_line(tmp_path, run_cli, module, args, message):
-    tracking = [o for o in store_overrides(tmp_path) if o.startswith("tracking.")]
+def test_report_and_reproduce_bad_input_is_one_line(store, run_cli, module, args, message):
+    tracking = [o for o in store.overrides if o.startswith("tracking.")]
     result = run_cli(module, *args, *tracking)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-def test_reproduce_refuses_a_run_that_is_not_a_trial(tmp_path, run_cli):
+def test_reproduce_refuses_a_run_that_is_not_a_trial(store, run_cli):
     from pipeline.tracking import Tracker
 
-    tracking = [o for o in store_overrides(tmp_path) if o.startswith("tracking.")]
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "attention-search", f"{tmp_path}/a")
+    tracking = [o for o in store.overrides if o.startswith("tracking.")]
+    tracker = Tracker(store.uri, "attention-search", f"{store.path}/a")
     tracker.connect()
     with tracker.run("a-search", tags={"kind": "search", "search_id": "a-search"}) as run:
         parent_id = run.info.run_id

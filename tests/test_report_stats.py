@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pipeline.config import PROJECT_ROOT, compose_config, search_space_dims, validate
-from pipeline.ledger import per_trial
-from pipeline.stats import ci95, leaderboard, paired_comparisons
+from pipeline.analysis.statistics import ci95, leaderboard, paired_comparisons
+from pipeline.config import PROJECT_ROOT, compose_config, search_space_dims
+from pipeline.models.registry import validate_config as validate
+from pipeline.search.outcome import per_trial
 
 
 def replicate_runs(effects: dict[str, float], seeds=range(5), noise=0.01, seed=0) -> pd.DataFrame:
@@ -165,53 +166,59 @@ def test_seeds_and_a_searched_seed_conflict():
         validate(compose_config(["search.seeds=[0,0]"]))
 
 
-class FrameTracker:
-    """Stands in for Tracker.runs_frame: the columns mlflow.search_runs returns."""
+class RecordsTracker:
+    """Stands in for Tracker.trial_runs: typed records of finished trial runs."""
 
-    def __init__(self, frame: pd.DataFrame):
-        self.frame = frame
+    def __init__(self, records: list):
+        self.records = records
 
-    def runs_frame(self, filter_string: str) -> pd.DataFrame:
-        assert "tags.kind = 'trial'" in filter_string
-        return self.frame
+    def trial_runs(self, parent_ids, status=None):
+        assert status == "FINISHED"
+        return [r for r in self.records if r.parent_id in set(parent_ids)]
 
 
-def mlflow_rows(parent: str, variant: str, units: int, seeds, start: int, acc: float):
+def trial_records(parent: str, variant: str, units: int, seeds, start: int, acc: float):
+    from pipeline.tracking import TrialRun
+
     return [
-        {
-            "run_id": f"{parent}-{variant}-{units}-{s}",
-            "start_time": start + s,
-            "tags.mlflow.parentRunId": parent,
-            "tags.search_id": "s",
-            "tags.data": "airline",
-            "tags.group": f"{variant}-{units}-{parent}",
-            "tags.variant": variant,
-            "tags.seed": str(s),
-            "params.pooling": variant,
-            "params.units": str(units),
-            "metrics.val_accuracy": acc + s / 100,
-        }
+        TrialRun(
+            run_id=f"{parent}-{variant}-{units}-{s}",
+            name=f"trial-{s}",
+            experiment_id="1",
+            status="FINISHED",
+            start_time=start + s,
+            end_time=start + s + 1,
+            parent_id=parent,
+            kind="trial",
+            search_id="s",
+            data="airline",
+            group=f"{variant}-{units}-{parent}",
+            variant=variant,
+            seed=s,
+            params={"pooling": variant, "units": str(units)},
+            metrics={"val_accuracy": acc + s / 100},
+        )
         for s in seeds
     ]
 
 
 def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
-    from pipeline.report import load_trials
+    from pipeline.analysis.report import load_trials
 
     rows = (
-        mlflow_rows("live", "mean", 16, [0, 1], 100, 0.7)
-        + mlflow_rows("live", "mean", 64, [0, 1], 200, 0.8)
-        + mlflow_rows("old", "mean", 16, [0, 1], 0, 0.1)  # a superseded search
+        trial_records("live", "mean", 16, [0, 1], 100, 0.7)
+        + trial_records("live", "mean", 64, [0, 1], 200, 0.8)
+        + trial_records("old", "mean", 16, [0, 1], 0, 0.1)  # a superseded search
     )
-    runs = load_trials(FrameTracker(pd.DataFrame(rows)), ["live"])
+    runs = load_trials(RecordsTracker(rows), ["live"])
     assert len(runs) == 4 and set(runs["search"]) == {"s"}
     assert sorted(runs["label"].unique()) == ["mean units=16", "mean units=64"]
     assert runs["val_accuracy"].min() == pytest.approx(0.7)  # nothing from "old"
-    assert load_trials(FrameTracker(pd.DataFrame(rows)), ["nobody"]).empty
+    assert load_trials(RecordsTracker(rows), ["nobody"]).empty
 
 
 def test_holm_adjustment_and_decisions_use_it():
-    from pipeline.stats import Comparison, holm
+    from pipeline.analysis.statistics import Comparison, holm
 
     comps = [
         Comparison("d", f"a{i}", f"b{i}", "val_accuracy", 3, 0.01, 0.005, p, 2.0)

@@ -1,4 +1,9 @@
-"""End-to-end: the real CLI in a subprocess with tiny configs, checked through MlflowClient."""
+"""End to end: real searches with tiny configs, checked through MLflow's own client.
+
+Searches run in-process through `run_search(cfg)`; the CLI tests at the end drive
+`python -m pipeline.search` in a subprocess for what only the command line does
+(output, exit codes, start-up cost).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.server import free_port
-from tests.conftest import store_overrides
+from pipeline.errors import SearchError
+from pipeline.search import run_search
+from pipeline.tracking.server import free_port
+from tests.conftest import PROJECT_ROOT, assert_nothing_running
 
 pytestmark = pytest.mark.e2e
 
@@ -21,46 +28,29 @@ TINY = [
 ]
 
 
-def client_for(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-
-
-def all_runs(tmp_path):
-    client = client_for(tmp_path)
-    exp = client.get_experiment_by_name("attention-search")
-    return client, client.search_runs([exp.experiment_id], max_results=1000)
-
-
-def assert_nothing_running(runs):
-    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
-
-
-def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
-    result = run_cli(
-        "search",
-        *TINY,
-        *store_overrides(tmp_path),
-        "train.epochs=2",
-        "train.early_stopping.enabled=false",
-        "tuner.max_trials=3",
-        "search_space.pooling.values=[attention,mean]",
-        "search.name=e2e",
-        "attention.plot_every=1",
+def test_search_logs_parent_and_nested_children(store, capsys):
+    outcome = run_search(
+        store.compose(
+            *TINY,
+            "train.epochs=2",
+            "train.early_stopping.enabled=false",
+            "tuner.max_trials=3",
+            "search_space.pooling.values=[attention,mean]",
+            "search.name=e2e",
+            "attention.plot_every=1",
+        )
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "open the UI: mlflow ui --backend-store-uri" in result.stdout
-    assert "[trial 3/3]" in result.stdout and "epoch 2/2" in result.stdout
-    # No TensorFlow start-up noise on a default (quiet) run.
-    assert "cuda" not in result.stderr.lower() and "oneDNN" not in result.stderr
+    printed = capsys.readouterr().out
+    assert "[trial 3/3]" in printed and "epoch 2/2" in printed
+    assert outcome.search_id == "e2e" and len(outcome.trials) == 3
 
-    client, runs = all_runs(tmp_path)
+    client, runs = store.client(), store.runs()
     parents = [r for r in runs if r.data.tags.get("kind") == "search"]
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.info.run_name == "e2e"
+    assert parent.info.run_id == outcome.parent_run_id
     assert_nothing_running(runs)
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -76,7 +66,7 @@ def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
         assert sorted(m.step for m in history) == [0, 1, 2]  # 2 epochs + final model
         assert {"val_accuracy", "val_macro_f1", "best_epoch"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"confusion_matrix.png", "model", "attention"} <= artifacts
+        assert {"confusion_matrix.png", "model", "attention", "trial.json"} <= artifacts
         attention_files = {a.path for a in client.list_artifacts(child.info.run_id, "attention")}
         kind = "attention" if params["pooling"] == "attention" else "saliency"
         expected = {f"attention/final_{kind}.{ext}" for ext in ("png", "html", "json")}
@@ -86,7 +76,7 @@ def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
         panel = json.loads(
             open(
                 client.download_artifacts(
-                    child.info.run_id, f"attention/final_{kind}.json", str(tmp_path)
+                    child.info.run_id, f"attention/final_{kind}.json", str(store.path)
                 )
             ).read()
         )
@@ -107,44 +97,45 @@ def test_search_logs_parent_and_nested_children(tmp_path, run_cli):
     # Parent: config, best trial, test metrics, summary table.
     assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
     assert "test_accuracy" in parent.data.metrics and "best_val_accuracy" in parent.data.metrics
+    assert outcome.test_metrics["test_accuracy"] == parent.data.metrics["test_accuracy"]
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {
         "config.yaml",
         "search_summary.csv",
         "vocab.txt",
         "environment.json",
+        "comparison.png",
     } <= parent_artifacts
     assert parent.data.params["tuner.kind"] == "random"
 
     # The logged model reloads with safe_mode and predicts.
     import mlflow.keras
 
-    import pipeline.layers  # noqa: F401  (registers the custom layers)
+    import pipeline.models.layers  # noqa: F401  (registers the custom layers)
 
     best = client.get_run(parent.data.tags["best_run_id"])
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(store.uri)
     model = mlflow.keras.load_model(f"runs:/{best.info.run_id}/model")
     probs = model.predict(np.array([[5, 6, 7, 0, 0]], dtype=np.int32), verbose=0)
     assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-5
 
 
-def test_diverging_trial_fails_while_others_finish(tmp_path, run_cli):
-    result = run_cli(
-        "search",
-        *TINY,
-        *store_overrides(tmp_path),
-        "tuner=grid",
-        "search_space.pooling.values=[mean]",
-        "~search_space.attention_activation",
-        "~search_space.dropout",
-        "train.clipnorm=null",
-        "~search_space.learning_rate",
-        "+search_space.learning_rate={type: choice, values: [0.003, inf]}",
-        "tracking.log_model=false",
+def test_diverging_trial_fails_while_others_finish(store, capsys):
+    run_search(
+        store.compose(
+            *TINY,
+            "tuner=grid",
+            "search_space.pooling.values=[mean]",
+            "~search_space.attention_activation",
+            "~search_space.dropout",
+            "train.clipnorm=null",
+            "~search_space.learning_rate",
+            "+search_space.learning_rate={type: choice, values: [0.003, inf]}",
+            "tracking.log_model=false",
+        )
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "FAILED: training diverged" in result.stdout
-    _, runs = all_runs(tmp_path)
+    assert "FAILED: training diverged" in capsys.readouterr().out
+    runs = store.runs()
     assert_nothing_running(runs)
     children = {r.data.params["learning_rate"]: r for r in runs if r.data.tags["kind"] == "trial"}
     assert children["inf"].info.status == "FAILED"
@@ -152,11 +143,9 @@ def test_diverging_trial_fails_while_others_finish(tmp_path, run_cli):
     assert children["0.003"].info.status == "FINISHED"
 
 
-def test_consecutive_failures_stop_the_search_with_one_line(tmp_path, run_cli):
-    result = run_cli(
-        "search",
+def test_consecutive_failures_stop_the_search_with_one_line(store):
+    cfg = store.compose(
         *TINY,
-        *store_overrides(tmp_path),
         "tuner.max_trials=3",
         "tuner.max_consecutive_failed_trials=2",
         "train.clipnorm=null",
@@ -164,30 +153,28 @@ def test_consecutive_failures_stop_the_search_with_one_line(tmp_path, run_cli):
         "+search_space.learning_rate={type: fixed, value: inf}",
         "tracking.log_model=false",
     )
-    assert result.returncode == 2
-    assert "error: search stopped: 2 consecutive trials failed" in result.stderr
-    assert "Traceback" not in result.stderr
-    _, runs = all_runs(tmp_path)
+    with pytest.raises(SearchError, match="^search stopped: 2 consecutive trials failed"):
+        run_search(cfg)
+    runs = store.runs()
     assert_nothing_running(runs)
     statuses = sorted((r.data.tags["kind"], r.info.status) for r in runs)
     assert statuses == [("search", "FAILED"), ("trial", "FAILED"), ("trial", "FAILED")]
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
-def test_other_tuners_run_a_tiny_search(tmp_path, run_cli, tuner):
+def test_other_tuners_run_a_tiny_search(store, tuner):
     extra = ["tuner.max_epochs=2", "tuner.factor=2"] if tuner == "hyperband" else []
-    result = run_cli(
-        "search",
-        *TINY,
-        *store_overrides(tmp_path),
-        f"tuner={tuner}",
-        "tuner.num_initial_points=1",
-        "tuner.objective=val_macro_f1",
-        "tracking.log_model=false",
-        *extra,
+    run_search(
+        store.compose(
+            *TINY,
+            f"tuner={tuner}",
+            "tuner.num_initial_points=1",
+            "tuner.objective=val_macro_f1",
+            "tracking.log_model=false",
+            *extra,
+        )
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, runs = all_runs(tmp_path)
+    runs = store.runs()
     assert_nothing_running(runs)
     children = [r for r in runs if r.data.tags["kind"] == "trial"]
     assert children and all(r.info.status == "FINISHED" for r in children)
@@ -197,6 +184,40 @@ def test_other_tuners_run_a_tiny_search(tmp_path, run_cli, tuner):
     assert "best_val_macro_f1" in parent.data.metrics
     if tuner == "hyperband":
         assert any("tuner/epochs" in r.data.params for r in children)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_search_prints_progress_and_logs_its_resolved_config(store, run_cli):
+    result = run_cli(
+        "search",
+        *TINY,
+        *store.overrides,
+        "tuner.max_trials=1",
+        "tracking.log_model=false",
+        "tracking.log_datasets=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[trial 1/1]" in result.stdout and "epoch 1/1" in result.stdout
+    assert "open the UI: mlflow ui --backend-store-uri" in result.stdout
+    assert "top 1 of 1 trials" in result.stdout
+    # No TensorFlow start-up noise on a default (quiet) run.
+    assert "cuda" not in result.stderr.lower() and "oneDNN" not in result.stderr
+    client, runs = store.client(), store.runs()
+    parent = next(r for r in runs if r.data.tags["kind"] == "search")
+    assert parent.data.tags["command"].startswith("python -m pipeline.search +experiment=quick")
+    import yaml
+
+    path = client.download_artifacts(parent.info.run_id, "config.yaml", str(store.path))
+    logged = yaml.safe_load(open(path))
+    assert logged["tuner"]["max_trials"] == 1 and logged["data"]["synthetic"]["n_examples"] == 240
+    space = json.loads(
+        open(
+            client.download_artifacts(parent.info.run_id, "search_space.json", str(store.path))
+        ).read()
+    )
+    assert set(space) >= {"pooling", "attention_activation"}
 
 
 HEAVY_CHECK = """
@@ -211,8 +232,6 @@ runpy.run_module("pipeline.search", run_name="__main__")
 @pytest.mark.parametrize("flag", [["--help"], ["--cfg", "job"], ["model.units=0"]])
 def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
     import subprocess
-
-    from tests.conftest import PROJECT_ROOT
 
     result = subprocess.run(
         [sys.executable, "-c", HEAVY_CHECK, *flag],
@@ -242,38 +261,10 @@ def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
         (["model.units=abc"], "model.units"),
     ],
 )
-def test_bad_input_gets_one_clear_line_and_nonzero_exit(tmp_path, run_cli, overrides, needle):
+def test_bad_input_gets_one_clear_line_and_nonzero_exit(store, run_cli, overrides, needle):
     overrides = [o.format(port=free_port()) for o in overrides]
-    result = run_cli("search", *TINY, *store_overrides(tmp_path), *overrides, timeout=120)
+    result = run_cli("search", *TINY, *store.overrides, *overrides, timeout=120)
     assert result.returncode != 0
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
-    db = tmp_path / "mlflow.db"
-    if db.exists():
-        _, runs = all_runs(tmp_path)
-        assert runs == [] or all(r.info.status != "RUNNING" for r in runs)
-
-
-def test_resolved_config_artifact_round_trips(tmp_path, run_cli):
-    result = run_cli(
-        "search",
-        *TINY,
-        *store_overrides(tmp_path),
-        "tuner.max_trials=1",
-        "tracking.log_model=false",
-        "tracking.log_datasets=false",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, runs = all_runs(tmp_path)
-    parent = next(r for r in runs if r.data.tags["kind"] == "search")
-    import yaml
-
-    path = client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))
-    logged = yaml.safe_load(open(path))
-    assert logged["tuner"]["max_trials"] == 1 and logged["data"]["synthetic"]["n_examples"] == 240
-    space = json.loads(
-        open(
-            client.download_artifacts(parent.info.run_id, "search_space.json", str(tmp_path))
-        ).read()
-    )
-    assert set(space) >= {"pooling", "attention_activation"}
+    assert_nothing_running(store.runs())

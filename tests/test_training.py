@@ -9,12 +9,13 @@ import pytest
 
 from pipeline.config import compose_config
 from pipeline.data import prepare
-from pipeline.evaluation import confusion_matrix
-from pipeline.hypermodel import trial_settings
-from pipeline.metrics import MacroF1, ValidationConfusion
-from pipeline.model import build_model
-from pipeline.training import evaluate, fit
-from pipeline.trial import final_epoch, validation_metrics
+from pipeline.models.build import build_model
+from pipeline.models.metrics import MacroF1
+from pipeline.models.registry import variant_of
+from pipeline.search.space import trial_settings
+from pipeline.training.callbacks import ValidationConfusion
+from pipeline.training.evaluation import confusion_matrix, evaluate
+from pipeline.training.fit import final_epoch, fit, validation_metrics
 
 
 @pytest.mark.parametrize(
@@ -38,10 +39,11 @@ def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restor
     keras.utils.set_random_seed(0)
     model = build_model(settings, len(data.vocab), data.n_classes, 0.02, 1.0)
     confusion = ValidationConfusion()
-    history = fit(model, data, train, callbacks=[confusion])
+    trim = variant_of(settings).trims_padding
+    history = fit(model, data, train, trim_padding=trim, callbacks=[confusion])
     kept = final_epoch(history, train)
     from_fit = validation_metrics(history, kept)
-    separate, probs = evaluate(model, data, "val", train, prefix="val_")
+    separate, probs = evaluate(model, data, "val", train, trim_padding=trim, prefix="val_")
     assert from_fit["val_accuracy"] == pytest.approx(separate["val_accuracy"], abs=1e-6)
     assert from_fit["val_macro_f1"] == pytest.approx(separate["val_macro_f1"], abs=1e-6)
     assert from_fit["val_loss"] == pytest.approx(separate["val_loss"], abs=1e-5)
@@ -50,7 +52,7 @@ def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restor
 
 
 def test_macro_f1_metric_matches_numpy_including_absent_classes():
-    from pipeline.evaluation import macro_f1
+    from pipeline.training.evaluation import macro_f1
 
     y_true = np.array([0, 0, 1, 1, 1, 0])
     y_pred = np.array([0, 1, 1, 1, 0, 0])  # class 2 never present nor predicted

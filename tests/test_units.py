@@ -6,12 +6,13 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from pipeline.batching import BucketedBatches, bucket_widths
 from pipeline.config import compose_config, search_space_dims
 from pipeline.errors import one_line
-from pipeline.evaluation import classification_metrics, confusion_matrix, macro_f1
-from pipeline.hypermodel import active_values, declare_space, trial_settings
+from pipeline.models.registry import POOLINGS, knob_options
+from pipeline.search.space import active_values, declare_space, trial_settings
 from pipeline.tracking import redact
+from pipeline.training.batching import BucketedBatches, bucket_widths
+from pipeline.training.evaluation import classification_metrics, confusion_matrix, macro_f1
 
 
 def test_confusion_and_macro_f1_against_hand_computed_values():
@@ -67,11 +68,11 @@ def test_conditional_activation_only_active_for_attention():
     assert model["pooling"] == "max" and model["units"] == 64 and train["learning_rate"] == 0.01
 
 
-def test_every_pooling_and_activation_is_in_the_default_space():
+def test_every_registered_pooling_and_activation_is_in_the_default_space():
     _, hp = declared()
     names = {p.name: p for p in hp.space}
-    assert set(names["pooling"].values) == {"attention", "mean", "max", "last", "classic"}
-    assert set(names["attention_activation"].values) == {"tanh", "none"}
+    assert set(names["pooling"].values) == set(POOLINGS)
+    assert set(names["attention_activation"].values) == set(knob_options()["attention_activation"])
 
 
 def test_bucketed_batches_trim_padding_and_cover_every_example_once():
@@ -101,7 +102,7 @@ def test_bucketed_batches_trim_padding_and_cover_every_example_once():
 
 def test_tuner_seed_zero_is_a_fixed_seed():
     """keras-tuner treats seed 0 as 'unseeded'; ours must sample the same trials every run."""
-    from pipeline.tuning import make_oracle
+    from pipeline.search.oracles import make_oracle
 
     cfg = compose_config()
     assert cfg.tuner.seed == 0

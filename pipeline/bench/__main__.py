@@ -28,12 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--trials", type=int, default=10)
     args = parser.parse_args(argv)
 
-    from pipeline.quiet import quiet, silenced_stderr
+    from pipeline.cli import import_quietly, quiet
 
     quiet(verbose=False)
     if args.which not in ("startup", "scaling"):
-        with silenced_stderr(True):
-            import tensorflow  # noqa: F401  (C++ start-up logs off the console)
+        import_quietly(False)  # C++ start-up logs off the console
     if args.which == "pooling":
         from pipeline.bench.pooling import run
     elif args.which == "overhead":

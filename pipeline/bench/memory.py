@@ -13,11 +13,12 @@ import tempfile
 
 from omegaconf import OmegaConf
 
+from pipeline.cli import frozen_heap
 from pipeline.config import compose_config
 from pipeline.data import prepare
 from pipeline.progress import say
-from pipeline.tracking import Tracker
-from pipeline.tuning import run_search
+from pipeline.search.run import run_search
+from pipeline.tracking.store import Tracker
 
 GOAL = 0.05
 
@@ -42,7 +43,7 @@ def run(args) -> None:
         )
         tracker = Tracker.from_config(cfg.tracking)
         tracker.connect()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), frozen_heap():
             outcome = run_search(cfg, data, tracker)
     trials = outcome.trials[outcome.trials["status"] == "FINISHED"]
     say(f"{'trial':>5}{'variant':>16}{'RSS MB':>9}")

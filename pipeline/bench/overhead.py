@@ -14,14 +14,15 @@ import time
 import keras
 from omegaconf import OmegaConf
 
+from pipeline.cli import frozen_heap
 from pipeline.config import compose_config, to_plain
 from pipeline.data import prepare
-from pipeline.hypermodel import trial_settings
-from pipeline.model import build_model
+from pipeline.models.registry import label_knobs, variant_of
 from pipeline.progress import say
-from pipeline.tracking import Tracker
-from pipeline.training import fit
-from pipeline.tuning import run_search
+from pipeline.search.run import run_search
+from pipeline.search.space import build_trial_model, trial_settings
+from pipeline.tracking.store import Tracker
+from pipeline.training.fit import fit
 
 GOAL = 1.05
 
@@ -31,10 +32,8 @@ def bare_fit(cfg, data) -> tuple[float, float]:
     keras.backend.clear_session()
     keras.utils.set_random_seed(train["seed"])
     start = time.perf_counter()
-    model = build_model(
-        model_settings, len(data.vocab), data.n_classes, train["learning_rate"], train["clipnorm"]
-    )
-    fit(model, data, train)
+    model = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
+    fit(model, data, train, trim_padding=variant_of(model_settings).trims_padding)
     return time.perf_counter() - start, 0.0
 
 
@@ -56,7 +55,8 @@ def tracked_trial(cfg, data, log_model: bool, attention: bool = True) -> tuple[f
         )
         tracker = Tracker.from_config(run_cfg.tracking)
         tracker.connect()
-        outcome = run_search(run_cfg, data, tracker)
+        with frozen_heap():
+            outcome = run_search(run_cfg, data, tracker)
         row = outcome.trials.iloc[0]
         return float(row["seconds"]), float(row["seconds"]) - float(row["fit_seconds"])
 
@@ -70,10 +70,11 @@ def run(args) -> None:
             "tuner.max_trials=1",
         ]
     )
+    # The variant of model.* fixed (its label knobs included): one trial, no search.
     fixed = {
         k: {"type": "fixed", "value": v}
         for k, v in to_plain(cfg.model).items()
-        if k in ("pooling", "attention_activation")
+        if k in label_knobs()
     }
     cfg.search_space = fixed
     data = prepare(cfg.data)

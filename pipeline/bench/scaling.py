@@ -21,7 +21,8 @@ GOAL = 1.7
 
 def search(tmp: str, extra: list[str], args) -> tuple[float, float, int]:
     """(trial-phase seconds, command seconds, finished trials)."""
-    from mlflow.tracking import MlflowClient
+    from pipeline.tracking import Status
+    from pipeline.tracking.store import Tracker
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     command = [
@@ -54,14 +55,11 @@ def search(tmp: str, extra: list[str], args) -> tuple[float, float, int]:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(extra)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("attention-search")
-    trials = [
-        r
-        for r in client.search_runs([exp.experiment_id], "tags.kind = 'trial'")
-        if r.info.status == "FINISHED"
-    ]
-    phase = (max(r.info.end_time for r in trials) - min(r.info.start_time for r in trials)) / 1000
+    tracker = Tracker(uri, "attention-search", f"{tmp}/artifacts")
+    tracker.connect()
+    search = tracker.find_search("scaling")
+    trials = tracker.trial_runs([search.run_id], status=Status.FINISHED)
+    phase = (max(r.end_time for r in trials) - min(r.start_time for r in trials)) / 1000
     return phase, wall, len(trials)
 
 

@@ -1,4 +1,5 @@
-"""Fit and evaluate one model on prepared data: shared by the tuner, benchmarks and reproduce."""
+"""Fit one model on prepared data, and read its history: shared by the tuner, reproduce
+and the benchmarks, so every path trains the same way."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline.batching import BucketedBatches, predict_proba
+from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.data import PreparedData, balanced_class_weights
-from pipeline.evaluation import classification_metrics
+from pipeline.training.batching import BucketedBatches
 
 
 class Diverged(RuntimeError):
     """Training produced a NaN/inf loss."""
+
+
+def enable_determinism(enabled: bool) -> None:
+    """TensorFlow op determinism (process-wide): same seed, same data -> same metrics."""
+    if enabled:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray | None:
@@ -24,32 +33,25 @@ def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray |
     return np.asarray([weights[int(c)] for c in data.y["train"]], dtype="float32")
 
 
-def trims_padding(model: keras.Model | None, train: Mapping[str, Any]) -> bool:
-    """Bucketing is for masked models only: `classic` sees the full padded width,
-    as the recipe it reproduces does (trimming would change what it computes)."""
-    if not train["bucketing"]["enabled"]:
-        return False
-    if model is None:
-        return True
-    return bool(getattr(model.get_layer("embedding"), "mask_zero", False))
-
-
 def batches(
     data: PreparedData,
     split: str,
     train: Mapping[str, Any],
+    *,
+    trim_padding: bool,
     shuffle: bool,
     seed: int = 0,
     weights: np.ndarray | None = None,
-    model: keras.Model | None = None,
 ) -> BucketedBatches:
+    """Batches of one split; `trim_padding` (the pooling variant's say, see
+    `PoolingVariant.trims_padding`) and `train.bucketing.enabled` both must agree."""
     bucketing = train["bucketing"]
     return BucketedBatches(
         data.x[split],
         data.y[split],
         batch_size=train["batch_size"],
         n_buckets=bucketing["n_buckets"],
-        enabled=trims_padding(model, train),
+        enabled=bool(bucketing["enabled"] and trim_padding),
         shuffle=shuffle,
         seed=seed,
         sample_weight=weights,
@@ -74,6 +76,8 @@ def fit(
     model: keras.Model,
     data: PreparedData,
     train: Mapping[str, Any],
+    *,
+    trim_padding: bool,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     epochs: int | None = None,
     verbose: int = 0,
@@ -84,12 +88,14 @@ def fit(
             data,
             "train",
             train,
+            trim_padding=trim_padding,
             shuffle=True,
             seed=train["seed"],
             weights=sample_weights(data, train),
-            model=model,
         ).dataset(),
-        validation_data=batches(data, "val", train, shuffle=False, model=model).dataset(),
+        validation_data=batches(
+            data, "val", train, trim_padding=trim_padding, shuffle=False
+        ).dataset(),
         epochs=epochs or train["epochs"],
         callbacks=[*standard_callbacks(train), *callbacks],
         verbose=verbose,
@@ -103,25 +109,26 @@ def fit(
     return history
 
 
-def evaluate(
-    model: keras.Model, data: PreparedData, split: str, train: Mapping[str, Any], prefix: str
-) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics on one split and the class probabilities (in the split's order)."""
-    probs = predict_proba(
-        model,
-        data.x[split],
-        train["batch_size"] * 4,
-        train["bucketing"]["n_buckets"],
-        trims_padding(model, train),
-    )
-    if not np.all(np.isfinite(probs)):
-        raise Diverged(f"model outputs non-finite probabilities on the {split} split")
-    return classification_metrics(probs, data.y[split], prefix), probs
-
-
 def best_epoch(history: keras.callbacks.History, monitor: str) -> int:
-    """0-based index of the best epoch for `monitor` (min for losses, max otherwise)."""
+    """0-based index of the best epoch for `monitor`."""
     values = history.history.get(monitor)
     if not values:
         return len(history.epoch) - 1
-    return int(np.argmin(values) if "loss" in monitor else np.argmax(values))
+    return int(np.argmin(values) if minimised(monitor) else np.argmax(values))
+
+
+def final_epoch(history: keras.callbacks.History, train: Mapping[str, Any]) -> int:
+    """The epoch whose weights the model ends with (Keras restores the best one at the
+    end of training when early stopping has restore_best_weights)."""
+    es = train["early_stopping"]
+    if es["enabled"] and es["restore_best_weights"]:
+        return best_epoch(history, es["monitor"])
+    return len(history.epoch) - 1
+
+
+def validation_metrics(history: keras.callbacks.History, epoch: int) -> dict[str, float]:
+    """val_accuracy/val_loss/val_macro_f1 of one epoch; Diverged when not finite."""
+    metrics = {k: float(history.history[k][epoch]) for k in VALIDATION_METRICS}
+    if not all(np.isfinite(v) for v in metrics.values()):
+        raise Diverged(f"validation metrics are not finite at epoch {epoch + 1}: {metrics}")
+    return metrics

@@ -9,17 +9,16 @@ come from it instead of a second `predict` over the split. Counts are unweighted
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
-PACKAGE = "attention_search"  # the same registration package as pipeline.layers
+PACKAGE = "attention_search"  # the same registration package as the pooling layers
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MacroF1(keras.metrics.Metric):
     """Unweighted mean of per-class F1 over the batches seen since the last reset.
 
-    A class neither present nor predicted counts 0, as in `evaluation.macro_f1`.
+    A class neither present nor predicted counts 0, as in `training.evaluation.macro_f1`.
     """
 
     def __init__(self, n_classes: int, name: str = "macro_f1", **kwargs):
@@ -47,24 +46,9 @@ class MacroF1(keras.metrics.Metric):
         return {**super().get_config(), "n_classes": self.n_classes}
 
 
-class ValidationConfusion(keras.callbacks.Callback):
-    """Keeps each epoch's validation confusion matrix (rows true, columns predicted).
-
-    At `on_epoch_end` the compiled metrics hold the validation pass that `fit` just ran.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.by_epoch: dict[int, np.ndarray] = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        metric = next(_find_macro_f1(self.model.metrics), None)
-        if metric is not None:
-            self.by_epoch[epoch] = ops.convert_to_numpy(metric.matrix).round().astype(np.int64)
-
-
-def _find_macro_f1(metrics):
+def find_macro_f1(metrics):
+    """The MacroF1 among a model's (possibly nested) compiled metrics."""
     for metric in metrics:
         if isinstance(metric, MacroF1):
             yield metric
-        yield from _find_macro_f1(getattr(metric, "metrics", []) or [])
+        yield from find_macro_f1(getattr(metric, "metrics", []) or [])

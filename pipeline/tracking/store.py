@@ -1,14 +1,15 @@
-"""The one MLflow wrapper: store set-up, parent/child runs, redaction, artifacts.
+"""The one MLflow wrapper: store set-up, parent/child runs, logging, typed readers.
 
 Every run this module opens is closed with a final status, whatever happens:
 FINISHED, FAILED (an exception, with the error as a tag) or KILLED (Ctrl-C).
-Nothing else in the project talks to MLflow directly.
+Nothing outside `pipeline.tracking` imports MLflow; readers get the records of
+`records.py`, with names from `schema.py`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import tempfile
 import urllib.error
@@ -24,25 +25,16 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import PROJECT_ROOT
 from pipeline.errors import UserFacingError, one_line
+from pipeline.tracking.records import SearchRun, TrialRecord, TrialRun
+from pipeline.tracking.redaction import redact
+from pipeline.tracking.schema import MLFLOW_GIT_COMMIT, MLFLOW_PARENT, Artifact, Kind, Status, Tag
 
 TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")
 MAX_PARAM_CHARS = 6000
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(
-    r"(?i)(?P<k>token|password|passwd|secret|api[_-]?key|access[_-]?key)=[^&\s]+"
-)
-
 
 class TrackingError(UserFacingError, RuntimeError):
     """The tracking store cannot be used; the message says which and why."""
-
-
-def redact(value: Any) -> str:
-    """Hide `user:password@` in URIs and token-like query values."""
-    text = str(value)
-    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _SECRET_QUERY.sub(r"\g<k>=***", text)
 
 
 def package_versions() -> dict[str, str]:
@@ -182,74 +174,84 @@ class Tracker:
         try:
             yield active
         except KeyboardInterrupt:
-            mlflow.set_tags({"status": "killed", "interrupted": "true"})
-            mlflow.end_run(status="KILLED")
+            mlflow.set_tags({Tag.STATUS: "killed", Tag.INTERRUPTED: "true"})
+            mlflow.end_run(status=Status.KILLED)
             raise
         except BaseException as err:
             mlflow.set_tags(
-                {"status": "failed", "error": redact(f"{type(err).__name__}: {one_line(err)}")}
+                {Tag.STATUS: "failed", Tag.ERROR: redact(f"{type(err).__name__}: {one_line(err)}")}
             )
-            mlflow.end_run(status="FAILED")
+            mlflow.end_run(status=Status.FAILED)
             raise
         else:
-            mlflow.set_tag("status", "finished")
-            mlflow.end_run(status="FINISHED")
+            mlflow.set_tag(Tag.STATUS, "finished")
+            mlflow.end_run(status=Status.FINISHED)
 
-    # ------------------------------------------------------------ search ledger
-    def _runs(self, filter_string: str, order_by: list[str] | None = None):
-        return client().search_runs(
-            [self.experiment_id],
-            filter_string=filter_string,
-            max_results=5000,
-            order_by=order_by or ["attributes.start_time DESC"],
-        )
+    # ------------------------------------------------------------ readers (typed records)
+    def _search(self, filter_string: str, ascending: bool = False) -> list:
+        """Every run of this experiment matching the filter (all pages)."""
+        order = "ASC" if ascending else "DESC"
+        runs, token = [], None
+        while True:
+            page = client().search_runs(
+                [self.experiment_id],
+                filter_string=filter_string,
+                max_results=5000,
+                order_by=[f"attributes.start_time {order}"],
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
 
-    def find_search(self, name: str | None):
+    def live_searches(self) -> list[SearchRun]:
+        """Parent runs of every search not superseded by a restart (newest first)."""
+        runs = (_search_run(r) for r in self._search(f"tags.{Tag.KIND} = '{Kind.SEARCH}'"))
+        return [r for r in runs if not r.superseded]
+
+    def find_search(self, name: str | None) -> SearchRun | None:
         """The latest live parent run of search `name` (found by tag), or of any search."""
-        runs = [
-            r for r in self.live_searches() if name is None or r.data.tags.get("search_id") == name
-        ]
+        runs = [r for r in self.live_searches() if name is None or r.name == name]
         return runs[0] if runs else None
 
-    def live_searches(self):
-        """Parent runs of every search not superseded by a restart (newest first)."""
-        return [
-            r for r in self._runs("tags.kind = 'search'") if r.data.tags.get("superseded") != "true"
-        ]
+    def trial_runs(self, parent_ids: str | list[str], status: str | None = None) -> list[TrialRun]:
+        """Trial runs of these searches (parent run ids), oldest first."""
+        wanted = {parent_ids} if isinstance(parent_ids, str) else set(parent_ids)
+        if isinstance(parent_ids, str):
+            query = f"tags.{MLFLOW_PARENT} = '{parent_ids}'"
+        else:
+            query = f"tags.{Tag.KIND} = '{Kind.TRIAL}'"
+        if status:
+            query += f" and attributes.status = '{status}'"
+        runs = (_trial_run(r) for r in self._search(query, ascending=True))
+        return [r for r in runs if r.parent_id in wanted]
 
-    def children(self, parent_id: str):
-        return self._runs(
-            f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"]
-        )
-
-    def close_interrupted(self, parent_id: str, worker: str | None = None) -> int:
-        """Children a dead process (or one cluster worker) left RUNNING become FAILED,
-        tagged interrupted."""
-        closed = 0
-        for run in self.children(parent_id):
-            if run.info.status == "RUNNING" and (
-                worker is None or run.data.tags.get("worker") == worker
-            ):
-                c = client()
-                c.set_tag(run.info.run_id, "interrupted", "true")
-                c.set_tag(run.info.run_id, "status", "failed")
-                c.set_tag(run.info.run_id, "error", "interrupted: the process died mid-trial")
-                c.set_terminated(run.info.run_id, status="FAILED")
-                closed += 1
-        return closed
-
-    @staticmethod
-    def get_run(run_id: str):
-        """A run by id, or TrackingError naming the id (wrong id, other store)."""
+    def get_trial_run(self, run_id: str) -> TrialRun:
+        """Any run by id, or TrackingError naming the id (wrong id, other store)."""
         try:
-            return client().get_run(run_id)
+            return _trial_run(client().get_run(run_id))
         except Exception as err:
             raise TrackingError(
                 f"run {run_id}: not found in this store ({one_line(err)})"
             ) from None
 
+    def close_interrupted(self, parent_id: str, worker: str | None = None) -> int:
+        """Children a dead process (or one cluster worker) left RUNNING become FAILED,
+        tagged interrupted."""
+        closed = 0
+        c = client()
+        for run in self.trial_runs(parent_id):
+            if run.status == Status.RUNNING and (worker is None or run.worker == worker):
+                c.set_tag(run.run_id, Tag.INTERRUPTED, "true")
+                c.set_tag(run.run_id, Tag.STATUS, "failed")
+                c.set_tag(run.run_id, Tag.ERROR, "interrupted: the process died mid-trial")
+                c.set_terminated(run.run_id, status=Status.FAILED)
+                closed += 1
+        return closed
+
     @staticmethod
-    def read_artifact(run_id: str, path: str) -> str:
+    def read_text(run_id: str, path: str) -> str:
         """The text of one logged artifact, or TrackingError naming it."""
         import mlflow.artifacts
 
@@ -260,14 +262,12 @@ class Tracker:
                 f"run {run_id}: cannot read artifact '{path}' ({one_line(err)})"
             ) from None
 
-    def runs_frame(self, filter_string: str):
-        """Runs of this experiment as a pandas DataFrame (`mlflow.search_runs`)."""
-        return mlflow.search_runs(
-            experiment_ids=[self.experiment_id],
-            filter_string=filter_string,
-            max_results=50000,
-            output_format="pandas",
-        )
+    def read_trial_record(self, run_id: str) -> TrialRecord:
+        return TrialRecord.from_json(json.loads(self.read_text(run_id, Artifact.TRIAL_RECORD)))
+
+    @staticmethod
+    def download_artifact(run_id: str, path: str, folder: str) -> str:
+        return client().download_artifacts(run_id, path, folder)
 
     @staticmethod
     def log_artifacts_to(run_id: str, folder: str, artifact_path: str) -> None:
@@ -296,6 +296,11 @@ class Tracker:
     @staticmethod
     def log_dict(data: Any, artifact_file: str) -> None:
         mlflow.log_dict(data, artifact_file)
+
+    @staticmethod
+    def log_trial_record(record: TrialRecord) -> None:
+        """A trial's `trial.json` on the active run (the tuner and reproduce alike)."""
+        mlflow.log_dict(record.to_json(), Artifact.TRIAL_RECORD)
 
     @staticmethod
     def log_text(text: str, artifact_file: str) -> None:
@@ -351,17 +356,17 @@ class Tracker:
                 input_example=input_example,
                 pip_requirements=model_pip_requirements(),
             )
-            mlflow.log_artifacts(str(path), "model")
+            mlflow.log_artifacts(str(path), Artifact.MODEL_DIR)
 
     @staticmethod
     def log_environment() -> dict[str, str]:
         versions = package_versions()
-        mlflow.log_dict(versions, "environment.json")
-        tags = {f"version.{k}": v for k, v in versions.items()}
+        mlflow.log_dict(versions, Artifact.ENVIRONMENT)
+        tags = {f"{Tag.VERSION_PREFIX}{k}": v for k, v in versions.items()}
         tags.update(machine_tags())
         commit = git_commit()
         if commit:
-            tags["mlflow.source.git.commit"] = commit
+            tags[MLFLOW_GIT_COMMIT] = commit
         mlflow.set_tags(tags)
         return versions
 
@@ -371,11 +376,68 @@ def machine_tags() -> dict[str, str]:
     import platform
 
     return {
-        "machine.platform": platform.platform(),
-        "machine.cpus": str(os.cpu_count()),
-        "machine.python": platform.python_version(),
+        f"{Tag.MACHINE_PREFIX}platform": platform.platform(),
+        f"{Tag.MACHINE_PREFIX}cpus": str(os.cpu_count()),
+        f"{Tag.MACHINE_PREFIX}python": platform.python_version(),
     }
 
 
 def client() -> MlflowClient:
     return MlflowClient()
+
+
+def _prefixed(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _search_run(run) -> SearchRun:
+    tags = run.data.tags
+    return SearchRun(
+        run_id=run.info.run_id,
+        name=tags.get(Tag.SEARCH_ID, run.info.run_name),
+        status=run.info.status,
+        start_time=run.info.start_time,
+        comparable_hash=tags.get(Tag.COMPARABLE_HASH),
+        objective=tags.get(Tag.OBJECTIVE),
+        command=tags.get(Tag.COMMAND),
+        superseded=tags.get(Tag.SUPERSEDED) == "true",
+        best_run_id=tags.get(Tag.BEST_RUN_ID),
+        versions=_prefixed(tags, Tag.VERSION_PREFIX),
+        machine=_prefixed(tags, Tag.MACHINE_PREFIX),
+        git_commit=tags.get(MLFLOW_GIT_COMMIT),
+    )
+
+
+def _trial_run(run) -> TrialRun:
+    tags = run.data.tags
+    return TrialRun(
+        run_id=run.info.run_id,
+        name=run.info.run_name,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        start_time=run.info.start_time,
+        end_time=run.info.end_time,
+        parent_id=tags.get(MLFLOW_PARENT),
+        kind=tags.get(Tag.KIND),
+        search_id=tags.get(Tag.SEARCH_ID),
+        trial_id=tags.get(Tag.TRIAL_ID),
+        trial_number=_int(tags.get(Tag.TRIAL_NUMBER)),
+        config_hash=tags.get(Tag.CONFIG_HASH),
+        group=tags.get(Tag.GROUP),
+        seed=_int(tags.get(Tag.SEED)),
+        variant=tags.get(Tag.VARIANT),
+        data=tags.get(Tag.DATA),
+        data_fingerprint=tags.get(Tag.DATA_FINGERPRINT),
+        worker=tags.get(Tag.WORKER),
+        interrupted=tags.get(Tag.INTERRUPTED) == "true",
+        error=tags.get(Tag.ERROR),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+    )

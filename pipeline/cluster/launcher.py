@@ -1,6 +1,6 @@
 """`cluster=workers`: a keras-tuner chief plus N worker processes on this machine.
 
-The launcher (this module, in the command's own process) opens the search's parent run,
+The launcher (in the command's own process) opens the search's parent run,
 writes the resolved config for its children, starts the chief (keras-tuner's oracle over
 gRPC: `KERASTUNER_ORACLE_IP/PORT`, `KERASTUNER_TUNER_ID=chief`) and the workers
 (`KERASTUNER_TUNER_ID=worker-N`, a thread budget each), streams their output with a
@@ -26,9 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
 from pipeline.cli import CPU_ENV
-from pipeline.config import OBJECTIVES
+from pipeline.config import ClusterRole, TunerKind
+from pipeline.data import PreparedData
 from pipeline.errors import SearchError
-from pipeline.server import free_port
+from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
+from pipeline.search.outcome import SearchOutcome, per_trial, ranked
+from pipeline.search.run import count_trials, finish_search, log_search_setup, search_parent_tags
+from pipeline.tracking import Artifact
+from pipeline.tracking.server import free_port
+from pipeline.tracking.store import Tracker
 
 STOP_GRACE_SECONDS = 20
 
@@ -72,7 +78,7 @@ class Cluster:
     processes: dict[str, Process] = field(default_factory=dict)
 
     def command(self, label: str) -> list[str]:
-        role = "chief" if label == "chief" else "worker"
+        role = ClusterRole.chief if label == "chief" else ClusterRole.worker
         return [
             sys.executable,
             "-m",
@@ -143,7 +149,7 @@ def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
     (job_dir / "job.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def supervise(cluster: Cluster, tracker) -> None:
+def supervise(cluster: Cluster, tracker: Tracker) -> None:
     """Until the chief ends: restart dead workers (their trial is handed back to them)."""
     chief = cluster.processes["chief"].popen
     while chief.poll() is None:
@@ -179,26 +185,8 @@ def supervise(cluster: Cluster, tracker) -> None:
             pass
 
 
-def best_trial(trials: pd.DataFrame, objective: str) -> pd.Series:
-    from pipeline.ledger import per_trial
-
-    table = per_trial(trials)
-    ascending = OBJECTIVES[objective] == "min"
-    return table.sort_values(objective, ascending=ascending).iloc[0]
-
-
-def launch(cfg: DictConfig, data, tracker):
-    """Run the search on a chief and `cluster.n_workers` workers; return a SearchOutcome."""
-    import json
-
-    from pipeline.ledger import comparable_hash, plan_search, previous_records
-    from pipeline.tuning import (
-        count_trials,
-        finish_search,
-        log_search_setup,
-        search_parent_tags,
-    )
-
+def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutcome:
+    """Run the search on a chief and `cluster.n_workers` workers; return its outcome."""
     comparable = comparable_hash(cfg, data.fingerprint)
     plan = plan_search(cfg, tracker, comparable)
     if plan.parent_id is not None:
@@ -221,7 +209,7 @@ def launch(cfg: DictConfig, data, tracker):
             f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "
             f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
         )
-        if cfg.tuner.kind == "grid" and cfg.cluster.n_workers > 1:
+        if cfg.tuner.kind == TunerKind.grid and cfg.cluster.n_workers > 1:
             progress.say(
                 "note: keras-tuner's grid oracle derives each next grid point from a finished "
                 "trial, so grid workers mostly take turns; tuner=random or bayesian scale"
@@ -243,14 +231,12 @@ def launch(cfg: DictConfig, data, tracker):
         finally:
             cluster.stop_all()
             tracker.close_interrupted(parent_id)
-        trials = pd.DataFrame(previous_records(tracker, parent_id))
+        trials = pd.DataFrame(previous_rows(tracker, parent_id))
         if not trials.empty:
-            tracker.log_table_csv(trials, "search_summary.csv")
+            tracker.log_table_csv(trials, Artifact.SUMMARY)
         count_trials(tracker, trials)
-        best = best_trial(trials, cfg.tuner.objective)
-        best_values = json.loads(tracker.read_artifact(best["run_id"], "trial.json"))[
-            "hyperparameters"
-        ]
+        best = ranked(per_trial(trials), cfg.tuner.objective).iloc[0]
+        best_values = tracker.read_trial_record(best["run_id"]).hyperparameters
         return finish_search(
             cfg, data, tracker, name, parent_id, trials, best_values, str(best["trial_id"])
         )

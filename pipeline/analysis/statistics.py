@@ -1,7 +1,7 @@
 """Replicate statistics over trial runs: leaderboard by configuration, paired comparisons.
 
 Input is one row per finished trial run with at least `group`, `label`, `seed`,
-`data` and metric columns (see `pipeline.report.load_trials`). Pure pandas/scipy,
+`data` and metric columns (see `pipeline.analysis.report.load_trials`). Pure pandas/scipy,
 so reports never need TensorFlow.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipeline.config import OBJECTIVES
+from pipeline.config import minimised
 
 SUMMARISED = (
     "val_accuracy",
@@ -52,9 +52,8 @@ def leaderboard(runs: pd.DataFrame, objective: str) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    ascending = OBJECTIVES.get(objective, "max") == "min"
     return table.sort_values(
-        ["data", f"{objective}_mean"], ascending=[True, ascending]
+        ["data", f"{objective}_mean"], ascending=[True, minimised(objective)]
     ).reset_index(drop=True)
 
 
@@ -76,8 +75,7 @@ class Comparison:
 
     def winner_loser(self) -> tuple[str, str, float]:
         """(better, worse, margin>=0) in the metric's good direction."""
-        better_is_lower = OBJECTIVES.get(self.metric, "max") == "min"
-        a_better = self.mean_diff < 0 if better_is_lower else self.mean_diff > 0
+        a_better = self.mean_diff < 0 if minimised(self.metric) else self.mean_diff > 0
         return (
             (self.a, self.b, abs(self.mean_diff))
             if a_better
@@ -86,7 +84,7 @@ class Comparison:
 
     def sentence(self, alpha: float = 0.05) -> str:
         """Plain words, e.g. 'attention-tanh beats mean by 1.9 ± 0.6 points (p=0.01, 5 seeds)'."""
-        points = self.metric != "val_loss"
+        points = not minimised(self.metric)
         scale = 100.0 if points else 1.0
         unit = " points" if points else ""
         better, worse, margin = self.winner_loser()

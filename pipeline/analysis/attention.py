@@ -1,8 +1,10 @@
-"""Attention numbers: metrics over weights, a fixed example panel, occlusion saliency.
+"""Attention numbers: metrics over weights, a fixed example panel, occlusion saliency,
+and `inspect_attention`, which gathers them for one trained model.
 
-Pure NumPy apart from `occlusion_saliency`, which only calls `model.predict`.
-Weights are full matrices (n, steps) including padded steps, so the padding share
-of the `classic` baseline can be measured.
+Pure NumPy apart from the model calls (`model.predict` and the registry's attention
+probe). Weights are full matrices (n, steps) including padded steps, so the padding
+share of the `classic` baseline can be measured. Nothing here logs: the search logs
+what this returns.
 """
 
 from __future__ import annotations
@@ -118,3 +120,45 @@ def panel_rows(
             )
         )
     return rows
+
+
+@dataclass
+class AttentionView:
+    """What a trained model attends to on the panel, and its attention metrics."""
+
+    kind: str  # "attention" (the layer's weights) or "saliency" (occlusion, no weights)
+    title: str
+    rows: list[PanelRow]
+    metrics: dict[str, float]  # over the whole validation split; {} for saliency
+
+
+def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> AttentionView:
+    """The panel's weights (or occlusion saliency when the pooling variant has none)."""
+    from pipeline.models.build import attention_and_probs
+
+    x_val = data.x["val"]
+    keys = data.key_masks["val"] if data.key_masks else None
+    panel_ids = x_val[panel]
+    metrics: dict[str, float] = {}
+    if variant.attention_weights:  # one pass gives the weights and the predictions
+        kind = "attention"
+        probs, full = attention_and_probs(model, variant, x_val)
+        metrics = attention_metrics(full, x_val, keys)
+        weights, panel_probs = full[panel], probs[panel]
+    else:
+        kind = "saliency"
+        weights = occlusion_saliency(model, panel_ids)
+        panel_probs = np.asarray(model.predict(panel_ids, verbose=0))
+    rows = panel_rows(
+        weights,
+        panel_ids,
+        data.vocab,
+        data.y["val"][panel],
+        panel_probs.argmax(axis=1),
+        data.class_names,
+        keys[panel] if keys is not None else None,
+    )
+    title = f"{label}: {kind}" + (
+        " (occlusion saliency, not attention)" if kind == "saliency" else ""
+    )
+    return AttentionView(kind, title, rows, metrics)

@@ -3,7 +3,9 @@
 Dimensions are model.* or train.* knobs. Conditional dimensions (`when`) are
 declared inside `hp.conditional_scope`, so keras-tuner only samples them when
 their parent has one of the listed values, and `active_values` leaves them out
-otherwise (they are never logged as if they had been used).
+otherwise (they are never logged as if they had been used). `trial_settings` and
+`build_trial_model` are the one way a trial's values become settings and a model:
+the tuner, the test-set evaluation, reproduce and the benchmarks all use them.
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ from typing import Any
 import keras_tuner as kt
 from omegaconf import DictConfig
 
-from pipeline.config import search_space_dims, to_plain
-from pipeline.model import build_model
+from pipeline.config import HPType, search_space_dims, to_plain
 
 HYPERBAND_EPOCHS = "tuner/epochs"
 
 
 def declare(hp: kt.HyperParameters, name: str, spec: dict[str, Any]) -> Any:
     kind = spec["type"]
-    if kind == "choice":
+    if kind == HPType.choice:
         return hp.Choice(name, list(spec["values"]))
-    if kind == "int":
+    if kind == HPType.int:
         return hp.Int(
             name,
             int(spec["min"]),
@@ -31,7 +32,7 @@ def declare(hp: kt.HyperParameters, name: str, spec: dict[str, Any]) -> Any:
             step=int(spec.get("step") or 1),
             sampling=spec.get("sampling", "linear"),
         )
-    if kind == "float":
+    if kind == HPType.float:
         return hp.Float(
             name,
             float(spec["min"]),
@@ -39,9 +40,9 @@ def declare(hp: kt.HyperParameters, name: str, spec: dict[str, Any]) -> Any:
             step=spec.get("step"),
             sampling=spec.get("sampling", "linear"),
         )
-    if kind == "boolean":
+    if kind == HPType.boolean:
         return hp.Boolean(name)
-    if kind == "fixed":
+    if kind == HPType.fixed:
         return hp.Fixed(name, spec["value"])
     raise ValueError(f"search_space.{name}.type: unknown type {kind!r}")
 
@@ -91,6 +92,21 @@ def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]
     return model, train
 
 
+def build_trial_model(
+    model_settings: dict[str, Any], train: dict[str, Any], vocab_size: int, n_classes: int
+):
+    """The compiled classifier of one trial's settings."""
+    from pipeline.models.build import build_model
+
+    return build_model(
+        model_settings,
+        vocab_size,
+        n_classes,
+        learning_rate=train["learning_rate"],
+        clipnorm=train["clipnorm"],
+    )
+
+
 class SearchSpaceHyperModel(kt.HyperModel):
     """Builds the classifier from the composed config plus a trial's hyperparameters."""
 
@@ -104,10 +120,4 @@ class SearchSpaceHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters):
         declare_space(hp, self.space)
         model, train = trial_settings(self.cfg, active_values(hp))
-        return build_model(
-            model,
-            self.vocab_size,
-            self.n_classes,
-            learning_rate=train["learning_rate"],
-            clipnorm=train["clipnorm"],
-        )
+        return build_trial_model(model, train, self.vocab_size, self.n_classes)

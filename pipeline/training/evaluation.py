@@ -1,6 +1,10 @@
-"""Classification metrics in NumPy (no TensorFlow): accuracy, loss, macro-F1, confusion."""
+"""Classification metrics in NumPy (no TensorFlow): accuracy, loss, macro-F1, confusion;
+and `evaluate`, which scores a model on one split with them."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,3 +39,22 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, prefix: str) -
         f"{prefix}loss": float(-np.log(picked).mean()),
         f"{prefix}macro_f1": macro_f1(y_true, y_pred, n_classes),
     }
+
+
+def evaluate(
+    model, data, split: str, train: Mapping[str, Any], *, trim_padding: bool, prefix: str
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics on one split and the class probabilities (in the split's order)."""
+    from pipeline.training.batching import predict_proba
+    from pipeline.training.fit import Diverged
+
+    probs = predict_proba(
+        model,
+        data.x[split],
+        train["batch_size"] * 4,
+        train["bucketing"]["n_buckets"],
+        bool(train["bucketing"]["enabled"] and trim_padding),
+    )
+    if not np.all(np.isfinite(probs)):
+        raise Diverged(f"model outputs non-finite probabilities on the {split} split")
+    return classification_metrics(probs, data.y[split], prefix), probs

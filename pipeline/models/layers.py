@@ -1,10 +1,13 @@
 """Pooling layers over LSTM states: masked attention, mean, max, last step, and `classic`.
 
 Every layer is a plain Keras 3 layer (`keras.ops` only, `get_config`, registered for
-`safe_mode=True` loading, no Lambda). Masked layers give padded steps exactly zero
-weight. The attention layers return `(context, weights)` so the weights can be read
-from a trained model; `classic` reproduces the well-known recipe (unmasked softmax over
-all steps, tanh score) as a baseline.
+`safe_mode=True` loading, no Lambda) that consumes the time axis and its mask. The
+attention layers follow Keras' own convention (`keras.layers.Attention`,
+`MultiHeadAttention`): `call(..., return_attention_scores=False)` returns the pooled
+vector, and `(pooled, weights over time)` when asked. Masked layers give padded steps
+exactly zero weight; `classic` reproduces the well-known recipe (unmasked softmax over
+all steps, tanh score) as a baseline. Which layer a variant uses is decided in
+`pipeline.models.registry`, nowhere else.
 """
 
 from __future__ import annotations
@@ -13,13 +16,6 @@ import keras
 from keras import ops
 
 PACKAGE = "attention_search"
-
-
-def _float_mask(mask, like):
-    """Mask as 0/1 floats shaped like `like[..., 0]`; all ones when there is no mask."""
-    if mask is None:
-        return ops.ones_like(like[..., 0])
-    return ops.cast(mask, like.dtype)
 
 
 def masked_softmax(scores, mask=None):
@@ -49,13 +45,24 @@ class _Pooling1D(keras.layers.Layer):
 
 
 class _AttentionPooling1D(_Pooling1D):
-    """Attention layers return (context, weights over time)."""
+    """Pooling by a weighted sum over time; the weights are returned on request."""
 
-    def compute_mask(self, inputs, mask=None):
-        return [None, None]
+    def attention(self, inputs, mask=None):
+        """Weights over time, shape (batch, steps)."""
+        raise NotImplementedError
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
+    def call(self, inputs, mask=None, return_attention_scores=False):
+        weights = self.attention(inputs, mask)
+        context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
+        return (context, weights) if return_attention_scores else context
+
+    def compute_output_spec(self, inputs, mask=None, return_attention_scores=False):
+        # Keras' own attention layers do the same: the flag changes the output structure.
+        batch, steps, dim = inputs.shape
+        pooled = keras.KerasTensor((batch, dim), dtype=self.compute_dtype)
+        if return_attention_scores:
+            return pooled, keras.KerasTensor((batch, steps), dtype=self.compute_dtype)
+        return pooled
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -63,7 +70,7 @@ class AttentionPooling(_AttentionPooling1D):
     """Additive attention over time: score_t = v . act(W h_t + b) (or act(w . h_t + b)).
 
     `activation` is "tanh" or "none"; `hidden_units=0` scores each state directly.
-    Returns `(context, weights)`; weights are 0 on padded steps and sum to 1.
+    Weights are 0 on padded steps and sum to 1.
     """
 
     def __init__(self, activation: str = "tanh", hidden_units: int = 0, **kwargs):
@@ -93,10 +100,8 @@ class AttentionPooling(_AttentionPooling1D):
             z = ops.matmul(z, self.score_vector)
         return ops.squeeze(z, axis=-1)
 
-    def call(self, inputs, mask=None):
-        weights = masked_softmax(self.scores(inputs), mask)
-        context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
-        return context, weights
+    def attention(self, inputs, mask=None):
+        return masked_softmax(self.scores(inputs), mask)
 
     def get_config(self):
         return {
@@ -111,7 +116,7 @@ class ClassicAttention(_AttentionPooling1D):
     """The recipe Dense(1, tanh) -> softmax over *all* steps -> weighted sum, in one layer.
 
     It ignores any mask on purpose: that is the baseline's documented behaviour
-    (weight on padding). Returns `(context, weights)` like `AttentionPooling`.
+    (weight on padding).
     """
 
     def build(self, input_shape):
@@ -119,19 +124,20 @@ class ClassicAttention(_AttentionPooling1D):
         self.kernel = self.add_weight(name="kernel", shape=(dim, 1), initializer="glorot_uniform")
         self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
 
-    def call(self, inputs, mask=None):
+    def attention(self, inputs, mask=None):
         scores = ops.squeeze(ops.tanh(ops.matmul(inputs, self.kernel) + self.bias), axis=-1)
-        weights = ops.softmax(scores, axis=-1)
-        context = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
-        return context, weights
+        return ops.softmax(scores, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MaskedMeanPooling(_Pooling1D):
-    """Mean over real time steps only."""
+class MaskedMeanPooling(keras.layers.GlobalAveragePooling1D):
+    """Keras' masked mean over time, plus what it does not do: an all-padding row gives
+    zeros instead of 0/0 = NaN."""
 
     def call(self, inputs, mask=None):
-        m = ops.expand_dims(_float_mask(mask, inputs), -1)
+        if mask is None:
+            return super().call(inputs)
+        m = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
         return ops.sum(inputs * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
 
 
@@ -162,8 +168,6 @@ class LastStepPooling(_Pooling1D):
         return ops.sum(inputs * pick, axis=1)
 
 
-ATTENTION_LAYERS = (AttentionPooling, ClassicAttention)
-
 # Saved models compile with MacroF1: importing the layers registers it too, so
-# `import pipeline.layers` is all a loader needs.
-from pipeline import metrics as _metrics  # noqa: E402, F401
+# `import pipeline.models.layers` is all a loader needs.
+from pipeline.models import metrics as _metrics  # noqa: E402, F401

@@ -1,0 +1,263 @@
+"""The report: answer the question from the store, without retraining.
+
+Reads finished trial runs through the tracking package (typed `TrialRun` records),
+groups them by configuration, and writes a leaderboard (mean ± std and 95% CI over
+seeds), paired comparisons on matched seeds (paired t-test, effect size, a plain
+sentence), figures, and a markdown summary into a folder; for a single search the
+folder is also logged on its parent run under `report/`. Never imports TensorFlow.
+`python -m pipeline.report` is its command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from pipeline.errors import SearchError
+from pipeline.tracking import Artifact, SearchRun, Status, TrialRun
+
+COLUMNS = {  # leaderboard metric -> markdown header
+    "val_accuracy": "val accuracy",
+    "val_macro_f1": "val macro-F1",
+    "val_loss": "val loss",
+    "attention_on_keys": "attention on keys",
+    "attention_entropy": "attention entropy",
+    "train_seconds": "train s",
+    "param_count": "params",
+}
+
+
+def _hp_text(value) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.3g}" if not number.is_integer() else str(int(number))
+
+
+def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
+    """Finished trial runs (one row per seed) of these searches (parent runs), with
+    `data`, `group`, `label`, `seed` and metric columns."""
+    from pipeline.models.registry import label_knobs
+
+    records: list[TrialRun] = tracker.trial_runs(parent_ids, status=Status.FINISHED)
+    if not records:
+        return pd.DataFrame()
+    runs = pd.DataFrame(
+        {
+            "run_id": [r.run_id for r in records],
+            "search": [r.search_id for r in records],
+            "data": [r.data or r.data_fingerprint or "data" for r in records],
+            "group": [r.group or r.config_hash for r in records],
+            "variant": [r.variant for r in records],
+            "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
+            "start_time": [r.start_time for r in records],
+        }
+    )
+    metrics = pd.DataFrame([r.metrics for r in records])
+    runs = pd.concat([runs, metrics], axis=1)
+    params = pd.DataFrame([r.params for r in records])
+    in_label = label_knobs()
+    varying = [
+        c
+        for c in sorted(params.columns)
+        if c not in in_label and not c.startswith("tuner/") and params[c].nunique(dropna=True) > 1
+    ]
+    labels = runs["variant"].fillna("?").astype(str)
+    for name in varying:
+        labels = labels + params[name].map(
+            lambda v, n=name: "" if pd.isna(v) else f" {n}={_hp_text(v)}"
+        )
+    runs["label"] = labels
+    # Two configurations that differ only outside the logged hyperparameters (e.g. two
+    # searches with different training settings) must not merge into one row.
+    per_label = runs.groupby(["data", "label"])["group"].transform("nunique")
+    clash = per_label > 1
+    runs.loc[clash, "label"] = (
+        runs.loc[clash, "label"] + " [" + runs.loc[clash, "group"].str[:6] + "]"
+    )
+    # A seed re-run of the same configuration: keep the latest.
+    runs = runs.sort_values("start_time").drop_duplicates(["data", "group", "seed"], keep="last")
+    return runs.reset_index(drop=True)
+
+
+def _mean_std(row: pd.Series, metric: str) -> str:
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is None or pd.isna(mean):
+        return "-"
+    if metric == "param_count":
+        return f"{mean:,.0f}"
+    digits = 1 if metric == "train_seconds" else 4
+    spread = "" if std is None or pd.isna(std) else f" ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}{spread}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def leaderboard_markdown(board: pd.DataFrame, objective: str) -> str:
+    metrics = [m for m in COLUMNS if f"{m}_mean" in board]
+    several_data = board["data"].nunique() > 1
+    header = (["data"] if several_data else []) + ["configuration", "seeds"]
+    header += [COLUMNS[m] + (" (objective)" if m == objective else "") for m in metrics]
+    header.insert(header.index("seeds") + 2, f"{objective} 95% CI")
+    rows = []
+    for _, row in board.iterrows():
+        ci = row.get(f"{objective}_ci95")
+        mean = row[f"{objective}_mean"]
+        ci_text = "-" if ci is None or pd.isna(ci) else f"[{mean - ci:.4f}, {mean + ci:.4f}]"
+        cells = [_mean_std(row, m) for m in metrics]
+        cells.insert(1, ci_text)
+        rows.append(
+            ([str(row["data"])] if several_data else [])
+            + [str(row["configuration"]), str(row["seeds"])]
+            + cells
+        )
+    return markdown_table(header, rows)
+
+
+def comparisons_frame(comparisons) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "data": c.data,
+                "a": c.a,
+                "b": c.b,
+                "metric": c.metric,
+                "seeds": c.n,
+                "mean_diff_a_minus_b": c.mean_diff,
+                "std_diff": c.std_diff,
+                "p_value": c.p_value,
+                "p_holm": c.p_adjusted,
+                "effect_size_dz": c.effect_size,
+                "statement": c.sentence(),
+            }
+            for c in comparisons
+        ]
+    )
+
+
+def context_lines(
+    tracker, parent: SearchRun | None, runs: pd.DataFrame, argv: list[str]
+) -> list[str]:
+    """Where the numbers come from: store, search command, environment, machine."""
+    from pipeline.tracking import redact
+
+    lines = [
+        f"- store: `{redact(tracker.uri)}`, experiment `{tracker.experiment_name}`",
+        f"- runs: {len(runs)} finished trial runs, {runs['label'].nunique()} configurations, "
+        f"seeds {sorted(int(s) for s in runs['seed'].dropna().unique())}",
+        f"- report: `python -m pipeline.report {' '.join(argv)}`".rstrip(),
+    ]
+    if parent is not None:
+        lines.insert(1, f"- search `{parent.name}`, parent run `{parent.run_id}`")
+        if parent.command:
+            lines.append(f"- search command: `{parent.command}`")
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(parent.versions.items()))
+        if versions:
+            lines.append(f"- environment: {versions}")
+        machine = [parent.machine.get(k) for k in ("platform", "cpus", "python")]
+        if all(machine):
+            lines.append(f"- machine: {machine[0]}, {machine[1]} CPUs, Python {machine[2]}")
+        if parent.git_commit:
+            lines.append(f"- code: git commit `{parent.git_commit[:12]}`")
+    return lines
+
+
+@dataclass
+class Report:
+    markdown: str
+    out: Path
+    parent: SearchRun | None  # the search reported on (None for --all)
+    leaderboard: pd.DataFrame
+    comparisons: list
+
+
+def build_report(
+    tracker, search: str | None, objective: str | None, out: Path, argv: list[str]
+) -> Report:
+    """Write report.md, CSVs and PNGs into `out` for one search (or every live one)."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.analysis.figures import replicates_figure, tradeoff_figure
+    from pipeline.analysis.statistics import leaderboard, paired_comparisons
+
+    parent = tracker.find_search(search) if search else None
+    if search and parent is None:
+        raise SearchError(
+            f"no search named '{search}' in experiment '{tracker.experiment_name}' of the store"
+        )
+    # A search restarted with force_new supersedes its old parent: only live searches count.
+    parents = [parent] if parent is not None else tracker.live_searches()
+    runs = load_trials(tracker, [p.run_id for p in parents])
+    if runs.empty:
+        what = f"search '{search}'" if search else f"experiment '{tracker.experiment_name}'"
+        raise SearchError(f"{what} has no finished trial runs to report on")
+    objective = objective or (parent.objective if parent else None) or "val_accuracy"
+    if objective not in runs:
+        raise SearchError(f"--objective: no metric '{objective}' on these runs")
+    board = leaderboard(runs, objective)
+    comparisons = paired_comparisons(runs, objective)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    comparisons_frame(comparisons).to_csv(out / "comparisons.csv", index=False)
+
+    figures = {"replicates.png": replicates_figure(runs, board, objective)}
+    if "train_seconds_mean" in board:
+        figures["tradeoff.png"] = tradeoff_figure(board, objective)
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+
+    title = f"search `{search}`" if search else f"experiment `{tracker.experiment_name}`"
+    parts = [f"# Report: {title}", "", *context_lines(tracker, parent, runs, argv), ""]
+    parts += [
+        f"## Leaderboard (by {objective}, mean ± std over seeds)",
+        "",
+        leaderboard_markdown(board, objective),
+        "",
+    ]
+    parts += ["## Paired comparisons on matched seeds", ""]
+    if comparisons:
+        parts += [f"- {c.sentence()}" for c in comparisons]
+    else:
+        parts.append("No pair of configurations shares two or more seeds: set `search.seeds`.")
+    parts += ["", "## Figures", ""] + [f"![{n}]({n})" for n in figures]
+    markdown = "\n".join(parts) + "\n"
+    (out / "report.md").write_text(markdown)
+    if parent is not None:
+        tracker.log_artifacts_to(parent.run_id, str(out), Artifact.REPORT_DIR)
+    return Report(markdown, out, parent, board, comparisons)
+
+
+def run_report(
+    cfg: DictConfig,
+    search: str | None = None,
+    every_search: bool = False,
+    objective: str | None = None,
+    out: Path | None = None,
+    argv: list[str] | None = None,
+) -> Report:
+    """The report of `search` (default: the latest), or of every live search."""
+    from pipeline.config import PROJECT_ROOT
+    from pipeline.tracking import Tracker
+
+    tracker = Tracker.from_config(cfg.tracking)
+    tracker.connect()
+    if every_search:
+        search = None
+    elif not search:
+        latest = tracker.find_search(None)
+        if latest is None:
+            raise SearchError(f"no search in experiment '{tracker.experiment_name}' yet")
+        search = latest.name
+    name = search or f"experiment-{tracker.experiment_name}"
+    out = out or PROJECT_ROOT / "mlruns" / "reports" / name
+    return build_report(tracker, search, objective, out, argv or [])

@@ -1,0 +1,59 @@
+"""Config: the typed schema Hydra composes onto, validation, and compose helpers.
+
+Light on purpose (no tensorflow, keras_tuner or mlflow, nothing else of the project):
+`--help`, `--cfg job` and bad overrides are answered from here.
+"""
+
+from pipeline.config.compose import (
+    compose_config,
+    config_hash,
+    flatten,
+    hydra_overrides,
+    import_plugins,
+    search_space_dims,
+    to_plain,
+)
+from pipeline.config.objectives import (
+    VALIDATION_METRICS,
+    Objective,
+    direction,
+    is_better,
+    minimised,
+)
+from pipeline.config.schema import (
+    CONF_DIR,
+    PROJECT_ROOT,
+    ClassWeight,
+    ClusterMode,
+    ClusterRole,
+    Config,
+    HPType,
+    TunerKind,
+)
+from pipeline.config.validation import ConfigError, validate, validate_search_space
+
+__all__ = [
+    "CONF_DIR",
+    "PROJECT_ROOT",
+    "ClassWeight",
+    "ClusterMode",
+    "ClusterRole",
+    "Config",
+    "ConfigError",
+    "HPType",
+    "Objective",
+    "TunerKind",
+    "VALIDATION_METRICS",
+    "compose_config",
+    "config_hash",
+    "direction",
+    "flatten",
+    "hydra_overrides",
+    "import_plugins",
+    "is_better",
+    "minimised",
+    "search_space_dims",
+    "to_plain",
+    "validate",
+    "validate_search_space",
+]

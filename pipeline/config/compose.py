@@ -1,0 +1,71 @@
+"""Composing the real `conf/` in-process, and the plain forms other packages consume."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config.schema import CONF_DIR
+from pipeline.config.validation import ConfigError
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose the real `conf/` with overrides, as the CLI would (for tests and tools)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    return cfg
+
+
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of the running Hydra app ([] outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside @hydra.main (tests, tools)
+        return []
+
+
+def to_plain(cfg: DictConfig) -> Any:
+    """The resolved config as plain Python containers (enum values as their strings)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def search_space_dims(space: DictConfig | dict) -> dict[str, dict[str, Any]]:
+    """The search space as plain dicts (`values` would clash with DictConfig.values())."""
+    if isinstance(space, DictConfig):
+        space = to_plain(space)
+    return {name: dict(spec) if isinstance(spec, dict) else spec for name, spec in space.items()}
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of any JSON-able value (config sections, hp values)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import the `plugins` modules (they register pooling variants or data loaders)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"plugins: cannot import '{name}' ({err})") from None

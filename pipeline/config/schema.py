@@ -1,0 +1,267 @@
+"""The config schema: types and allowed values, never defaults.
+
+These dataclasses are registered in Hydra's ConfigStore as `config_schema`, the base
+`conf/config.yaml` merges onto, so a wrong type, an unknown key or a value outside an
+enumeration fails while Hydra composes the config, before TensorFlow is imported.
+Every value comes from `conf/` (and `experiments/`): a field here has no default
+(MISSING until YAML sets it), except `None` for sections and knobs that only one
+option of a group uses. Range and cross-field checks live in `validation.py`.
+This package stays light: no tensorflow, keras_tuner or mlflow imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from pipeline.config.objectives import Objective
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class EncodingErrors(StrEnum):
+    strict = "strict"  # fail naming the file
+    replace = "replace"  # substitute bad bytes
+
+
+class ClassWeight(StrEnum):
+    none = "none"
+    balanced = "balanced"  # inverse class frequency on the training split
+
+
+class TunerKind(StrEnum):
+    random = "random"
+    bayesian = "bayesian"
+    hyperband = "hyperband"
+    grid = "grid"
+
+
+class HPType(StrEnum):
+    choice = "choice"
+    int = "int"
+    float = "float"
+    boolean = "boolean"
+    fixed = "fixed"
+
+
+class Sampling(StrEnum):
+    linear = "linear"
+    log = "log"
+    reverse_log = "reverse_log"
+
+
+class ClusterMode(StrEnum):
+    local = "local"
+    workers = "workers"
+
+
+class ClusterRole(StrEnum):
+    chief = "chief"
+    worker = "worker"
+
+
+@dataclass
+class SyntheticConfig:
+    n_examples: int
+    n_classes: int
+    min_tokens: int
+    max_tokens: int
+    filler_vocab: int
+    keys_per_class: int
+    min_keys: int
+    max_keys: int
+    other_class_keys: int
+    distractor_tokens: int
+    distractors_per_example: int
+    label_noise: float
+    seed: int
+
+
+@dataclass
+class CsvConfig:
+    path: str | None
+    text_column: str
+    label_column: str
+    labels: list[str] | None
+    label_map: dict[str, str]
+
+
+@dataclass
+class TextDirConfig:
+    root: str | None
+    train_split: str
+    test_split: str | None
+    extension: str
+
+
+@dataclass
+class DataConfig:
+    loader: str
+    name: str
+    max_len: int
+    vocab_size: int
+    min_count: int
+    lowercase: bool
+    token_pattern: str
+    val_fraction: float
+    test_fraction: float
+    split_seed: int
+    encoding_errors: EncodingErrors
+    class_weight: ClassWeight
+    # One section per loader; only the chosen loader's YAML fills its own.
+    synthetic: SyntheticConfig | None = None
+    csv: CsvConfig | None = None
+    text_dir: TextDirConfig | None = None
+
+
+@dataclass
+class ModelConfig:
+    embedding_dim: int
+    units: int
+    bidirectional: bool
+    # A name in the pooling registry (pipeline.models.registry), checked there.
+    pooling: str
+    attention_activation: str
+    attention_hidden: int
+    dropout: float
+    dense_units: int
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool
+    monitor: str
+    patience: int
+    restore_best_weights: bool
+
+
+@dataclass
+class BucketingConfig:
+    enabled: bool
+    n_buckets: int
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    clipnorm: float | None
+    seed: int
+    deterministic: bool
+    class_weight: ClassWeight
+    early_stopping: EarlyStoppingConfig
+    bucketing: BucketingConfig
+
+
+@dataclass
+class HyperParamSpec:
+    """One search dimension. `when` makes it conditional: {parent_name: [values]}."""
+
+    type: HPType
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    sampling: Sampling = Sampling.linear
+    value: Any = None
+    when: dict[str, list[Any]] | None = None
+
+
+@dataclass
+class TunerConfig:
+    kind: TunerKind
+    max_trials: int
+    seed: int
+    objective: Objective
+    max_consecutive_failed_trials: int
+    directory: str
+    # bayesian only
+    num_initial_points: int | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    # hyperband only
+    max_epochs: int | None = None
+    factor: int | None = None
+    hyperband_iterations: int | None = None
+
+
+@dataclass
+class TrackingConfig:
+    uri: str
+    artifact_root: str
+    experiment: str
+    log_model: bool
+    log_datasets: bool
+    connect_timeout: int
+
+
+@dataclass
+class AttentionConfig:
+    enabled: bool
+    panel_size: int
+    panel_seed: int
+    max_tokens: int
+    plot_every: int
+
+
+@dataclass
+class SearchConfig:
+    name: str | None
+    resume: bool
+    force_new: bool
+    verbose: bool
+    top_k: int
+    evaluate_test: bool
+    seeds: list[int] | None
+
+
+@dataclass
+class ClusterConfig:
+    mode: ClusterMode
+    n_workers: int
+    threads_per_worker: int
+    pin_cpus: bool
+    max_restarts: int
+    oracle_host: str
+    oracle_port: int
+    # Set by the launcher for the processes it starts (or by hand on other hosts).
+    role: ClusterRole | None
+    worker_id: str | None
+    parent_run_id: str | None
+
+
+@dataclass
+class Config:
+    data: DataConfig
+    model: ModelConfig
+    # Plain dicts, each checked against HyperParamSpec by `validation.py`: OmegaConf
+    # cannot assign `+search_space.NAME={type: ...}` to a dict of structured specs.
+    search_space: dict[str, Any]
+    tuner: TunerConfig
+    tracking: TrackingConfig
+    train: TrainConfig
+    attention: AttentionConfig
+    search: SearchConfig
+    cluster: ClusterConfig
+    # Modules imported before the config is checked: they may register pooling variants
+    # (pipeline.models.registry) or data loaders (pipeline.data) from outside pipeline/.
+    plugins: list[str]
+
+
+def register_configs() -> None:
+    """Register the schema `conf/config.yaml` builds on (idempotent)."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+register_configs()
+
+if not OmegaConf.has_resolver("project_root"):
+    # ${project_root:} in YAML: paths that work whatever the current directory.
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))

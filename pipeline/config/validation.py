@@ -1,0 +1,173 @@
+"""Checks a type cannot express: ranges, cross-field rules, the search space's shape.
+
+Enumerations (tuner kinds, objectives, class weights, ...) are enums in the schema and
+fail at composition. Options that other packages own (pooling variants and their knobs)
+are passed in as `options` by the caller that knows them (`pipeline.models.registry`),
+so this package imports nothing from the rest of the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.config.schema import (
+    HPType,
+    HyperParamSpec,
+    ModelConfig,
+    Sampling,
+    TrainConfig,
+    TunerKind,
+)
+from pipeline.errors import UserFacingError
+
+
+class ConfigError(UserFacingError, ValueError):
+    """A config value is wrong; the message names the key and the problem."""
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def searchable_knobs() -> set[str]:
+    """Every model.* and train.* knob a search dimension may name."""
+    return set(ModelConfig.__dataclass_fields__) | set(TrainConfig.__dataclass_fields__)
+
+
+def _check_choices(
+    key: str, name: str, values: list[Any], options: Mapping[str, Collection[str]]
+) -> None:
+    if name in options:
+        bad = [v for v in values if v not in options[name]]
+        _require(not bad, key, f"unknown {name} {bad}; known {list(options[name])}")
+
+
+def typed_spec(key: str, spec: Mapping[str, Any]) -> DictConfig:
+    """`spec` merged onto the typed `HyperParamSpec`; ConfigError naming the bad field."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(HyperParamSpec), dict(spec))
+    except OmegaConfBaseException as err:
+        field = f"{key}.{err.key}" if getattr(err, "key", None) else key
+        reason = str(err).splitlines()[0]
+        raise ConfigError(
+            f"{field}: {reason} (fields: {', '.join(HyperParamSpec.__dataclass_fields__)})"
+        ) from None
+
+
+def validate_search_space(
+    dims: Mapping[str, Mapping[str, Any]], options: Mapping[str, Collection[str]] | None = None
+) -> None:
+    """Every dimension is a `HyperParamSpec` (field names, types, enumerations: checked
+    by OmegaConf), names a known knob, and has a usable range or choice list."""
+    known = searchable_knobs()
+    options = options or {}
+    for name, spec in dims.items():
+        key = f"search_space.{name}"
+        _require(
+            name in known,
+            key,
+            f"unknown dimension (not a model.* or train.* knob; known: {', '.join(sorted(known))})",
+        )
+        _require(
+            isinstance(spec, Mapping), key, "must be a mapping like {type: choice, values: [...]}"
+        )
+        typed_spec(key, spec)
+        kind = spec["type"]
+        if kind == HPType.choice:
+            values = spec.get("values")
+            _require(bool(values), f"{key}.values", "choice needs a non-empty list of values")
+            _check_choices(f"{key}.values", name, list(values), options)
+        elif kind in (HPType.int, HPType.float):
+            lo, hi = spec.get("min"), spec.get("max")
+            _require(lo is not None and hi is not None, key, f"{kind} needs min and max")
+            _require(lo <= hi, key, f"min {lo} > max {hi}")
+            if spec.get("sampling", Sampling.linear) != Sampling.linear:
+                _require(lo > 0, f"{key}.min", "log sampling needs min > 0")
+        elif kind == HPType.fixed:
+            _require(spec.get("value") is not None, f"{key}.value", "fixed needs a value")
+            _check_choices(f"{key}.value", name, [spec["value"]], options)
+        for parent in (spec.get("when") or {}).keys():
+            _require(parent in dims, f"{key}.when", f"parent dimension '{parent}' is not searched")
+
+
+def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = None) -> None:
+    """Range and cross-field checks; raises ConfigError naming the first bad key.
+
+    `options` maps a model knob to its allowed values (e.g. `pooling` to the registered
+    variants); `pipeline.models.registry.validate_config` passes the registry's.
+    """
+    from pipeline.config.compose import search_space_dims
+
+    options = options or {}
+    d, m, t, tu = cfg.data, cfg.model, cfg.train, cfg.tuner
+    _require(d.max_len > 0, "data.max_len", f"must be > 0, got {d.max_len}")
+    _require(d.vocab_size >= 3, "data.vocab_size", f"must be >= 3, got {d.vocab_size}")
+    _require(
+        0 < d.val_fraction < 1 and 0 <= d.test_fraction < 1,
+        "data.val_fraction/test_fraction",
+        "must be fractions in (0, 1)",
+    )
+    _require(
+        d.val_fraction + d.test_fraction < 1,
+        "data.val_fraction+test_fraction",
+        "must leave examples for training",
+    )
+    s = d.synthetic
+    if d.loader == "synthetic" and s is not None:
+        _require(s.n_classes >= 2, "data.synthetic.n_classes", "needs at least 2 classes")
+        _require(
+            1 <= s.min_tokens <= s.max_tokens,
+            "data.synthetic.min_tokens/max_tokens",
+            "need 1 <= min_tokens <= max_tokens",
+        )
+        _require(
+            1 <= s.min_keys <= s.max_keys,
+            "data.synthetic.min_keys/max_keys",
+            "need 1 <= min_keys <= max_keys",
+        )
+    _require(m.units > 0, "model.units", f"must be > 0, got {m.units}")
+    _require(m.embedding_dim > 0, "model.embedding_dim", f"must be > 0, got {m.embedding_dim}")
+    _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    for knob, allowed in options.items():
+        value = m.get(knob)
+        _require(
+            value is None or value in allowed,
+            f"model.{knob}",
+            f"'{value}' not in {list(allowed)}",
+        )
+    _require(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
+    _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
+    _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")
+    a = cfg.attention
+    _require(a.panel_size >= 1, "attention.panel_size", f"must be >= 1, got {a.panel_size}")
+    _require(a.max_tokens >= 1, "attention.max_tokens", f"must be >= 1, got {a.max_tokens}")
+    _require(a.plot_every >= 0, "attention.plot_every", f"must be >= 0, got {a.plot_every}")
+    _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
+    if tu.kind == TunerKind.hyperband:
+        _require(
+            (tu.max_epochs or 0) > 0 and (tu.factor or 0) >= 2,
+            "tuner.max_epochs/factor",
+            "need > 0 and >= 2",
+        )
+    c = cfg.cluster
+    _require(c.n_workers >= 0, "cluster.n_workers", f"must be >= 0, got {c.n_workers}")
+    _require(c.threads_per_worker >= 0, "cluster.threads_per_worker", "must be >= 0")
+    _require(
+        c.role != "worker" or bool(c.parent_run_id),
+        "cluster.parent_run_id",
+        "a worker needs the parent run id of its search",
+    )
+    seeds = list(cfg.search.seeds or [])
+    _require(len(seeds) == len(set(seeds)), "search.seeds", f"repeated seeds in {seeds}")
+    _require(
+        not (seeds and "seed" in cfg.search_space),
+        "search.seeds",
+        "search_space.seed is searched too; use one of them",
+    )
+    validate_search_space(search_space_dims(cfg.search_space), options)

@@ -1,0 +1,175 @@
+"""Data loaders: one registry, and the built-in synthetic, CSV and text-folder loaders.
+
+A loader turns its config section into `RawData` (texts + labels, optional ground-truth
+key positions and fixed splits); `pipeline.data.prepare` does everything else the same
+way for all of them. A plugin module registers its own with `@register_loader("name")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import UserFacingError
+
+
+class DataError(UserFacingError, ValueError):
+    """Bad input data; the message names the file, column or value."""
+
+
+@dataclass
+class RawData:
+    texts: list[str]
+    labels: list[str]
+    source: str
+    # Ground-truth token positions that decide the label (synthetic data only).
+    key_positions: list[list[int]] | None = None
+    # Loader-given split per example ("train"/"test"); None: split by seed.
+    fixed_split: list[str] | None = None
+
+
+LoaderFn = Callable[[DictConfig, str], RawData]
+LOADERS: dict[str, LoaderFn] = {}
+
+
+def register_loader(name: str) -> Callable[[LoaderFn], LoaderFn]:
+    def deco(fn: LoaderFn) -> LoaderFn:
+        LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------- loaders
+
+
+@register_loader("synthetic")
+def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
+    """Filler words with planted key tokens; the class with the most keys is the label.
+
+    Key tokens `k<class>_<j>`: min_keys..max_keys of the label's class, plus
+    `other_class_keys` keys of other classes (always fewer), so a model has to weigh
+    the keys against each other rather than spot any one of them. Distractor tokens
+    `d<j>` look special but carry no label; filler `w<j>` is noise. Positions are
+    random. The ground truth marks the label's own keys.
+    """
+    s = cfg.synthetic
+    rng = np.random.default_rng(s.seed)
+    texts, labels, positions = [], [], []
+    for _ in range(s.n_examples):
+        label = int(rng.integers(s.n_classes))
+        n_keys = int(rng.integers(s.min_keys, s.max_keys + 1))
+        n_other = min(s.other_class_keys, n_keys - 1)
+        n_dis = s.distractors_per_example
+        length = max(int(rng.integers(s.min_tokens, s.max_tokens + 1)), n_keys + n_other + n_dis)
+        tokens = [f"w{j}" for j in rng.integers(s.filler_vocab, size=length)]
+        slots = [int(p) for p in rng.choice(length, size=n_keys + n_other + n_dis, replace=False)]
+        key_slots = sorted(slots[:n_keys])
+        for p in key_slots:
+            tokens[p] = f"k{label}_{int(rng.integers(s.keys_per_class))}"
+        others = [c for c in range(s.n_classes) if c != label]
+        for p in slots[n_keys : n_keys + n_other]:
+            tokens[p] = f"k{int(rng.choice(others))}_{int(rng.integers(s.keys_per_class))}"
+        for p in slots[n_keys + n_other :]:
+            tokens[p] = f"d{int(rng.integers(s.distractor_tokens))}"
+        if s.label_noise > 0 and rng.random() < s.label_noise:
+            label = int(rng.integers(s.n_classes))
+        texts.append(" ".join(tokens))
+        labels.append(f"class_{label}")
+        positions.append(key_slots)
+    return RawData(texts, labels, source="synthetic", key_positions=positions)
+
+
+def _resolve_path(path: str | None, key: str) -> Path:
+    if path is None or path == "???":
+        raise DataError(f"{key}: no path given (set {key}=/path/to/file)")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{key}: file not found: {p.resolve()}")
+    return p
+
+
+def _bad_utf8_message(path: Path, err: UnicodeDecodeError) -> str:
+    return (
+        f"{path}: not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+        "set data.encoding_errors=replace to substitute bad bytes"
+    )
+
+
+@register_loader("csv")
+def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
+    """Any CSV with a text and a label column (quoted multi-line fields are fine)."""
+    import pandas as pd
+
+    c = cfg.csv
+    path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.csv.path")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8",
+            encoding_errors=encoding_errors,
+        )
+    except UnicodeDecodeError as err:
+        raise DataError(_bad_utf8_message(path, err)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    for key, column in (("text_column", c.text_column), ("label_column", c.label_column)):
+        if column not in frame.columns:
+            raise DataError(
+                f"data.csv.{key}: column '{column}' not in {path} "
+                f"(columns: {', '.join(map(str, frame.columns))})"
+            )
+    if frame.empty:
+        raise DataError(f"{path}: no rows")
+    texts = frame[c.text_column].tolist()
+    labels = [s.strip() for s in frame[c.label_column].tolist()]
+    if c.labels is not None:
+        keep = set(c.labels)
+        rows = [i for i, lab in enumerate(labels) if lab in keep]
+        texts, labels = [texts[i] for i in rows], [labels[i] for i in rows]
+    if c.label_map:
+        mapping = dict(c.label_map)
+        for lab in labels:
+            if lab not in mapping:
+                raise DataError(
+                    f"data.csv.label_map: label '{lab}' in {path} is not in the mapping "
+                    f"(keys: {', '.join(mapping)})"
+                )
+        labels = [mapping[lab] for lab in labels]
+    return RawData(texts, labels, source=str(path))
+
+
+@register_loader("text_dir")
+def load_text_dir(cfg: DictConfig, encoding_errors: str) -> RawData:
+    """root/<split>/<label>/*.txt; the test split (if named and present) is kept aside."""
+    t = cfg.text_dir
+    root = _resolve_path(None if OmegaConf.is_missing(t, "root") else t.root, "data.text_dir.root")
+    texts, labels, splits = [], [], []
+    names = [(t.train_split, "train")] + ([(t.test_split, "test")] if t.test_split else [])
+    for folder, split in names:
+        split_dir = root / folder
+        if not split_dir.is_dir():
+            if split == "train":
+                raise DataError(f"data.text_dir.train_split: folder not found: {split_dir}")
+            continue
+        for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            for f in sorted(label_dir.glob(f"*{t.extension}")):
+                try:
+                    texts.append(f.read_bytes().decode("utf-8", errors=encoding_errors))
+                except UnicodeDecodeError as err:
+                    raise DataError(_bad_utf8_message(f, err)) from None
+                labels.append(label_dir.name)
+                splits.append(split)
+    if not texts:
+        raise DataError(f"{root}: no *{t.extension} files under <split>/<label>/")
+    return RawData(texts, labels, source=str(root), fixed_split=splits)

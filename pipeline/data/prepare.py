@@ -1,0 +1,175 @@
+"""From a loader's raw texts to model input: tokenization, vocabulary, splits, fingerprint.
+
+The same for every loader. No TensorFlow here: tokenization is a regex so that tests,
+reports and config checks stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.config import to_plain
+from pipeline.data.loaders import LOADERS, DataError, RawData
+
+PAD, OOV = "", "[UNK]"
+
+
+@dataclass
+class PreparedData:
+    name: str
+    x: dict[str, np.ndarray]  # split -> int32 token ids (n, max_len), 0 = padding
+    y: dict[str, np.ndarray]  # split -> int32 class index
+    class_names: list[str]
+    vocab: list[str]
+    fingerprint: str
+    # split -> bool (n, max_len), True where a planted key token sits.
+    key_masks: dict[str, np.ndarray] | None = None
+    texts: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def max_len(self) -> int:
+        return int(self.x["train"].shape[1])
+
+    def decode(self, ids: np.ndarray) -> list[str]:
+        """Token strings of the real (non-padding) positions."""
+        return [self.vocab[i] if i < len(self.vocab) else OOV for i in ids if i != 0]
+
+
+class Tokenizer:
+    """Regex tokenizer shared by all loaders (and by plots, to decode texts)."""
+
+    def __init__(self, pattern: str, lowercase: bool) -> None:
+        self.regex = re.compile(pattern)
+        self.lowercase = lowercase
+
+    def __call__(self, text: str) -> list[str]:
+        return self.regex.findall(text.lower() if self.lowercase else text)
+
+
+def build_vocab(token_lists: list[list[str]], vocab_size: int, min_count: int) -> list[str]:
+    """Index 0 padding, 1 OOV, then the most frequent training tokens (ties by name)."""
+    counts = Counter(tok for toks in token_lists for tok in toks)
+    words = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+    return [PAD, OOV] + words[: vocab_size - 2]
+
+
+def encode(token_lists: list[list[str]], vocab: list[str], max_len: int) -> np.ndarray:
+    index = {w: i for i, w in enumerate(vocab)}
+    out = np.zeros((len(token_lists), max_len), dtype=np.int32)
+    for row, toks in enumerate(token_lists):
+        ids = [index.get(t, 1) for t in toks[:max_len]]
+        out[row, : len(ids)] = ids
+    return out
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Deterministic per-class split of indices into train/val/test."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        # Small classes still get one example in each requested split while train keeps one.
+        n_val = int(round(val_fraction * len(idx))) or int(val_fraction > 0 and len(idx) >= 2)
+        n_test = int(round(test_fraction * len(idx))) or int(
+            test_fraction > 0 and len(idx) - n_val >= 2
+        )
+        parts["val"].extend(idx[:n_val])
+        parts["test"].extend(idx[n_val : n_val + n_test])
+        parts["train"].extend(idx[n_val + n_test :])
+    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in parts.items()}
+
+
+def fingerprint(raw: RawData, preprocessing: dict) -> str:
+    """sha256 of the raw examples and the preprocessing config that shapes them."""
+    h = hashlib.sha256()
+    for text, label in zip(raw.texts, raw.labels, strict=True):
+        h.update(label.encode())
+        h.update(b"\t")
+        h.update(text.encode("utf-8", errors="surrogatepass"))
+        h.update(b"\n")
+    if raw.fixed_split is not None:
+        h.update(",".join(raw.fixed_split).encode())
+    h.update(repr(sorted(preprocessing.items())).encode())
+    return h.hexdigest()
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse class frequency, normalised so the mean weight per example is 1."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return {c: float(len(y) / (n_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def prepare(cfg: DictConfig) -> PreparedData:
+    """Load with the configured loader, split, fit the vocabulary on train, encode."""
+    if cfg.loader not in LOADERS:
+        raise DataError(f"data.loader: unknown loader '{cfg.loader}' (known: {', '.join(LOADERS)})")
+    if cfg.max_len <= 0:
+        raise DataError(f"data.max_len: must be > 0, got {cfg.max_len}")
+    raw = LOADERS[cfg.loader](cfg, cfg.encoding_errors)
+    if not raw.texts:
+        raise DataError(f"{raw.source}: no examples")
+    class_names = sorted(set(raw.labels))
+    if len(class_names) < 2:
+        raise DataError(
+            f"{raw.source}: needs at least 2 classes, found {len(class_names)} "
+            f"({', '.join(repr(c) for c in class_names)})"
+        )
+    y_all = np.asarray([class_names.index(lab) for lab in raw.labels], dtype=np.int32)
+
+    if raw.fixed_split is not None and "test" in raw.fixed_split:
+        is_test = np.asarray([s == "test" for s in raw.fixed_split])
+        pool = np.flatnonzero(~is_test)
+        inner = stratified_split(y_all[pool], cfg.val_fraction, 0.0, cfg.split_seed)
+        splits = {
+            "train": pool[inner["train"]],
+            "val": pool[inner["val"]],
+            "test": np.flatnonzero(is_test),
+        }
+    else:
+        splits = stratified_split(y_all, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise DataError(f"{raw.source}: too few examples for a non-empty {name} split")
+
+    tokenizer = Tokenizer(cfg.token_pattern, cfg.lowercase)
+    tokens = [tokenizer(t) for t in raw.texts]
+    vocab = build_vocab([tokens[i] for i in splits["train"]], cfg.vocab_size, cfg.min_count)
+    x = {k: encode([tokens[i] for i in idx], vocab, cfg.max_len) for k, idx in splits.items()}
+    y = {k: y_all[idx] for k, idx in splits.items()}
+
+    key_masks = None
+    if raw.key_positions is not None:
+        key_masks = {}
+        for k, idx in splits.items():
+            mask = np.zeros((len(idx), cfg.max_len), dtype=bool)
+            for row, i in enumerate(idx):
+                pos = [p for p in raw.key_positions[i] if p < cfg.max_len]
+                mask[row, pos] = True
+            key_masks[k] = mask
+
+    # Only the active loader's section counts: editing an unused one changes nothing.
+    plain = to_plain(cfg)
+    preprocessing = {k: v for k, v in plain.items() if k not in ("name", *LOADERS)}
+    preprocessing[cfg.loader] = plain.get(cfg.loader)
+    return PreparedData(
+        name=cfg.name,
+        x=x,
+        y=y,
+        class_names=class_names,
+        vocab=vocab,
+        fingerprint=fingerprint(raw, preprocessing),
+        key_masks=key_masks,
+        texts={k: [raw.texts[i] for i in idx] for k, idx in splits.items()},
+    )

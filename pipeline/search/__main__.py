@@ -1,0 +1,129 @@
+"""`python -m pipeline.search`: compose the config with Hydra, check it, run the search.
+
+The entry point, and the only module above both `pipeline.search` and
+`pipeline.cluster` (nothing imports it). Thin on purpose: it parses, checks, and calls
+one function (`run_search`, the cluster launcher, or a cluster role), and owns what
+belongs to the process: signals, exit codes, CPU pinning, a frozen heap. Heavy modules
+(tensorflow, keras_tuner, mlflow) are imported only after the config is valid, so
+`--help`, `--cfg job` and bad overrides answer fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.cli import fail, guarded
+from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this search (its overrides, plus its name)."""
+    overrides = [o for o in hydra_overrides() if not o.startswith("search.")]
+    return " ".join(["python -m pipeline.search", *overrides, f"search.name={cfg.search.name}"])
+
+
+def run(cfg: DictConfig) -> int:
+    """Check, then search. Expected failures (UserFacingError) reach `guarded`, which
+    prints them as one line with exit code 2."""
+    from pipeline.cli import frozen_heap, import_quietly, interrupt_code, stop_on_signals
+    from pipeline.models.registry import validate_config
+
+    validate_config(cfg)
+    # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
+    from pipeline import progress
+    from pipeline.data import prepare
+    from pipeline.search.ledger import plan_search_name
+    from pipeline.tracking.store import Tracker
+
+    data = prepare(cfg.data)
+    tracker = Tracker.from_config(cfg.tracking)
+    tracker.connect()
+    cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
+    role = cfg.cluster.role
+    import_quietly(cfg.search.verbose, "pipeline.search.run", "pipeline.cluster.roles")
+    stop_on_signals()
+    try:
+        with frozen_heap():
+            if role is not None:  # a process the cluster launcher started
+                from pipeline.cluster.roles import serve_role
+
+                serve_role(cfg, data, tracker)
+                return 0
+            if cfg.cluster.mode == ClusterMode.workers:
+                from pipeline.cluster.launcher import launch
+
+                outcome = launch(cfg, data, tracker)
+            else:
+                from pipeline.search.run import run_search
+
+                outcome = run_search(cfg, data, tracker)
+    except KeyboardInterrupt as err:
+        code = interrupt_code(err)
+        if role == ClusterRole.chief:  # stopped by its launcher: nothing to report
+            sys.exit(code)
+        if role is not None:
+            fail(f"{cfg.cluster.worker_id}: stopped", code=code)
+        if cfg.cluster.mode == ClusterMode.workers:
+            fail(
+                "interrupted: the chief and workers were stopped and every run marked KILLED "
+                "or FAILED (cluster searches cannot be resumed yet)",
+                code=code,
+            )
+        fail(
+            f"interrupted: the current trial and the search run were marked KILLED; "
+            f"resume with: {resume_command(cfg)}",
+            code=code,
+        )
+    from pipeline.search.outcome import summary_lines
+
+    for line in summary_lines(outcome, cfg.tuner.objective, cfg.search.top_k, cfg.tuner.max_trials):
+        progress.say(line)
+    return 0
+
+
+def quick_help() -> str:
+    """What Hydra's `--help` shows (config groups, composed config), without its cost:
+    Hydra deep-copies the config repository once per group listed (~1 s here)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose_config
+
+    groups = []
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        if options:
+            groups.append(f"{folder.name}: {', '.join(options)}")
+    return "\n".join(
+        [
+            "python -m pipeline.search [group=option ...] [key=value ...]",
+            "(Hydra: --cfg job prints the composed config, --hydra-help Hydra's own options)",
+            "",
+            "== Configuration groups ==",
+            "Compose your configuration from those groups (group=option)",
+            "",
+            *groups,
+            "",
+            "== Config ==",
+            "Override anything in the config (foo.bar=value)",
+            "",
+            OmegaConf.to_yaml(compose_config()),
+        ]
+    )
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    guarded(lambda: run(cfg), verbose=bool(cfg.search.verbose))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        print(quick_help())
+        sys.exit(0)
+    from pipeline.cli import pin_to_cpu_from_env
+
+    pin_to_cpu_from_env()  # cluster workers only: their CPU, before any thread starts
+    main()

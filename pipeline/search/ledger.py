@@ -1,0 +1,102 @@
+"""The search ledger: which search a run continues, and what it already did.
+
+Reads the tracking store (typed `SearchRun`/`TrialRun` records) to decide whether a
+command starts a new search or continues one (same `search.name`, or `search.resume`),
+refuses to continue a search whose results would not be comparable, and rebuilds the
+rows of trials a resumed search already ran. No TensorFlow here, so these checks
+answer fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from omegaconf import DictConfig
+
+from pipeline.config import config_hash, search_space_dims, to_plain
+from pipeline.errors import SearchError
+from pipeline.search.outcome import trial_row
+from pipeline.tracking import Status, Tag
+
+
+def plan_search_name(cfg: DictConfig, tracker) -> str:
+    """The name this run will use: the given one, the latest (with resume), or a new one."""
+    if cfg.search.name:
+        return cfg.search.name
+    if cfg.search.resume:
+        latest = tracker.find_search(None)
+        if latest is None:
+            raise SearchError(
+                f"search.resume: no earlier search in experiment "
+                f"'{tracker.experiment_name}' of {tracker.uri}"
+            )
+        return latest.name
+    return search_name(cfg)
+
+
+def search_name(cfg: DictConfig) -> str:
+    return cfg.search.name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
+
+
+def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
+    """What must not change when a search is resumed (max_trials may grow)."""
+    tuner = {
+        k: v
+        for k, v in to_plain(cfg.tuner).items()
+        if k not in ("max_trials", "directory", "max_consecutive_failed_trials") and v is not None
+    }
+    return config_hash(
+        {
+            "space": search_space_dims(cfg.search_space),
+            "model": to_plain(cfg.model),
+            "train": to_plain(cfg.train),
+            "tuner": tuner,
+            "data": fingerprint,
+            "seeds": to_plain(cfg.search).get("seeds"),
+        }
+    )
+
+
+@dataclass
+class SearchPlan:
+    name: str
+    parent_id: str | None  # an existing parent run to continue, or None for a new search
+
+
+def plan_search(cfg: DictConfig, tracker, comparable: str) -> SearchPlan:
+    """New search or continuation: same name (or search.resume) continues, if comparable."""
+    wanted = cfg.search.name
+    existing = tracker.find_search(wanted) if (wanted or cfg.search.resume) else None
+    if cfg.search.resume and existing is None:
+        what = f"no search named '{wanted}'" if wanted else "no earlier search"
+        raise SearchError(
+            f"search.resume: {what} in experiment '{tracker.experiment_name}' of {tracker.uri}"
+        )
+    if existing is None:
+        return SearchPlan(search_name(cfg), None)
+    name = existing.name
+    if existing.comparable_hash != comparable:
+        if not cfg.search.force_new:
+            raise SearchError(
+                f"search '{name}' exists with a different search space, data or training "
+                "config, so its results would not be comparable; pick another search.name, "
+                "or add search.force_new=true to start it again from scratch"
+            )
+        tracker.set_run_tag(existing.run_id, Tag.SUPERSEDED, "true")
+        return SearchPlan(name, None)
+    if cfg.search.force_new:
+        tracker.set_run_tag(existing.run_id, Tag.SUPERSEDED, "true")
+        return SearchPlan(name, None)
+    return SearchPlan(name, existing.run_id)
+
+
+def previous_rows(tracker, parent_id: str) -> list[dict[str, Any]]:
+    """Summary rows of the trials a search already ran (interrupted ones are re-run, so
+    left out)."""
+    return [
+        trial_row(run)
+        for run in tracker.trial_runs(parent_id)
+        if not run.interrupted and run.status in (Status.FINISHED, Status.FAILED)
+    ]

@@ -1,0 +1,167 @@
+"""What a search returns: one summary row per trial run, per-configuration means, and
+the summary table printed at the end. Pandas only (no TensorFlow, no MLflow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import VALIDATION_METRICS, minimised
+from pipeline.tracking import Metric, Status, TrialRun
+
+
+@dataclass
+class SearchOutcome:
+    search_id: str
+    parent_run_id: str
+    trials: pd.DataFrame  # one row per trial run (configuration x seed), see `trial_row`
+    best: dict[str, Any] | None  # the best configuration's `per_trial` row
+    test_metrics: dict[str, float]
+    ui_command: str
+    exhausted: bool
+
+
+def _typed(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
+
+
+def new_row(
+    number: int, trial_id: str, seed: int, variant: str, group: str, key: str, values: dict
+) -> dict[str, Any]:
+    """The summary row of a replicate about to train (FAILED until it finishes)."""
+    return {
+        "trial": number,
+        "seed": seed,
+        "variant": variant,
+        "trial_id": trial_id,
+        "group": group,
+        "config_hash": key,
+        "status": Status.FAILED,
+        **values,
+    }
+
+
+def trial_row(run: TrialRun) -> dict[str, Any]:
+    """The summary row of a stored trial run (a resumed search, or a cluster's workers)."""
+    return {
+        "trial": run.trial_number or 0,
+        "variant": run.variant or "",
+        "trial_id": run.trial_id,
+        "config_hash": run.config_hash,
+        **({"seed": run.seed} if run.seed is not None else {}),
+        **({"group": run.group} if run.group else {}),
+        **({"worker": run.worker} if run.worker else {}),
+        "status": run.status,
+        **{k: _typed(v) for k, v in run.params.items()},
+        **{
+            k: v
+            for k, v in run.metrics.items()
+            if k in VALIDATION_METRICS or k.startswith(Metric.ATTENTION_PREFIX)
+        },
+        "run_id": run.run_id,
+        "seconds": run.seconds,
+        **({"error": run.error} if run.error else {}),
+    }
+
+
+def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: finished seeds averaged (metrics), counted (`seeds`),
+    their spread kept (`*_std`); the first seed's run id stands for the trial."""
+    finished = trials[trials["status"] == Status.FINISHED]
+    if finished.empty:
+        return finished
+    metric_cols = [
+        c
+        for c in finished
+        if (c in VALIDATION_METRICS or c.startswith(Metric.ATTENTION_PREFIX))
+        and pd.api.types.is_numeric_dtype(finished[c])
+    ]
+    grouped = finished.groupby("trial", sort=True)
+    table = grouped.first()
+    table[metric_cols] = grouped[metric_cols].mean()
+    for col in VALIDATION_METRICS:
+        if col in finished:
+            table[f"{col}_std"] = grouped[col].std(ddof=1)
+    table["seeds"] = grouped.size()
+    if "seconds" in finished:
+        table["seconds"] = grouped["seconds"].sum()
+    return table.reset_index()
+
+
+def ranked(table: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """Configurations best first."""
+    return table.sort_values(objective, ascending=minimised(objective))
+
+
+def exhausted_space(kind: str, max_trials: int, trials: pd.DataFrame) -> bool:
+    """The oracle ran out of configurations before max_trials (hyperband never does)."""
+    n_configs = trials["trial"].nunique() if not trials.empty else 0
+    return kind in ("grid", "random", "bayesian") and n_configs < max_trials
+
+
+# Columns the summary never shows as hyperparameters (bookkeeping, or already spelled out
+# by the variant label: see `summary_lines`).
+BOOKKEEPING = {
+    "trial",
+    "trial_id",
+    "status",
+    "run_id",
+    "seconds",
+    "fit_seconds",
+    "error",
+    "variant",
+    "config_hash",
+    "rss_mb",
+    "seed",
+    "seeds",
+    "group",
+    "worker",
+    *VALIDATION_METRICS,
+}
+
+
+def summary_lines(outcome: SearchOutcome, objective: str, top_k: int, max_trials: int) -> list[str]:
+    """The table printed at the end of a search: its top configurations."""
+    from pipeline.models.registry import label_knobs
+
+    trials = outcome.trials
+    finished = per_trial(trials)
+    n_configs = trials["trial"].nunique()
+    top = ranked(finished, objective).head(top_k)
+    several = bool(len(top)) and top["seeds"].max() > 1
+    hidden = BOOKKEEPING | label_knobs()
+    hp_cols = [
+        c
+        for c in trials.columns
+        if c not in hidden and not c.startswith(("tuner/", Metric.ATTENTION_PREFIX))
+    ]
+    keys = [Metric.ATTENTION_ON_KEYS] if Metric.ATTENTION_ON_KEYS in top else []
+    spread = [f"{objective}_std", "seeds"] if several else []
+    wanted = ["trial", objective, *spread, "variant", *hp_cols, *keys, "seconds", "run_id"]
+    cols = [c for c in wanted if c in top]
+    runs = f", {len(trials)} runs" if several else ""
+    lines = [
+        "",
+        f"top {len(top)} of {n_configs} trials ({len(finished)} finished, "
+        f"{n_configs - len(finished)} failed{runs}) by {objective}"
+        + (" (mean over seeds):" if several else ":"),
+        top[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"),
+    ]
+    if outcome.exhausted:
+        lines.append(
+            f"note: the search space was exhausted after {n_configs} trials "
+            f"(tuner.max_trials={max_trials}); widen search_space for more."
+        )
+    if outcome.test_metrics:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in outcome.test_metrics.items())
+        lines.append(f"best trial {outcome.best['trial']} on the held-out test split: {shown}")
+    lines.append(f"parent run: {outcome.parent_run_id}  (search '{outcome.search_id}')")
+    lines.append(f"open the UI: {outcome.ui_command}")
+    return lines

@@ -1,0 +1,42 @@
+"""Seeds as replicates: which seeds a configuration trains with, and how its runs are
+identified (`group`: the configuration whatever the seed; `config_hash`: one replicate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.config import VALIDATION_METRICS, config_hash
+
+
+def seeds_of(cfg: DictConfig, train: dict[str, Any]) -> list[int]:
+    """`search.seeds`, or the one `train.seed` when no replicates are asked for."""
+    return [int(s) for s in (cfg.search.seeds or [train["seed"]])]
+
+
+def replicated(cfg: DictConfig) -> bool:
+    return bool(cfg.search.seeds) and len(cfg.search.seeds) > 1
+
+
+def group_hash(model: dict[str, Any], train: dict[str, Any], fingerprint: str) -> str:
+    """The configuration, whatever the seed: every model/train setting after the trial's
+    values (so searches with other epochs or batch sizes never share a group)."""
+    return config_hash(
+        {
+            "model": model,
+            "train": {k: v for k, v in train.items() if k != "seed"},
+            "data": fingerprint,
+        }
+    )
+
+
+def replicate_key(values: dict[str, Any], seed: int, fingerprint: str) -> str:
+    """One replicate: hyperparameters, seed and data (a trial is never logged twice)."""
+    return config_hash({"hp": values, "seed": seed, "data": fingerprint})
+
+
+def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """What the tuner ranks: the mean of each validation metric over the seeds."""
+    return {k: float(np.mean([s[k] for s in scores])) for k in VALIDATION_METRICS}

@@ -1,0 +1,179 @@
+"""Retrain one trial run from its logs, through the tuner's own trial code.
+
+Rebuilds the exact config of a child run from what the search logged (the parent's
+resolved `config.yaml` and vocabulary, the child's trial record with hyperparameters,
+seed and data fingerprint), refuses when the data no longer matches, retrains with op
+determinism through `pipeline.search.trial` (the code path the tuner took), logs a new
+run tagged `reproduces=RUN_ID` and compares both runs' metrics.
+`python -m pipeline.reproduce` is its command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import progress
+from pipeline.errors import SearchError
+from pipeline.tracking import Artifact, Kind, Metric, Tag, TrialRecord, TrialRun
+
+# Metrics that measure the machine, not the model: never compared.
+UNCOMPARED = (Metric.TRAIN_SECONDS,)
+
+
+@dataclass
+class Source:
+    """What a child run logged, enough to train it again."""
+
+    run: TrialRun
+    cfg: DictConfig
+    record: TrialRecord
+    vocab: list[str]
+
+
+def load_source(tracker, run_id: str) -> Source:
+    from pipeline.config import Config
+    from pipeline.tracking.records import StaleRecordError
+
+    run = tracker.get_trial_run(run_id)
+    if run.kind != Kind.TRIAL or not run.parent_id:
+        raise SearchError(
+            f"run {run_id} is not a trial run of a search (kind={run.kind or '?'}); "
+            "pass the id of a child run"
+        )
+    try:
+        record = tracker.read_trial_record(run_id)
+    except StaleRecordError as err:
+        raise SearchError(f"run {run_id}: {err}") from None
+    logged = OmegaConf.create(tracker.read_text(run.parent_id, Artifact.CONFIG))
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(logged))
+    vocab = tracker.read_text(run.parent_id, Artifact.VOCAB).split("\n")
+    return Source(run=run, cfg=cfg, record=record, vocab=vocab)
+
+
+def _current_layout(logged: DictConfig) -> DictConfig:
+    """A config logged by an earlier version, in today's schema (keys since removed)."""
+    tuner = logged.get("tuner")
+    if tuner is not None and "executions_per_trial" in tuner:
+        del tuner["executions_per_trial"]  # one execution per run; search.seeds replaced it
+    if "plugins" not in logged:
+        logged.plugins = []
+    return logged
+
+
+def compared_metrics(original: dict[str, float], reproduced: dict[str, float]) -> list[str]:
+    return sorted(k for k in original.keys() & reproduced.keys() if k not in UNCOMPARED)
+
+
+def side_by_side(
+    original: dict[str, float], reproduced: dict[str, float], tolerance: float
+) -> tuple[str, bool]:
+    """A plain-text table of both runs' metrics and whether all match within `tolerance`."""
+    names = compared_metrics(original, reproduced)
+    width = max([len(n) for n in names] + [6])
+    lines = [f"{'metric':<{width}}  {'original':>12}  {'reproduced':>12}  {'difference':>11}"]
+    worst = 0.0
+    for name in names:
+        a, b = original[name], reproduced[name]
+        diff = b - a
+        worst = max(worst, abs(diff))
+        lines.append(f"{name:<{width}}  {a:>12.6g}  {b:>12.6g}  {diff:>11.2e}")
+    return "\n".join(lines), bool(names) and worst <= tolerance
+
+
+@dataclass
+class Reproduction:
+    original: TrialRun
+    reproduced: TrialRun
+    table: str
+    matches: bool
+
+
+@dataclass
+class ReproductionPlan:
+    """A checked source run, its config and data, before anything heavy is imported."""
+
+    tracker: object
+    source: Source
+    data: object  # PreparedData
+
+
+def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
+    """Load what `run_id` logged and check the data still matches (no TensorFlow)."""
+    from pipeline.data import prepare
+    from pipeline.models.registry import validate_config
+    from pipeline.tracking.store import Tracker
+
+    tracker = Tracker.from_config(base.tracking)
+    tracker.connect()
+    source = load_source(tracker, run_id)
+    cfg = source.cfg
+    cfg.tracking = base.tracking  # the store the run was found in, not the one it logged
+    cfg.search.verbose = base.search.verbose
+    validate_config(cfg)  # imports the plugins the search used
+    record = source.record
+    data = prepare(cfg.data)
+    if data.fingerprint != record.data_fingerprint:
+        raise SearchError(
+            f"data fingerprint differs: run {run_id} used {record.data_fingerprint[:12]}, the "
+            f"data '{cfg.data.name}' gives {data.fingerprint[:12]} now (the file or its "
+            "preprocessing changed); refusing to compare"
+        )
+    if data.vocab != source.vocab:
+        raise SearchError(f"vocabulary differs from the one run {run_id}'s search logged")
+    return ReproductionPlan(tracker, source, data)
+
+
+def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
+    """Train the planned run again with op determinism, log it, compare the metrics."""
+    from pipeline.models.registry import variant_label
+    from pipeline.search.space import build_trial_model, trial_settings
+    from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
+    from pipeline.training.fit import enable_determinism
+
+    tracker, source, data = plan.tracker, plan.source, plan.data
+    cfg, record, run_id = source.cfg, source.record, source.run.run_id
+    if not cfg.train.deterministic:
+        progress.say(
+            "note: the original run had train.deterministic=false; metrics may differ slightly"
+        )
+    enable_determinism(True)
+    model_settings, train = trial_settings(cfg, record.hyperparameters)
+    train["seed"] = record.seed
+    variant = variant_label(model_settings)
+    name = source.run.name
+    progress.say(
+        f"reproducing run {run_id} ({name}, {variant}, seed {record.seed}) "
+        f"of search '{source.run.search_id}'"
+    )
+    tracker.experiment_id = source.run.experiment_id
+    tags = {
+        Tag.KIND: Kind.REPRODUCE,
+        Tag.REPRODUCES: run_id,
+        Tag.SOURCE_SEARCH_ID: source.run.search_id or "",
+        Tag.DATA_FINGERPRINT: data.fingerprint,
+        Tag.SEED: record.seed,
+        Tag.VARIANT: variant,
+    }
+    with tracker.run(f"reproduce-{name}", tags=tags) as run:
+        log_trial_inputs(
+            tracker, TrialRecord(record.hyperparameters, record.seed, data.fingerprint)
+        )
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
+        train_and_log(
+            TrialLogging.for_search(cfg, data, tracker),
+            model_settings,
+            train,
+            lambda: build_trial_model(model_settings, train, len(data.vocab), data.n_classes),
+            f"reproduction of {name}",
+        )
+        new_id = run.info.run_id
+    reproduced = tracker.get_trial_run(new_id)
+    table, matches = side_by_side(source.run.metrics, reproduced.metrics, tolerance)
+    return Reproduction(source.run, reproduced, table, matches)
+
+
+def reproduce_run(base: DictConfig, run_id: str, tolerance: float = 1e-6) -> Reproduction:
+    """Retrain `run_id` in the store of `base.tracking`, log the new run, compare."""
+    return retrain(plan_reproduction(base, run_id), tolerance)

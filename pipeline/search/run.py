@@ -1,0 +1,182 @@
+"""`run_search(cfg) -> SearchOutcome`: one search in this process, start to end.
+
+Opens (or reopens) the search's parent run, lets keras-tuner drive the trials, then
+records the outcome on the parent: summary table, comparison figure, best trial and its
+score on the held-out test split. The cluster launcher reuses the parent-run pieces
+(`search_parent_tags`, `log_search_setup`, `finish_search`) around its own processes.
+Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the CLI).
+"""
+
+from __future__ import annotations
+
+import keras
+import pandas as pd
+from keras_tuner.src import config as kt_config
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import progress
+from pipeline.analysis.figures import comparison_figure
+from pipeline.config import (
+    VALIDATION_METRICS,
+    flatten,
+    hydra_overrides,
+    search_space_dims,
+    to_plain,
+)
+from pipeline.data import PreparedData, prepare
+from pipeline.errors import SearchError
+from pipeline.models.registry import validate_config, variant_of
+from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
+from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial
+from pipeline.search.space import active_values, build_trial_model, trial_settings
+from pipeline.search.tuner import drive, make_tuner, weights_path
+from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
+from pipeline.tracking.store import Tracker
+from pipeline.training.evaluation import evaluate
+from pipeline.training.fit import enable_determinism
+
+
+def search_parent_tags(cfg: DictConfig, data: PreparedData, name: str, comparable: str) -> dict:
+    return {
+        Tag.SEARCH_ID: name,
+        Tag.KIND: Kind.SEARCH,
+        Tag.DATA_FINGERPRINT: data.fingerprint,
+        Tag.COMPARABLE_HASH: comparable,
+        Tag.TUNER: cfg.tuner.kind,
+        Tag.OBJECTIVE: cfg.tuner.objective,
+        Tag.CLUSTER: cfg.cluster.mode,
+        Tag.COMMAND: " ".join(["python -m pipeline.search", *hydra_overrides()]),
+    }
+
+
+def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> None:
+    """What a new search records once on its parent run (params are immutable in MLflow)."""
+    tracker.log_params(flatten(to_plain(cfg)))
+    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
+    tracker.log_dict(search_space_dims(cfg.search_space), Artifact.SEARCH_SPACE)
+    tracker.log_text("\n".join(data.vocab), Artifact.VOCAB)
+    tracker.log_environment()
+
+
+def count_trials(tracker: Tracker, trials: pd.DataFrame) -> int:
+    done = int((trials["status"] == Status.FINISHED).sum()) if not trials.empty else 0
+    tracker.log_metrics({Metric.TRIALS_FINISHED: done, Metric.TRIALS_FAILED: len(trials) - done})
+    if done == 0:
+        raise SearchError("no trial finished; see the FAILED child runs for their errors")
+    return done
+
+
+def evaluate_on_test(
+    cfg: DictConfig, data: PreparedData, values: dict, weights: str
+) -> dict[str, float]:
+    """The best trial's saved weights scored once on the held-out test split."""
+    model_settings, train = trial_settings(cfg, values)
+    keras.backend.clear_session()
+    model = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
+    model.load_weights(weights)
+    metrics, _ = evaluate(
+        model,
+        data,
+        "test",
+        train,
+        trim_padding=variant_of(model_settings).trims_padding,
+        prefix=Metric.TEST_PREFIX,
+    )
+    return metrics
+
+
+def finish_search(
+    cfg: DictConfig,
+    data: PreparedData,
+    tracker: Tracker,
+    name: str,
+    parent_id: str,
+    trials: pd.DataFrame,
+    best_values: dict,
+    best_trial_id: str,
+) -> SearchOutcome:
+    """On the (active) parent run: comparison figure, best trial, test metrics."""
+    finished = trials[trials["status"] == Status.FINISHED]
+    tracker.log_figure(comparison_figure(finished, cfg.tuner.objective), Artifact.COMPARISON)
+    table = per_trial(trials)
+    best_row = table[table["trial_id"] == best_trial_id].iloc[0].to_dict()
+    tracker.set_tags({Tag.BEST_RUN_ID: best_row["run_id"], Tag.BEST_TRIAL_ID: best_trial_id})
+    tracker.set_tags({f"{Tag.BEST_PREFIX}{k}": v for k, v in best_values.items()})
+    tracker.log_metrics({f"{Metric.BEST_VAL_PREFIX}{k}": best_row[k] for k in VALIDATION_METRICS})
+    test_metrics: dict[str, float] = {}
+    if cfg.search.evaluate_test and len(data.y["test"]):
+        weights = weights_path(cfg.tuner.directory, name, best_trial_id)
+        test_metrics = evaluate_on_test(cfg, data, best_values, str(weights))
+        tracker.log_metrics(test_metrics)
+    return SearchOutcome(
+        search_id=name,
+        parent_run_id=parent_id,
+        trials=trials,
+        best=best_row,
+        test_metrics=test_metrics,
+        ui_command=tracker.ui_command(),
+        exhausted=exhausted_space(cfg.tuner.kind, cfg.tuner.max_trials, trials),
+    )
+
+
+def describe_data(data: PreparedData) -> str:
+    return (
+        f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
+        f"{len(data.y['val'])}/{len(data.y['test'])}  classes = {data.n_classes}  "
+        f"vocab = {len(data.vocab)}  fingerprint {data.fingerprint[:12]}"
+    )
+
+
+def run_search(
+    cfg: DictConfig, data: PreparedData | None = None, tracker: Tracker | None = None
+) -> SearchOutcome:
+    """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials."""
+    validate_config(cfg)
+    kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
+    data = data or prepare(cfg.data)
+    enable_determinism(cfg.train.deterministic)
+    if tracker is None:
+        tracker = Tracker.from_config(cfg.tracking)
+        tracker.connect()
+    comparable = comparable_hash(cfg, data.fingerprint)
+    plan = plan_search(cfg, tracker, comparable)
+    name, resuming = plan.name, plan.parent_id is not None
+    progress.say(describe_data(data))
+    if resuming:
+        closed = tracker.close_interrupted(plan.parent_id)
+        if closed:
+            progress.say(
+                f"resuming '{name}': {closed} interrupted trial run(s) marked FAILED; "
+                "keras-tuner re-runs them once"
+            )
+    tags = search_parent_tags(cfg, data, name, comparable)
+    with tracker.run(name, tags=tags, run_id=plan.parent_id) as parent:
+        parent_id = parent.info.run_id
+        if not resuming:
+            log_search_setup(cfg, data, tracker)
+        progress.say(
+            f"search '{name}' ({'resumed' if resuming else 'new'}): tuner={cfg.tuner.kind} "
+            f"objective={cfg.tuner.objective} max_trials={cfg.tuner.max_trials}  "
+            f"parent run {parent_id}"
+        )
+        tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
+        if resuming:
+            tuner.rows = previous_rows(tracker, parent_id)
+        try:
+            drive(tuner, cfg)
+        finally:
+            trials = pd.DataFrame(tuner.rows)
+            if not trials.empty:
+                tracker.log_table_csv(trials, Artifact.SUMMARY)
+        count_trials(tracker, trials)
+        best_trial = tuner.oracle.get_best_trials(1)[0]
+        return finish_search(
+            cfg,
+            data,
+            tracker,
+            name,
+            parent_id,
+            trials,
+            active_values(best_trial.hyperparameters),
+            best_trial.trial_id,
+        )

@@ -1,0 +1,184 @@
+"""Train one configuration with one seed and log it on the active run.
+
+Shared by the tuner (`TrackedTuner.run_trial`) and `pipeline.reproduce`, so a
+reproduction trains and logs through exactly the code path the original run took:
+`log_trial_inputs` writes the trial record, `train_and_log` fits, scores and logs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.analysis.attention import AttentionView, choose_panel, inspect_attention
+from pipeline.analysis.figures import confusion_matrix_figure, heatmap_figure, panel_html
+from pipeline.data import PreparedData
+from pipeline.models.registry import PoolingVariant, variant_of
+from pipeline.tracking import Artifact, Metric, TrialRecord
+from pipeline.tracking.store import Tracker
+from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
+from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metrics
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Per-epoch train/val metrics on the active run, with step=epoch."""
+
+    def __init__(self, tracker: Tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch, logs=None):
+        finite = {k: v for k, v in (logs or {}).items() if np.isfinite(v)}
+        self.tracker.log_metrics(finite, step=epoch)
+
+
+@dataclass
+class TrialLogging:
+    """What every trial of a search logs the same way: where, and which panel."""
+
+    cfg: DictConfig
+    data: PreparedData
+    tracker: Tracker
+    panel: np.ndarray  # validation examples of the heatmaps, the same for every trial
+
+    @classmethod
+    def for_search(cls, cfg: DictConfig, data: PreparedData, tracker: Tracker) -> TrialLogging:
+        a = cfg.attention
+        panel = choose_panel(data.y["val"], data.n_classes, a.panel_size, a.panel_seed)
+        return cls(cfg, data, tracker, panel)
+
+    def log_attention(
+        self, model: keras.Model, variant: PoolingVariant, label: str, name: str, step: int
+    ) -> dict[str, float]:
+        """The panel's heatmap, HTML and JSON under attention/<name>_*; the metrics."""
+        view: AttentionView = inspect_attention(model, variant, self.data, self.panel, label)
+        log = self.tracker
+        log.log_figure(
+            heatmap_figure(
+                view.rows, view.title, kind=view.kind, max_tokens=self.cfg.attention.max_tokens
+            ),
+            Artifact.attention(name, view.kind, "png"),
+        )
+        log.log_text(
+            panel_html(view.rows, view.title, kind=view.kind),
+            Artifact.attention(name, view.kind, "html"),
+        )
+        log.log_dict(
+            {
+                "kind": view.kind,
+                "title": view.title,
+                "step": step,
+                "examples": [asdict(r) for r in view.rows],
+            },
+            Artifact.attention(name, view.kind, "json"),
+        )
+        log.log_metrics(view.metrics, step=step)
+        return view.metrics
+
+
+class AttentionEpochLogger(keras.callbacks.Callback):
+    """Every `every` epochs, log the panel and attention metrics with step=epoch."""
+
+    def __init__(self, logging: TrialLogging, variant: PoolingVariant, label: str, every: int):
+        super().__init__()
+        self.logging, self.variant, self.label, self.every = logging, variant, label, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every and (epoch + 1) % self.every == 0:
+            self.logging.log_attention(
+                self.model,
+                self.variant,
+                f"{self.label} epoch {epoch + 1}",
+                name=f"epoch_{epoch + 1:03d}",
+                step=epoch,
+            )
+
+
+def log_trial_inputs(tracker: Tracker, record: TrialRecord) -> None:
+    """A trial run's hyperparameters (params) and its `trial.json`, before training."""
+    tracker.log_params(record.hyperparameters)
+    tracker.log_trial_record(record)
+
+
+def log_datasets(data: PreparedData, tracker: Tracker) -> None:
+    """The train/val splits as MLflow datasets, so the UI shows what a run used."""
+    for split, context in (("train", "training"), ("val", "validation")):
+        tracker.log_dataset(
+            data.x[split],
+            data.y[split],
+            f"{data.name}-{split}",
+            context,
+            source=data.name,
+            digest=f"{data.fingerprint[:28]}-{split}",
+        )
+
+
+@dataclass
+class TrainedTrial:
+    metrics: dict[str, float]
+    model: keras.Model
+    fit_seconds: float  # the part a bare model.fit would cost too
+
+
+def train_and_log(
+    logging: TrialLogging,
+    model_settings: dict[str, Any],
+    train: dict[str, Any],
+    build: Callable[[], keras.Model],
+    label: str,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainedTrial:
+    """Fit with seed `train.seed`, log its curves and final metrics, a confusion matrix
+    and the attention artifacts on the active run."""
+    cfg, data, tracker = logging.cfg, logging.data, logging.tracker
+    variant = variant_of(model_settings)
+    if cfg.tracking.log_datasets:
+        log_datasets(data, tracker)
+    keras.backend.clear_session()  # also runs gc.collect()
+    keras.utils.set_random_seed(int(train["seed"]))
+    model = build()
+    confusion = ValidationConfusion()
+    callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
+    callbacks.append(MetricsLogger(tracker))
+    if cfg.attention.enabled and cfg.attention.plot_every:
+        callbacks.append(AttentionEpochLogger(logging, variant, label, cfg.attention.plot_every))
+    started = time.perf_counter()
+    history = fit(model, data, train, trim_padding=variant.trims_padding, callbacks=callbacks)
+    fit_seconds = time.perf_counter() - started
+    # fit's own validation pass already scored the weights the model ends with.
+    kept = final_epoch(history, train)
+    final = validation_metrics(history, kept)
+    best = best_epoch(history, train["early_stopping"]["monitor"])
+    # The final model (best weights restored) is scored one step after the last epoch,
+    # so the last point of each val_* curve is the score the tuner ranks by.
+    tracker.log_metrics(final, step=len(history.epoch))
+    tracker.log_metrics(
+        {
+            Metric.BEST_EPOCH: best,
+            Metric.EPOCHS_TRAINED: len(history.epoch),
+            **{
+                f"{Metric.BEST_VAL_PREFIX}{k}": v[best]
+                for k, v in history.history.items()
+                if k.startswith("val_")
+            },
+            Metric.PARAM_COUNT: model.count_params(),
+            Metric.TRAIN_SECONDS: fit_seconds,
+        }
+    )
+    tracker.log_figure(
+        confusion_matrix_figure(confusion.by_epoch[kept], data.class_names, "validation"),
+        Artifact.CONFUSION,
+    )
+    if cfg.attention.enabled:
+        final.update(
+            logging.log_attention(model, variant, label, name="final", step=len(history.epoch))
+        )
+    if cfg.tracking.log_model:
+        tracker.log_keras_model(model, data.x["val"][:2])
+    return TrainedTrial(final, model, fit_seconds)

@@ -1,0 +1,226 @@
+"""keras-tuner's Tuner, with every trial (configuration x seed) a nested MLflow run.
+
+`TrackedTuner.run_trial` is keras-tuner's own extension point: it trains one
+configuration once per seed and logs each seed as a child of the search's parent run
+(callbacks given to `search()` would be deep-copied, so per-trial logging lives here).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+from omegaconf import DictConfig
+
+from pipeline import progress
+from pipeline.config import VALIDATION_METRICS, TunerKind, is_better
+from pipeline.data import PreparedData
+from pipeline.errors import SearchError, one_line
+from pipeline.models.registry import variant_label
+from pipeline.search.oracles import make_oracle
+from pipeline.search.outcome import new_row
+from pipeline.search.replicates import (
+    group_hash,
+    mean_scores,
+    replicate_key,
+    replicated,
+    seeds_of,
+)
+from pipeline.search.space import SearchSpaceHyperModel, active_values, trial_settings
+from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
+from pipeline.tracking import Kind, Status, Tag, TrialRecord
+from pipeline.tracking.store import Tracker
+
+WEIGHTS_FILE = "best.weights.h5"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def weights_path(directory: str, name: str, trial_id: str) -> Path:
+    """Where a trial's weights live (keras-tuner's trial folder of project `name`)."""
+    return Path(directory) / name / f"trial_{trial_id}" / WEIGHTS_FILE
+
+
+class TrackedTuner(kt.Tuner):
+    """A keras-tuner Tuner (any oracle) whose trials are MLflow child runs."""
+
+    def __init__(
+        self,
+        oracle,
+        hypermodel,
+        *,
+        cfg: DictConfig,
+        data: PreparedData,
+        tracker: Tracker,
+        search_id: str,
+        **kwargs,
+    ):
+        super().__init__(oracle, hypermodel, **kwargs)
+        self.cfg = cfg
+        self.data = data
+        self.tracker = tracker
+        self.search_id = search_id
+        self.rows: list[dict[str, Any]] = []  # one summary row per trial run
+        self.logging = TrialLogging.for_search(cfg, data, tracker)
+        self.best_score: float | None = None
+        self.best_number: int | None = None
+        self.worker_id: str | None = None  # set on cluster workers, tagged on their runs
+
+    def _trial_number(self, trial_id: str) -> int:
+        """1, 2, ... per configuration: keras-tuner's own trial id + 1 (ids are "00", "01",
+        ... from the oracle, so cluster workers and resumed searches agree on numbers)."""
+        if str(trial_id).isdigit():
+            return int(trial_id) + 1
+        known = {r["trial_id"]: r["trial"] for r in self.rows}
+        return known.get(trial_id) or max(known.values(), default=0) + 1
+
+    # keras-tuner calls this once per trial (one configuration, every seed).
+    def run_trial(self, trial, *args, **kwargs):
+        values = active_values(trial.hyperparameters)
+        model_settings, train = trial_settings(self.cfg, values)
+        seeds = seeds_of(self.cfg, train)
+        number = self._trial_number(trial.trial_id)
+        shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != TunerKind.hyperband else "?"
+        several = f"  x {len(seeds)} seeds" if len(seeds) > 1 else ""
+        progress.say(f"[trial {number}/{total}] {progress.format_params(shown)}{several}")
+        group = group_hash(model_settings, train, self.data.fingerprint)
+        scores = [
+            self._run_replicate(trial, values, model_settings, {**train, "seed": s}, number, group)
+            for s in seeds
+        ]
+        metrics = mean_scores(scores)
+        self._report_score(number, metrics, len(scores))
+        return metrics
+
+    def _run_replicate(
+        self, trial, values: dict, model_settings: dict, train: dict, number: int, group: str
+    ) -> dict[str, float]:
+        """One seed of one configuration: its own child run (never run or logged twice)."""
+        seed = int(train["seed"])
+        key = replicate_key(values, seed, self.data.fingerprint)
+        done = next(
+            (r for r in self.rows if r.get("config_hash") == key and r["status"] == "FINISHED"),
+            None,
+        )
+        if done is not None:  # finished and logged before a crash
+            progress.say(f"    seed {seed}: already finished (run {done['run_id']})")
+            return {k: float(done[k]) for k in VALIDATION_METRICS}
+        variant = variant_label(model_settings)
+        row = new_row(number, trial.trial_id, seed, variant, group, key, values)
+        self.rows.append(row)
+        several = replicated(self.cfg)
+        if several:
+            progress.say(f"  seed {seed}")
+        tags = {
+            Tag.SEARCH_ID: self.search_id,
+            Tag.TRIAL_ID: trial.trial_id,
+            Tag.TRIAL_NUMBER: number,
+            Tag.CONFIG_HASH: key,
+            Tag.GROUP: group,
+            Tag.DATA_FINGERPRINT: self.data.fingerprint,
+            Tag.DATA: self.data.name,
+            Tag.SEED: seed,
+            Tag.POOLING: model_settings["pooling"],
+            Tag.VARIANT: variant,
+            Tag.KIND: Kind.TRIAL,
+            **({Tag.WORKER: self.worker_id} if self.worker_id else {}),
+        }
+        name = f"trial-{number:03d}" + (f"-seed{seed}" if several else "")
+        started = time.perf_counter()
+        try:
+            with self.tracker.run(name, tags=tags, nested=True) as run:
+                row["run_id"] = run.info.run_id
+                log_trial_inputs(
+                    self.tracker, TrialRecord(values, seed, self.data.fingerprint, group)
+                )
+                trained = train_and_log(
+                    self.logging,
+                    model_settings,
+                    train,
+                    lambda: self.hypermodel.build(trial.hyperparameters),
+                    f"trial {number} ({variant}, seed {seed})",
+                )
+                metrics = trained.metrics
+                row["fit_seconds"] = round(trained.fit_seconds, 3)
+                if seed == seeds_of(self.cfg, train)[0]:
+                    self.save_model(trial.trial_id, trained.model)  # the first seed's weights
+                del trained
+        except Exception as err:
+            first = one_line(err)
+            row["error"] = first
+            progress.say(f"    FAILED: {first}")
+            raise kt.errors.FailedTrialError(first) from err
+        row.update(
+            metrics,
+            status=Status.FINISHED,
+            seconds=round(time.perf_counter() - started, 2),
+            rss_mb=round(rss_mb(), 1),
+        )
+        return metrics
+
+    def _report_score(self, number: int, metrics: dict[str, float], n_seeds: int) -> None:
+        name = self.oracle.objective.name
+        score = metrics[name]
+        label = f"mean {name} over {n_seeds} seeds" if n_seeds > 1 else name
+        if is_better(score, self.best_score, name):
+            self.best_score, self.best_number = score, number
+        progress.say(
+            f"    -> {label}: {score:.4f}   best so far {self.best_score:.4f} "
+            f"(trial {self.best_number})"
+        )
+
+    def save_model(self, trial_id, model, step=0):
+        """Weights only (fast); `load_model` rebuilds the architecture from the trial's hp."""
+        path = Path(self.get_trial_dir(trial_id)) / WEIGHTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(path)
+
+    def load_model(self, trial):
+        keras.backend.clear_session()
+        model = self.hypermodel.build(trial.hyperparameters)
+        model.load_weights(Path(self.get_trial_dir(trial.trial_id)) / WEIGHTS_FILE)
+        return model
+
+
+def make_tuner(
+    cfg: DictConfig, data: PreparedData, tracker: Tracker, name: str, overwrite: bool
+) -> TrackedTuner:
+    return TrackedTuner(
+        make_oracle(cfg.tuner),
+        SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes),
+        cfg=cfg,
+        data=data,
+        tracker=tracker,
+        search_id=name,
+        directory=cfg.tuner.directory,
+        project_name=name,
+        overwrite=overwrite,
+    )
+
+
+def drive(tuner: TrackedTuner, cfg: DictConfig) -> None:
+    """tuner.search(), with keras-tuner's failure limit turned into one clear line."""
+    try:
+        tuner.search(verbose=0)
+    except RuntimeError as err:
+        if "consecutive failures" not in str(err):
+            raise
+        last = tuner.rows[-1].get("error", "") if tuner.rows else ""
+        raise SearchError(
+            f"search stopped: {cfg.tuner.max_consecutive_failed_trials} consecutive trials "
+            f"failed (tuner.max_consecutive_failed_trials); last error: {last}"
+        ) from None

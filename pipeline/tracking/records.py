@@ -1,0 +1,97 @@
+"""Typed records that readers get from the tracking store (never MLflow column strings).
+
+`SearchRun` and `TrialRun` are what a search's parent and trial runs hold;
+`TrialRecord` is a trial's `trial.json`, written and read by this package for the
+tuner and `pipeline.reproduce` alike. Plain Python: no MLflow import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.errors import UserFacingError
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A search's parent run."""
+
+    run_id: str
+    name: str  # search_id
+    status: str
+    start_time: int  # ms since the epoch
+    comparable_hash: str | None = None
+    objective: str | None = None
+    command: str | None = None
+    superseded: bool = False
+    best_run_id: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # package -> version
+    machine: dict[str, str] = field(default_factory=dict)  # platform, cpus, python
+    git_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """A trial (or reproduce) run: tags as typed fields, params and metrics as dicts."""
+
+    run_id: str
+    name: str
+    experiment_id: str
+    status: str
+    start_time: int  # ms since the epoch
+    end_time: int | None
+    parent_id: str | None = None
+    kind: str | None = None
+    search_id: str | None = None
+    trial_id: str | None = None
+    trial_number: int | None = None
+    config_hash: str | None = None
+    group: str | None = None
+    seed: int | None = None
+    variant: str | None = None
+    data: str | None = None
+    data_fingerprint: str | None = None
+    worker: str | None = None
+    interrupted: bool = False
+    error: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return round(((self.end_time or 0) - self.start_time) / 1000, 2)
+
+
+class StaleRecordError(UserFacingError, ValueError):
+    """A logged record uses a layout this version can no longer act on."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One replicate's `trial.json`: enough to train it again."""
+
+    hyperparameters: dict[str, Any]
+    seed: int
+    data_fingerprint: str
+    group: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrialRecord:
+        # Runs logged before `tuner.executions_per_trial` was removed carry it (always 1
+        # unless set): several executions averaged in one run cannot be retrained alike.
+        executions = int(raw.get("executions_per_trial", 1))
+        if executions != 1:
+            raise StaleRecordError(
+                f"trained with tuner.executions_per_trial={executions}, which no longer "
+                "exists (search.seeds replaces it); it cannot be retrained the same way"
+            )
+        return cls(
+            hyperparameters=dict(raw["hyperparameters"]),
+            seed=int(raw["seed"]),
+            data_fingerprint=str(raw["data_fingerprint"]),
+            group=raw.get("group"),
+        )

@@ -1,0 +1,114 @@
+"""The run schema: every tag, metric, param and artifact path the pipeline writes.
+
+Writers (the search, reproduce, the report) and readers (ledger, report, reproduce,
+benchmarks, the UI capture) spell names through these constants, and readers get
+typed records (`records.py`) rather than MLflow's column strings. A second tracking
+backend would implement exactly this schema. Plain Python: no MLflow import here.
+"""
+
+from __future__ import annotations
+
+# MLflow's own tag linking a child run to its parent (only `store.py` reads it).
+MLFLOW_PARENT = "mlflow.parentRunId"
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+
+
+class Kind:
+    """Tag `kind`: what a run is."""
+
+    SEARCH = "search"  # one per search: config, best trial, test score, summary
+    TRIAL = "trial"  # one per (configuration, seed), nested under its search
+    REPRODUCE = "reproduce"  # a retraining by `pipeline.reproduce`
+
+
+class Status:
+    """MLflow run statuses (and, lower-cased, the `status` tag that mirrors them)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class Tag:
+    # every run
+    KIND = "kind"
+    STATUS = "status"  # finished | failed | killed (mirrors the run status)
+    ERROR = "error"  # "<Type>: <one line>" of a failed run
+    INTERRUPTED = "interrupted"  # "true": killed, or found RUNNING after its process died
+    SEARCH_ID = "search_id"  # the search's name (parent and children)
+    DATA_FINGERPRINT = "data_fingerprint"
+    # search (parent) runs
+    COMPARABLE_HASH = "comparable_hash"  # what must not change for a resume
+    SUPERSEDED = "superseded"  # "true": restarted with search.force_new
+    TUNER = "tuner"
+    OBJECTIVE = "objective"
+    CLUSTER = "cluster"
+    COMMAND = "command"  # the search command line
+    BEST_RUN_ID = "best_run_id"
+    BEST_TRIAL_ID = "best_trial_id"
+    BEST_PREFIX = "best."  # best.<hyperparameter>
+    VERSION_PREFIX = "version."  # version.<package>
+    MACHINE_PREFIX = "machine."  # machine.platform | cpus | python
+    # trial (child) runs
+    TRIAL_ID = "trial_id"  # keras-tuner's trial id ("00", "01", ...)
+    TRIAL_NUMBER = "trial_number"  # 1, 2, ... (trial id + 1)
+    CONFIG_HASH = "config_hash"  # hyperparameters + seed + data: a replicate's identity
+    GROUP = "group"  # the configuration whatever the seed
+    DATA = "data"  # data set name
+    SEED = "seed"
+    POOLING = "pooling"
+    VARIANT = "variant"  # the pooling registry's label, e.g. attention-tanh
+    WORKER = "worker"  # cluster worker id
+    # reproduce runs
+    REPRODUCES = "reproduces"  # the run id it retrains
+    SOURCE_SEARCH_ID = "source_search_id"
+
+
+class Metric:
+    # per epoch (step = epoch) and, one step after the last epoch, the restored model
+    LOSS = "loss"
+    ACCURACY = "accuracy"
+    MACRO_F1 = "macro_f1"
+    VAL_ACCURACY = "val_accuracy"
+    VAL_LOSS = "val_loss"
+    VAL_MACRO_F1 = "val_macro_f1"
+    # once per trial run
+    BEST_EPOCH = "best_epoch"
+    EPOCHS_TRAINED = "epochs_trained"
+    BEST_VAL_PREFIX = "best_"  # best_val_* (best epoch's values; parent: the best trial's)
+    PARAM_COUNT = "param_count"
+    TRAIN_SECONDS = "train_seconds"
+    ATTENTION_PREFIX = "attention_"  # attention_entropy, attention_on_padding, ...
+    ATTENTION_ON_KEYS = "attention_on_keys"
+    ATTENTION_ENTROPY = "attention_entropy"
+    # search (parent) runs
+    TRIALS_FINISHED = "trials_finished"
+    TRIALS_FAILED = "trials_failed"
+    TEST_PREFIX = "test_"  # test_accuracy, test_loss, test_macro_f1
+
+
+# Params: a trial run logs its active hyperparameters under their knob names
+# (`pooling`, `units`, `tuner/epochs`, ...); a search run logs its flattened config
+# (`model.units`, `tuner.kind`, ...).
+
+
+class Artifact:
+    # search (parent) runs
+    CONFIG = "config.yaml"  # the resolved config
+    SEARCH_SPACE = "search_space.json"
+    VOCAB = "vocab.txt"
+    ENVIRONMENT = "environment.json"
+    SUMMARY = "search_summary.csv"
+    COMPARISON = "comparison.png"
+    REPORT_DIR = "report"
+    # trial runs
+    TRIAL_RECORD = "trial.json"  # what `pipeline.reproduce` needs (records.TrialRecord)
+    CONFUSION = "confusion_matrix.png"
+    MODEL_DIR = "model"
+    ATTENTION_DIR = "attention"  # attention/<name>_<kind>.{png,html,json}
+
+    @staticmethod
+    def attention(name: str, kind: str, ext: str) -> str:
+        """attention/final_attention.png, attention/epoch_002_saliency.json, ..."""
+        return f"{Artifact.ATTENTION_DIR}/{name}_{kind}.{ext}"
