@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 search: $(VENV)/.installed
 	$(PY) -m pipeline.search $(ARGS)
 
+# One pytest worker per core (pytest-xdist); tests steal work from each other so the
+# long end-to-end ones spread out. ARGS="-n 0 tests/test_x.py" runs serially.
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto --dist worksteal $(ARGS)
 
 # Headless Chromium for the MLflow UI check (Debian packages; needs root and apt-get).
 # Without them the browser test is skipped with a message saying so.

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig
 
-CPU_ENV = "PIPELINE_WORKER_CPU"  # set by the cluster launcher for each worker
 NOISY_LOGGERS = ("tensorflow", "absl", "mlflow", "alembic", "h5py", "matplotlib", "urllib3")
 
 
@@ -115,6 +114,8 @@ def frozen_heap() -> Iterator[None]:
 def pin_to_cpu_from_env() -> None:
     """First thing a cluster worker does, before TensorFlow starts threads (they inherit
     the affinity): run on the one CPU the launcher gave it."""
+    from pipeline.cluster import CPU_ENV
+
     cpu = os.environ.get(CPU_ENV)
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(cpu)})

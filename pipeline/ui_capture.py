@@ -1,11 +1,50 @@
 """`python -m pipeline.ui_capture --search NAME`: regenerate the README screenshots of the
-MLflow UI from a finished search (see `pipeline.tracking.ui`)."""
+MLflow UI from a finished search (the browser part is `pipeline.tracking.ui`)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+
+def capture_search(db: str, search: str, out: Path) -> list[Path]:
+    """README images from a finished search in a local SQLite store: the heatmap (or
+    saliency) of its best attention trial, the runs table and that artifact in the UI."""
+    from pipeline.models.registry import get_pooling
+    from pipeline.tracking import Artifact, Metric, Tracker, TrackingError
+    from pipeline.tracking.server import mlflow_server
+    from pipeline.tracking.ui import capture
+
+    uri = f"sqlite:///{Path(db).resolve()}"
+    tracker = Tracker(uri, "attention-search", str(Path(db).resolve().parent / "artifacts"))
+    tracker.connect()
+    parent = tracker.find_search(search)
+    if parent is None:
+        raise TrackingError(f"no search named '{search}' in {uri}")
+    children = tracker.trial_runs(parent.run_id)
+    weighted = [
+        r for r in children if get_pooling(r.params.get("pooling", "mean")).attention_weights
+    ]
+    best = max(weighted or children, key=lambda r: r.metrics.get(Metric.VAL_ACCURACY, 0))
+    kind = "attention" if best in weighted else "saliency"
+    artifact = Artifact.attention("final", kind, "png")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(tracker.download_artifact(best.run_id, artifact, tmp), out / "heatmap.png")
+    with mlflow_server(uri, Path(db).resolve().parent) as base:
+        shots = capture(
+            base,
+            best.experiment_id,
+            parent.name,
+            [r.name for r in children][:3],
+            best.run_id,
+            artifact,
+            out,
+        )
+    return [out / "heatmap.png", *shots.values()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipeline.cli import guarded
-    from pipeline.tracking.ui import capture_search
 
     def run() -> int:
         print("\n".join(str(p) for p in capture_search(args.db, args.search, Path(args.out))))

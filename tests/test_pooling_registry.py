@@ -72,6 +72,7 @@ def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_r
         "search.seeds=[0,1]",
         "search.name=plugin",
         "tracking.log_model=false",
+        "tracking.log_datasets=false",
     )
     outcome = run_search(cfg)
     assert set(outcome.trials["variant"]) == {"gated", "mean"}

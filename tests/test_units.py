@@ -107,3 +107,27 @@ def test_tuner_seed_zero_is_a_fixed_seed():
     cfg = compose_config()
     assert cfg.tuner.seed == 0
     assert make_oracle(cfg.tuner).seed == make_oracle(cfg.tuner).seed
+
+
+def test_trial_records_and_configs_logged_before_the_redesign_still_read():
+    """Runs logged by the flat-module layout: trial.json with executions_per_trial and
+    a config.yaml without `plugins` (and with tuner.executions_per_trial)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import Config, compose_config, to_plain
+    from pipeline.search.reproduce import _current_layout
+    from pipeline.tracking import TrialRecord
+    from pipeline.tracking.records import StaleRecordError
+
+    old = {"hyperparameters": {"pooling": "mean"}, "seed": 1, "executions_per_trial": 1}
+    record = TrialRecord.from_json({**old, "data_fingerprint": "abc"})
+    assert record == TrialRecord({"pooling": "mean"}, 1, "abc", None)
+    assert TrialRecord.from_json(record.to_json()) == record
+    with pytest.raises(StaleRecordError, match="executions_per_trial=2"):
+        TrialRecord.from_json({**old, "executions_per_trial": 2, "data_fingerprint": "abc"})
+
+    logged = to_plain(compose_config())
+    del logged["plugins"]
+    logged["tuner"]["executions_per_trial"] = 1
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
+    assert cfg.plugins == [] and "executions_per_trial" not in cfg.tuner

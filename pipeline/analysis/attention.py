@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.tracking import Metric
+
 OOV_ID = 1
 
 
@@ -30,7 +32,7 @@ def attention_metrics(
     """
     real = token_ids != 0
     lengths = real.sum(axis=1)
-    out = {"attention_on_padding": float(np.mean(np.where(real, 0.0, weights).sum(axis=1)))}
+    out = {Metric.ATTENTION_ON_PADDING: float(np.mean(np.where(real, 0.0, weights).sum(axis=1)))}
     entropies = []
     for w, r, n in zip(weights, real, lengths, strict=True):
         if n < 2:
@@ -42,11 +44,11 @@ def attention_metrics(
         p = p / total
         nz = p[p > 0]
         entropies.append(float(-(nz * np.log(nz)).sum() / np.log(n)))
-    out["attention_entropy"] = float(np.mean(entropies)) if entropies else float("nan")
+    out[Metric.ATTENTION_ENTROPY] = float(np.mean(entropies)) if entropies else float("nan")
     if key_mask is not None:
-        out["attention_on_keys"] = float(np.mean(np.where(key_mask, weights, 0.0).sum(axis=1)))
+        out[Metric.ATTENTION_ON_KEYS] = float(np.mean(np.where(key_mask, weights, 0.0).sum(axis=1)))
         top = weights.argmax(axis=1)
-        out["attention_top1_key_hit"] = float(np.mean(key_mask[np.arange(len(top)), top]))
+        out[Metric.ATTENTION_TOP1_KEY_HIT] = float(np.mean(key_mask[np.arange(len(top)), top]))
     return out
 
 

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from pipeline.tracking import Metric  # noqa: E402
+
 
 def confusion_matrix_figure(cm: np.ndarray, class_names: list[str], title: str) -> Figure:
     size = 1.2 + 0.7 * len(class_names)
@@ -133,7 +135,8 @@ def panel_html(rows, title: str, kind: str = "attention") -> str:
 
 def comparison_figure(frame, objective: str) -> Figure:
     """Per-variant strip plot of the objective (and attention on keys, when known)."""
-    metrics = [objective] + (["attention_on_keys"] if "attention_on_keys" in frame else [])
+    keys = Metric.ATTENTION_ON_KEYS
+    metrics = [objective] + ([keys] if keys in frame else [])
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     variants = sorted(frame["variant"].unique())
     rng = np.random.default_rng(0)

@@ -17,16 +17,16 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import SearchError
-from pipeline.tracking import Artifact, SearchRun, Status, TrialRun
+from pipeline.tracking import Artifact, Metric, SearchRun, Status, TrialRun
 
 COLUMNS = {  # leaderboard metric -> markdown header
-    "val_accuracy": "val accuracy",
-    "val_macro_f1": "val macro-F1",
-    "val_loss": "val loss",
-    "attention_on_keys": "attention on keys",
-    "attention_entropy": "attention entropy",
-    "train_seconds": "train s",
-    "param_count": "params",
+    Metric.VAL_ACCURACY: "val accuracy",
+    Metric.VAL_MACRO_F1: "val macro-F1",
+    Metric.VAL_LOSS: "val loss",
+    Metric.ATTENTION_ON_KEYS: "attention on keys",
+    Metric.ATTENTION_ENTROPY: "attention entropy",
+    Metric.TRAIN_SECONDS: "train s",
+    Metric.PARAM_COUNT: "params",
 }
 
 
@@ -88,9 +88,9 @@ def _mean_std(row: pd.Series, metric: str) -> str:
     mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
     if mean is None or pd.isna(mean):
         return "-"
-    if metric == "param_count":
+    if metric == Metric.PARAM_COUNT:
         return f"{mean:,.0f}"
-    digits = 1 if metric == "train_seconds" else 4
+    digits = 1 if metric == Metric.TRAIN_SECONDS else 4
     spread = "" if std is None or pd.isna(std) else f" ± {std:.{digits}f}"
     return f"{mean:.{digits}f}{spread}"
 
@@ -199,7 +199,7 @@ def build_report(
     if runs.empty:
         what = f"search '{search}'" if search else f"experiment '{tracker.experiment_name}'"
         raise SearchError(f"{what} has no finished trial runs to report on")
-    objective = objective or (parent.objective if parent else None) or "val_accuracy"
+    objective = objective or (parent.objective if parent else None) or Metric.VAL_ACCURACY
     if objective not in runs:
         raise SearchError(f"--objective: no metric '{objective}' on these runs")
     board = leaderboard(runs, objective)

@@ -16,15 +16,16 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.config import minimised
+from pipeline.tracking import Metric
 
 SUMMARISED = (
-    "val_accuracy",
-    "val_macro_f1",
-    "val_loss",
-    "attention_on_keys",
-    "attention_entropy",
-    "train_seconds",
-    "param_count",
+    Metric.VAL_ACCURACY,
+    Metric.VAL_MACRO_F1,
+    Metric.VAL_LOSS,
+    Metric.ATTENTION_ON_KEYS,
+    Metric.ATTENTION_ENTROPY,
+    Metric.TRAIN_SECONDS,
+    Metric.PARAM_COUNT,
 )
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
-from pipeline.cli import CPU_ENV
+from pipeline.cluster import CPU_ENV
 from pipeline.config import ClusterRole, TunerKind
 from pipeline.data import PreparedData
 from pipeline.errors import SearchError

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from pipeline.config import to_plain
 from pipeline.data.loaders import LOADERS, DataError, RawData
 
-PAD, OOV = "", "[UNK]"
+PAD, OOV = "", "[UNK]"  # ids 0 and 1
 
 
 @dataclass
@@ -39,10 +39,6 @@ class PreparedData:
     @property
     def max_len(self) -> int:
         return int(self.x["train"].shape[1])
-
-    def decode(self, ids: np.ndarray) -> list[str]:
-        """Token strings of the real (non-padding) positions."""
-        return [self.vocab[i] if i < len(self.vocab) else OOV for i in ids if i != 0]
 
 
 class Tokenizer:

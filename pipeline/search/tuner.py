@@ -113,7 +113,11 @@ class TrackedTuner(kt.Tuner):
         seed = int(train["seed"])
         key = replicate_key(values, seed, self.data.fingerprint)
         done = next(
-            (r for r in self.rows if r.get("config_hash") == key and r["status"] == "FINISHED"),
+            (
+                r
+                for r in self.rows
+                if r.get("config_hash") == key and r["status"] == Status.FINISHED
+            ),
             None,
         )
         if done is not None:  # finished and logged before a crash

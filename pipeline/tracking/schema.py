@@ -80,8 +80,10 @@ class Metric:
     PARAM_COUNT = "param_count"
     TRAIN_SECONDS = "train_seconds"
     ATTENTION_PREFIX = "attention_"  # attention_entropy, attention_on_padding, ...
-    ATTENTION_ON_KEYS = "attention_on_keys"
-    ATTENTION_ENTROPY = "attention_entropy"
+    ATTENTION_ENTROPY = "attention_entropy"  # normalised: 1 uniform, 0 one token
+    ATTENTION_ON_PADDING = "attention_on_padding"
+    ATTENTION_ON_KEYS = "attention_on_keys"  # synthetic data: share on planted keys
+    ATTENTION_TOP1_KEY_HIT = "attention_top1_key_hit"
     # search (parent) runs
     TRIALS_FINISHED = "trials_finished"
     TRIALS_FAILED = "trials_failed"

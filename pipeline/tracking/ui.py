@@ -10,8 +10,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.tracking.server import mlflow_server
-
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -73,39 +71,3 @@ def capture(
         finally:
             browser.close()
     return shots
-
-
-def capture_search(db: str, search: str, out: Path) -> list[Path]:
-    """README images from a finished search in a local SQLite store: the heatmap (or
-    saliency) of its best attention trial, the runs table and that artifact in the UI."""
-    from pipeline.models.registry import get_pooling
-    from pipeline.tracking.schema import Artifact, Metric
-    from pipeline.tracking.store import Tracker, TrackingError
-
-    uri = f"sqlite:///{Path(db).resolve()}"
-    tracker = Tracker(uri, "attention-search", str(Path(db).resolve().parent / "artifacts"))
-    tracker.connect()
-    parent = tracker.find_search(search)
-    if parent is None:
-        raise TrackingError(f"no search named '{search}' in {uri}")
-    children = tracker.trial_runs(parent.run_id)
-    weighted = [
-        r for r in children if get_pooling(r.params.get("pooling", "mean")).attention_weights
-    ]
-    best = max(weighted or children, key=lambda r: r.metrics.get(Metric.VAL_ACCURACY, 0))
-    kind = "attention" if best in weighted else "saliency"
-    artifact = Artifact.attention("final", kind, "png")
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(tracker.download_artifact(best.run_id, artifact, tmp), out / "heatmap.png")
-    with mlflow_server(uri, Path(db).resolve().parent) as base:
-        shots = capture(
-            base,
-            best.experiment_id,
-            parent.name,
-            [r.name for r in children][:3],
-            best.run_id,
-            artifact,
-            out,
-        )
-    return [out / "heatmap.png", *shots.values()]

@@ -1,0 +1,127 @@
+"""The layout keeps its promises: import directions between packages (the table in
+../shared/DESIGN.md), MLflow only inside `pipeline.tracking`, nothing heavy where a
+command must answer fast, and the process-wide switches at the edge."""
+
+from __future__ import annotations
+
+import ast
+import gc
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+PIPELINE = PROJECT_ROOT / "pipeline"
+HEAVY = {"tensorflow", "keras", "keras_tuner", "mlflow"}
+SHARED = {"errors", "progress"}  # small modules every package may use
+ENTRY_POINTS = {
+    "pipeline.search.__main__",
+    "pipeline.report",
+    "pipeline.reproduce",
+    "pipeline.server",
+    "pipeline.ui_capture",
+    "pipeline.bench.__main__",
+}
+# package -> project packages it may import (besides SHARED and itself)
+ALLOWED = {
+    "config": set(),
+    "data": {"config"},
+    "models": {"config"},
+    "training": {"config", "data", "models"},
+    "tracking": {"config"},
+    "analysis": {"config", "tracking", "models"},
+    "search": {"config", "data", "models", "training", "tracking", "analysis"},
+    "cluster": {"config", "data", "models", "training", "tracking", "search"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Absolute module names imported anywhere in the file (or only at module level)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+MODULES = {module_name(p): p for p in sorted(PIPELINE.rglob("*.py"))}
+
+
+def package_of(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in MODULES if package_of(m) in ALLOWED and m not in ENTRY_POINTS]
+)
+def test_packages_import_only_what_the_design_allows(module):
+    own = package_of(module)
+    used = {package_of(m) for m in imports(MODULES[module]) if m.startswith("pipeline.")}
+    forbidden = used - ALLOWED[own] - SHARED - {own}
+    assert not forbidden, f"{module} imports pipeline.{sorted(forbidden)}"
+
+
+def test_mlflow_is_imported_only_inside_the_tracking_package():
+    outside = [
+        m
+        for m, path in MODULES.items()
+        if package_of(m) != "tracking" and any(i.split(".")[0] == "mlflow" for i in imports(path))
+    ]
+    assert outside == []
+
+
+@pytest.mark.parametrize(
+    ("prefix", "heavy"),
+    [
+        ("pipeline.config", HEAVY),
+        ("pipeline.data", HEAVY),
+        ("pipeline.models.registry", HEAVY),
+        ("pipeline.tracking.schema", HEAVY),
+        ("pipeline.tracking.records", HEAVY),
+        ("pipeline.analysis.report", {"tensorflow", "keras", "keras_tuner"}),
+        ("pipeline.analysis.statistics", {"tensorflow", "keras", "keras_tuner"}),
+        ("pipeline.search.ledger", {"tensorflow", "keras", "keras_tuner"}),
+        ("pipeline.search.outcome", {"tensorflow", "keras", "keras_tuner"}),
+    ],
+)
+def test_light_modules_never_import_heavy_libraries(prefix, heavy):
+    for module, path in MODULES.items():
+        if module.startswith(prefix):
+            roots = {i.split(".")[0] for i in imports(path)}
+            assert not roots & heavy, f"{module} imports {sorted(roots & heavy)}"
+
+
+def test_tracking_and_entry_points_import_nothing_heavy_at_module_level():
+    for module, path in MODULES.items():
+        if package_of(module) == "tracking" or module in ENTRY_POINTS or module == "pipeline.cli":
+            roots = {i.split(".")[0] for i in imports(path, top_level_only=True)}
+            allowed = {"mlflow"} if module == "pipeline.tracking.store" else set()
+            assert not roots & (HEAVY - allowed), f"{module}: {sorted(roots & HEAVY)}"
+
+
+def test_nothing_imports_an_entry_point_and_the_library_never_imports_the_edge():
+    for module, path in MODULES.items():
+        used = imports(path)
+        assert not used & ENTRY_POINTS, f"{module} imports an entry point"
+        if package_of(module) in ALLOWED and module not in ENTRY_POINTS:
+            assert not any(i.startswith("pipeline.cli") for i in used), f"{module} imports cli"
+
+
+def test_gc_freeze_is_undone_when_the_block_ends():
+    from pipeline.cli import frozen_heap
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
