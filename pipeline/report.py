@@ -1,6 +1,6 @@
 """`python -m pipeline.report [SEARCH] [--all] [--out DIR] [key=value ...]`: the
 leaderboard and paired comparisons of a search, from the store (see
-`pipeline.analysis.report`). Never imports TensorFlow."""
+`pipeline.analysis.search_report`). Never imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = composed(args.overrides)
 
     def run() -> int:
-        from pipeline.analysis.report import run_report
+        from pipeline.analysis.search_report import run_report
 
         report = run_report(
             cfg,

@@ -1,5 +1,5 @@
 """`python -m pipeline.reproduce RUN_ID [key=value ...]`: retrain one trial from its logs
-and compare the metrics (see `pipeline.search.reproduce`). `key=value` overrides pick the
+and compare the metrics (see `pipeline.search.reproduction`). `key=value` overrides pick the
 tracking store (e.g. `tracking.uri=...`), as for a search. Exit 0 on a match, 3 when the
 metrics differ, 2 for bad input."""
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from pipeline import progress
         from pipeline.cli import import_quietly
-        from pipeline.search.reproduce import plan_reproduction, retrain
+        from pipeline.search.reproduction import plan_reproduction, retrain
 
         plan = plan_reproduction(base, args.run_id)  # checks first, before TensorFlow loads
         import_quietly(bool(base.search.verbose), "pipeline.search.trial")

@@ -1,6 +1,6 @@
 """`python -m pipeline.server [--host H] [--port P] [key=value ...]`: an MLflow tracking
 server over the project's store, bound to 127.0.0.1 by default (see
-`pipeline.tracking.server`)."""
+`pipeline.tracking.mlflow_server`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     from pipeline.cli import composed, guarded
-    from pipeline.tracking.server import serve
+    from pipeline.tracking.mlflow_server import serve
 
     cfg = composed(args.overrides)
     return guarded(lambda: serve(cfg.tracking, args.host, args.port, args.workers))

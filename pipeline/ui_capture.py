@@ -15,7 +15,7 @@ def capture_search(db: str, search: str, out: Path) -> list[Path]:
     saliency) of its best attention trial, the runs table and that artifact in the UI."""
     from pipeline.models.registry import get_pooling
     from pipeline.tracking import Artifact, Metric, Tracker, TrackingError
-    from pipeline.tracking.server import mlflow_server
+    from pipeline.tracking.mlflow_server import mlflow_server
     from pipeline.tracking.ui import capture
 
     uri = f"sqlite:///{Path(db).resolve()}"

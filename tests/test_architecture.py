@@ -89,7 +89,7 @@ def test_mlflow_is_imported_only_inside_the_tracking_package():
         ("pipeline.models.registry", HEAVY),
         ("pipeline.tracking.schema", HEAVY),
         ("pipeline.tracking.records", HEAVY),
-        ("pipeline.analysis.report", {"tensorflow", "keras", "keras_tuner"}),
+        ("pipeline.analysis.search_report", {"tensorflow", "keras", "keras_tuner"}),
         ("pipeline.analysis.statistics", {"tensorflow", "keras", "keras_tuner"}),
         ("pipeline.search.ledger", {"tensorflow", "keras", "keras_tuner"}),
         ("pipeline.search.outcome", {"tensorflow", "keras", "keras_tuner"}),

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from pipeline.tracking.server import mlflow_server
+from pipeline.tracking.mlflow_server import mlflow_server
 from pipeline.tracking.ui import capture, chromium_path
 from tests.conftest import PROJECT_ROOT
 

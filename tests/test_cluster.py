@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.tracking.server import mlflow_server
+from pipeline.tracking.mlflow_server import mlflow_server
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -117,7 +117,7 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
 
 
 def test_server_command_serves_the_configured_store_on_loopback(tmp_path):
-    from pipeline.tracking.server import free_port, wait_for
+    from pipeline.tracking.mlflow_server import free_port, wait_for
 
     port = free_port()
     proc = subprocess.Popen(

@@ -203,7 +203,7 @@ def trial_records(parent: str, variant: str, units: int, seeds, start: int, acc:
 
 
 def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
-    from pipeline.analysis.report import load_trials
+    from pipeline.analysis.search_report import load_trials
 
     rows = (
         trial_records("live", "mean", 16, [0, 1], 100, 0.7)

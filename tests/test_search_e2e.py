@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.errors import SearchError
 from pipeline.search import run_search
-from pipeline.tracking.server import free_port
+from pipeline.tracking.mlflow_server import free_port
 from tests.conftest import PROJECT_ROOT, assert_nothing_running
 
 pytestmark = pytest.mark.e2e

@@ -115,7 +115,7 @@ def test_trial_records_and_configs_logged_before_the_redesign_still_read():
     from omegaconf import OmegaConf
 
     from pipeline.config import Config, compose_config, to_plain
-    from pipeline.search.reproduce import _current_layout
+    from pipeline.search.reproduction import _current_layout
     from pipeline.tracking import TrialRecord
     from pipeline.tracking.records import StaleRecordError
 

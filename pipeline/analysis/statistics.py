@@ -1,7 +1,7 @@
 """Replicate statistics over trial runs: leaderboard by configuration, paired comparisons.
 
 Input is one row per finished trial run with at least `group`, `label`, `seed`,
-`data` and metric columns (see `pipeline.analysis.report.load_trials`). Pure pandas/scipy,
+`data` and metric columns (see `pipeline.analysis.search_report.load_trials`). Pure pandas/scipy,
 so reports never need TensorFlow.
 """
 

@@ -33,7 +33,7 @@ from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, per_trial, ranked
 from pipeline.search.run import count_trials, finish_search, log_search_setup, search_parent_tags
 from pipeline.tracking import Artifact
-from pipeline.tracking.server import free_port
+from pipeline.tracking.mlflow_server import free_port
 from pipeline.tracking.store import Tracker
 
 STOP_GRACE_SECONDS = 20

@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return run_search
     if name == "reproduce_run":
-        from pipeline.search.reproduce import reproduce_run
+        from pipeline.search.reproduction import reproduce_run
 
         return reproduce_run
     if name == "SearchOutcome":

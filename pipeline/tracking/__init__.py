@@ -3,7 +3,7 @@
 - `schema`: every tag, metric, param and artifact name the pipeline writes.
 - `records`: typed records readers get (`SearchRun`, `TrialRun`, `TrialRecord`).
 - `store`: `Tracker`, run lifecycle, logging, readers (imports MLflow).
-- `server`: an `mlflow server` over the store; `ui`: the MLflow UI in a real browser.
+- `mlflow_server`: an `mlflow server` over the store; `ui`: the MLflow UI in a browser.
 - `redaction`: credentials never logged.
 
 `from pipeline.tracking import Tracker` loads MLflow only when asked for.
