@@ -55,7 +55,18 @@ def test_config_check_reads_the_registry(override, key):
     assert str(err.value).startswith(key)
 
 
-def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_row(store):
+@pytest.fixture
+def registry_restored():
+    """The registry is process-wide: what a test registers is gone after it."""
+    before = dict(POOLINGS)
+    yield
+    POOLINGS.clear()
+    POOLINGS.update(before)
+
+
+def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_row(
+    store, registry_restored
+):
     """The proof the registry is the one place: `gated` lives in tests/plugins only."""
     from pipeline.analysis.search_report import run_report
     from pipeline.search import run_search
