@@ -74,6 +74,31 @@ def guarded(action: Callable[[], int], verbose: bool = False) -> int:
     return 1
 
 
+class WritableOutputs:
+    """A Hydra callback (`hydra.callbacks` in conf/config.yaml): Hydra creates its output
+    folder (under mlruns/ by default) before any of our code runs, so a read-only store
+    would end in its traceback; check it first and fail in one line, exit 2."""
+
+    def _check(self, folder: str, key: str) -> None:
+        from pathlib import Path
+
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            fail(f"{key}: cannot write to {folder} ({err.strerror})")
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def __getattr__(self, name: str):  # the other callback hooks: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
 # ---------------------------------------------------------------- signals and the heap
 
 

@@ -20,6 +20,7 @@ from pipeline.config.objectives import (
     is_better,
     minimised,
 )
+from pipeline.config.pins import Pin, pin_explicit_knobs
 from pipeline.config.schema import (
     CONF_DIR,
     PROJECT_ROOT,
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "HPType",
     "Objective",
+    "Pin",
     "TunerKind",
     "VALIDATION_METRICS",
     "compose_config",
@@ -52,6 +54,7 @@ __all__ = [
     "import_plugins",
     "is_better",
     "minimised",
+    "pin_explicit_knobs",
     "search_space_dims",
     "to_plain",
     "validate",

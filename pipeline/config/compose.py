@@ -14,11 +14,15 @@ from pipeline.config.validation import ConfigError
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """Compose the real `conf/` with overrides, as the CLI would (for tests and tools)."""
+    """Compose the real `conf/` with overrides, as the CLI would (for tests and tools):
+    knobs the overrides (or a preset) set explicitly are pinned (`pins.py`)."""
     from hydra import compose, initialize_config_dir
+
+    from pipeline.config.pins import pin_explicit_knobs
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides or []))
+    pin_explicit_knobs(cfg, overrides or [])
     return cfg
 
 

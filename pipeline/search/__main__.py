@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.cli import fail, guarded
-from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides
+from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides, pin_explicit_knobs
 
 
 def resume_command(cfg: DictConfig) -> str:
@@ -28,12 +28,15 @@ def resume_command(cfg: DictConfig) -> str:
 def run(cfg: DictConfig) -> int:
     """Check, then search. Expected failures (UserFacingError) reach `guarded`, which
     prints them as one line with exit code 2."""
+    from pipeline import progress
     from pipeline.cli import frozen_heap, import_quietly, interrupt_code, stop_on_signals
     from pipeline.models.registry import validate_config
 
+    pins = pin_explicit_knobs(cfg, hydra_overrides())  # what the user set is what trains
     validate_config(cfg)
+    for pin in pins:
+        progress.say(pin.describe())
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
-    from pipeline import progress
     from pipeline.data import prepare
     from pipeline.search.ledger import plan_search_name
     from pipeline.tracking.store import Tracker
@@ -114,6 +117,31 @@ def quick_help() -> str:
     )
 
 
+HYDRA_FLAGS = {"-m", "--multirun", "-cp", "--config-path", "-cn", "--config-name", "-p"}
+
+
+def effective_job_config(args: list[str]) -> str | None:
+    """`--cfg job [--resolve] [overrides]` answered here, so that it shows the search space
+    after pinning (Hydra's own would print the space before it); None: let Hydra answer."""
+    flags = [a for a in args if a.startswith("-")]
+    if not ({"--cfg", "-c"} & set(flags)) or set(flags) - {"--cfg", "-c", "--resolve"}:
+        return None
+    at = next(i for i, a in enumerate(args) if a in ("--cfg", "-c"))
+    if args[at + 1 : at + 2] != ["job"]:
+        return None
+    overrides = [a for i, a in enumerate(args) if not a.startswith("-") and i != at + 1]
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose_config
+    from pipeline.errors import one_line
+
+    try:
+        cfg = compose_config(overrides)
+    except Exception as err:  # Hydra's override/composition errors
+        fail(f"config: {one_line(err)}")
+    return OmegaConf.to_yaml(cfg, resolve="--resolve" in flags)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     guarded(lambda: run(cfg), verbose=bool(cfg.search.verbose))
@@ -122,6 +150,10 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] in (["--help"], ["-h"]):
         print(quick_help())
+        sys.exit(0)
+    job = effective_job_config(sys.argv[1:])
+    if job is not None:
+        print(job, end="")
         sys.exit(0)
     from pipeline.cli import pin_to_cpu_from_env
 
