@@ -20,6 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every search of the experiment")
     parser.add_argument("--out", help="output folder (default mlruns/reports/<search>)")
     parser.add_argument("--objective", help="metric to rank and compare (default: the search's)")
+    parser.add_argument(
+        "--baseline", help="compare every configuration against this one (default: search.baseline)"
+    )
+    parser.add_argument(
+        "--margin", type=float, default=1.0, help="equivalence margin in points (default 1)"
+    )
+    parser.add_argument(
+        "--adjust",
+        default="holm",
+        choices=["holm", "bonferroni", "holm-sidak", "sidak", "hommel", "fdr_bh", "fdr_by"],
+        help="multiple-comparison adjustment (statsmodels multipletests; default holm)",
+    )
     args = parser.parse_intermixed_args(argv)
     if args.search and "=" in args.search:  # an override, not a name
         args.overrides.insert(0, args.search)
@@ -39,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             objective=args.objective,
             out=Path(args.out) if args.out else None,
             argv=argv,
+            baseline=args.baseline,
+            margin=args.margin,
+            adjust=args.adjust,
         )
         print(report.markdown)
         where = (

@@ -100,6 +100,23 @@ def test_seed_replicates_report_and_reproduce(store, run_cli, capsys):
         assert row["val_accuracy_mean"] == pytest.approx(np.mean(seeds_of[row["configuration"]]))
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert len(comparisons) == 1 and comparisons.loc[0, "seeds"] == 2
+    # Per-example evidence: every child logged its validation predictions, and the
+    # comparison used them (two-level bootstrap, McNemar per seed).
+    assert comparisons.loc[0, "method"] == "two-level bootstrap"
+    assert comparisons.loc[0, "verdict"] in ("beats", "equivalent", "underpowered")
+    assert len(str(comparisons.loc[0, "mcnemar_p_per_seed"]).split()) == 2
+    report_md = (out / "report.md").read_text()
+    assert report_md.startswith("# Report: search `replicated`\n\n## Answer\n\nOn ")
+    assert "no clear difference" not in report_md
+    assert (out / "differences.png").stat().st_size > 5_000
+    from pipeline.tracking.store import Tracker
+
+    for child in children:
+        saved = Tracker.read_predictions(child.info.run_id)
+        n_val = len(saved.y)
+        assert saved.probs.shape == (n_val, 2) and len(saved.index) == n_val
+        accuracy = float((saved.probs.argmax(1) == saved.y).mean())
+        assert accuracy == pytest.approx(child.data.metrics["val_accuracy"], abs=1e-6)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/report.md" in logged
 
@@ -125,6 +142,44 @@ def test_seed_replicates_report_and_reproduce(store, run_cli, capsys):
     assert refused.returncode == 2
     assert refused.stderr.strip().startswith("error: data fingerprint differs")
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_vary_split_redraws_each_seed_s_split_and_its_runs_reproduce(store):
+    from pipeline.analysis.search_report import run_report
+
+    outcome = run_search(
+        store.compose(
+            "+experiment=quick",
+            "data.synthetic.n_examples=240",
+            "tuner=grid",
+            "tuner.max_trials=2",
+            "search_space=pooling",
+            "search_space.pooling.values=[attention,mean]",
+            "~search_space.attention_activation",
+            "search.seeds=[0,1]",
+            "search.vary_split=true",
+            "search.name=splits",
+            "search.baseline=mean",
+            "tracking.log_model=false",
+        )
+    )
+    assert len(outcome.trials) == 4 and outcome.test_metrics
+    children = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
+    by_seed = {}
+    for child in children:
+        by_seed.setdefault(child.data.tags["seed"], set()).add(child.data.tags["data_fingerprint"])
+    # Each seed trained on its own split; both configurations of a seed on the same one.
+    assert all(len(prints) == 1 for prints in by_seed.values())
+    assert by_seed["0"] != by_seed["1"]
+    report = run_report(store.compose(), "splits", out=store.path / "report")
+    (comparison,) = report.comparisons
+    assert comparison.b == "mean" and comparison.method == "two-level bootstrap"
+    assert comparison.sources == "seeds, validation examples and the train/validation split"
+    assert "train/validation split" in report.markdown.split("## Leaderboard")[0]
+
+    target = next(c for c in children if c.data.tags["seed"] == "1")
+    again = reproduce_run(store.compose(), target.info.run_id)
+    assert again.matches, again.table
 
 
 @pytest.mark.parametrize(

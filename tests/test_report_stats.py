@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pipeline.analysis.statistics import ci95, leaderboard, paired_comparisons
+from pipeline.analysis.statistics import ci95, leaderboard
 from pipeline.config import PROJECT_ROOT, compose_config, search_space_dims
 from pipeline.models.registry import validate_config as validate
 from pipeline.search.outcome import per_trial
@@ -55,32 +55,40 @@ def test_leaderboard_orders_by_objective_and_counts_seeds():
     assert leaderboard(runs, "val_loss")["configuration"].iloc[0] == "good"
 
 
-def test_paired_comparison_finds_a_real_difference_and_says_so():
+def test_seed_level_comparison_finds_a_real_difference_and_says_so():
+    from pipeline.analysis.comparisons import comparisons
+
     runs = replicate_runs({"attention-tanh": 0.02, "mean": 0.0}, noise=0.004)
-    (comp,) = paired_comparisons(runs, "val_accuracy")
+    (comp,) = comparisons(runs, {}, "val_accuracy")  # no predictions: paired t over seeds
     pivot = runs.pivot(index="seed", columns="label", values="val_accuracy")
     expected = scipy_stats.ttest_rel(pivot[comp.a], pivot[comp.b]).pvalue
     assert comp.p_value == pytest.approx(expected) and comp.p_value < 0.05
-    assert comp.n == 5
+    assert comp.seeds == 5 and comp.verdict == "beats"
     sentence = comp.sentence()
     assert sentence.startswith("attention-tanh beats mean by ")
     assert "points" in sentence and "5 seeds" in sentence
 
 
-def test_paired_comparison_reports_noise_as_no_clear_difference():
+def test_noise_is_underpowered_or_equivalent_never_no_clear_difference():
+    from pipeline.analysis.comparisons import comparisons
+
     runs = replicate_runs({"a": 0.0, "b": 0.0}, noise=0.03, seed=3)
-    (comp,) = paired_comparisons(runs, "val_accuracy")
-    assert comp.p_value > 0.05
-    assert comp.sentence().startswith("no clear difference between")
+    (comp,) = comparisons(runs, {}, "val_accuracy")
+    assert comp.p_value > 0.05 and comp.verdict == "underpowered"
+    assert comp.sentence().startswith("underpowered: the data cannot tell a from b")
+    assert "no clear difference" not in comp.sentence()
+    assert comp.seeds_needed and comp.seeds_needed > 5
 
 
 def test_pairs_only_use_matched_seeds():
+    from pipeline.analysis.comparisons import comparisons
+
     runs = replicate_runs({"a": 0.02, "b": 0.0})
     runs = runs[~((runs["label"] == "b") & (runs["seed"] >= 3))]  # b has seeds 0-2 only
-    (comp,) = paired_comparisons(runs, "val_accuracy")
-    assert comp.n == 3
+    (comp,) = comparisons(runs, {}, "val_accuracy")
+    assert comp.seeds == 3
     one_seed = runs[runs["seed"] == 0]
-    assert paired_comparisons(one_seed, "val_accuracy") == []  # nothing to pair
+    assert comparisons(one_seed, {}, "val_accuracy") == []  # nothing to pair
 
 
 def test_per_trial_averages_finished_seeds():
@@ -217,17 +225,13 @@ def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
     assert load_trials(RecordsTracker(rows), ["nobody"]).empty
 
 
-def test_holm_adjustment_and_decisions_use_it():
-    from pipeline.analysis.statistics import Comparison, holm
+def test_many_comparisons_are_adjusted_before_a_win_is_declared():
+    from pipeline.analysis.comparisons import comparisons
 
-    comps = [
-        Comparison("d", f"a{i}", f"b{i}", "val_accuracy", 3, 0.01, 0.005, p, 2.0)
-        for i, p in enumerate((0.04, 0.01, 0.02))
-    ]
-    holm(comps)
-    assert [c.p_adjusted for c in comps] == pytest.approx([0.04, 0.03, 0.04])
-    assert all(c.n_pairs == 3 for c in comps)
-    many = [Comparison("d", "x", "y", "val_accuracy", 3, 0.01, 0.005, 0.02, 2.0) for _ in range(5)]
-    holm(many)  # raw p=0.02 five times: not a finding once adjusted (0.1)
-    assert many[0].sentence().startswith("no clear difference")
-    assert "Holm-adjusted p=0.1 over 5 pairs" in many[0].sentence()
+    # Ten configurations with no real difference: raw p-values below 0.05 appear by
+    # chance among 45 pairs, but none survives Holm's adjustment.
+    runs = replicate_runs({f"v{i}": 0.0 for i in range(10)}, seeds=range(3), noise=0.01, seed=7)
+    found = comparisons(runs, {}, "val_accuracy")
+    assert len(found) == 45 and all(c.n_tests == 45 for c in found)
+    assert any(c.p_value < 0.05 for c in found)
+    assert not [c for c in found if c.verdict == "beats"]

@@ -132,6 +132,7 @@ class AttentionView:
     title: str
     rows: list[PanelRow]
     metrics: dict[str, float]  # over the whole validation split; {} for saliency
+    probs: np.ndarray | None = None  # the whole validation split's, when computed anyway
 
 
 def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> AttentionView:
@@ -142,6 +143,7 @@ def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> At
     keys = data.key_masks["val"] if data.key_masks else None
     panel_ids = x_val[panel]
     metrics: dict[str, float] = {}
+    probs = None
     if variant.attention_weights:  # one pass gives the weights and the predictions
         kind = "attention"
         probs, full = attention_and_probs(model, variant, x_val)
@@ -163,4 +165,4 @@ def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> At
     title = f"{label}: {kind}" + (
         " (occlusion saliency, not attention)" if kind == "saliency" else ""
     )
-    return AttentionView(kind, title, rows, metrics)
+    return AttentionView(kind, title, rows, metrics, probs)

@@ -210,3 +210,38 @@ def tradeoff_figure(board, objective: str) -> Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def forest_figure(comparisons, objective: str) -> Figure:
+    """Each comparison's difference (a - b) with its 95% interval, the equivalence margin
+    shaded around zero; colour says the verdict."""
+    colours = {"beats": "#1a7f37", "equivalent": "#1f5fbf", "underpowered": "#9a6700"}
+    rows = list(comparisons)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(rows)))
+    for i, c in enumerate(rows):
+        scale, unit = c.scale
+        lo, hi = c.ci95
+        y = len(rows) - 1 - i
+        ax.errorbar(
+            c.diff * scale,
+            y,
+            xerr=[[(c.diff - lo) * scale], [(hi - c.diff) * scale]],
+            fmt="o",
+            color=colours.get(c.verdict, "black"),
+            capsize=4,
+        )
+        ax.annotate(
+            c.verdict, (hi * scale, y), xytext=(6, -3), textcoords="offset points", fontsize=7
+        )
+    if rows:
+        scale, unit = rows[0].scale
+        margin = rows[0].margin * scale
+        ax.axvspan(-margin, margin, color="#dddddd", alpha=0.6, label=f"±{margin:g}{unit} margin")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [f"{c.a} - {c.b} ({c.data})" for c in reversed(rows)])
+    unit_text = rows[0].scale[1].strip() if rows else ""
+    ax.set_xlabel(f"difference in {objective} ({unit_text or 'metric units'}), 95% interval")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

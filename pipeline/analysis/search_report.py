@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from pipeline.analysis.comparisons import Comparison
 from pipeline.errors import SearchError
 from pipeline.tracking import Artifact, Metric, SearchRun, Status, TrialRun
 
@@ -122,7 +123,7 @@ def leaderboard_markdown(board: pd.DataFrame, objective: str) -> str:
     return markdown_table(header, rows)
 
 
-def comparisons_frame(comparisons) -> pd.DataFrame:
+def comparisons_frame(found: list[Comparison]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
@@ -130,17 +131,64 @@ def comparisons_frame(comparisons) -> pd.DataFrame:
                 "a": c.a,
                 "b": c.b,
                 "metric": c.metric,
-                "seeds": c.n,
-                "mean_diff_a_minus_b": c.mean_diff,
-                "std_diff": c.std_diff,
+                "verdict": c.verdict,
+                "diff_a_minus_b": c.diff,
+                "ci95_low": c.ci95[0],
+                "ci95_high": c.ci95[1],
+                "ci90_low": c.ci90[0],
+                "ci90_high": c.ci90[1],
+                "margin": c.margin,
                 "p_value": c.p_value,
-                "p_holm": c.p_adjusted,
-                "effect_size_dz": c.effect_size,
+                "p_adjusted": c.p_adjusted,
+                "comparisons_adjusted_over": c.n_tests,
+                "mcnemar_p_per_seed": " ".join(f"{p:.3g}" for p in c.mcnemar),
+                "seeds": c.seeds,
+                "examples_per_seed": c.examples,
+                "seeds_needed": c.seeds_needed,
+                "method": c.method,
+                "intervals_resample": c.sources,
                 "statement": c.sentence(),
             }
-            for c in comparisons
+            for c in found
         ]
     )
+
+
+def load_predictions(tracker, runs: pd.DataFrame) -> dict[tuple[str, str], dict[int, object]]:
+    """Each run's logged validation predictions: (data, configuration) -> seed -> them."""
+    found: dict[tuple[str, str], dict[int, object]] = {}
+    for row in runs.itertuples():
+        if pd.isna(row.seed):
+            continue
+        predictions = tracker.read_predictions(row.run_id)
+        if predictions is not None:
+            found.setdefault((row.data, row.label), {})[int(row.seed)] = predictions
+    return found
+
+
+def answer_lines(
+    board: pd.DataFrame, found: list[Comparison], objective: str, baseline: str | None
+) -> list[str]:
+    """The one-paragraph answer per data set, from the comparisons it rests on: each
+    configuration against the baseline, or the leader against the others."""
+    lines = []
+    for data, rows in board.groupby("data", sort=False):
+        here = [c for c in found if c.data == data]
+        leader = rows.iloc[0]["configuration"]
+        if not here:
+            lines.append(
+                f"On {data}, {leader} ranks first by {objective}; no two configurations "
+                "share two or more seeds, so nothing can be said about the differences "
+                "(set `search.seeds`)."
+            )
+            continue
+        focus = here if baseline else [c for c in here if leader in (c.a, c.b)]
+        against = f"against {here[0].b}" if baseline else f"for the leader, {leader}"
+        text = "; ".join(c.short() for c in focus)
+        lines.append(
+            f"On {data}, {against} ({objective}; 95% intervals over {here[0].sources}): {text}."
+        )
+    return lines
 
 
 def context_lines(
@@ -176,17 +224,25 @@ class Report:
     out: Path
     parent: SearchRun | None  # the search reported on (None for --all)
     leaderboard: pd.DataFrame
-    comparisons: list
+    comparisons: list[Comparison]
 
 
 def build_report(
-    tracker, search: str | None, objective: str | None, out: Path, argv: list[str]
+    tracker,
+    search: str | None,
+    objective: str | None,
+    out: Path,
+    argv: list[str],
+    baseline: str | None = None,
+    margin: float = 1.0,
+    adjust: str = "holm",
 ) -> Report:
     """Write report.md, CSVs and PNGs into `out` for one search (or every live one)."""
     import matplotlib.pyplot as plt
 
-    from pipeline.analysis.figures import replicates_figure, tradeoff_figure
-    from pipeline.analysis.statistics import leaderboard, paired_comparisons
+    from pipeline.analysis.comparisons import comparisons
+    from pipeline.analysis.figures import forest_figure, replicates_figure, tradeoff_figure
+    from pipeline.analysis.statistics import leaderboard
 
     parent = tracker.find_search(search) if search else None
     if search and parent is None:
@@ -202,14 +258,23 @@ def build_report(
     objective = objective or (parent.objective if parent else None) or Metric.VAL_ACCURACY
     if objective not in runs:
         raise SearchError(f"--objective: no metric '{objective}' on these runs")
+    baseline = baseline or (parent.baseline if parent else None)
     board = leaderboard(runs, objective)
-    comparisons = paired_comparisons(runs, objective)
+    found = comparisons(
+        runs, load_predictions(tracker, runs), objective, baseline, margin, adjust=adjust
+    )
+    if any(p.vary_split for p in parents):
+        for c in found:
+            if c.examples:
+                c.sources = "seeds, validation examples and the train/validation split"
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
     board.to_csv(out / "leaderboard.csv", index=False)
-    comparisons_frame(comparisons).to_csv(out / "comparisons.csv", index=False)
+    comparisons_frame(found).to_csv(out / "comparisons.csv", index=False)
 
     figures = {"replicates.png": replicates_figure(runs, board, objective)}
+    if found:
+        figures["differences.png"] = forest_figure(found, objective)
     if "train_seconds_mean" in board:
         figures["tradeoff.png"] = tradeoff_figure(board, objective)
     for name, figure in figures.items():
@@ -217,24 +282,29 @@ def build_report(
         plt.close(figure)
 
     title = f"search `{search}`" if search else f"experiment `{tracker.experiment_name}`"
-    parts = [f"# Report: {title}", "", *context_lines(tracker, parent, runs, argv), ""]
+    parts = [f"# Report: {title}", "", "## Answer", ""]
+    parts += answer_lines(board, found, objective, baseline)
     parts += [
+        "",
         f"## Leaderboard (by {objective}, mean ± std over seeds)",
         "",
         leaderboard_markdown(board, objective),
         "",
     ]
-    parts += ["## Paired comparisons on matched seeds", ""]
-    if comparisons:
-        parts += [f"- {c.sentence()}" for c in comparisons]
+    what = f"against `{baseline}`" if baseline else "every pair"
+    parts += [f"## Comparisons ({what}; three verdicts: beats, equivalent, underpowered)", ""]
+    if found:
+        parts += [f"- {c.sentence()}" for c in found]
     else:
         parts.append("No pair of configurations shares two or more seeds: set `search.seeds`.")
     parts += ["", "## Figures", ""] + [f"![{n}]({n})" for n in figures]
+    parts += ["", "## Where these numbers come from", ""]
+    parts += context_lines(tracker, parent, runs, argv)
     markdown = "\n".join(parts) + "\n"
     (out / "report.md").write_text(markdown)
     if parent is not None:
         tracker.log_artifacts_to(parent.run_id, str(out), Artifact.REPORT_DIR)
-    return Report(markdown, out, parent, board, comparisons)
+    return Report(markdown, out, parent, board, found)
 
 
 def run_report(
@@ -244,6 +314,9 @@ def run_report(
     objective: str | None = None,
     out: Path | None = None,
     argv: list[str] | None = None,
+    baseline: str | None = None,
+    margin: float = 1.0,
+    adjust: str = "holm",
 ) -> Report:
     """The report of `search` (default: the latest), or of every live search."""
     from pipeline.config import PROJECT_ROOT
@@ -260,4 +333,4 @@ def run_report(
         search = latest.name
     name = search or f"experiment-{tracker.experiment_name}"
     out = out or PROJECT_ROOT / "mlruns" / "reports" / name
-    return build_report(tracker, search, objective, out, argv or [])
+    return build_report(tracker, search, objective, out, argv or [], baseline, margin, adjust)

@@ -199,6 +199,7 @@ class TrackingConfig:
     experiment: str
     log_model: bool
     log_datasets: bool
+    log_predictions: bool
     connect_timeout: int
 
 
@@ -220,6 +221,8 @@ class SearchConfig:
     top_k: int
     evaluate_test: bool
     seeds: list[int] | None
+    vary_split: bool
+    baseline: str | None
 
 
 @dataclass

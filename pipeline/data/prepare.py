@@ -31,6 +31,8 @@ class PreparedData:
     # split -> bool (n, max_len), True where a planted key token sits.
     key_masks: dict[str, np.ndarray] | None = None
     texts: dict[str, list[str]] = field(default_factory=dict)
+    # split -> example ids in the loaded data set (stable whatever the split)
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -168,4 +170,5 @@ def prepare(cfg: DictConfig) -> PreparedData:
         fingerprint=fingerprint(raw, preprocessing),
         key_masks=key_masks,
         texts={k: [raw.texts[i] for i in idx] for k, idx in splits.items()},
+        indices={k: np.asarray(idx, dtype=np.int64) for k, idx in splits.items()},
     )

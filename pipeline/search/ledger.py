@@ -55,6 +55,7 @@ def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
             "tuner": tuner,
             "data": fingerprint,
             "seeds": to_plain(cfg.search).get("seeds"),
+            "vary_split": bool(cfg.search.vary_split),
         }
     )
 

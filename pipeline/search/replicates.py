@@ -9,6 +9,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import VALIDATION_METRICS, config_hash
+from pipeline.data import PreparedData, prepare
 
 
 def seeds_of(cfg: DictConfig, train: dict[str, Any]) -> list[int]:
@@ -35,6 +36,29 @@ def group_hash(model: dict[str, Any], train: dict[str, Any], fingerprint: str) -
 def replicate_key(values: dict[str, Any], seed: int, fingerprint: str) -> str:
     """One replicate: hyperparameters, seed and data (a trial is never logged twice)."""
     return config_hash({"hp": values, "seed": seed, "data": fingerprint})
+
+
+def replicate_data(cfg: DictConfig, base: PreparedData, seed: int) -> PreparedData:
+    """The data a replicate trains on: the search's, or with `search.vary_split` the same
+    data split anew by the seed (its own vocabulary and fingerprint)."""
+    if not cfg.search.vary_split or seed == cfg.data.split_seed:
+        return base
+    key = (base.fingerprint, seed)
+    if key not in _SPLITS:
+        data_cfg = cfg.data.copy()
+        data_cfg.split_seed = seed
+        if any(k[0] != base.fingerprint for k in _SPLITS):
+            _SPLITS.clear()  # another search's splits: keep memory flat
+        _SPLITS[key] = prepare(data_cfg)
+    return _SPLITS[key]
+
+
+_SPLITS: dict[tuple[str, int], PreparedData] = {}
+
+
+def split_seed_of(cfg: DictConfig, seed: int) -> int | None:
+    """What a trial record says about its split (None: the data's own)."""
+    return seed if cfg.search.vary_split else None
 
 
 def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:

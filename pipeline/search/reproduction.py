@@ -113,6 +113,8 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
     cfg.search.verbose = base.search.verbose
     validate_config(cfg)  # imports the plugins the search used
     record = source.record
+    if record.split_seed is not None:  # search.vary_split: this replicate's own split
+        cfg.data.split_seed = record.split_seed
     data = prepare(cfg.data)
     if data.fingerprint != record.data_fingerprint:
         raise SearchError(
@@ -120,7 +122,7 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
             f"data '{cfg.data.name}' gives {data.fingerprint[:12]} now (the file or its "
             "preprocessing changed); refusing to compare"
         )
-    if data.vocab != source.vocab:
+    if record.split_seed is None and data.vocab != source.vocab:
         raise SearchError(f"vocabulary differs from the one run {run_id}'s search logged")
     return ReproductionPlan(tracker, source, data)
 
@@ -158,7 +160,10 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     }
     with tracker.run(f"reproduce-{name}", tags=tags) as run:
         log_trial_inputs(
-            tracker, TrialRecord(record.hyperparameters, record.seed, data.fingerprint)
+            tracker,
+            TrialRecord(
+                record.hyperparameters, record.seed, data.fingerprint, None, record.split_seed
+            ),
         )
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
         train_and_log(

@@ -28,6 +28,7 @@ from pipeline.errors import SearchError
 from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial
+from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import active_values, build_trial_model, trial_settings
 from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
@@ -106,7 +107,10 @@ def finish_search(
     test_metrics: dict[str, float] = {}
     if cfg.search.evaluate_test and len(data.y["test"]):
         weights = weights_path(cfg.tuner.directory, name, best_trial_id)
-        test_metrics = evaluate_on_test(cfg, data, best_values, str(weights))
+        _, train = trial_settings(cfg, best_values)
+        # The saved weights are the first seed's, trained on that seed's split.
+        first = replicate_data(cfg, data, seeds_of(cfg, train)[0])
+        test_metrics = evaluate_on_test(cfg, first, best_values, str(weights))
         tracker.log_metrics(test_metrics)
     return SearchOutcome(
         search_id=name,

@@ -20,9 +20,10 @@ from pipeline.analysis.attention import AttentionView, choose_panel, inspect_att
 from pipeline.analysis.figures import confusion_matrix_figure, heatmap_figure, panel_html
 from pipeline.data import PreparedData
 from pipeline.models.registry import PoolingVariant, variant_of
-from pipeline.tracking import Artifact, Metric, TrialRecord
+from pipeline.tracking import Artifact, Metric, Predictions, TrialRecord
 from pipeline.tracking.store import Tracker
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
+from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metrics
 
 
@@ -55,8 +56,8 @@ class TrialLogging:
 
     def log_attention(
         self, model: keras.Model, variant: PoolingVariant, label: str, name: str, step: int
-    ) -> dict[str, float]:
-        """The panel's heatmap, HTML and JSON under attention/<name>_*; the metrics."""
+    ) -> AttentionView:
+        """The panel's heatmap, HTML and JSON under attention/<name>_*, and the metrics."""
         view: AttentionView = inspect_attention(model, variant, self.data, self.panel, label)
         log = self.tracker
         log.log_figure(
@@ -79,7 +80,7 @@ class TrialLogging:
             Artifact.attention(name, view.kind, "json"),
         )
         log.log_metrics(view.metrics, step=step)
-        return view.metrics
+        return view
 
 
 class AttentionEpochLogger(keras.callbacks.Callback):
@@ -175,10 +176,17 @@ def train_and_log(
         confusion_matrix_figure(confusion.by_epoch[kept], data.class_names, "validation"),
         Artifact.CONFUSION,
     )
+    probs = None
     if cfg.attention.enabled:
-        final.update(
-            logging.log_attention(model, variant, label, name="final", step=len(history.epoch))
-        )
+        view = logging.log_attention(model, variant, label, name="final", step=len(history.epoch))
+        final.update(view.metrics)
+        probs = view.probs
+    if cfg.tracking.log_predictions:
+        if probs is None:
+            _, probs = evaluate(
+                model, data, "val", train, trim_padding=variant.trims_padding, prefix="val_"
+            )
+        tracker.log_predictions(Predictions(data.indices["val"], data.y["val"], probs))
     if cfg.tracking.log_model:
         tracker.log_keras_model(model, data.x["val"][:2])
     return TrainedTrial(final, model, fit_seconds)

@@ -25,11 +25,18 @@ from pipeline.search.outcome import new_row
 from pipeline.search.replicates import (
     group_hash,
     mean_scores,
+    replicate_data,
     replicate_key,
     replicated,
     seeds_of,
+    split_seed_of,
 )
-from pipeline.search.space import SearchSpaceHyperModel, active_values, trial_settings
+from pipeline.search.space import (
+    SearchSpaceHyperModel,
+    active_values,
+    build_trial_model,
+    trial_settings,
+)
 from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Status, Tag, TrialRecord
 from pipeline.tracking.store import Tracker
@@ -75,9 +82,20 @@ class TrackedTuner(kt.Tuner):
         self.search_id = search_id
         self.rows: list[dict[str, Any]] = []  # one summary row per trial run
         self.logging = TrialLogging.for_search(cfg, data, tracker)
+        self._split_logging: dict[str, TrialLogging] = {}
         self.best_score: float | None = None
         self.best_number: int | None = None
         self.worker_id: str | None = None  # set on cluster workers, tagged on their runs
+
+    def _logging_for(self, data: PreparedData) -> TrialLogging:
+        """Trial logging on the search's data, or on a replicate's own split."""
+        if data is self.data:
+            return self.logging
+        if data.fingerprint not in self._split_logging:
+            self._split_logging[data.fingerprint] = TrialLogging.for_search(
+                self.cfg, data, self.tracker
+            )
+        return self._split_logging[data.fingerprint]
 
     def _trial_number(self, trial_id: str) -> int:
         """1, 2, ... per configuration: keras-tuner's own trial id + 1 (ids are "00", "01",
@@ -129,13 +147,14 @@ class TrackedTuner(kt.Tuner):
         several = replicated(self.cfg)
         if several:
             progress.say(f"  seed {seed}")
+        data = replicate_data(self.cfg, self.data, seed)
         tags = {
             Tag.SEARCH_ID: self.search_id,
             Tag.TRIAL_ID: trial.trial_id,
             Tag.TRIAL_NUMBER: number,
             Tag.CONFIG_HASH: key,
             Tag.GROUP: group,
-            Tag.DATA_FINGERPRINT: self.data.fingerprint,
+            Tag.DATA_FINGERPRINT: data.fingerprint,
             Tag.DATA: self.data.name,
             Tag.SEED: seed,
             Tag.POOLING: model_settings["pooling"],
@@ -148,14 +167,17 @@ class TrackedTuner(kt.Tuner):
         try:
             with self.tracker.run(name, tags=tags, nested=True) as run:
                 row["run_id"] = run.info.run_id
+                split = split_seed_of(self.cfg, seed)
                 log_trial_inputs(
-                    self.tracker, TrialRecord(values, seed, self.data.fingerprint, group)
+                    self.tracker, TrialRecord(values, seed, data.fingerprint, group, split)
                 )
                 trained = train_and_log(
-                    self.logging,
+                    self._logging_for(data),
                     model_settings,
                     train,
-                    lambda: self.hypermodel.build(trial.hyperparameters),
+                    lambda: build_trial_model(
+                        model_settings, train, len(data.vocab), data.n_classes
+                    ),
                     f"trial {number} ({variant}, seed {seed})",
                 )
                 metrics = trained.metrics

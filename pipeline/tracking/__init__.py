@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.tracking.records import SearchRun, TrialRecord, TrialRun
+from pipeline.tracking.records import Predictions, SearchRun, TrialRecord, TrialRun
 from pipeline.tracking.redaction import redact
 from pipeline.tracking.schema import Artifact, Kind, Metric, Status, Tag
 
@@ -21,6 +21,7 @@ __all__ = [
     "Artifact",
     "Kind",
     "Metric",
+    "Predictions",
     "SearchRun",
     "Status",
     "Tag",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import UserFacingError
 
 
@@ -26,6 +28,8 @@ class SearchRun:
     command: str | None = None
     superseded: bool = False
     best_run_id: str | None = None
+    baseline: str | None = None  # search.baseline: what the report compares against
+    vary_split: bool = False  # search.vary_split: each seed redrew the split
     versions: dict[str, str] = field(default_factory=dict)  # package -> version
     machine: dict[str, str] = field(default_factory=dict)  # platform, cpus, python
     git_commit: str | None = None
@@ -75,6 +79,9 @@ class TrialRecord:
     seed: int
     data_fingerprint: str
     group: str | None = None
+    # The train/validation split this replicate used, when `search.vary_split` redrew it
+    # (None: the data's own `split_seed`).
+    split_seed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,9 +96,20 @@ class TrialRecord:
                 f"trained with tuner.executions_per_trial={executions}, which no longer "
                 "exists (search.seeds replaces it); it cannot be retrained the same way"
             )
+        split = raw.get("split_seed")
         return cls(
             hyperparameters=dict(raw["hyperparameters"]),
             seed=int(raw["seed"]),
             data_fingerprint=str(raw["data_fingerprint"]),
             group=raw.get("group"),
+            split_seed=None if split is None else int(split),
         )
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A trial's validation predictions (`predictions/val.npz`): per-example evidence."""
+
+    index: np.ndarray  # example ids in the data set (stable across splits)
+    y: np.ndarray  # true class per example
+    probs: np.ndarray  # (examples, classes) from the model the metrics score

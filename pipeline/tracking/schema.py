@@ -92,7 +92,12 @@ class Metric:
 
 # Params: a trial run logs its active hyperparameters under their knob names
 # (`pooling`, `units`, `tuner/epochs`, ...); a search run logs its flattened config
-# (`model.units`, `tuner.kind`, ...).
+# (`model.units`, `tuner.kind`, ...), of which readers use these:
+
+
+class Param:
+    BASELINE = "search.baseline"
+    VARY_SPLIT = "search.vary_split"
 
 
 class Artifact:
@@ -106,6 +111,7 @@ class Artifact:
     REPORT_DIR = "report"
     # trial runs
     TRIAL_RECORD = "trial.json"  # what `pipeline.reproduce` needs (records.TrialRecord)
+    PREDICTIONS = "predictions/val.npz"  # validation predictions (records.Predictions)
     CONFUSION = "confusion_matrix.png"
     MODEL_DIR = "model"
     ATTENTION_DIR = "attention"  # attention/<name>_<kind>.{png,html,json}

@@ -25,9 +25,17 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import PROJECT_ROOT
 from pipeline.errors import UserFacingError, one_line
-from pipeline.tracking.records import SearchRun, TrialRecord, TrialRun
+from pipeline.tracking.records import Predictions, SearchRun, TrialRecord, TrialRun
 from pipeline.tracking.redaction import redact
-from pipeline.tracking.schema import MLFLOW_GIT_COMMIT, MLFLOW_PARENT, Artifact, Kind, Status, Tag
+from pipeline.tracking.schema import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT,
+    Artifact,
+    Kind,
+    Param,
+    Status,
+    Tag,
+)
 
 TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")
 MAX_PARAM_CHARS = 6000
@@ -266,6 +274,19 @@ class Tracker:
         return TrialRecord.from_json(json.loads(self.read_text(run_id, Artifact.TRIAL_RECORD)))
 
     @staticmethod
+    def read_predictions(run_id: str) -> Predictions | None:
+        """A trial's validation predictions, or None when it logged none (older runs)."""
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client().download_artifacts(run_id, Artifact.PREDICTIONS, tmp)
+            except Exception:
+                return None
+            with np.load(path) as saved:
+                return Predictions(saved["index"], saved["y"], saved["probs"])
+
+    @staticmethod
     def download_artifact(run_id: str, path: str, folder: str) -> str:
         return client().download_artifacts(run_id, path, folder)
 
@@ -301,6 +322,22 @@ class Tracker:
     def log_trial_record(record: TrialRecord) -> None:
         """A trial's `trial.json` on the active run (the tuner and reproduce alike)."""
         mlflow.log_dict(record.to_json(), Artifact.TRIAL_RECORD)
+
+    @staticmethod
+    def log_predictions(predictions: Predictions) -> None:
+        """Validation predictions on the active run, compressed (`predictions/val.npz`)."""
+        import numpy as np
+
+        folder, name = Artifact.PREDICTIONS.rsplit("/", 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            np.savez_compressed(
+                path,
+                index=predictions.index.astype("int64"),
+                y=predictions.y.astype("int16"),
+                probs=predictions.probs.astype("float32"),
+            )
+            mlflow.log_artifact(str(path), folder)
 
     @staticmethod
     def log_text(text: str, artifact_file: str) -> None:
@@ -397,6 +434,11 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+def _param(run, name: str) -> str | None:
+    value = run.data.params.get(name)
+    return None if value in (None, "", "None") else value
+
+
 def _search_run(run) -> SearchRun:
     tags = run.data.tags
     return SearchRun(
@@ -409,6 +451,8 @@ def _search_run(run) -> SearchRun:
         command=tags.get(Tag.COMMAND),
         superseded=tags.get(Tag.SUPERSEDED) == "true",
         best_run_id=tags.get(Tag.BEST_RUN_ID),
+        baseline=_param(run, Param.BASELINE),
+        vary_split=_param(run, Param.VARY_SPLIT) == "True",
         versions=_prefixed(tags, Tag.VERSION_PREFIX),
         machine=_prefixed(tags, Tag.MACHINE_PREFIX),
         git_commit=tags.get(MLFLOW_GIT_COMMIT),

@@ -1,0 +1,445 @@
+"""Comparisons with the power to see a real gap, and the honesty to say when they can't.
+
+Every validation prediction is evidence. For two configurations on the same data, the
+difference of the objective is estimated with a two-level bootstrap
+(`scipy.stats.bootstrap` resamples the seeds; within each drawn seed the validation
+examples are resampled), so the interval holds both sources of variance: training
+randomness (seeds) and the finite validation set (examples), plus the split itself when
+`search.vary_split` redrew it per seed. McNemar's test per seed (statsmodels) is a
+cross-check on accuracy. Runs logged without predictions fall back to a paired t-test
+over seeds. p-values are adjusted over the comparisons of one data set
+(`statsmodels.stats.multitest`, Holm by default).
+
+Three verdicts, never two:
+- "A beats B": adjusted p < alpha;
+- "A and B are equivalent within ±m points": the 90% interval lies inside ±m (TOST);
+- "underpowered": neither; the sentence says roughly how many seeds would detect the gap
+  (paired t-test power from the observed seed-level spread, statsmodels).
+Pure NumPy/SciPy/statsmodels: reports never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pipeline.config import minimised
+from pipeline.tracking import Metric
+from pipeline.tracking.records import Predictions
+
+ALPHA = 0.05
+POWER = 0.8
+RESAMPLES = 2000
+# Objectives with per-example evidence: what a prediction contributes to them.
+PER_EXAMPLE = {
+    Metric.VAL_ACCURACY: "accuracy",
+    Metric.VAL_LOSS: "loss",
+    Metric.VAL_MACRO_F1: "macro_f1",
+}
+
+
+# ---------------------------------------------------------------- per-example scores
+
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro-F1 over the last axis, for any leading (batch) shape; absent classes count 0
+    (as `training.evaluation.macro_f1`)."""
+    f1 = []
+    for k in range(n_classes):
+        tp = np.sum((y == k) & (pred == k), axis=-1)
+        denom = np.sum(pred == k, axis=-1) + np.sum(y == k, axis=-1)
+        f1.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
+    return np.mean(f1, axis=0)
+
+
+@dataclass
+class PairedEvidence:
+    """Two configurations' validation predictions on the seeds both have, aligned by
+    example id: arrays shaped (seeds, examples)."""
+
+    seeds: list[int]
+    y: np.ndarray
+    probs_a: np.ndarray  # (seeds, examples, classes)
+    probs_b: np.ndarray
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.y.shape[1])
+
+    def score(self, kind: str, idx_seed: np.ndarray, idx_example: np.ndarray) -> np.ndarray:
+        """Metric difference a - b per resample: mean over the drawn seeds of each seed's
+        metric on its drawn examples. `idx_seed` (..., S), `idx_example` (..., S, n)."""
+        rows = idx_seed[..., None]
+        y = self.y[rows, idx_example]
+        if kind == "macro_f1":
+            k = self.probs_a.shape[-1]
+            pa = self.probs_a.argmax(-1)[rows, idx_example]
+            pb = self.probs_b.argmax(-1)[rows, idx_example]
+            return (_macro_f1(y, pa, k) - _macro_f1(y, pb, k)).mean(axis=-1)
+        per_example = self._per_example(kind)
+        return per_example[rows, idx_example].mean(axis=(-1, -2))
+
+    def _per_example(self, kind: str) -> np.ndarray:
+        """(seeds, examples) difference a - b of each example's contribution."""
+        if kind == "accuracy":
+            right_a = self.probs_a.argmax(-1) == self.y
+            right_b = self.probs_b.argmax(-1) == self.y
+            return right_a.astype(float) - right_b.astype(float)
+        if kind == "loss":
+            pick = self.y[..., None]
+            pa = np.take_along_axis(self.probs_a, pick, axis=-1)[..., 0]
+            pb = np.take_along_axis(self.probs_b, pick, axis=-1)[..., 0]
+            return -np.log(np.clip(pa, 1e-7, 1.0)) + np.log(np.clip(pb, 1e-7, 1.0))
+        raise ValueError(f"no per-example form for {kind!r}")
+
+    def per_seed(self, kind: str) -> np.ndarray:
+        """Each seed's metric difference on all its examples, shape (seeds,)."""
+        s, n = self.y.shape
+        every = np.broadcast_to(np.arange(n), (s, n))
+        return np.array(
+            [float(self.score(kind, np.array([i]), every[i : i + 1])) for i in range(s)]
+        )
+
+    def mcnemar(self) -> list[float]:
+        """McNemar's exact/chi-square p per seed, on correctness (a cross-check)."""
+        from statsmodels.stats.contingency_tables import mcnemar
+
+        out = []
+        for i in range(len(self.seeds)):
+            right_a = self.probs_a[i].argmax(-1) == self.y[i]
+            right_b = self.probs_b[i].argmax(-1) == self.y[i]
+            table = [
+                [np.sum(right_a & right_b), np.sum(right_a & ~right_b)],
+                [np.sum(~right_a & right_b), np.sum(~right_a & ~right_b)],
+            ]
+            discordant = table[0][1] + table[1][0]
+            out.append(float(mcnemar(table, exact=discordant < 25).pvalue))
+        return out
+
+
+def pair_predictions(a: dict[int, Predictions], b: dict[int, Predictions]) -> PairedEvidence | None:
+    """Align two configurations' predictions on shared seeds and example ids (None when
+    fewer than one seed matches or the seeds' example counts differ)."""
+    seeds = sorted(set(a) & set(b))
+    ys, pas, pbs = [], [], []
+    for seed in seeds:
+        pa, pb = a[seed], b[seed]
+        common, ia, ib = np.intersect1d(pa.index, pb.index, return_indices=True)
+        if len(common) == 0:
+            return None
+        ys.append(pa.y[ia])
+        pas.append(pa.probs[ia])
+        pbs.append(pb.probs[ib])
+    if not seeds or len({len(y) for y in ys}) != 1:
+        return None
+    return PairedEvidence(seeds, np.stack(ys), np.stack(pas), np.stack(pbs))
+
+
+def two_level_bootstrap(
+    evidence: PairedEvidence, kind: str, resamples: int = RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """Bootstrap distribution of the difference: scipy resamples the seeds; the statistic
+    resamples each drawn seed's validation examples."""
+    rng = np.random.default_rng(seed)
+    s, n = evidence.y.shape
+
+    def statistic(seed_idx, axis=-1):
+        # n-1 of the n drawn seeds: the mean of S-1 draws with replacement has the
+        # variance s^2/S of the seed mean (plain resampling of 3 seeds underestimates it
+        # by a third, which lets seed noise pass for a difference).
+        idx = np.asarray(seed_idx).astype(int)[..., : max(1, s - 1)]
+        examples = rng.integers(0, n, size=(*idx.shape, n))
+        return evidence.score(kind, idx, examples)
+
+    result = stats.bootstrap(
+        (np.arange(s),),
+        statistic,
+        vectorized=True,
+        n_resamples=resamples,
+        batch=max(1, 4_000_000 // (s * n)),  # bounded memory on long validation sets
+        method="percentile",
+        rng=rng,
+    )
+    return np.asarray(result.bootstrap_distribution)
+
+
+def bootstrap_p(distribution: np.ndarray, estimate: float) -> float:
+    """Two-sided p of "no difference" from a bootstrap distribution."""
+    b = len(distribution)
+    if np.all(distribution == distribution[0]):
+        return 1.0 if estimate == 0 else 1.0 / (b + 1)
+    below = (np.sum(distribution <= 0) + 1) / (b + 1)
+    above = (np.sum(distribution >= 0) + 1) / (b + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+@dataclass
+class Comparison:
+    data: str
+    a: str
+    b: str
+    metric: str
+    seeds: int
+    examples: int | None  # validation examples per seed (None: seed-level evidence only)
+    diff: float  # a - b, in the metric's units
+    ci95: tuple[float, float]
+    ci90: tuple[float, float]
+    p_value: float
+    seed_spread: float  # std of the per-seed differences (nan below 2 seeds)
+    margin: float  # equivalence margin, in the metric's units
+    method: str
+    sources: str  # what the intervals resample
+    mcnemar: list[float] = field(default_factory=list)
+    p_adjusted: float = float("nan")
+    n_tests: int = 1
+    verdict: str = ""  # beats | equivalent | underpowered
+    seeds_needed: int | None = None
+
+    @property
+    def scale(self) -> tuple[float, str]:
+        return (1.0, "") if minimised(self.metric) else (100.0, " points")
+
+    def oriented(self) -> tuple[str, str, float, tuple[float, float]]:
+        """(better, worse, margin of better over worse >= 0, its 95% interval)."""
+        lo, hi = self.ci95
+        a_better = self.diff < 0 if minimised(self.metric) else self.diff > 0
+        sign = -1.0 if minimised(self.metric) else 1.0
+        if a_better:
+            gap, interval = sign * self.diff, sorted((sign * lo, sign * hi))
+            return self.a, self.b, gap, (interval[0], interval[1])
+        gap, interval = -sign * self.diff, sorted((-sign * lo, -sign * hi))
+        return self.b, self.a, gap, (interval[0], interval[1])
+
+    def decide(self, alpha: float = ALPHA) -> None:
+        lo90, hi90 = self.ci90
+        if np.isfinite(self.p_adjusted) and self.p_adjusted < alpha and self.diff != 0:
+            self.verdict = "beats"
+        elif -self.margin < lo90 and hi90 < self.margin:
+            self.verdict = "equivalent"
+        else:
+            self.verdict = "underpowered"
+            self.seeds_needed = seeds_needed(self, alpha)
+
+    def _fmt(self, value: float, signed: bool = False) -> str:
+        scale, _ = self.scale
+        return f"{value * scale:+.2f}" if signed else f"{value * scale:.2f}"
+
+    def detail(self) -> str:
+        scale, unit = self.scale
+        lo, hi = self.ci95
+        parts = [f"{self.metric} {self.a} - {self.b} = {self._fmt(self.diff, True)}{unit}"]
+        parts.append(f"95% interval [{self._fmt(lo, True)}, {self._fmt(hi, True)}]")
+        parts.append(f"{self.method} p={self.p_value:.3g}")
+        if self.n_tests > 1:
+            parts.append(f"Holm-adjusted p={self.p_adjusted:.3g} over {self.n_tests} comparisons")
+        if self.mcnemar:
+            parts.append("McNemar per seed p=" + ", ".join(f"{p:.2g}" for p in self.mcnemar))
+        size = f"{self.seeds} seeds" + (f" x {self.examples} examples" if self.examples else "")
+        parts.append(size)
+        return "; ".join(parts)
+
+    def short(self) -> str:
+        """The verdict in a clause, for the report's answer paragraph."""
+        scale, unit = self.scale
+        lo, hi = self.ci95
+        interval = (
+            f"{self._fmt(self.diff, True)}{unit} [{self._fmt(lo, True)}, {self._fmt(hi, True)}]"
+        )
+        if self.verdict == "beats":
+            better, worse, gap, (blo, bhi) = self.oriented()
+            return (
+                f"{better} beats {worse} by {gap * scale:.2f}{unit} "
+                f"[{blo * scale:.2f}, {bhi * scale:.2f}]"
+            )
+        if self.verdict == "equivalent":
+            return (
+                f"{self.a} and {self.b} are equivalent within ±{self.margin * scale:g}{unit} "
+                f"({interval})"
+            )
+        need = f"; about {self.seeds_needed} seeds needed" if self.seeds_needed else ""
+        return f"{self.a} vs {self.b} is underpowered ({interval}{need})"
+
+    def sentence(self) -> str:
+        """Plain words: the difference with its interval first, then the evidence."""
+        scale, unit = self.scale
+        better, worse, gap, (lo, hi) = self.oriented()
+        margin = f"±{self.margin * scale:g}{unit}"
+        if self.verdict == "beats":
+            return (
+                f"{better} beats {worse} by {gap * scale:.2f}{unit} "
+                f"[{lo * scale:.2f}, {hi * scale:.2f}] ({self.detail()})"
+            )
+        if self.verdict == "equivalent":
+            lo90, hi90 = self.ci90
+            return (
+                f"{self.a} and {self.b} are equivalent within {margin}: "
+                f"{self._fmt(self.diff, True)}{unit}, 90% interval "
+                f"[{self._fmt(lo90, True)}, {self._fmt(hi90, True)}] inside the margin "
+                f"({self.detail()})"
+            )
+        target = max(abs(self.diff), self.margin)
+        need = (
+            f"about {self.seeds_needed} seeds would be needed to detect a gap of "
+            f"{target * scale:.2f}{unit}"
+            if self.seeds_needed
+            else "more seeds are needed (no spread between seeds to plan with)"
+        )
+        return (
+            f"underpowered: the data cannot tell {self.a} from {self.b} "
+            f"({self._fmt(self.diff, True)}{unit}, neither a difference nor equivalent within "
+            f"{margin}); {need} ({self.detail()})"
+        )
+
+
+def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """Seeds for a paired t-test over seeds to detect max(|diff|, margin) with `power`."""
+    from statsmodels.stats.power import TTestPower
+
+    spread = c.seed_spread
+    if not np.isfinite(spread) or spread <= 0:
+        return None
+    target = max(abs(c.diff), c.margin)
+    try:
+        n = TTestPower().solve_power(effect_size=target / spread, alpha=alpha, power=power)
+    except (ValueError, RuntimeError):
+        return None
+    return max(2, math.ceil(float(n))) if np.isfinite(n) else None
+
+
+def compare_predictions(
+    data: str,
+    a: str,
+    b: str,
+    metric: str,
+    evidence: PairedEvidence,
+    margin: float,
+    resamples: int = RESAMPLES,
+) -> Comparison:
+    kind = PER_EXAMPLE[metric]
+    per_seed = evidence.per_seed(kind)
+    estimate = float(per_seed.mean())
+    distribution = two_level_bootstrap(evidence, kind, resamples)
+    return Comparison(
+        data=data,
+        a=a,
+        b=b,
+        metric=metric,
+        seeds=len(evidence.seeds),
+        examples=evidence.n_examples,
+        diff=estimate,
+        ci95=tuple(float(v) for v in np.percentile(distribution, [2.5, 97.5])),
+        ci90=tuple(float(v) for v in np.percentile(distribution, [5, 95])),
+        p_value=bootstrap_p(distribution, estimate),
+        seed_spread=float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"),
+        margin=margin,
+        method="two-level bootstrap",
+        sources="seeds and validation examples",
+        mcnemar=evidence.mcnemar(),
+    )
+
+
+def compare_seeds(data: str, a: str, b: str, metric: str, diffs: np.ndarray, margin: float):
+    """Seed-level fallback (no per-example predictions): paired t over seeds."""
+    n = len(diffs)
+    mean = float(diffs.mean())
+    sd = float(diffs.std(ddof=1)) if n > 1 else float("nan")
+    if n > 1 and sd > 0:
+        se = sd / math.sqrt(n)
+        t95, t90 = stats.t.ppf(0.975, n - 1), stats.t.ppf(0.95, n - 1)
+        ci95, ci90 = (mean - t95 * se, mean + t95 * se), (mean - t90 * se, mean + t90 * se)
+        p = float(2 * stats.t.sf(abs(mean / se), n - 1))
+    else:  # one seed, or the same difference on every seed: nothing to test against
+        ci95 = ci90 = (float("-inf"), float("inf")) if n < 2 else (mean, mean)
+        p = 1.0 if n < 2 or mean == 0 else 0.0
+    return Comparison(
+        data=data,
+        a=a,
+        b=b,
+        metric=metric,
+        seeds=n,
+        examples=None,
+        diff=mean,
+        ci95=ci95,
+        ci90=ci90,
+        p_value=p,
+        seed_spread=sd,
+        margin=margin,
+        method="paired t-test over seeds",
+        sources="seeds only (no per-example predictions logged)",
+    )
+
+
+def comparisons(
+    runs: pd.DataFrame,
+    predictions: dict[tuple[str, str], dict[int, Predictions]],
+    metric: str,
+    baseline: str | None = None,
+    margin_points: float = 1.0,
+    adjust: str = "holm",
+    alpha: float = ALPHA,
+    resamples: int = RESAMPLES,
+) -> list[Comparison]:
+    """Each configuration against `baseline` (k-1 tests), or every pair, per data set.
+
+    `runs` has one row per trial run (`data`, `label`, `seed`, the metric);
+    `predictions[(data, label)][seed]` holds what the runs logged.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    margin = margin_points / (1.0 if minimised(metric) else 100.0)
+    out: list[Comparison] = []
+    for data, frame in runs.groupby("data", sort=False):
+        labels = list(dict.fromkeys(frame["label"]))
+        base = resolve_baseline(baseline, labels) if baseline else None
+        pairs = [(c, base) for c in labels if c != base] if base else combinations(labels, 2)
+        found: list[Comparison] = []
+        for a, b in pairs:
+            pa, pb = predictions.get((data, a), {}), predictions.get((data, b), {})
+            evidence = pair_predictions(pa, pb) if metric in PER_EXAMPLE else None
+            if evidence is not None and len(evidence.seeds) >= 2:
+                found.append(
+                    compare_predictions(str(data), a, b, metric, evidence, margin, resamples)
+                )
+                continue
+            by_seed = frame.pivot_table(
+                index="seed", columns="label", values=metric, aggfunc="last"
+            )
+            if a not in by_seed or b not in by_seed:
+                continue
+            pair = by_seed[[a, b]].dropna()
+            if len(pair) >= 2:
+                diffs = (pair[a] - pair[b]).to_numpy(dtype=float)
+                found.append(compare_seeds(str(data), a, b, metric, diffs, margin))
+        tested = [c for c in found if np.isfinite(c.p_value)]
+        if tested:
+            adjusted = multipletests([c.p_value for c in tested], alpha=alpha, method=adjust)[1]
+            for c, p in zip(tested, adjusted, strict=True):
+                c.p_adjusted, c.n_tests = float(p), len(tested)
+        for c in found:
+            c.decide(alpha)
+        out.extend(found)
+    return out
+
+
+def resolve_baseline(name: str, labels: list[str]) -> str:
+    """The configuration a baseline name means: an exact label, or the one label that
+    starts with it (`classic` -> `classic`, `attention-tanh` -> `attention-tanh units=32`)."""
+    if name in labels:
+        return name
+    matches = [lab for lab in labels if lab.split(" ")[0] == name or lab.startswith(f"{name} ")]
+    if len(matches) == 1:
+        return matches[0]
+    from pipeline.errors import SearchError
+
+    known = ", ".join(labels)
+    raise SearchError(
+        f"--baseline: '{name}' matches {len(matches)} configurations; one of: {known}"
+    )
