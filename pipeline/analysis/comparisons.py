@@ -21,6 +21,7 @@ Pure NumPy/SciPy/statsmodels: reports never import TensorFlow.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -207,6 +208,11 @@ class Comparison:
     def scale(self) -> tuple[float, str]:
         return (1.0, "") if minimised(self.metric) else (100.0, " points")
 
+    def margin_text(self) -> str:
+        scale, unit = self.scale
+        value = self.margin * scale
+        return f"±{value:g}{unit.removesuffix('s') if value == 1 else unit}"
+
     def oriented(self) -> tuple[str, str, float, tuple[float, float]]:
         """(better, worse, margin of better over worse >= 0, its 95% interval)."""
         lo, hi = self.ci95
@@ -260,10 +266,7 @@ class Comparison:
                 f"[{blo * scale:.2f}, {bhi * scale:.2f}]"
             )
         if self.verdict == "equivalent":
-            return (
-                f"{self.a} and {self.b} are equivalent within ±{self.margin * scale:g}{unit} "
-                f"({interval})"
-            )
+            return f"{self.a} and {self.b} are equivalent within {self.margin_text()} ({interval})"
         need = f"; about {self.seeds_needed} seeds needed" if self.seeds_needed else ""
         return f"{self.a} vs {self.b} is underpowered ({interval}{need})"
 
@@ -271,7 +274,7 @@ class Comparison:
         """Plain words: the difference with its interval first, then the evidence."""
         scale, unit = self.scale
         better, worse, gap, (lo, hi) = self.oriented()
-        margin = f"±{self.margin * scale:g}{unit}"
+        margin = self.margin_text()
         if self.verdict == "beats":
             return (
                 f"{better} beats {worse} by {gap * scale:.2f}{unit} "
@@ -307,11 +310,17 @@ def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> i
     if not np.isfinite(spread) or spread <= 0:
         return None
     target = max(abs(c.diff), c.margin)
-    try:
-        n = TTestPower().solve_power(effect_size=target / spread, alpha=alpha, power=power)
-    except (ValueError, RuntimeError):
-        return None
-    return max(2, math.ceil(float(n))) if np.isfinite(n) else None
+    effect = target / spread
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns when its root finder gives up
+        try:
+            n = float(TTestPower().solve_power(effect_size=effect, alpha=alpha, power=power))
+        except (ValueError, RuntimeError):
+            n = float("nan")
+    if not np.isfinite(n):  # beyond the solver's bracket: the normal approximation
+        z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+        n = (z / effect) ** 2 + 1
+    return max(2, math.ceil(n))
 
 
 def compare_predictions(

@@ -230,18 +230,19 @@ def forest_figure(comparisons, objective: str) -> Figure:
             color=colours.get(c.verdict, "black"),
             capsize=4,
         )
-        ax.annotate(
-            c.verdict, (hi * scale, y), xytext=(6, -3), textcoords="offset points", fontsize=7
-        )
     if rows:
         scale, unit = rows[0].scale
         margin = rows[0].margin * scale
-        ax.axvspan(-margin, margin, color="#dddddd", alpha=0.6, label=f"±{margin:g}{unit} margin")
+        ax.axvspan(
+            -margin, margin, color="#dddddd", alpha=0.6, label=f"{rows[0].margin_text()} margin"
+        )
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [f"{c.a} - {c.b} ({c.data})" for c in reversed(rows)])
+    ax.set_yticks(
+        range(len(rows)), [f"{c.a} - {c.b} ({c.data}): {c.verdict}" for c in reversed(rows)]
+    )
     unit_text = rows[0].scale[1].strip() if rows else ""
     ax.set_xlabel(f"difference in {objective} ({unit_text or 'metric units'}), 95% interval")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
