@@ -428,7 +428,9 @@ def comparisons(
                 diffs = (pair[a] - pair[b]).to_numpy(dtype=float)
                 found.append(compare_seeds(str(data), a, b, metric, diffs, margin))
         tested = [c for c in found if np.isfinite(c.p_value)]
-        if tested:
+        if len(tested) == 1:  # nothing to adjust for
+            tested[0].p_adjusted = tested[0].p_value
+        elif tested:
             adjusted = multipletests([c.p_value for c in tested], alpha=alpha, method=adjust)[1]
             for c, p in zip(tested, adjusted, strict=True):
                 c.p_adjusted, c.n_tests = float(p), len(tested)
