@@ -19,10 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="e.g. tracking.uri=postgresql://...")
     args = parser.parse_intermixed_args(argv)
 
-    from pipeline.cli import composed, guarded
+    from pipeline.cli import composed, guarded, stop_on_signals
     from pipeline.tracking.mlflow_server import serve
 
     cfg = composed(args.overrides)
+    stop_on_signals()  # SIGTERM/SIGINT stop the server's whole process group
     return guarded(lambda: serve(cfg.tracking, args.host, args.port, args.workers))
 
 

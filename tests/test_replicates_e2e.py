@@ -111,8 +111,10 @@ def test_seed_replicates_report_and_reproduce(store, run_cli, capsys):
     assert (out / "differences.png").stat().st_size > 5_000
     from pipeline.tracking.store import Tracker
 
+    tracker = Tracker(store.uri, "attention-search", str(store.path / "artifacts"))
+    tracker.connect()
     for child in children:
-        saved = Tracker.read_predictions(child.info.run_id)
+        saved = tracker.read_predictions(child.info.run_id)
         n_val = len(saved.y)
         assert saved.probs.shape == (n_val, 2) and len(saved.index) == n_val
         accuracy = float((saved.probs.argmax(1) == saved.y).mean())

@@ -90,6 +90,7 @@ class CsvConfig:
     label_column: str
     labels: list[str] | None
     label_map: dict[str, str]
+    drop_missing_labels: bool
 
 
 @dataclass
@@ -201,6 +202,9 @@ class TrackingConfig:
     log_datasets: bool
     log_predictions: bool
     connect_timeout: int
+    outage_budget_s: float
+    stale_after_s: float
+    heartbeat_s: float
 
 
 @dataclass

@@ -8,7 +8,7 @@ way for all of them. A plugin module registers its own with `@register_loader("n
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ class RawData:
     key_positions: list[list[int]] | None = None
     # Loader-given split per example ("train"/"test"); None: split by seed.
     fixed_split: list[str] | None = None
+    # What the loader changed on the way, for the data line ("dropped 16 rows with no label").
+    notes: list[str] = field(default_factory=list)
 
 
 LoaderFn = Callable[[DictConfig, str], RawData]
@@ -84,12 +86,17 @@ def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
     return RawData(texts, labels, source="synthetic", key_positions=positions)
 
 
-def _resolve_path(path: str | None, key: str) -> Path:
+def _resolve_path(path: str | None, key: str, folder: bool = False) -> Path:
+    """The given path, checked: it exists and is a file (or a folder, when wanted)."""
     if path is None or path == "???":
         raise DataError(f"{key}: no path given (set {key}=/path/to/file)")
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"{key}: file not found: {p.resolve()}")
+        raise DataError(f"{key}: {'folder' if folder else 'file'} not found: {p.resolve()}")
+    if folder and not p.is_dir():
+        raise DataError(f"{key}: not a folder: {p.resolve()}")
+    if not folder and p.is_dir():
+        raise DataError(f"{key}: is a folder, not a file: {p.resolve()}")
     return p
 
 
@@ -133,6 +140,18 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
         raise DataError(f"{path}: no rows")
     texts = frame[c.text_column].tolist()
     labels = [s.strip() for s in frame[c.label_column].tolist()]
+    notes = []
+    missing = [i for i, lab in enumerate(labels) if not lab]
+    if missing:
+        if not c.drop_missing_labels:
+            raise DataError(
+                f"{path}: {len(missing)} row(s) with an empty '{c.label_column}' (first: data "
+                f"row {missing[0] + 1}); drop them with data.csv.drop_missing_labels=true"
+            )
+        gone = set(missing)
+        texts = [t for i, t in enumerate(texts) if i not in gone]
+        labels = [lab for i, lab in enumerate(labels) if i not in gone]
+        notes.append(f"dropped {len(missing)} rows with no label")
     if c.labels is not None:
         keep = set(c.labels)
         rows = [i for i, lab in enumerate(labels) if lab in keep]
@@ -146,14 +165,16 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
                     f"(keys: {', '.join(mapping)})"
                 )
         labels = [mapping[lab] for lab in labels]
-    return RawData(texts, labels, source=str(path))
+    return RawData(texts, labels, source=str(path), notes=notes)
 
 
 @register_loader("text_dir")
 def load_text_dir(cfg: DictConfig, encoding_errors: str) -> RawData:
     """root/<split>/<label>/*.txt; the test split (if named and present) is kept aside."""
     t = cfg.text_dir
-    root = _resolve_path(None if OmegaConf.is_missing(t, "root") else t.root, "data.text_dir.root")
+    root = _resolve_path(
+        None if OmegaConf.is_missing(t, "root") else t.root, "data.text_dir.root", folder=True
+    )
     texts, labels, splits = [], [], []
     names = [(t.train_split, "train")] + ([(t.test_split, "test")] if t.test_split else [])
     for folder, split in names:

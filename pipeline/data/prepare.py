@@ -18,6 +18,9 @@ from pipeline.config import to_plain
 from pipeline.data.loaders import LOADERS, DataError, RawData
 
 PAD, OOV = "", "[UNK]"  # ids 0 and 1
+# Loader settings left out of the fingerprint: what they change is in the rows themselves
+# (so adding one does not make earlier searches incomparable).
+UNHASHED_LOADER_KEYS = ("drop_missing_labels",)
 
 
 @dataclass
@@ -33,6 +36,7 @@ class PreparedData:
     texts: dict[str, list[str]] = field(default_factory=dict)
     # split -> example ids in the loaded data set (stable whatever the split)
     indices: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # the loader's, for the data line
 
     @property
     def n_classes(self) -> int:
@@ -143,6 +147,11 @@ def prepare(cfg: DictConfig) -> PreparedData:
 
     tokenizer = Tokenizer(cfg.token_pattern, cfg.lowercase)
     tokens = [tokenizer(t) for t in raw.texts]
+    if not any(tokens):
+        raise DataError(
+            f"{raw.source}: every text is empty (no tokens in {len(tokens)} examples); "
+            "check the text column"
+        )
     vocab = build_vocab([tokens[i] for i in splits["train"]], cfg.vocab_size, cfg.min_count)
     x = {k: encode([tokens[i] for i in idx], vocab, cfg.max_len) for k, idx in splits.items()}
     y = {k: y_all[idx] for k, idx in splits.items()}
@@ -160,7 +169,10 @@ def prepare(cfg: DictConfig) -> PreparedData:
     # Only the active loader's section counts: editing an unused one changes nothing.
     plain = to_plain(cfg)
     preprocessing = {k: v for k, v in plain.items() if k not in ("name", *LOADERS)}
-    preprocessing[cfg.loader] = plain.get(cfg.loader)
+    section = plain.get(cfg.loader)
+    if isinstance(section, dict):  # switches whose effect already shows in the raw rows
+        section = {k: v for k, v in section.items() if k not in UNHASHED_LOADER_KEYS}
+    preprocessing[cfg.loader] = section
     return PreparedData(
         name=cfg.name,
         x=x,
@@ -171,4 +183,5 @@ def prepare(cfg: DictConfig) -> PreparedData:
         key_masks=key_masks,
         texts={k: [raw.texts[i] for i in idx] for k, idx in splits.items()},
         indices={k: np.asarray(idx, dtype=np.int64) for k, idx in splits.items()},
+        notes=list(raw.notes),
     )

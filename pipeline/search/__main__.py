@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 from pipeline.cli import fail, guarded
 from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides, pin_explicit_knobs
 
+OUTAGE_EXIT_CODE = 75  # EX_TEMPFAIL: the tracking server was away too long; try again later
+
 
 def resume_command(cfg: DictConfig) -> str:
     """The command that continues this search (its overrides, plus its name)."""
@@ -39,6 +41,7 @@ def run(cfg: DictConfig) -> int:
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
     from pipeline.data import prepare
     from pipeline.search.ledger import plan_search_name
+    from pipeline.tracking.outage import TrackingOutage
     from pipeline.tracking.store import Tracker
 
     data = prepare(cfg.data)
@@ -63,6 +66,14 @@ def run(cfg: DictConfig) -> int:
                 from pipeline.search.run import run_search
 
                 outcome = run_search(cfg, data, tracker)
+    except TrackingOutage as err:
+        if role is not None:
+            fail(f"{cfg.cluster.worker_id}: {err}", code=OUTAGE_EXIT_CODE)
+        fail(
+            f"{err}; the search stopped, and the runs left open are closed by the next command "
+            f"that reaches the server; resume with: {resume_command(cfg)}",
+            code=OUTAGE_EXIT_CODE,
+        )
     except KeyboardInterrupt as err:
         code = interrupt_code(err)
         if role == ClusterRole.chief:  # stopped by its launcher: nothing to report

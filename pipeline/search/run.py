@@ -128,6 +128,7 @@ def describe_data(data: PreparedData) -> str:
         f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
         f"{len(data.y['val'])}/{len(data.y['test'])}  classes = {data.n_classes}  "
         f"vocab = {len(data.vocab)}  fingerprint {data.fingerprint[:12]}"
+        + "".join(f"  ({note})" for note in data.notes)
     )
 
 

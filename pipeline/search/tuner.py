@@ -7,6 +7,8 @@ configuration once per seed and logs each seed as a child of the search's parent
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,15 @@ from pipeline.search.space import (
 )
 from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Status, Tag, TrialRecord
+from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.store import Tracker
 
 WEIGHTS_FILE = "best.weights.h5"
+
+
+class TrackingLost(kt.errors.FatalError, TrackingOutage):
+    """The tracking server stayed away beyond its outage budget: keras-tuner must not count
+    this as a failed trial and go on, the search stops (resumable)."""
 
 
 def rss_mb() -> float:
@@ -185,6 +193,9 @@ class TrackedTuner(kt.Tuner):
                 if seed == seeds_of(self.cfg, train)[0]:
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
                 del trained
+        except TrackingOutage as err:  # not this trial's fault: stop the whole search
+            row["error"] = one_line(err)
+            raise TrackingLost(str(err)) from None
         except Exception as err:
             first = one_line(err)
             row["error"] = first
@@ -225,17 +236,20 @@ class TrackedTuner(kt.Tuner):
 def make_tuner(
     cfg: DictConfig, data: PreparedData, tracker: Tracker, name: str, overwrite: bool
 ) -> TrackedTuner:
-    return TrackedTuner(
-        make_oracle(cfg.tuner),
-        SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes),
-        cfg=cfg,
-        data=data,
-        tracker=tracker,
-        search_id=name,
-        directory=cfg.tuner.directory,
-        project_name=name,
-        overwrite=overwrite,
-    )
+    # keras-tuner prints "Reloading Tuner from ..." when it picks up an existing project;
+    # the search's own line already says "resumed".
+    with contextlib.redirect_stdout(io.StringIO()):
+        return TrackedTuner(
+            make_oracle(cfg.tuner),
+            SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes),
+            cfg=cfg,
+            data=data,
+            tracker=tracker,
+            search_id=name,
+            directory=cfg.tuner.directory,
+            project_name=name,
+            overwrite=overwrite,
+        )
 
 
 def drive(tuner: TrackedTuner, cfg: DictConfig) -> None:

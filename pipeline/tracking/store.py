@@ -12,10 +12,12 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,11 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from pipeline import progress
 from pipeline.config import PROJECT_ROOT
 from pipeline.errors import UserFacingError, one_line
+from pipeline.tracking.heartbeat import Heartbeat
+from pipeline.tracking.outage import OutageGuard, TrackingOutage
 from pipeline.tracking.records import Predictions, SearchRun, TrialRecord, TrialRun
 from pipeline.tracking.redaction import redact
 from pipeline.tracking.schema import (
@@ -36,6 +41,7 @@ from pipeline.tracking.schema import (
     Status,
     Tag,
 )
+from pipeline.tracking.sqlite_store import creation_lock
 
 TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")
 MAX_PARAM_CHARS = 6000
@@ -77,7 +83,18 @@ def git_commit() -> str | None:
 class Tracker:
     """A connection to one tracking store and experiment."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: str, connect_timeout: int = 10):
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: str,
+        connect_timeout: int = 10,
+        *,
+        outage_budget_s: float = 0,
+        heartbeat_s: float = 0,
+        stale_after_s: float = 0,
+    ):
+        """Budgets of 0 switch a feature off (direct use); the config sets them all."""
         self.uri = uri
         self.experiment_name = experiment
         self.artifact_root = artifact_root
@@ -86,12 +103,29 @@ class Tracker:
         self._datasets: dict[tuple[str, str], Any] = {}
         # A cluster worker has no parent run of its own: its trials nest under this one.
         self.parent_run_id: str | None = None
+        self.guard = OutageGuard(uri, outage_budget_s)
+        self.heartbeat = Heartbeat(heartbeat_s)
+        self.stale_after_s = float(stale_after_s)
+        # Metrics logged while the server is unreachable, replayed in order: training
+        # goes on during an outage instead of waiting at every epoch's log call.
+        self._pending_metrics: deque[tuple[str, list]] = deque()
+        self._last_flush_try = 0.0
 
     @classmethod
     def from_config(cls, tracking) -> Tracker:
         return cls(
-            tracking.uri, tracking.experiment, tracking.artifact_root, tracking.connect_timeout
+            tracking.uri,
+            tracking.experiment,
+            tracking.artifact_root,
+            tracking.connect_timeout,
+            outage_budget_s=tracking.outage_budget_s,
+            heartbeat_s=tracking.heartbeat_s,
+            stale_after_s=tracking.stale_after_s,
         )
+
+    def _call(self, fn, *args, **kwargs):
+        """Every write and read of the store: retried across an outage (see `outage`)."""
+        return self.guard.call(fn, *args, **kwargs)
 
     # ------------------------------------------------------------ set-up
     def connect(self) -> None:
@@ -99,11 +133,26 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.connect_timeout))
+            # Every set_terminated would print two "View run" lines (and read the run back);
+            # the search prints its parent run and the UI command once.
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             self._check_server()
             artifact_location = None
         else:
             artifact_location = self._prepare_local_store()
         mlflow.set_tracking_uri(self.uri)
+        with creation_lock(self.uri):  # the first opener of a SQLite store creates it alone
+            self._open_experiment(artifact_location)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+        if self.stale_after_s > 0:
+            closed = self.close_stale()
+            if closed:
+                progress.say(
+                    f"tracking: closed {closed} stale run(s) as FAILED (RUNNING with no "
+                    f"heartbeat for over {self.stale_after_s:.0f}s: tracking.stale_after_s)"
+                )
+
+    def _open_experiment(self, artifact_location: str | None) -> None:
         try:
             exp = mlflow.get_experiment_by_name(self.experiment_name)
             if exp is None:
@@ -126,7 +175,6 @@ class Tracker:
             raise TrackingError(
                 f"tracking.uri: cannot use {redact(self.uri)}: {one_line(err)}"
             ) from None
-        mlflow.set_experiment(experiment_id=self.experiment_id)
 
     def _check_server(self) -> None:
         url = self.uri.rstrip("/") + "/health"
@@ -171,29 +219,45 @@ class Tracker:
         With `run_id`, an existing run is reopened (a resumed search's parent).
         """
         remote_parent = nested and mlflow.active_run() is None and self.parent_run_id
-        active = mlflow.start_run(
+        tags = {k: redact(v) for k, v in (tags or {}).items()}
+        tags[Tag.HEARTBEAT] = str(int(time.time()))
+        active = self._call(
+            mlflow.start_run,
             run_id=run_id,
             run_name=None if run_id else name,
             experiment_id=self.experiment_id,
             nested=nested,
             parent_run_id=self.parent_run_id if remote_parent else None,
-            tags={k: redact(v) for k, v in (tags or {}).items()},
+            tags=tags,
         )
+        run_id = active.info.run_id
+        self.heartbeat.watch(run_id)
         try:
             yield active
         except KeyboardInterrupt:
-            mlflow.set_tags({Tag.STATUS: "killed", Tag.INTERRUPTED: "true"})
-            mlflow.end_run(status=Status.KILLED)
+            self._end(run_id, Status.KILLED, {Tag.STATUS: "killed", Tag.INTERRUPTED: "true"})
             raise
         except BaseException as err:
-            mlflow.set_tags(
-                {Tag.STATUS: "failed", Tag.ERROR: redact(f"{type(err).__name__}: {one_line(err)}")}
-            )
-            mlflow.end_run(status=Status.FAILED)
+            error = redact(f"{type(err).__name__}: {one_line(err)}")
+            self._end(run_id, Status.FAILED, {Tag.STATUS: "failed", Tag.ERROR: error})
             raise
         else:
-            mlflow.set_tag(Tag.STATUS, "finished")
-            mlflow.end_run(status=Status.FINISHED)
+            self._end(run_id, Status.FINISHED, {Tag.STATUS: "finished"})
+        finally:
+            self.heartbeat.forget(run_id)
+
+    def _end(self, run_id: str, status: str, tags: dict[str, str]) -> None:
+        """Flush buffered metrics, tag and terminate the run (retried across an outage),
+        then leave MLflow's active-run stack. With the server lost for good, only leave the
+        stack: the next search, report or resume closes the run (stale or interrupted)."""
+        try:
+            if not self.guard.lost:
+                self.flush_metrics()
+                self._set_run_tags(run_id, tags)
+                self._call(client().set_terminated, run_id, status)
+        finally:
+            with suppress(Exception):  # pops the stack first; its own terminate may fail
+                mlflow.end_run(status=status)
 
     # ------------------------------------------------------------ readers (typed records)
     def _search(self, filter_string: str, ascending: bool = False) -> list:
@@ -201,7 +265,8 @@ class Tracker:
         order = "ASC" if ascending else "DESC"
         runs, token = [], None
         while True:
-            page = client().search_runs(
+            page = self._call(
+                client().search_runs,
                 [self.experiment_id],
                 filter_string=filter_string,
                 max_results=5000,
@@ -238,7 +303,7 @@ class Tracker:
     def get_trial_run(self, run_id: str) -> TrialRun:
         """Any run by id, or TrackingError naming the id (wrong id, other store)."""
         try:
-            return _trial_run(client().get_run(run_id))
+            return _trial_run(self._call(client().get_run, run_id))
         except Exception as err:
             raise TrackingError(
                 f"run {run_id}: not found in this store ({one_line(err)})"
@@ -248,23 +313,58 @@ class Tracker:
         """Children a dead process (or one cluster worker) left RUNNING become FAILED,
         tagged interrupted."""
         closed = 0
-        c = client()
         for run in self.trial_runs(parent_id):
             if run.status == Status.RUNNING and (worker is None or run.worker == worker):
-                c.set_tag(run.run_id, Tag.INTERRUPTED, "true")
-                c.set_tag(run.run_id, Tag.STATUS, "failed")
-                c.set_tag(run.run_id, Tag.ERROR, "interrupted: the process died mid-trial")
-                c.set_terminated(run.run_id, status=Status.FAILED)
+                self._close_failed(
+                    run.run_id,
+                    {
+                        Tag.INTERRUPTED: "true",
+                        Tag.ERROR: "interrupted: the process died mid-trial",
+                    },
+                )
                 closed += 1
         return closed
 
-    @staticmethod
-    def read_text(run_id: str, path: str) -> str:
+    def close_stale(self) -> int:
+        """Runs of this experiment RUNNING with no heartbeat for `stale_after_s` (their
+        process died unseen: a killed machine, a lost worker) become FAILED, tagged stale.
+        Optuna's `fail_stale_trials`, for MLflow runs; runs open in this process are alive."""
+        now = time.time()
+        closed = 0
+        for run in self._search(f"attributes.status = '{Status.RUNNING}'"):
+            run_id = run.info.run_id
+            if self.heartbeat.watching(run_id):
+                continue
+            beat = _int(run.data.tags.get(Tag.HEARTBEAT)) or (run.info.start_time or 0) // 1000
+            silent = now - beat
+            if silent > self.stale_after_s:
+                self._close_failed(
+                    run_id,
+                    {
+                        Tag.STALE: "true",
+                        Tag.ERROR: f"stale: no heartbeat for {silent:.0f}s; its process is gone",
+                    },
+                )
+                closed += 1
+        return closed
+
+    def _close_failed(self, run_id: str, tags: dict[str, str]) -> None:
+        c = client()
+        self._set_run_tags(run_id, {Tag.STATUS: "failed", **tags})
+        self._call(c.set_terminated, run_id, status=Status.FAILED)
+
+    def _set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, redact(v)) for k, v in tags.items()]
+        self._call(client().log_batch, run_id, tags=batch)
+
+    def read_text(self, run_id: str, path: str) -> str:
         """The text of one logged artifact, or TrackingError naming it."""
         import mlflow.artifacts
 
         try:
-            return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+            return self._call(mlflow.artifacts.load_text, f"runs:/{run_id}/{path}")
         except Exception as err:
             raise TrackingError(
                 f"run {run_id}: cannot read artifact '{path}' ({one_line(err)})"
@@ -273,58 +373,80 @@ class Tracker:
     def read_trial_record(self, run_id: str) -> TrialRecord:
         return TrialRecord.from_json(json.loads(self.read_text(run_id, Artifact.TRIAL_RECORD)))
 
-    @staticmethod
-    def read_predictions(run_id: str) -> Predictions | None:
+    def read_predictions(self, run_id: str) -> Predictions | None:
         """A trial's validation predictions, or None when it logged none (older runs)."""
         import numpy as np
 
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = client().download_artifacts(run_id, Artifact.PREDICTIONS, tmp)
+                path = self._call(client().download_artifacts, run_id, Artifact.PREDICTIONS, tmp)
+            except TrackingOutage:
+                raise
             except Exception:
                 return None
             with np.load(path) as saved:
                 return Predictions(saved["index"], saved["y"], saved["probs"])
 
-    @staticmethod
-    def download_artifact(run_id: str, path: str, folder: str) -> str:
-        return client().download_artifacts(run_id, path, folder)
+    def download_artifact(self, run_id: str, path: str, folder: str) -> str:
+        return self._call(client().download_artifacts, run_id, path, folder)
 
-    @staticmethod
-    def log_artifacts_to(run_id: str, folder: str, artifact_path: str) -> None:
+    def log_artifacts_to(self, run_id: str, folder: str, artifact_path: str) -> None:
         """Attach a folder to an existing (finished) run, e.g. a report to its search."""
-        client().log_artifacts(run_id, folder, artifact_path)
+        self._call(client().log_artifacts, run_id, folder, artifact_path)
 
-    @staticmethod
-    def set_run_tag(run_id: str, key: str, value: str) -> None:
-        client().set_tag(run_id, key, redact(value))
+    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        self._set_run_tags(run_id, {key: value})
 
-    # ------------------------------------------------------------ logging
-    @staticmethod
-    def log_params(params: Mapping[str, Any]) -> None:
-        mlflow.log_params({k: redact(v)[:MAX_PARAM_CHARS] for k, v in params.items()})
+    # ------------------------------------------------------------ logging (active run)
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        clean = {k: redact(v)[:MAX_PARAM_CHARS] for k, v in params.items()}
+        self._call(mlflow.log_params, clean)
 
-    @staticmethod
-    def set_tags(tags: Mapping[str, Any]) -> None:
-        mlflow.set_tags({k: redact(v) for k, v in tags.items()})
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._call(mlflow.set_tags, {k: redact(v) for k, v in tags.items()})
 
-    @staticmethod
-    def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Metrics on the active run. Against a server they are queued and sent in order:
+        during an outage the queue grows and training goes on (`flush_metrics` before the
+        run ends waits for the server, within the outage budget)."""
+        from mlflow.entities import Metric as MetricEntity
+
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
-        if clean:
+        if not clean:
+            return
+        if not self.guard.remote:
             mlflow.log_metrics(clean, step=step)
+            return
+        now = int(time.time() * 1000)
+        batch = [MetricEntity(k, v, now, step or 0) for k, v in clean.items()]
+        self._pending_metrics.append((mlflow.active_run().info.run_id, batch))
+        self.flush_metrics(wait=False)
 
-    @staticmethod
-    def log_dict(data: Any, artifact_file: str) -> None:
-        mlflow.log_dict(data, artifact_file)
+    def flush_metrics(self, wait: bool = True) -> None:
+        """Send queued metrics in order; without `wait`, stop at the first outage error
+        (and try at most every few seconds while the server is down)."""
+        if not wait and self.guard.down and time.monotonic() - self._last_flush_try < 5:
+            return
+        c = client()
+        while self._pending_metrics:
+            run_id, batch = self._pending_metrics[0]
+            if wait:
+                self._call(c.log_batch, run_id, metrics=batch)
+            else:
+                self._last_flush_try = time.monotonic()
+                sent, _ = self.guard.try_once(c.log_batch, run_id, metrics=batch)
+                if not sent:
+                    return
+            self._pending_metrics.popleft()
 
-    @staticmethod
-    def log_trial_record(record: TrialRecord) -> None:
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self._call(mlflow.log_dict, data, artifact_file)
+
+    def log_trial_record(self, record: TrialRecord) -> None:
         """A trial's `trial.json` on the active run (the tuner and reproduce alike)."""
-        mlflow.log_dict(record.to_json(), Artifact.TRIAL_RECORD)
+        self._call(mlflow.log_dict, record.to_json(), Artifact.TRIAL_RECORD)
 
-    @staticmethod
-    def log_predictions(predictions: Predictions) -> None:
+    def log_predictions(self, predictions: Predictions) -> None:
         """Validation predictions on the active run, compressed (`predictions/val.npz`)."""
         import numpy as np
 
@@ -337,31 +459,31 @@ class Tracker:
                 y=predictions.y.astype("int16"),
                 probs=predictions.probs.astype("float32"),
             )
-            mlflow.log_artifact(str(path), folder)
+            self._call(mlflow.log_artifact, str(path), folder)
 
-    @staticmethod
-    def log_text(text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._call(mlflow.log_text, text, artifact_file)
 
-    @staticmethod
-    def log_figure(figure, artifact_file: str) -> None:
+    def log_figure(self, figure, artifact_file: str) -> None:
         """Log and close a matplotlib figure (closing keeps memory flat over trials)."""
         import matplotlib.pyplot as plt
 
         try:
-            mlflow.log_figure(figure, artifact_file)
+            self._call(mlflow.log_figure, figure, artifact_file)
         finally:
             plt.close(figure)
 
-    @staticmethod
-    def log_table_csv(frame, artifact_file: str) -> None:
-        mlflow.log_text(frame.to_csv(index=False), artifact_file)
+    def log_table_csv(self, frame, artifact_file: str) -> None:
+        self._call(mlflow.log_text, frame.to_csv(index=False), artifact_file)
 
     def log_dataset(
         self, features, targets, name: str, context: str, source: str, digest: str
     ) -> None:
         """Log a split as an MLflow dataset input; built once per digest (schema and
-        profile are computed over the whole array), then only linked to each run."""
+        profile are computed over the whole array), then only linked to each run.
+
+        Workers logging the same new dataset at once race in the store's unique key;
+        the loser's dataset exists by then, so linking it again is all that is left."""
         import mlflow.data
 
         key = (name, digest)
@@ -369,10 +491,16 @@ class Tracker:
             self._datasets[key] = mlflow.data.from_numpy(
                 features, targets=targets, name=name, source=redact(source), digest=digest[:36]
             )
-        mlflow.log_input(self._datasets[key], context=context)
+        try:
+            self._call(mlflow.log_input, self._datasets[key], context=context)
+        except TrackingOutage:
+            raise
+        except Exception as err:
+            if not _already_exists(err):
+                raise
+            self._call(mlflow.log_input, self._datasets[key], context=context)
 
-    @staticmethod
-    def log_keras_model(model, input_example) -> None:
+    def log_keras_model(self, model, input_example) -> None:
         """Log a loadable Keras model with signature and input example under `model/`.
 
         mlflow.keras.log_model writes the input example before it creates its folder
@@ -393,19 +521,24 @@ class Tracker:
                 input_example=input_example,
                 pip_requirements=model_pip_requirements(),
             )
-            mlflow.log_artifacts(str(path), Artifact.MODEL_DIR)
+            self._call(mlflow.log_artifacts, str(path), Artifact.MODEL_DIR)
 
-    @staticmethod
-    def log_environment() -> dict[str, str]:
+    def log_environment(self) -> dict[str, str]:
         versions = package_versions()
-        mlflow.log_dict(versions, Artifact.ENVIRONMENT)
+        self._call(mlflow.log_dict, versions, Artifact.ENVIRONMENT)
         tags = {f"{Tag.VERSION_PREFIX}{k}": v for k, v in versions.items()}
         tags.update(machine_tags())
         commit = git_commit()
         if commit:
             tags[MLFLOW_GIT_COMMIT] = commit
-        mlflow.set_tags(tags)
+        self._call(mlflow.set_tags, tags)
         return versions
+
+
+def _already_exists(err: BaseException) -> bool:
+    """A unique-key clash in the store (SQLite, PostgreSQL, MySQL wording)."""
+    marks = ("UNIQUE constraint failed", "IntegrityError", "duplicate key", "Duplicate entry")
+    return any(mark in str(err) for mark in marks)
 
 
 def machine_tags() -> dict[str, str]:
@@ -417,6 +550,18 @@ def machine_tags() -> dict[str, str]:
         f"{Tag.MACHINE_PREFIX}cpus": str(os.cpu_count()),
         f"{Tag.MACHINE_PREFIX}python": platform.python_version(),
     }
+
+
+def initialise_store(uri: str) -> None:
+    """Create or migrate a database store now, under the creation lock (a server started
+    on a fresh SQLite store would otherwise migrate it while searches open it too)."""
+    try:
+        with creation_lock(uri):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except UserFacingError:
+        raise
+    except Exception as err:
+        raise TrackingError(f"tracking.uri: cannot use {redact(uri)}: {one_line(err)}") from None
 
 
 def client() -> MlflowClient:

@@ -1,0 +1,143 @@
+"""Riding out a tracking-server outage: retry with backoff within a budget, then stop.
+
+MLflow's REST client fails each call once its own retries are spent, so a trial that logs
+while the server restarts would fail although it trained. `OutageGuard.call` retries a
+call while the server is unreachable (its `/health` does not answer, or the error is a
+connection or gateway error), with exponential backoff, for at most `budget_s` seconds
+per outage; any other error is raised at once. Past the budget the guard is *lost*:
+every later call raises `TrackingOutage` immediately, so a search stops in seconds, not
+one budget per pending call. Local stores (SQLite) are called directly.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import TypeVar
+
+from pipeline import progress
+from pipeline.errors import UserFacingError, one_line
+from pipeline.tracking.redaction import redact
+
+T = TypeVar("T")
+
+FIRST_DELAY_S = 0.5
+MAX_DELAY_S = 10.0
+HEALTH_TIMEOUT_S = 3.0
+# Errors that mean "the server is not there right now" even if /health answers again.
+TRANSIENT_MARKS = (
+    "Max retries exceeded",
+    "Connection refused",
+    "Connection aborted",
+    "Connection reset",
+    "RemoteDisconnected",
+    "Read timed out",
+)
+GATEWAY_ERROR = re.compile(r"\b(error|status) code 50[234]\b|\b50[234] Server Error\b")
+
+
+class TrackingOutage(UserFacingError, RuntimeError):
+    """The tracking server stayed unreachable for longer than `tracking.outage_budget_s`."""
+
+
+class OutageGuard:
+    """Retries calls to one tracking server across outages of up to `budget_s` seconds."""
+
+    def __init__(self, uri: str, budget_s: float):
+        self.uri = uri
+        self.remote = uri.startswith(("http://", "https://"))
+        self.budget_s = float(budget_s)
+        self.down_since: float | None = None
+        self.lost = False
+        self.outages: list[float] = []  # length of each outage ridden out, seconds
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- calls
+    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """`fn(*args, **kwargs)`, retried while the server is unreachable (within budget)."""
+        if not self.remote:
+            return fn(*args, **kwargs)
+        delay = FIRST_DELAY_S
+        while True:
+            self._raise_if_lost()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:
+                if self.budget_s <= 0 or not self.is_outage(err):
+                    raise
+                remaining = self._note_down(err)
+                time.sleep(min(delay, max(remaining, 0.05)))
+                delay = min(delay * 2, MAX_DELAY_S)
+                continue
+            self._note_up()
+            return result
+
+    def try_once(self, fn: Callable[..., T], *args, **kwargs) -> tuple[bool, T | None]:
+        """One attempt: (True, result), or (False, None) during an outage (budget left)."""
+        self._raise_if_lost()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as err:
+            if not self.remote or self.budget_s <= 0 or not self.is_outage(err):
+                raise
+            self._note_down(err)
+            return False, None
+        self._note_up()
+        return True, result
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    # ---------------------------------------------------------------- state
+    def is_outage(self, err: BaseException) -> bool:
+        text = str(err)
+        transient = any(mark in text for mark in TRANSIENT_MARKS) or GATEWAY_ERROR.search(text)
+        return bool(transient) or not self.healthy()
+
+    def healthy(self) -> bool:
+        try:
+            url = self.uri.rstrip("/") + "/health"
+            with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _note_down(self, err: BaseException) -> float:
+        """Record the outage; the budget left, or TrackingOutage once it is spent."""
+        now = time.monotonic()
+        with self._lock:
+            if self.down_since is None:
+                self.down_since = now
+                progress.say(
+                    f"tracking: server {redact(self.uri)} unreachable ({one_line(err, 120)}); "
+                    f"training goes on, logging retries for up to {self.budget_s:.0f}s "
+                    "(tracking.outage_budget_s)"
+                )
+            remaining = self.budget_s - (now - self.down_since)
+            if remaining <= 0:
+                self.lost = True
+        self._raise_if_lost()
+        return remaining
+
+    def _note_up(self) -> None:
+        if self.down_since is None:
+            return
+        with self._lock:
+            if self.down_since is None:
+                return
+            lasted = time.monotonic() - self.down_since
+            self.down_since = None
+            self.outages.append(lasted)
+        progress.say(f"tracking: server {redact(self.uri)} is back after {lasted:.0f}s")
+
+    def _raise_if_lost(self) -> None:
+        if self.lost:
+            raise TrackingOutage(
+                f"tracking: server {redact(self.uri)} unreachable for more than "
+                f"{self.budget_s:.0f}s (tracking.outage_budget_s)"
+            )
