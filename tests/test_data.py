@@ -159,7 +159,7 @@ def test_text_dir_loader_keeps_test_split_aside(tmp_path):
 
 
 def test_text_dir_missing_root():
-    with pytest.raises(DataError, match="file not found"):
+    with pytest.raises(DataError, match="folder not found"):
         prepare(data_cfg("data=text_dir", "data.text_dir.root=/nonexistent/reviews"))
 
 

@@ -265,8 +265,10 @@ def test_sigkill_of_the_server_launcher_frees_its_port(tmp_path):
         launcher.kill()  # SIGKILL: no handler runs in the launcher
         launcher.wait()
         wait_until(lambda: not port_open(port), 30, f"port {port} to be free")
-        with socket.socket() as s:  # free for a new server, not just refusing
+        with socket.socket() as s:  # free for a new server (which sets SO_REUSEADDR too)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+            s.listen()
     finally:
         if launcher.poll() is None:
             launcher.kill()
