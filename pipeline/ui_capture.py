@@ -12,11 +12,12 @@ from pathlib import Path
 
 def capture_search(db: str, search: str, out: Path) -> list[Path]:
     """README images from a finished search in a local SQLite store: the heatmap (or
-    saliency) of its best attention trial, the runs table and that artifact in the UI."""
+    saliency) of its best attention trial; the runs table, the compare page of its trials
+    and that artifact in the UI."""
     from pipeline.models.registry import get_pooling
     from pipeline.tracking import Artifact, Metric, Tracker, TrackingError
     from pipeline.tracking.mlflow_server import mlflow_server
-    from pipeline.tracking.ui import capture
+    from pipeline.tracking.ui import UiTour
 
     uri = f"sqlite:///{Path(db).resolve()}"
     tracker = Tracker(uri, "attention-search", str(Path(db).resolve().parent / "artifacts"))
@@ -25,26 +26,27 @@ def capture_search(db: str, search: str, out: Path) -> list[Path]:
     if parent is None:
         raise TrackingError(f"no search named '{search}' in {uri}")
     children = tracker.trial_runs(parent.run_id)
-    weighted = [
-        r for r in children if get_pooling(r.params.get("pooling", "mean")).attention_weights
-    ]
+
+    def pooling(run) -> str:  # every run's params since the full-config layout; older: searched
+        return run.params.get("model.pooling") or run.hyperparameters.get("pooling", "mean")
+
+    weighted = [r for r in children if get_pooling(pooling(r)).attention_weights]
     best = max(weighted or children, key=lambda r: r.metrics.get(Metric.VAL_ACCURACY, 0))
     kind = "attention" if best in weighted else "saliency"
     artifact = Artifact.attention("final", kind, "png")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(tracker.download_artifact(best.run_id, artifact, tmp), out / "heatmap.png")
-    with mlflow_server(uri, Path(db).resolve().parent) as base:
-        shots = capture(
-            base,
-            best.experiment_id,
-            parent.name,
-            [r.name for r in children][:3],
-            best.run_id,
-            artifact,
-            out,
-        )
-    return [out / "heatmap.png", *shots.values()]
+    with (
+        mlflow_server(uri, Path(db).resolve().parent) as base,
+        UiTour(base, best.experiment_id, out) as tour,
+    ):
+        shots = [
+            tour.runs_table(parent.name, [r.name for r in children][:3]),
+            tour.compare([r.run_id for r in children], [parent.objective or "val_accuracy"]),
+            tour.artifact_image(best.run_id, artifact),
+        ]
+    return [out / "heatmap.png", *shots]
 
 
 def main(argv: list[str] | None = None) -> int:

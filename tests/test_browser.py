@@ -1,8 +1,10 @@
-"""The MLflow UI, in headless Chromium, shows a tiny real search and its attention heatmap.
+"""The MLflow UI, in headless Chromium, as a researcher uses it to compare searches.
 
-A tiny real search (in-process), then `mlflow server` on 127.0.0.1 over its store,
-then Playwright driving Debian's chromium: the runs table must list the parent and
-(expanded) its children, and a child's heatmap PNG must be served and rendered.
+Two tiny real searches in one store (in-process), then `mlflow server` over it, then
+Playwright driving Debian's chromium. The runs table filtered by a dotted param shows the
+runs of both searches; the compare page of a search's children plots the searched params
+against the validation objective without any selection by hand; a child shows system
+metrics; the registered best model is on the Models page; a heatmap PNG renders.
 Screenshots are kept in test-artifacts/ (git-ignored).
 """
 
@@ -13,47 +15,87 @@ import urllib.request
 import pytest
 
 from pipeline.tracking.mlflow_server import mlflow_server
-from pipeline.tracking.ui import capture, chromium_path
+from pipeline.tracking.ui import UiTour, chromium_path
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
+
+TINY = [
+    "+experiment=quick",
+    "train.epochs=3",
+    "tracking.system_metrics_s=1",  # trials last a few seconds here
+]
 
 
 @pytest.mark.skipif(
     chromium_path() is None, reason="chromium not installed (`make browser` installs it as root)"
 )
-def test_ui_lists_runs_and_serves_the_attention_heatmap(store):
+def test_the_ui_compares_runs_across_searches(store):
     from pipeline.search import run_search
 
     run_search(
         store.compose(
-            "+experiment=quick",
-            "tuner.max_trials=2",
-            "data.synthetic.n_examples=240",
-            "search_space.pooling.values=[attention,classic]",
-            "search.name=browser-check",
-            "tracking.log_model=false",
+            *TINY, "tuner.max_trials=2", "search.name=default-search", "tracking.log_model=false"
         )
     )
-    children = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
-    assert len(children) == 2
-    child = children[0]  # attention or classic: both log attention heatmaps
-    exp_id = child.info.experiment_id
-    artifact = "attention/final_attention.png"
+    run_search(
+        store.compose(
+            *TINY,
+            "tuner=grid",
+            "search_space.pooling.values=[attention,classic]",
+            "search.name=pooling-ablation",
+            "tracking.register_best=attention-best",
+        )
+    )
+    runs = store.runs()
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    ablation = [r for r in children if r.data.tags["search_id"] == "pooling-ablation"]
+    assert {r.data.tags["search_id"] for r in children} == {"default-search", "pooling-ablation"}
+    # Every child carries its whole configuration under the same dotted keys.
+    for run in children:
+        assert {"model.units", "model.pooling", "train.learning_rate", "data.name"} <= set(
+            run.data.params
+        )
+        assert run.data.tags["searched"]
+    matching = [r for r in runs if r.data.params.get("model.units") == "8"]
+    assert len(matching) == len(children)  # every trial; parents log the unsearched default
+    with_system = [r for r in ablation if "system/cpu_utilization_percentage" in r.data.metrics]
+    assert with_system, "no trial sampled system metrics"
+    parent = next(r for r in runs if r.info.run_name == "pooling-ablation")
+    assert parent.data.tags["registered_model"] == "attention-best/1"
+    artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id)}
+    assert "leaderboard.json" in artifacts  # mlflow.log_table: a table in the UI
+    import mlflow
+
+    import pipeline.models.layers  # noqa: F401  (the custom layers a saved model names)
+
+    mlflow.set_tracking_uri(store.uri)
+    model = mlflow.keras.load_model("models:/attention-best/latest")
+    assert model.output_shape[-1] == 3
+    heatmap = "attention/final_attention.png"
+    exp_id = children[0].info.experiment_id
+
     with mlflow_server(store.uri, store.path) as base:
         with urllib.request.urlopen(
-            f"{base}/get-artifact?path={artifact}&run_uuid={child.info.run_id}", timeout=30
+            f"{base}/get-artifact?path={heatmap}&run_uuid={ablation[0].info.run_id}", timeout=30
         ) as resp:
             png = resp.read()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
-        shots = capture(
-            base,
-            exp_id,
-            "browser-check",
-            ["trial-001", "trial-002"],
-            child.info.run_id,
-            artifact,
-            PROJECT_ROOT / "test-artifacts",
-        )
-    for path in shots.values():
+        with UiTour(base, exp_id, PROJECT_ROOT / "test-artifacts") as tour:
+            shots = [
+                tour.runs_table("pooling-ablation", [r.info.run_name for r in ablation]),
+                tour.filtered(
+                    "params.`model.units` = '8'",
+                    ["default-search", "pooling-ablation"],
+                    matching=len(matching) + 2,  # the UI counts their parents too
+                ),
+                tour.compare(
+                    [r.info.run_id for r in ablation],
+                    ["model.attention_activation", "val_accuracy"],
+                ),
+                tour.system_metrics(with_system[0].info.run_id),
+                tour.registered_model("attention-best"),
+                tour.artifact_image(ablation[0].info.run_id, heatmap),
+            ]
+    for path in shots:
         assert path.stat().st_size > 10_000

@@ -158,10 +158,12 @@ def test_seed_level_fallback_when_runs_logged_no_predictions():
 
 
 def test_baseline_names_resolve_to_one_configuration():
-    labels = ["attention-tanh units=32", "attention-tanh units=64", "classic", "mean"]
+    labels = ["attn-tanh units=32", "attn-tanh units=64", "classic", "mean"]
     assert resolve_baseline("classic", labels) == "classic"
-    assert resolve_baseline("attention-tanh units=32", labels) == "attention-tanh units=32"
+    assert resolve_baseline("attn-tanh units=32", labels) == "attn-tanh units=32"
+    # A baseline spelled the way older versions labelled it still resolves.
+    assert resolve_baseline("attention-tanh units=32", labels) == "attn-tanh units=32"
     from pipeline.errors import SearchError
 
     with pytest.raises(SearchError, match="matches 2 configurations"):
-        resolve_baseline("attention-tanh", labels)
+        resolve_baseline("attn-tanh", labels)

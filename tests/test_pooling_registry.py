@@ -9,7 +9,9 @@ import pytest
 
 from pipeline.config import ConfigError, compose_config
 from pipeline.models.registry import (
+    LABEL_LENGTH_SHOWN,
     POOLINGS,
+    canonical_label,
     get_pooling,
     knob_options,
     label_knobs,
@@ -22,20 +24,31 @@ from tests.conftest import PROJECT_ROOT, assert_nothing_running
 PLUGIN = "tests.plugins.gated_pooling"
 
 
+def test_labels_differ_within_what_mlflow_plots_show():
+    """MLflow's parallel-coordinates plot shows a categorical value's first 10 characters."""
+    labels = [label for label, _ in labelled_settings()]
+    shown = {label[:LABEL_LENGTH_SHOWN] for label in labels}
+    assert len(shown) == len(labels)
+
+
+def test_labels_of_older_runs_read_as_today():
+    assert canonical_label("attention-tanh") == "attn-tanh"
+    assert canonical_label("attention-none units=32") == "attn-none units=32"
+    assert canonical_label("mean") == "mean" and canonical_label("attn-tanh") == "attn-tanh"
+
+
 def test_registry_describes_every_built_in_variant():
     assert set(POOLINGS) == {"attention", "mean", "max", "last", "classic"}
     classic, attention = get_pooling("classic"), get_pooling("attention")
     assert not classic.mask_aware and not classic.trims_padding and classic.attention_weights
     assert attention.mask_aware and attention.trims_padding and attention.attention_weights
     assert not get_pooling("mean").attention_weights  # heatmaps show saliency instead
-    assert variant_label({"pooling": "attention", "attention_activation": "none"}) == (
-        "attention-none"
-    )
+    assert variant_label({"pooling": "attention", "attention_activation": "none"}) == "attn-none"
     assert variant_label({"pooling": "max", "attention_activation": "tanh"}) == "max"
     assert label_knobs() == {"pooling", "attention_activation"}
     assert knob_options()["attention_activation"] == ("tanh", "none")
     labels = [label for label, _ in labelled_settings()]
-    assert labels == ["attention-tanh", "attention-none", "mean", "max", "last", "classic"]
+    assert labels == ["attn-tanh", "attn-none", "mean", "max", "last", "classic"]
     with pytest.raises(ValueError, match="unknown pooling 'lstm'"):
         get_pooling("lstm")
 

@@ -91,7 +91,7 @@ def test_seed_replicates_report_and_reproduce(store, run_cli, capsys):
     import pandas as pd
 
     board = pd.read_csv(out / "leaderboard.csv")
-    assert sorted(board["configuration"]) == ["attention-tanh", "mean"]
+    assert sorted(board["configuration"]) == ["attn-tanh", "mean"]
     assert list(board["seeds"]) == [2, 2]
     seeds_of = {c.data.tags["variant"]: [] for c in children}
     for c in children:

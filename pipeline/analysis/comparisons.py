@@ -442,7 +442,11 @@ def comparisons(
 
 def resolve_baseline(name: str, labels: list[str]) -> str:
     """The configuration a baseline name means: an exact label, or the one label that
-    starts with it (`classic` -> `classic`, `attention-tanh` -> `attention-tanh units=32`)."""
+    starts with it (`classic` -> `classic`, `attn-tanh` -> `attn-tanh units=32`); labels of
+    older versions (`attention-tanh`) are read as today's."""
+    from pipeline.models.registry import canonical_label
+
+    name = canonical_label(name)
     if name in labels:
         return name
     matches = [lab for lab in labels if lab.split(" ")[0] == name or lab.startswith(f"{name} ")]

@@ -42,7 +42,7 @@ def _hp_text(value) -> str:
 def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
     """Finished trial runs (one row per seed) of these searches (parent runs), with
     `data`, `group`, `label`, `seed` and metric columns."""
-    from pipeline.models.registry import label_knobs
+    from pipeline.models.registry import canonical_label, label_knobs
 
     records: list[TrialRun] = tracker.trial_runs(parent_ids, status=Status.FINISHED)
     if not records:
@@ -53,14 +53,14 @@ def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
             "search": [r.search_id for r in records],
             "data": [r.data or r.data_fingerprint or "data" for r in records],
             "group": [r.group or r.config_hash for r in records],
-            "variant": [r.variant for r in records],
+            "variant": [canonical_label(r.variant) if r.variant else None for r in records],
             "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
             "start_time": [r.start_time for r in records],
         }
     )
     metrics = pd.DataFrame([r.metrics for r in records])
     runs = pd.concat([runs, metrics], axis=1)
-    params = pd.DataFrame([r.params for r in records])
+    params = pd.DataFrame([r.hyperparameters for r in records])
     in_label = label_knobs()
     varying = [
         c

@@ -37,7 +37,9 @@ def bare_fit(cfg, data) -> tuple[float, float]:
     return time.perf_counter() - start, 0.0
 
 
-def tracked_trial(cfg, data, log_model: bool, attention: bool = True) -> tuple[float, float]:
+def tracked_trial(
+    cfg, data, log_model: bool, attention: bool = True, system_metrics: bool = True
+) -> tuple[float, float]:
     """(trial wall time, that minus the trial's own model.fit: what the pipeline adds)."""
     with tempfile.TemporaryDirectory() as tmp:
         run_cfg = OmegaConf.merge(
@@ -47,6 +49,7 @@ def tracked_trial(cfg, data, log_model: bool, attention: bool = True) -> tuple[f
                     "uri": f"sqlite:///{tmp}/mlflow.db",
                     "artifact_root": f"{tmp}/a",
                     "log_model": log_model,
+                    "system_metrics_s": cfg.tracking.system_metrics_s if system_metrics else 0,
                 },
                 "tuner": {"directory": f"{tmp}/tuner"},
                 "search": {"evaluate_test": False},
@@ -80,6 +83,7 @@ def run(args) -> None:
     data = prepare(cfg.data)
     modes = {
         "bare model.fit": lambda: bare_fit(cfg, data),
+        "trial, no system metrics": lambda: tracked_trial(cfg, data, False, False, False),
         "trial, plots off, model off": lambda: tracked_trial(cfg, data, False, False),
         "trial, plots on, model off": lambda: tracked_trial(cfg, data, False),
         "trial, plots on, model on": lambda: tracked_trial(cfg, data, True),

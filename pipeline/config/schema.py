@@ -201,6 +201,8 @@ class TrackingConfig:
     log_model: bool
     log_datasets: bool
     log_predictions: bool
+    register_best: str | None
+    system_metrics_s: float
     connect_timeout: int
     outage_budget_s: float
     stale_after_s: float

@@ -141,6 +141,13 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
             f"'{value}' not in {list(allowed)}",
         )
     _require(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    tr = cfg.tracking
+    _require(
+        not tr.register_best or tr.log_model,
+        "tracking.register_best",
+        "needs tracking.log_model=true (the best trial's logged model is what gets registered)",
+    )
+    _require(tr.system_metrics_s >= 0, "tracking.system_metrics_s", "must be >= 0 (0: off)")
     _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
     _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
     _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")

@@ -38,8 +38,11 @@ class PoolingVariant:
     # Batches trimmed to their length bucket (None: exactly when mask-aware; an unmasked
     # layer would see a different amount of padding, so trimming changes what it computes).
     bucketing: bool | None = None
-    # Model knobs that are part of the variant's label ("attention-tanh").
+    # Model knobs that are part of the variant's label ("attn-tanh").
     label_knobs: tuple[str, ...] = ()
+    # The label's first word when the name is too long: MLflow's parallel-coordinates plot
+    # shows a categorical value's first 10 characters, so labels must differ within them.
+    short_name: str | None = None
     # Allowed values of the model knobs this variant reads.
     knob_choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     description: str = ""
@@ -49,7 +52,8 @@ class PoolingVariant:
         return self.mask_aware if self.bucketing is None else self.bucketing
 
     def label(self, settings: Mapping[str, Any]) -> str:
-        return "-".join([self.name, *(str(settings[k]) for k in self.label_knobs)])
+        head = self.short_name or self.name
+        return "-".join([head, *(str(settings[k]) for k in self.label_knobs)])
 
 
 POOLINGS: dict[str, PoolingVariant] = {}
@@ -75,8 +79,21 @@ def variant_of(settings: Mapping[str, Any]) -> PoolingVariant:
 
 
 def variant_label(settings: Mapping[str, Any]) -> str:
-    """'attention-tanh', 'mean', ...: how plots, tags and reports name a configuration."""
+    """'attn-tanh', 'mean', ...: how plots, tags, run names and reports name a
+    configuration (distinct within 10 characters: see `PoolingVariant.short_name`)."""
     return variant_of(settings).label(settings)
+
+
+LABEL_LENGTH_SHOWN = 10  # characters of a categorical value MLflow's plots show
+
+
+def canonical_label(label: str) -> str:
+    """A label as this version writes it: runs logged before short names existed are
+    tagged `attention-tanh`; they read as `attn-tanh`, so old and new runs compare."""
+    for variant in POOLINGS.values():
+        if variant.short_name and label.startswith(f"{variant.name}-"):
+            return variant.short_name + label[len(variant.name) :]
+    return label
 
 
 def label_knobs() -> set[str]:
@@ -142,6 +159,7 @@ register_pooling(
         _attention,
         attention_weights=True,
         label_knobs=("attention_activation",),
+        short_name="attn",
         knob_choices={"attention_activation": ("tanh", "none")},
         description="masked softmax over real steps of w.h (none) or tanh(w.h+b); "
         "optional hidden projection (attention_hidden)",

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import VALIDATION_METRICS, minimised
+from pipeline.models.registry import canonical_label
 from pipeline.tracking import Metric, Status, TrialRun
 
 
@@ -52,14 +53,14 @@ def trial_row(run: TrialRun) -> dict[str, Any]:
     """The summary row of a stored trial run (a resumed search, or a cluster's workers)."""
     return {
         "trial": run.trial_number or 0,
-        "variant": run.variant or "",
+        "variant": canonical_label(run.variant or ""),
         "trial_id": run.trial_id,
         "config_hash": run.config_hash,
         **({"seed": run.seed} if run.seed is not None else {}),
         **({"group": run.group} if run.group else {}),
         **({"worker": run.worker} if run.worker else {}),
         "status": run.status,
-        **{k: _typed(v) for k, v in run.params.items()},
+        **{k: _typed(v) for k, v in run.hyperparameters.items()},
         **{
             k: v
             for k, v in run.metrics.items()

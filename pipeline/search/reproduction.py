@@ -161,9 +161,12 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     with tracker.run(f"reproduce-{name}", tags=tags) as run:
         log_trial_inputs(
             tracker,
+            cfg,
             TrialRecord(
                 record.hyperparameters, record.seed, data.fingerprint, None, record.split_seed
             ),
+            model_settings,
+            train,
         )
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
         train_and_log(

@@ -27,7 +27,7 @@ from pipeline.data import PreparedData, prepare
 from pipeline.errors import SearchError
 from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
-from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial
+from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import active_values, build_trial_model, trial_settings
 from pipeline.search.tuner import drive, make_tuner, weights_path
@@ -112,6 +112,9 @@ def finish_search(
         first = replicate_data(cfg, data, seeds_of(cfg, train)[0])
         test_metrics = evaluate_on_test(cfg, first, best_values, str(weights))
         tracker.log_metrics(test_metrics)
+    tracker.log_table(leaderboard_table(table, cfg.tuner.objective), Artifact.LEADERBOARD)
+    if cfg.tracking.register_best:
+        register_best(cfg, tracker, name, best_row, test_metrics)
     return SearchOutcome(
         search_id=name,
         parent_run_id=parent_id,
@@ -121,6 +124,35 @@ def finish_search(
         ui_command=tracker.ui_command(),
         exhausted=exhausted_space(cfg.tuner.kind, cfg.tuner.max_trials, trials),
     )
+
+
+def leaderboard_table(table: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """One row per configuration, best first, without empty columns (the parent run's
+    `leaderboard.json`, shown as a table in the MLflow UI)."""
+    board = ranked(table, objective).dropna(axis="columns", how="all")
+    return board.drop(columns=[c for c in ("trial_id", "status") if c in board])
+
+
+def register_best(
+    cfg: DictConfig, tracker: Tracker, name: str, best_row: dict, test_metrics: dict
+) -> str:
+    """The best trial's model as a new version of `tracking.register_best`."""
+    model = cfg.tracking.register_best
+    objective = cfg.tuner.objective
+    tags = {
+        Tag.SEARCH_ID: name,
+        Tag.OBJECTIVE: objective,
+        objective: f"{best_row[objective]:.6g}",
+        Tag.VARIANT: best_row.get("variant", ""),
+        **{k: f"{v:.6g}" for k, v in test_metrics.items()},
+    }
+    version = tracker.register_model(model, best_row["run_id"], tags)
+    tracker.set_tags({Tag.REGISTERED_MODEL: f"{model}/{version}"})
+    progress.say(
+        f"registered the best trial's model as '{model}' version {version}: "
+        f"mlflow.keras.load_model('models:/{model}/{version}') (or models:/{model}/latest)"
+    )
+    return version
 
 
 def describe_data(data: PreparedData) -> str:

@@ -79,6 +79,18 @@ def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
     }
 
 
+def param_key(cfg: DictConfig, name: str) -> str | None:
+    """The dotted config key a searched knob sets (`units` -> `model.units`); None for
+    keras-tuner's own `tuner/*` values."""
+    if name.startswith("tuner/"):
+        return None
+    if name in cfg.model:
+        return f"model.{name}"
+    if name in cfg.train:
+        return f"train.{name}"
+    return None
+
+
 def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]:
     """(model settings, train settings): the config with the trial's values applied."""
     model, train = to_plain(cfg.model), to_plain(cfg.train)

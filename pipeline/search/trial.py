@@ -18,9 +18,12 @@ from omegaconf import DictConfig
 
 from pipeline.analysis.attention import AttentionView, choose_panel, inspect_attention
 from pipeline.analysis.figures import confusion_matrix_figure, heatmap_figure, panel_html
+from pipeline.config import flatten, to_plain
 from pipeline.data import PreparedData
-from pipeline.models.registry import PoolingVariant, variant_of
-from pipeline.tracking import Artifact, Metric, Predictions, TrialRecord
+from pipeline.data.loaders import LOADERS
+from pipeline.models.registry import PoolingVariant, variant_label, variant_of
+from pipeline.search.space import param_key
+from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord
 from pipeline.tracking.store import Tracker
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
 from pipeline.training.evaluation import evaluate
@@ -28,15 +31,19 @@ from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metri
 
 
 class MetricsLogger(keras.callbacks.Callback):
-    """Per-epoch train/val metrics on the active run, with step=epoch."""
+    """Per-epoch train/val metrics on the active run, with step=epoch; the objective
+    first, then the other validation metrics: MLflow keeps a run's metrics in the order
+    they were first logged, and its compare page plots the first one by default."""
 
-    def __init__(self, tracker: Tracker):
+    def __init__(self, tracker: Tracker, objective: str):
         super().__init__()
         self.tracker = tracker
+        self.objective = objective
 
     def on_epoch_end(self, epoch, logs=None):
         finite = {k: v for k, v in (logs or {}).items() if np.isfinite(v)}
-        self.tracker.log_metrics(finite, step=epoch)
+        order = sorted(finite, key=lambda k: (k != self.objective, not k.startswith("val_")))
+        self.tracker.log_metrics({k: finite[k] for k in order}, step=epoch)
 
 
 @dataclass
@@ -101,9 +108,43 @@ class AttentionEpochLogger(keras.callbacks.Callback):
             )
 
 
-def log_trial_inputs(tracker: Tracker, record: TrialRecord) -> None:
-    """A trial run's hyperparameters (params) and its `trial.json`, before training."""
-    tracker.log_params(record.hyperparameters)
+def trial_params(
+    cfg: DictConfig, record: TrialRecord, model_settings: dict, train: dict
+) -> tuple[dict[str, Any], list[str]]:
+    """(params, searched keys): a run's whole effective configuration under the same dotted
+    keys on every run of every search (`model.units`, `train.learning_rate`, `data.name`,
+    ...), so MLflow's filters and plots work across searches; keras-tuner's `tuner/*`
+    values keep their names. The searched keys say which of them the tuner chose."""
+    plain = to_plain(cfg.data)
+    data = {k: v for k, v in plain.items() if k not in LOADERS}  # other loaders': unused
+    data[cfg.data.loader] = plain.get(cfg.data.loader)
+    if record.split_seed is not None:
+        data["split_seed"] = record.split_seed
+    params = flatten(
+        {
+            "model": {**model_settings, "variant": variant_label(model_settings)},
+            "train": {**train, "seed": record.seed},
+            "data": data,
+        }
+    )
+    searched = []
+    for name, value in record.hyperparameters.items():
+        key = param_key(cfg, name)
+        if key is None:
+            params[name] = value
+        else:
+            searched.append(key)
+    return params, searched
+
+
+def log_trial_inputs(
+    tracker: Tracker, cfg: DictConfig, record: TrialRecord, model_settings: dict, train: dict
+) -> None:
+    """A trial run's full configuration (params, `searched` tag) and its `trial.json`,
+    before training."""
+    params, searched = trial_params(cfg, record, model_settings, train)
+    tracker.log_params(params)
+    tracker.set_tags({Tag.SEARCHED: ",".join(searched)})
     tracker.log_trial_record(record)
 
 
@@ -146,7 +187,7 @@ def train_and_log(
     model = build()
     confusion = ValidationConfusion()
     callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
-    callbacks.append(MetricsLogger(tracker))
+    callbacks.append(MetricsLogger(tracker, cfg.tuner.objective))
     if cfg.attention.enabled and cfg.attention.plot_every:
         callbacks.append(AttentionEpochLogger(logging, variant, label, cfg.attention.plot_every))
     started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,18 @@ def rss_mb() -> float:
     except OSError:
         pass
     return 0.0
+
+
+def trial_run_name(
+    number: int, variant: str, model_settings: dict, train: dict, seed: int | None
+) -> str:
+    """What a run is, readable in MLflow's runs table and compare page:
+    `t006 attn-tanh u64 lr3e-3 s2` (trial, variant, units, learning rate, seed)."""
+    lr = re.sub(r"\.0e", "e", re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{train['learning_rate']:.1e}"))
+    parts = [f"t{number:03d}", variant, f"u{model_settings['units']}", f"lr{lr}"]
+    if seed is not None:
+        parts.append(f"s{seed}")
+    return " ".join(parts)
 
 
 def weights_path(directory: str, name: str, trial_id: str) -> Path:
@@ -170,14 +183,18 @@ class TrackedTuner(kt.Tuner):
             Tag.KIND: Kind.TRIAL,
             **({Tag.WORKER: self.worker_id} if self.worker_id else {}),
         }
-        name = f"trial-{number:03d}" + (f"-seed{seed}" if several else "")
+        name = trial_run_name(number, variant, model_settings, train, seed if several else None)
         started = time.perf_counter()
         try:
-            with self.tracker.run(name, tags=tags, nested=True) as run:
+            with self.tracker.run(name, tags=tags, nested=True, system_metrics=True) as run:
                 row["run_id"] = run.info.run_id
                 split = split_seed_of(self.cfg, seed)
                 log_trial_inputs(
-                    self.tracker, TrialRecord(values, seed, data.fingerprint, group, split)
+                    self.tracker,
+                    self.cfg,
+                    TrialRecord(values, seed, data.fingerprint, group, split),
+                    model_settings,
+                    train,
                 )
                 trained = train_and_log(
                     self._logging_for(data),

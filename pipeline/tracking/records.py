@@ -61,6 +61,19 @@ class TrialRun:
     error: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Dotted param keys the tuner searched (tag `searched`); None: a run logged before
+    # every run carried its full configuration, whose params are its hyperparameters.
+    searched: tuple[str, ...] | None = None
+
+    @property
+    def hyperparameters(self) -> dict[str, str]:
+        """What the tuner chose for this run, by knob name (`units`, `pooling`, ...), plus
+        keras-tuner's own `tuner/*` values: the columns a summary or report shows."""
+        if self.searched is None:
+            return dict(self.params)
+        chosen = {k.rsplit(".", 1)[-1]: self.params[k] for k in self.searched if k in self.params}
+        chosen.update({k: v for k, v in self.params.items() if k.startswith("tuner/")})
+        return chosen
 
     @property
     def seconds(self) -> float:

@@ -43,6 +43,7 @@ class Tag:
     # search (parent) runs
     COMPARABLE_HASH = "comparable_hash"  # what must not change for a resume
     SUPERSEDED = "superseded"  # "true": restarted with search.force_new
+    REGISTERED_MODEL = "registered_model"  # "<name>/<version>" of the best trial's model
     TUNER = "tuner"
     OBJECTIVE = "objective"
     CLUSTER = "cluster"
@@ -53,6 +54,7 @@ class Tag:
     VERSION_PREFIX = "version."  # version.<package>
     MACHINE_PREFIX = "machine."  # machine.platform | cpus | python
     # trial (child) runs
+    SEARCHED = "searched"  # comma-separated dotted params the tuner chose (model.units,...)
     TRIAL_ID = "trial_id"  # keras-tuner's trial id ("00", "01", ...)
     TRIAL_NUMBER = "trial_number"  # 1, 2, ... (trial id + 1)
     CONFIG_HASH = "config_hash"  # hyperparameters + seed + data: a replicate's identity
@@ -110,6 +112,7 @@ class Artifact:
     ENVIRONMENT = "environment.json"
     SUMMARY = "search_summary.csv"
     COMPARISON = "comparison.png"
+    LEADERBOARD = "leaderboard.json"  # mlflow.log_table: a table in the UI's artifact view
     REPORT_DIR = "report"
     # trial runs
     TRIAL_RECORD = "trial.json"  # what `pipeline.reproduce` needs (records.TrialRecord)

@@ -93,6 +93,7 @@ class Tracker:
         outage_budget_s: float = 0,
         heartbeat_s: float = 0,
         stale_after_s: float = 0,
+        system_metrics_s: float = 0,
     ):
         """Budgets of 0 switch a feature off (direct use); the config sets them all."""
         self.uri = uri
@@ -106,10 +107,16 @@ class Tracker:
         self.guard = OutageGuard(uri, outage_budget_s)
         self.heartbeat = Heartbeat(heartbeat_s)
         self.stale_after_s = float(stale_after_s)
+        self.system_metrics_s = float(system_metrics_s)
         # Metrics logged while the server is unreachable, replayed in order: training
         # goes on during an outage instead of waiting at every epoch's log call.
         self._pending_metrics: deque[tuple[str, list]] = deque()
         self._last_flush_try = 0.0
+        # MLflow's system-metrics monitors, started once a run has logged its own metrics:
+        # the compare page plots a run's first-logged metric by default, which should be
+        # the objective (see MetricsLogger), not `system/cpu_utilization_percentage`.
+        self._monitors_wanted: set[str] = set()
+        self._monitors: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, tracking) -> Tracker:
@@ -121,6 +128,7 @@ class Tracker:
             outage_budget_s=tracking.outage_budget_s,
             heartbeat_s=tracking.heartbeat_s,
             stale_after_s=tracking.stale_after_s,
+            system_metrics_s=tracking.system_metrics_s,
         )
 
     def _call(self, fn, *args, **kwargs):
@@ -203,7 +211,15 @@ class Tracker:
         return artifacts.as_uri()
 
     def ui_command(self) -> str:
-        return f"mlflow ui --backend-store-uri {redact(self.uri)} --host 127.0.0.1 --port 5000"
+        """How to look at this experiment: its runs in MLflow's model-training view
+        (MLflow 3.17 opens in its GenAI view unless the URL asks)."""
+        view = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        if self.guard.remote:
+            return f"{redact(self.uri).rstrip('/')}/{view}"
+        return (
+            f"mlflow ui --backend-store-uri {redact(self.uri)} --host 127.0.0.1 --port 5000"
+            f", then http://127.0.0.1:5000/{view}"
+        )
 
     # ------------------------------------------------------------ runs
     @contextmanager
@@ -213,11 +229,15 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         nested: bool = False,
         run_id: str | None = None,
+        system_metrics: bool = False,
     ) -> Iterator[mlflow.ActiveRun]:
         """A run that always ends with a status: FINISHED, FAILED (+error tag) or KILLED.
 
-        With `run_id`, an existing run is reopened (a resumed search's parent).
+        With `run_id`, an existing run is reopened (a resumed search's parent). With
+        `system_metrics`, MLflow samples CPU and memory every `system_metrics_s` seconds
+        (its "System metrics" tab; a run shorter than that gets none).
         """
+        sample = system_metrics and self.system_metrics_s > 0
         remote_parent = nested and mlflow.active_run() is None and self.parent_run_id
         tags = {k: redact(v) for k, v in (tags or {}).items()}
         tags[Tag.HEARTBEAT] = str(int(time.time()))
@@ -229,9 +249,12 @@ class Tracker:
             nested=nested,
             parent_run_id=self.parent_run_id if remote_parent else None,
             tags=tags,
+            log_system_metrics=False,  # started after the run's first metrics: see below
         )
         run_id = active.info.run_id
         self.heartbeat.watch(run_id)
+        if sample:
+            self._monitors_wanted.add(run_id)
         try:
             yield active
         except KeyboardInterrupt:
@@ -245,11 +268,16 @@ class Tracker:
             self._end(run_id, Status.FINISHED, {Tag.STATUS: "finished"})
         finally:
             self.heartbeat.forget(run_id)
+            self._monitors_wanted.discard(run_id)
 
     def _end(self, run_id: str, status: str, tags: dict[str, str]) -> None:
         """Flush buffered metrics, tag and terminate the run (retried across an outage),
         then leave MLflow's active-run stack. With the server lost for good, only leave the
         stack: the next search, report or resume closes the run (stale or interrupted)."""
+        monitor = self._monitors.pop(run_id, None)
+        if monitor is not None:
+            with suppress(Exception):  # its last samples; never a reason to fail a run
+                monitor.finish()
         try:
             if not self.guard.lost:
                 self.flush_metrics()
@@ -414,13 +442,28 @@ class Tracker:
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
         if not clean:
             return
+        run_id = mlflow.active_run().info.run_id
         if not self.guard.remote:
             mlflow.log_metrics(clean, step=step)
-            return
-        now = int(time.time() * 1000)
-        batch = [MetricEntity(k, v, now, step or 0) for k, v in clean.items()]
-        self._pending_metrics.append((mlflow.active_run().info.run_id, batch))
-        self.flush_metrics(wait=False)
+        else:
+            now = int(time.time() * 1000)
+            batch = [MetricEntity(k, v, now, step or 0) for k, v in clean.items()]
+            self._pending_metrics.append((run_id, batch))
+            self.flush_metrics(wait=False)
+        if run_id in self._monitors_wanted:
+            self._start_system_metrics(run_id)
+
+    def _start_system_metrics(self, run_id: str) -> None:
+        """MLflow's CPU/memory/disk/network sampler for this run (its System metrics tab);
+        a run shorter than one interval after its first metrics gets no sample."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitors_wanted.discard(run_id)
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=self.system_metrics_s, tracking_uri=self.uri
+        )
+        monitor.start()
+        self._monitors[run_id] = monitor
 
     def flush_metrics(self, wait: bool = True) -> None:
         """Send queued metrics in order; without `wait`, stop at the first outage error
@@ -522,6 +565,29 @@ class Tracker:
                 pip_requirements=model_pip_requirements(),
             )
             self._call(mlflow.log_artifacts, str(path), Artifact.MODEL_DIR)
+
+    def log_table(self, frame, artifact_file: str) -> None:
+        """A DataFrame as an MLflow table artifact (rendered as a table in the UI)."""
+        self._call(mlflow.log_table, data=frame, artifact_file=artifact_file)
+
+    def register_model(self, name: str, run_id: str, tags: Mapping[str, Any]) -> str:
+        """A new version of registered model `name` from a trial's logged `model/`;
+        returns the version. `models:/NAME/latest` then loads it with mlflow.keras."""
+        try:
+            version = self._call(
+                mlflow.register_model,
+                f"runs:/{run_id}/{Artifact.MODEL_DIR}",
+                name,
+                tags={k: redact(v) for k, v in tags.items()},
+            )
+        except TrackingOutage:
+            raise
+        except Exception as err:
+            raise TrackingError(
+                f"tracking.register_best: cannot register run {run_id}'s model as '{name}' "
+                f"({one_line(err)})"
+            ) from None
+        return str(version.version)
 
     def log_environment(self) -> dict[str, str]:
         versions = package_versions()
@@ -629,4 +695,5 @@ def _trial_run(run) -> TrialRun:
         error=tags.get(Tag.ERROR),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
+        searched=tuple(tags[Tag.SEARCHED].split(",")) if Tag.SEARCHED in tags else None,
     )
