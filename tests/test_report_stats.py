@@ -235,3 +235,28 @@ def test_many_comparisons_are_adjusted_before_a_win_is_declared():
     assert len(found) == 45 and all(c.n_tests == 45 for c in found)
     assert any(c.p_value < 0.05 for c in found)
     assert not [c for c in found if c.verdict == "beats"]
+
+
+def test_runs_of_both_layouts_group_into_one_configuration():
+    """A search logged before the full-config layout (bare params, `attention-tanh`) and
+    one after it (dotted params, a `searched` tag, `attn-tanh`) read as the same rows."""
+    from dataclasses import replace
+
+    from pipeline.analysis.search_report import load_trials
+
+    old = trial_records("p", "attention-tanh", 16, [0, 1], 0, 0.7)
+    new = [
+        replace(
+            r,
+            run_id=r.run_id + "-new",
+            variant="attn-tanh",
+            params={"model.pooling": "attention", "model.units": "16", "train.epochs": "3"},
+            searched=("model.units",),
+        )
+        for r in trial_records("p", "attention-tanh", 16, [2, 3], 10, 0.7)
+    ]
+    for r in old:
+        r.params.pop("pooling")
+    runs = load_trials(RecordsTracker(old + new), ["p"])
+    assert list(runs["label"].unique()) == ["attn-tanh"]
+    assert len(runs) == 4

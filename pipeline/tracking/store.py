@@ -8,6 +8,8 @@ Nothing outside `pipeline.tracking` imports MLflow; readers get the records of
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -574,12 +576,13 @@ class Tracker:
         """A new version of registered model `name` from a trial's logged `model/`;
         returns the version. `models:/NAME/latest` then loads it with mlflow.keras."""
         try:
-            version = self._call(
-                mlflow.register_model,
-                f"runs:/{run_id}/{Artifact.MODEL_DIR}",
-                name,
-                tags={k: redact(v) for k, v in tags.items()},
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # MLflow prints two lines
+                version = self._call(
+                    mlflow.register_model,
+                    f"runs:/{run_id}/{Artifact.MODEL_DIR}",
+                    name,
+                    tags={k: redact(v) for k, v in tags.items()},
+                )
         except TrackingOutage:
             raise
         except Exception as err:
