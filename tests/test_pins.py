@@ -104,7 +104,9 @@ def test_multirun_over_a_searched_knob_trains_each_job_with_its_value(store, run
     by_units = {}
     for child in (r for r in runs if r.data.tags["kind"] == "trial"):
         parent = parents[child.data.tags["mlflow.parentRunId"]]
-        assert "units" not in child.data.params  # not a searched hyperparameter any more
+        # not a searched hyperparameter any more, and every trial trained the pinned size
+        assert "model.units" not in child.data.tags["searched"].split(",")
+        assert child.data.params["model.units"] == parent.data.params["model.units"]
         by_units[parent.data.params["model.units"]] = child.data.metrics["param_count"]
         space = client.download_artifacts(parent.info.run_id, "search_space.json", str(store.path))
         assert "units" not in open(space).read()

@@ -57,18 +57,19 @@ def test_search_logs_parent_and_nested_children(store, capsys):
         assert child.info.status == "FINISHED"
         for tag in ("search_id", "trial_id", "config_hash", "data_fingerprint", "seed"):
             assert child.data.tags[tag]
-        params = child.data.params
-        if params["pooling"] == "attention":
-            assert params["attention_activation"] in ("tanh", "none")
-        else:
-            assert "attention_activation" not in params  # inactive hp is not logged
+        params, searched = child.data.params, child.data.tags["searched"].split(",")
+        if params["model.pooling"] == "attention":
+            assert params["model.attention_activation"] in ("tanh", "none")
+            assert "model.attention_activation" in searched
+        else:  # an inactive hyperparameter is not among what the tuner chose
+            assert "model.attention_activation" not in searched
         history = client.get_metric_history(child.info.run_id, "val_loss")
         assert sorted(m.step for m in history) == [0, 1, 2]  # 2 epochs + final model
         assert {"val_accuracy", "val_macro_f1", "best_epoch"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"confusion_matrix.png", "model", "attention", "trial.json"} <= artifacts
         attention_files = {a.path for a in client.list_artifacts(child.info.run_id, "attention")}
-        kind = "attention" if params["pooling"] == "attention" else "saliency"
+        kind = "attention" if params["model.pooling"] == "attention" else "saliency"
         expected = {f"attention/final_{kind}.{ext}" for ext in ("png", "html", "json")}
         if kind == "attention":  # attention.plot_every=1: the panel after each epoch too
             expected |= {f"attention/epoch_{e:03d}_attention.png" for e in (1, 2)}
@@ -137,7 +138,9 @@ def test_diverging_trial_fails_while_others_finish(store, capsys):
     assert "FAILED: training diverged" in capsys.readouterr().out
     runs = store.runs()
     assert_nothing_running(runs)
-    children = {r.data.params["learning_rate"]: r for r in runs if r.data.tags["kind"] == "trial"}
+    children = {
+        r.data.params["train.learning_rate"]: r for r in runs if r.data.tags["kind"] == "trial"
+    }
     assert children["inf"].info.status == "FAILED"
     assert "diverged" in children["inf"].data.tags["error"]
     assert children["0.003"].info.status == "FINISHED"
