@@ -162,6 +162,9 @@ def quiet(verbose: bool) -> None:
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow draws tqdm bars on stderr for artifact transfers once tqdm is installed
+    # (Optuna brings it); they would bury the one-line errors.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     for module in ("keras", "tensorflow", "mlflow", "keras_tuner", "google", "absl"):

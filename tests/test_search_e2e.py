@@ -106,8 +106,13 @@ def test_search_logs_parent_and_nested_children(store, capsys):
         "vocab.txt",
         "environment.json",
         "comparison.png",
+        "leaderboard.json",
+        "search",
     } <= parent_artifacts
     assert parent.data.params["tuner.kind"] == "random"
+    # Which knobs mattered: Optuna's evaluators and views, on the parent under search/.
+    views = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert {"search/importance.json", "search/optimization_history.png"} <= views
 
     # The logged model reloads with safe_mode and predicts.
     import mlflow.keras

@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.analysis.comparisons import Comparison
+from pipeline.config import minimised
 from pipeline.errors import SearchError
 from pipeline.tracking import Artifact, Metric, SearchRun, Status, TrialRun
 
@@ -277,6 +278,10 @@ def build_report(
         figures["differences.png"] = forest_figure(found, objective)
     if "train_seconds_mean" in board:
         figures["tradeoff.png"] = tradeoff_figure(board, objective)
+    importance = None
+    if parent is not None:  # one search: one search space to weigh its knobs in
+        importance, views = knob_importance_of(tracker, parent, objective)
+        figures.update({f"search_{name}": figure for name, figure in views.items()})
     for name, figure in figures.items():
         figure.savefig(out / name, dpi=110)
         plt.close(figure)
@@ -297,6 +302,9 @@ def build_report(
         parts += [f"- {c.sentence()}" for c in found]
     else:
         parts.append("No pair of configurations shares two or more seeds: set `search.seeds`.")
+    if importance is not None:
+        parts += ["", "## Which knobs matter (Optuna: PED-ANOVA and fANOVA, no retraining)", ""]
+        parts += importance_markdown(importance)
     parts += ["", "## Figures", ""] + [f"![{n}]({n})" for n in figures]
     parts += ["", "## Where these numbers come from", ""]
     parts += context_lines(tracker, parent, runs, argv)
@@ -305,6 +313,56 @@ def build_report(
     if parent is not None:
         tracker.log_artifacts_to(parent.run_id, str(out), Artifact.REPORT_DIR)
     return Report(markdown, out, parent, board, found)
+
+
+def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame:
+    """One row per configuration: its hyperparameters, the objective averaged over seeds
+    and the wall time summed (what Optuna's importance and views read)."""
+    rows = []
+    for r in records:
+        if objective not in r.metrics:
+            continue
+        rows.append(
+            {
+                "group": r.group or r.config_hash or r.run_id,
+                **r.hyperparameters,
+                objective: r.metrics[objective],
+                "seconds": r.seconds,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    grouped = frame.groupby("group", sort=False)
+    table = grouped.first()
+    table[objective] = grouped[objective].mean()
+    table["seconds"] = grouped["seconds"].sum()
+    return table.reset_index(drop=True)
+
+
+def knob_importance_of(tracker, parent, objective: str):
+    """(KnobImportance, views) of one search, from its trial runs and logged space."""
+    import json
+
+    from pipeline.analysis.importance import explain_search
+
+    space = json.loads(tracker.read_text(parent.run_id, Artifact.SEARCH_SPACE))
+    records = tracker.trial_runs(parent.run_id, status=Status.FINISHED)
+    return explain_search(
+        configuration_table(records, objective), space, objective, minimised(objective)
+    )
+
+
+def importance_markdown(importance) -> list[str]:
+    table = importance.table()
+    if table.empty:
+        return [f"Not estimated: {importance.note}."]
+    header = ["knob", *[c for c in table.columns if c != "knob"]]
+    rows = [[str(r["knob"]), *[f"{r[c]:.2f}" for c in header[1:]]] for _, r in table.iterrows()]
+    lines = [markdown_table(header, rows)]
+    if importance.note:
+        lines += ["", f"Note: {importance.note}."]
+    return lines
 
 
 def run_report(

@@ -20,6 +20,7 @@ from pipeline.config import (
     VALIDATION_METRICS,
     flatten,
     hydra_overrides,
+    minimised,
     search_space_dims,
     to_plain,
 )
@@ -113,6 +114,7 @@ def finish_search(
         test_metrics = evaluate_on_test(cfg, first, best_values, str(weights))
         tracker.log_metrics(test_metrics)
     tracker.log_table(leaderboard_table(table, cfg.tuner.objective), Artifact.LEADERBOARD)
+    log_knob_importance(cfg, tracker, table)
     if cfg.tracking.register_best:
         register_best(cfg, tracker, name, best_row, test_metrics)
     return SearchOutcome(
@@ -131,6 +133,23 @@ def leaderboard_table(table: pd.DataFrame, objective: str) -> pd.DataFrame:
     `leaderboard.json`, shown as a table in the MLflow UI)."""
     board = ranked(table, objective).dropna(axis="columns", how="all")
     return board.drop(columns=[c for c in ("trial_id", "status") if c in board])
+
+
+def log_knob_importance(cfg: DictConfig, tracker: Tracker, table: pd.DataFrame) -> None:
+    """Which knobs mattered (Optuna's PED-ANOVA and fANOVA over the finished
+    configurations) and the search views, under `search/` on the parent run."""
+    from pipeline.analysis.importance import explain_search, importance_line
+
+    objective = cfg.tuner.objective
+    importance, figures = explain_search(
+        table, search_space_dims(cfg.search_space), objective, minimised(objective)
+    )
+    tracker.log_dict(
+        {"evaluators": importance.by_evaluator, "note": importance.note}, Artifact.IMPORTANCE
+    )
+    for name, figure in figures.items():
+        tracker.log_figure(figure, f"{Artifact.SEARCH_VIEWS}/{name}")
+    progress.say(importance_line(importance))
 
 
 def register_best(

@@ -113,6 +113,8 @@ class Artifact:
     SUMMARY = "search_summary.csv"
     COMPARISON = "comparison.png"
     LEADERBOARD = "leaderboard.json"  # mlflow.log_table: a table in the UI's artifact view
+    SEARCH_VIEWS = "search"  # search/importance.json + Optuna's views (history, slices, ...)
+    IMPORTANCE = "search/importance.json"
     REPORT_DIR = "report"
     # trial runs
     TRIAL_RECORD = "trial.json"  # what `pipeline.reproduce` needs (records.TrialRecord)
