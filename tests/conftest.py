@@ -109,5 +109,26 @@ def run_cli(tmp_path):
     return run
 
 
+def start_server_cli(tmp_path, port: int, workers: int = 1, **popen_kwargs) -> subprocess.Popen:
+    """`python -m pipeline.server` on 127.0.0.1:`port` over a store inside `tmp_path`."""
+    popen_kwargs.setdefault("stdout", subprocess.DEVNULL)
+    popen_kwargs.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.server",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
+            f"tracking.artifact_root={tmp_path}/artifacts",
+        ],
+        cwd=PROJECT_ROOT,
+        **popen_kwargs,
+    )
+
+
 def assert_nothing_running(runs) -> None:
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pipeline.tracking.mlflow_server import mlflow_server
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, start_server_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -120,23 +120,8 @@ def test_server_command_serves_the_configured_store_on_loopback(tmp_path):
     from pipeline.tracking.mlflow_server import free_port, wait_for
 
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.server",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
-            f"tracking.artifact_root={tmp_path}/artifacts",
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
+    proc = start_server_cli(
+        tmp_path, port, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", seconds=90)

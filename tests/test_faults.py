@@ -25,7 +25,7 @@ from pipeline.tracking.mlflow_server import (
     stop_server_process,
     wait_for,
 )
-from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running
+from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running, start_server_cli
 
 # A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch.
 STEADY = [
@@ -244,22 +244,7 @@ def server_client(server: Server):
 
 def test_sigkill_of_the_server_launcher_frees_its_port(tmp_path):
     port = free_port()
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.server",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
-            f"tracking.artifact_root={tmp_path}/artifacts",
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    launcher = start_server_cli(tmp_path, port, workers=2)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", seconds=90)
         launcher.kill()  # SIGKILL: no handler runs in the launcher
