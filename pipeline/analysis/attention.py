@@ -1,8 +1,9 @@
-"""Attention numbers: metrics over weights, a fixed example panel, occlusion saliency,
-and `inspect_attention`, which gathers them for one trained model.
+"""Attention numbers: metrics over weights, a fixed example panel, and
+`inspect_attention`, which gathers them (and the faithfulness numbers of
+`faithfulness.py`) for one trained model.
 
-Pure NumPy apart from the model calls (`model.predict` and the registry's attention
-probe). Weights are full matrices (n, steps) including padded steps, so the padding
+Pure NumPy apart from the model calls (a `predict` callable and the attention
+probes of `pipeline.models.build`). Weights are full matrices (n, steps) including padded steps, so the padding
 share of the `classic` baseline can be measured. Nothing here logs: the search logs
 what this returns.
 """
@@ -13,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.analysis.faithfulness import Predict, headline, measure, occlusion_saliency
 from pipeline.tracking import Metric
-
-OOV_ID = 1
 
 
 def attention_metrics(
@@ -61,28 +61,6 @@ def choose_panel(y: np.ndarray, n_classes: int, size: int, seed: int) -> np.ndar
         idx = np.flatnonzero(y == c)
         picked.extend(rng.choice(idx, size=min(per_class, len(idx)), replace=False).tolist())
     return np.asarray(sorted(picked), dtype=np.int64)
-
-
-def occlusion_saliency(model, token_ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """How much the predicted class's probability drops when each real token becomes OOV.
-
-    Model-agnostic (works for mean/max/last pooling, respects masks); normalised to
-    sum to 1 over each example's real tokens. This is saliency, not attention.
-    """
-    base = np.asarray(model.predict(token_ids, batch_size=batch_size, verbose=0))
-    pred = base.argmax(axis=1)
-    out = np.zeros(token_ids.shape, dtype="float32")
-    for i, ids in enumerate(token_ids):
-        positions = np.flatnonzero(ids != 0)
-        if len(positions) == 0:
-            continue
-        variants = np.repeat(ids[None, :], len(positions), axis=0)
-        variants[np.arange(len(positions)), positions] = OOV_ID
-        probs = np.asarray(model.predict(variants, batch_size=batch_size, verbose=0))
-        drop = np.clip(base[i, pred[i]] - probs[:, pred[i]], 0.0, None)
-        total = drop.sum()
-        out[i, positions] = drop / total if total > 0 else 1.0 / len(positions)
-    return out
 
 
 @dataclass
@@ -131,19 +109,37 @@ class AttentionView:
     kind: str  # "attention" (the layer's weights) or "saliency" (occlusion, no weights)
     title: str
     rows: list[PanelRow]
-    metrics: dict[str, float]  # over the whole validation split; {} for saliency
+    metrics: dict[str, float]  # attention metrics (whole validation split), faithfulness
     probs: np.ndarray | None = None  # the whole validation split's, when computed anyway
 
 
-def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> AttentionView:
-    """The panel's weights (or occlusion saliency when the pooling variant has none)."""
-    from pipeline.models.build import attention_and_probs
+@dataclass(frozen=True)
+class FaithfulnessPlan:
+    """Which examples faithfulness is measured on and how (the same for every trial)."""
+
+    subset: np.ndarray  # validation indices
+    fractions: tuple[float, ...]
+    seed: int
+
+
+def inspect_attention(
+    model,
+    variant,
+    data,
+    panel: np.ndarray,
+    label: str,
+    predict: Predict,
+    faithfulness: FaithfulnessPlan | None = None,
+) -> AttentionView:
+    """The panel's weights (or occlusion saliency when the pooling variant has none), the
+    attention metrics and, with a plan, the faithfulness metrics."""
+    from pipeline.models.build import attention_and_probs, uniform_attention_probs
 
     x_val = data.x["val"]
     keys = data.key_masks["val"] if data.key_masks else None
     panel_ids = x_val[panel]
     metrics: dict[str, float] = {}
-    probs = None
+    probs = full = None
     if variant.attention_weights:  # one pass gives the weights and the predictions
         kind = "attention"
         probs, full = attention_and_probs(model, variant, x_val)
@@ -151,8 +147,20 @@ def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> At
         weights, panel_probs = full[panel], probs[panel]
     else:
         kind = "saliency"
-        weights = occlusion_saliency(model, panel_ids)
-        panel_probs = np.asarray(model.predict(panel_ids, verbose=0))
+        panel_probs, weights = None, occlusion_saliency(predict, panel_ids)
+    if faithfulness is not None:
+        found = measure(
+            predict, x_val, faithfulness.subset, faithfulness.fractions, faithfulness.seed, full
+        )
+        metrics.update(found.metrics)
+        if probs is not None:
+            uniform = uniform_attention_probs(model, variant, x_val)
+            y = data.y["val"]
+            metrics[Metric.FAITH_UNIFORM_DELTA] = float(
+                np.mean(uniform.argmax(axis=1) == y) - np.mean(probs.argmax(axis=1) == y)
+            )
+    if panel_probs is None:
+        panel_probs = predict(panel_ids)
     rows = panel_rows(
         weights,
         panel_ids,
@@ -165,4 +173,7 @@ def inspect_attention(model, variant, data, panel: np.ndarray, label: str) -> At
     title = f"{label}: {kind}" + (
         " (occlusion saliency, not attention)" if kind == "saliency" else ""
     )
+    numbers = headline(metrics, max(faithfulness.fractions) if faithfulness else 0.0)
+    if numbers:
+        title += f"\n{numbers}"
     return AttentionView(kind, title, rows, metrics, probs)

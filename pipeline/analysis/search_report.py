@@ -86,13 +86,14 @@ def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
     return runs.reset_index(drop=True)
 
 
-def _mean_std(row: pd.Series, metric: str) -> str:
+def _mean_std(row: pd.Series, metric: str, digits: int | None = None) -> str:
     mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
     if mean is None or pd.isna(mean):
         return "-"
     if metric == Metric.PARAM_COUNT:
         return f"{mean:,.0f}"
-    digits = 1 if metric == Metric.TRAIN_SECONDS else 4
+    if digits is None:
+        digits = 1 if metric == Metric.TRAIN_SECONDS else 4
     spread = "" if std is None or pd.isna(std) else f" ± {std:.{digits}f}"
     return f"{mean:.{digits}f}{spread}"
 
@@ -122,6 +123,63 @@ def leaderboard_markdown(board: pd.DataFrame, objective: str) -> str:
             + cells
         )
     return markdown_table(header, rows)
+
+
+def faithfulness_columns(board: pd.DataFrame) -> list[tuple[str, str]]:
+    """(metric, header) of the faithfulness table, for the metrics these runs logged
+    (erasure at the largest share only; leaderboard.csv has every share)."""
+    pcts = sorted(
+        {
+            int(c.removesuffix("_mean").rsplit("_", 1)[1])
+            for c in board
+            if c.startswith("faith_comprehensiveness_") and c.endswith("_mean")
+        }
+    )
+    wanted = [
+        (Metric.VAL_ACCURACY, "val accuracy"),
+        (Metric.ATTENTION_ON_KEYS, "weight on keys"),
+        (Metric.ATTENTION_TOP1_KEY_HIT, "top-1 on a key"),
+        (Metric.FAITH_OCCLUSION_TAU, "tau vs occlusion"),
+    ]
+    for k in pcts[-1:]:
+        wanted += [
+            (Metric.comprehensiveness(k), f"comp. top {k}%"),
+            (Metric.comprehensiveness(k, random=True), f"comp. random {k}%"),
+            (Metric.sufficiency(k), f"suff. top {k}%"),
+            (Metric.sufficiency(k, random=True), f"suff. random {k}%"),
+        ]
+    wanted.append((Metric.FAITH_UNIFORM_DELTA, "uniform weights: acc. change"))
+    return [(m, h) for m, h in wanted if f"{m}_mean" in board]
+
+
+def faithfulness_markdown(board: pd.DataFrame) -> list[str]:
+    """Per configuration, mean ± std over seeds: how much its explanation can be trusted."""
+    columns = faithfulness_columns(board)
+    if not any(m.startswith(Metric.FAITH_PREFIX) for m, _ in columns):
+        return []
+    several_data = board["data"].nunique() > 1
+    header = (["data"] if several_data else []) + ["configuration", "seeds"]
+    header += [h for _, h in columns]
+    rows = [
+        ([str(row["data"])] if several_data else [])
+        + [str(row["configuration"]), str(row["seeds"])]
+        + [_mean_std(row, m, digits=3) for m, _ in columns]
+        for _, row in board.iterrows()
+    ]
+    return [
+        "## Is the attention an explanation? (faithfulness, mean ± std over seeds)",
+        "",
+        "Comprehensiveness: the predicted class's probability drop when the top-ranked "
+        "tokens are removed (higher: they mattered), next to removing as many random "
+        "tokens. Sufficiency: the drop when only they are kept (lower: they suffice). "
+        "Tau: rank agreement of the weights with occlusion saliency. Uniform weights: "
+        "the validation accuracy change when the learned weights are replaced by uniform "
+        "ones (near 0: the model does not need its attention). Variants without weights "
+        "(mean, max, last) rank tokens by occlusion saliency.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
 
 
 def comparisons_frame(found: list[Comparison]) -> pd.DataFrame:
@@ -296,6 +354,7 @@ def build_report(
         leaderboard_markdown(board, objective),
         "",
     ]
+    parts += faithfulness_markdown(board)
     what = f"against `{baseline}`" if baseline else "every pair"
     parts += [f"## Comparisons ({what}; three verdicts: beats, equivalent, underpowered)", ""]
     if found:

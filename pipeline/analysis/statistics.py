@@ -23,6 +23,7 @@ SUMMARISED = (
     Metric.VAL_LOSS,
     Metric.ATTENTION_ON_KEYS,
     Metric.ATTENTION_ENTROPY,
+    Metric.ATTENTION_TOP1_KEY_HIT,
     Metric.TRAIN_SECONDS,
     Metric.PARAM_COUNT,
 )
@@ -39,9 +40,10 @@ def ci95(values: np.ndarray) -> float:
 def leaderboard(runs: pd.DataFrame, objective: str) -> pd.DataFrame:
     """One row per configuration: seeds, and mean/std/ci95 of each summarised metric."""
     rows = []
+    faithfulness = sorted(c for c in runs if c.startswith(Metric.FAITH_PREFIX))
     for (data, label), frame in runs.groupby(["data", "label"], sort=False):
         row: dict[str, object] = {"data": data, "configuration": label, "seeds": len(frame)}
-        for metric in SUMMARISED:
+        for metric in (*SUMMARISED, *faithfulness):
             if metric not in frame or frame[metric].isna().all():
                 continue
             values = frame[metric].dropna().to_numpy(dtype=float)

@@ -130,6 +130,10 @@ class ModelConfig:
     pooling: str
     attention_activation: str
     attention_hidden: int
+    attention_normalizer: str
+    attention_temperature: float
+    attention_heads: int
+    attention_head_merge: str
     dropout: float
     dense_units: int
 
@@ -210,12 +214,22 @@ class TrackingConfig:
 
 
 @dataclass
+class FaithfulnessConfig:
+    enabled: bool
+    max_examples: int
+    max_occlusions: int
+    fractions: list[float]
+    seed: int
+
+
+@dataclass
 class AttentionConfig:
     enabled: bool
     panel_size: int
     panel_seed: int
     max_tokens: int
     plot_every: int
+    faithfulness: FaithfulnessConfig
 
 
 @dataclass

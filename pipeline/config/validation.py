@@ -133,6 +133,11 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     _require(m.units > 0, "model.units", f"must be > 0, got {m.units}")
     _require(m.embedding_dim > 0, "model.embedding_dim", f"must be > 0, got {m.embedding_dim}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    _require(
+        m.attention_temperature > 0,
+        "model.attention_temperature",
+        f"must be > 0, got {m.attention_temperature}",
+    )
     for knob, allowed in options.items():
         value = m.get(knob)
         _require(
@@ -155,6 +160,14 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     _require(a.panel_size >= 1, "attention.panel_size", f"must be >= 1, got {a.panel_size}")
     _require(a.max_tokens >= 1, "attention.max_tokens", f"must be >= 1, got {a.max_tokens}")
     _require(a.plot_every >= 0, "attention.plot_every", f"must be >= 0, got {a.plot_every}")
+    f = a.faithfulness
+    _require(f.max_examples >= 1, "attention.faithfulness.max_examples", "must be >= 1")
+    _require(f.max_occlusions >= 1, "attention.faithfulness.max_occlusions", "must be >= 1")
+    _require(
+        len(f.fractions) > 0 and all(0 < x < 1 for x in f.fractions),
+        "attention.faithfulness.fractions",
+        f"need shares in (0, 1), got {list(f.fractions)}",
+    )
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     if tu.kind == TunerKind.hyperband:
         _require(

@@ -56,34 +56,70 @@ def build_model(
     return model
 
 
+def _rewired(model: keras.Model, pooling_call) -> keras.Model:
+    """The model's chain of layers (see build_model) called again on a fresh input, with
+    `pooling_call(states, tokens)` in place of the pooling layer. Keras propagates the
+    padding mask exactly as in the model; the other layers keep their trained weights."""
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x, extra = tokens, []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer.name == POOLING_LAYER_NAME:
+            x, *extra = pooling_call(x, tokens)
+        else:
+            x = layer(x)
+    return keras.Model(tokens, [x, *extra])
+
+
 def attention_and_probs(
-    model: keras.Model, variant: PoolingVariant, token_ids: np.ndarray, batch_size: int = 256
+    model: keras.Model,
+    variant: PoolingVariant,
+    token_ids: np.ndarray,
+    batch_size: int = 256,
+    per_head: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities (n, classes), attention weights over every step (n, steps))
-    in one pass, padding steps included."""
+    """(class probabilities (n, classes), attention weights over every step (n, steps),
+    or (n, heads, steps) with `per_head`) in one pass, padding steps included."""
     if not variant.attention_weights:
         raise ValueError(f"pooling '{variant.name}' has no attention weights")
-    # The model is a chain (see build_model): call its layers again on a fresh input, with
-    # a copy of the pooling layer (same config and weights) asked for its weights. Keras
-    # propagates the padding mask exactly as in the model. (The pooling layer itself can't
-    # be reused: a Keras layer's outputs must keep one structure across its calls.)
+    # A copy of the pooling layer (same config and weights) asked for its weights: the
+    # layer itself can't be reused, a Keras layer's outputs keep one structure per call.
     pooling = model.get_layer(POOLING_LAYER_NAME)
     weighted = type(pooling).from_config(
         {**pooling.get_config(), "name": f"{POOLING_LAYER_NAME}_weights"}
     )
-    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x, weights = tokens, None
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if layer is pooling:
-            x, weights = weighted(x, return_attention_scores=True)
-            weighted.set_weights(pooling.get_weights())
-        else:
-            x = layer(x)
-    probe = keras.Model(tokens, [x, weights])
-    probs, full = probe.predict(token_ids, batch_size=batch_size, verbose=0)
+
+    def call(states, tokens):
+        out = weighted(states, return_attention_scores=True, per_head=per_head)
+        weighted.set_weights(pooling.get_weights())
+        return out
+
+    probs, full = _rewired(model, call).predict(token_ids, batch_size=batch_size, verbose=0)
     return np.asarray(probs), np.asarray(full)
+
+
+def uniform_attention_probs(
+    model: keras.Model, variant: PoolingVariant, token_ids: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """Class probabilities with the learned attention replaced by uniform weights over
+    each example's real tokens (the same heads and merge; `classic` too, although it was
+    trained without a mask): the "is attention needed?" ablation."""
+    from pipeline.models.layers import UniformAttention
+
+    if not variant.attention_weights:
+        raise ValueError(f"pooling '{variant.name}' has no attention weights")
+    pooling = model.get_layer(POOLING_LAYER_NAME)
+    uniform = UniformAttention(
+        heads=getattr(pooling, "heads", 1),
+        merge=getattr(pooling, "merge", "concat"),
+        name=f"{POOLING_LAYER_NAME}_uniform",
+    )
+
+    def call(states, tokens):
+        return (uniform(states, mask=keras.ops.not_equal(tokens, 0)),)
+
+    return np.asarray(_rewired(model, call).predict(token_ids, batch_size=batch_size, verbose=0))
 
 
 def attention_matrix(

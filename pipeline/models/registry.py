@@ -46,12 +46,17 @@ class PoolingVariant:
     # Allowed values of the model knobs this variant reads.
     knob_choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     description: str = ""
+    # How the label is spelled from the settings, when joining the label knobs with "-"
+    # would not keep labels apart within LABEL_LENGTH_SHOWN characters.
+    labeller: Callable[[Mapping[str, Any]], str] | None = None
 
     @property
     def trims_padding(self) -> bool:
         return self.mask_aware if self.bucketing is None else self.bucketing
 
     def label(self, settings: Mapping[str, Any]) -> str:
+        if self.labeller is not None:
+            return self.labeller(settings)
         head = self.short_name or self.name
         return "-".join([head, *(str(settings[k]) for k in self.label_knobs)])
 
@@ -134,6 +139,31 @@ def validate_config(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------- built-in variants
 
 
+NORMALIZER_CHOICES = ("softmax", "sparsemax")
+HEAD_CHOICES = (1, 2, 4)
+MERGE_CHOICES = ("concat", "mean")
+
+
+def _attention_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What every masked attention layer reads: heads, their merge, normaliser, temperature
+    (settings logged before these knobs existed read as the single-head softmax)."""
+    return {
+        "heads": int(settings.get("attention_heads", 1)),
+        "merge": settings.get("attention_head_merge", "concat"),
+        "normalizer": settings.get("attention_normalizer", "softmax"),
+        "temperature": float(settings.get("attention_temperature", 1.0)),
+    }
+
+
+def _attention_head(word: str, settings: Mapping[str, Any]) -> str:
+    """'attn', 'attn4', 'spattn', 'spdot2': sparsemax prefixes 'sp', several heads append
+    their number, so every combination differs within the first 10 characters."""
+    options = _attention_options(settings)
+    sparse = "sp" if options["normalizer"] == "sparsemax" else ""
+    heads = str(options["heads"]) if options["heads"] > 1 else ""
+    return f"{sparse}{word}{heads}"
+
+
 def _attention(settings: Mapping[str, Any], name: str):
     from pipeline.models.layers import AttentionPooling
 
@@ -141,6 +171,15 @@ def _attention(settings: Mapping[str, Any], name: str):
         activation=settings["attention_activation"],
         hidden_units=settings.get("attention_hidden", 0),
         name=name,
+        **_attention_options(settings),
+    )
+
+
+def _dot_attention(settings: Mapping[str, Any], name: str):
+    from pipeline.models.layers import DotProductAttentionPooling
+
+    return DotProductAttentionPooling(
+        key_units=settings.get("attention_hidden", 0), name=name, **_attention_options(settings)
     )
 
 
@@ -158,11 +197,34 @@ register_pooling(
         "attention",
         _attention,
         attention_weights=True,
-        label_knobs=("attention_activation",),
+        label_knobs=("attention_activation", "attention_normalizer", "attention_heads"),
         short_name="attn",
-        knob_choices={"attention_activation": ("tanh", "none")},
-        description="masked softmax over real steps of w.h (none) or tanh(w.h+b); "
-        "optional hidden projection (attention_hidden)",
+        knob_choices={
+            "attention_activation": ("tanh", "none"),
+            "attention_normalizer": NORMALIZER_CHOICES,
+            "attention_heads": HEAD_CHOICES,
+            "attention_head_merge": MERGE_CHOICES,
+        },
+        labeller=lambda s: f"{_attention_head('attn', s)}-{s['attention_activation']}",
+        description="additive attention over real steps: scores w.h (none) or tanh(w.h+b), "
+        "optional hidden projection (attention_hidden); softmax or sparsemax; 1-4 heads",
+    )
+)
+register_pooling(
+    PoolingVariant(
+        "dot_attention",
+        _dot_attention,
+        attention_weights=True,
+        label_knobs=("attention_normalizer", "attention_heads"),
+        short_name="dot",
+        knob_choices={
+            "attention_normalizer": NORMALIZER_CHOICES,
+            "attention_heads": HEAD_CHOICES,
+            "attention_head_merge": MERGE_CHOICES,
+        },
+        labeller=lambda s: _attention_head("dot", s),
+        description="scaled dot-product attention with a learned query per head, "
+        "q.(W_k h)/sqrt(d_k) (attention_hidden: d_k, 0 = no key projection)",
     )
 )
 register_pooling(PoolingVariant("mean", _layer("MaskedMeanPooling"), description="masked mean"))

@@ -64,12 +64,29 @@ def trial_row(run: TrialRun) -> dict[str, Any]:
         **{
             k: v
             for k, v in run.metrics.items()
-            if k in VALIDATION_METRICS or k.startswith(Metric.ATTENTION_PREFIX)
+            if k in VALIDATION_METRICS or k.startswith(DIAGNOSTIC_PREFIXES)
         },
         "run_id": run.run_id,
         "seconds": run.seconds,
         **({"error": run.error} if run.error else {}),
     }
+
+
+# Per-trial diagnostics kept with the validation metrics (averaged over seeds).
+DIAGNOSTIC_PREFIXES = (Metric.ATTENTION_PREFIX, Metric.FAITH_PREFIX)
+
+
+def headline_faithfulness(table: pd.DataFrame) -> list[str]:
+    """The faithfulness columns a summary shows: comprehensiveness at the largest share
+    next to its random baseline, and the uniform-weights delta."""
+    comps = [
+        c for c in table if c.startswith(Metric.comprehensiveness(0)[:-1]) and "random" not in c
+    ]
+    if not comps:
+        return []
+    top = max(comps, key=lambda c: int(c.rsplit("_", 1)[1]))
+    k = int(top.rsplit("_", 1)[1])
+    return [top, Metric.comprehensiveness(k, random=True), Metric.FAITH_UNIFORM_DELTA]
 
 
 def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +98,7 @@ def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
     metric_cols = [
         c
         for c in finished
-        if (c in VALIDATION_METRICS or c.startswith(Metric.ATTENTION_PREFIX))
+        if (c in VALIDATION_METRICS or c.startswith(DIAGNOSTIC_PREFIXES))
         and pd.api.types.is_numeric_dtype(finished[c])
     ]
     grouped = finished.groupby("trial", sort=True)
@@ -141,9 +158,9 @@ def summary_lines(outcome: SearchOutcome, objective: str, top_k: int, max_trials
     hp_cols = [
         c
         for c in trials.columns
-        if c not in hidden and not c.startswith(("tuner/", Metric.ATTENTION_PREFIX))
+        if c not in hidden and not c.startswith(("tuner/", *DIAGNOSTIC_PREFIXES))
     ]
-    keys = [Metric.ATTENTION_ON_KEYS] if Metric.ATTENTION_ON_KEYS in top else []
+    keys = [c for c in (Metric.ATTENTION_ON_KEYS, *headline_faithfulness(top)) if c in top]
     spread = [f"{objective}_std", "seeds"] if several else []
     wanted = ["trial", objective, *spread, "variant", *hp_cols, *keys, "seconds", "run_id"]
     cols = [c for c in wanted if c in top]

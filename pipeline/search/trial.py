@@ -16,7 +16,13 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.analysis.attention import AttentionView, choose_panel, inspect_attention
+from pipeline.analysis.attention import (
+    AttentionView,
+    FaithfulnessPlan,
+    choose_panel,
+    inspect_attention,
+)
+from pipeline.analysis.faithfulness import evaluation_subset
 from pipeline.analysis.figures import confusion_matrix_figure, heatmap_figure, panel_html
 from pipeline.config import flatten, to_plain
 from pipeline.data import PreparedData
@@ -25,6 +31,7 @@ from pipeline.models.registry import PoolingVariant, variant_label, variant_of
 from pipeline.search.space import param_key
 from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord
 from pipeline.tracking.store import Tracker
+from pipeline.training.batching import predict_proba
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metrics
@@ -54,19 +61,56 @@ class TrialLogging:
     data: PreparedData
     tracker: Tracker
     panel: np.ndarray  # validation examples of the heatmaps, the same for every trial
+    faithfulness: FaithfulnessPlan | None = None  # the same subset for every trial
 
     @classmethod
     def for_search(cls, cfg: DictConfig, data: PreparedData, tracker: Tracker) -> TrialLogging:
         a = cfg.attention
         panel = choose_panel(data.y["val"], data.n_classes, a.panel_size, a.panel_seed)
-        return cls(cfg, data, tracker, panel)
+        plan = None
+        f = a.faithfulness
+        if f.enabled:
+            subset = evaluation_subset(
+                data.x["val"], data.y["val"], f.max_examples, f.max_occlusions, f.seed
+            )
+            plan = FaithfulnessPlan(subset, tuple(float(x) for x in f.fractions), int(f.seed))
+        return cls(cfg, data, tracker, panel, plan)
 
     def log_attention(
-        self, model: keras.Model, variant: PoolingVariant, label: str, name: str, step: int
+        self,
+        model: keras.Model,
+        variant: PoolingVariant,
+        label: str,
+        name: str,
+        step: int,
+        train: dict[str, Any],
+        final: bool = False,
     ) -> AttentionView:
-        """The panel's heatmap, HTML and JSON under attention/<name>_*, and the metrics."""
-        view: AttentionView = inspect_attention(model, variant, self.data, self.panel, label)
+        """The panel's heatmap, HTML and JSON under attention/<name>_*, and the metrics;
+        for the final model also the faithfulness metrics."""
+        bucketing = train["bucketing"]
+
+        def predict(token_ids: np.ndarray) -> np.ndarray:
+            return predict_proba(
+                model,
+                token_ids,
+                train["batch_size"] * 4,
+                bucketing["n_buckets"],
+                bool(bucketing["enabled"] and variant.trims_padding),
+            )
+
+        view: AttentionView = inspect_attention(
+            model,
+            variant,
+            self.data,
+            self.panel,
+            label,
+            predict,
+            self.faithfulness if final else None,
+        )
         log = self.tracker
+        if final and self.faithfulness is not None:
+            log.set_tags({Tag.FAITH_RANKING: view.kind})
         log.log_figure(
             heatmap_figure(
                 view.rows, view.title, kind=view.kind, max_tokens=self.cfg.attention.max_tokens
@@ -93,9 +137,17 @@ class TrialLogging:
 class AttentionEpochLogger(keras.callbacks.Callback):
     """Every `every` epochs, log the panel and attention metrics with step=epoch."""
 
-    def __init__(self, logging: TrialLogging, variant: PoolingVariant, label: str, every: int):
+    def __init__(
+        self,
+        logging: TrialLogging,
+        variant: PoolingVariant,
+        label: str,
+        every: int,
+        train: dict[str, Any],
+    ):
         super().__init__()
         self.logging, self.variant, self.label, self.every = logging, variant, label, every
+        self.train = train
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every and (epoch + 1) % self.every == 0:
@@ -105,6 +157,7 @@ class AttentionEpochLogger(keras.callbacks.Callback):
                 f"{self.label} epoch {epoch + 1}",
                 name=f"epoch_{epoch + 1:03d}",
                 step=epoch,
+                train=self.train,
             )
 
 
@@ -189,7 +242,9 @@ def train_and_log(
     callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
     callbacks.append(MetricsLogger(tracker, cfg.tuner.objective))
     if cfg.attention.enabled and cfg.attention.plot_every:
-        callbacks.append(AttentionEpochLogger(logging, variant, label, cfg.attention.plot_every))
+        callbacks.append(
+            AttentionEpochLogger(logging, variant, label, cfg.attention.plot_every, train)
+        )
     started = time.perf_counter()
     history = fit(model, data, train, trim_padding=variant.trims_padding, callbacks=callbacks)
     fit_seconds = time.perf_counter() - started
@@ -219,7 +274,9 @@ def train_and_log(
     )
     probs = None
     if cfg.attention.enabled:
-        view = logging.log_attention(model, variant, label, name="final", step=len(history.epoch))
+        view = logging.log_attention(
+            model, variant, label, name="final", step=len(history.epoch), train=train, final=True
+        )
         final.update(view.metrics)
         probs = view.probs
     if cfg.tracking.log_predictions:

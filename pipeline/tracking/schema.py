@@ -62,7 +62,8 @@ class Tag:
     DATA = "data"  # data set name
     SEED = "seed"
     POOLING = "pooling"
-    VARIANT = "variant"  # the pooling registry's label, e.g. attention-tanh
+    VARIANT = "variant"  # the pooling registry's label, e.g. attn-tanh
+    FAITH_RANKING = "faith_ranking"  # attention | saliency: what the erasure ranks by
     WORKER = "worker"  # cluster worker id
     # reproduce runs
     REPRODUCES = "reproduces"  # the run id it retrains
@@ -88,6 +89,22 @@ class Metric:
     ATTENTION_ON_PADDING = "attention_on_padding"
     ATTENTION_ON_KEYS = "attention_on_keys"  # synthetic data: share on planted keys
     ATTENTION_TOP1_KEY_HIT = "attention_top1_key_hit"
+    # faithfulness (pipeline.analysis.faithfulness), on the final model's evaluation subset
+    FAITH_PREFIX = "faith_"
+    FAITH_EXAMPLES = "faith_examples"  # size of the evaluation subset
+    FAITH_OCCLUSION_TAU = "faith_occlusion_tau"  # Kendall tau, weights vs occlusion
+    FAITH_UNIFORM_DELTA = "faith_uniform_delta"  # val accuracy, uniform weights - learned
+
+    @staticmethod
+    def comprehensiveness(percent: int, random: bool = False) -> str:
+        """faith_comprehensiveness_20 (top 20% removed), ..._random_20 (20% random removed)."""
+        return f"faith_comprehensiveness{'_random' if random else ''}_{percent}"
+
+    @staticmethod
+    def sufficiency(percent: int, random: bool = False) -> str:
+        """faith_sufficiency_20 (only the top 20% kept), ..._random_20."""
+        return f"faith_sufficiency{'_random' if random else ''}_{percent}"
+
     # search (parent) runs
     TRIALS_FINISHED = "trials_finished"
     TRIALS_FAILED = "trials_failed"
