@@ -13,9 +13,9 @@ from pipeline.analysis.attention import (
     PanelRow,
     attention_metrics,
     choose_panel,
-    occlusion_saliency,
     panel_rows,
 )
+from pipeline.analysis.faithfulness import occlusion_saliency
 from pipeline.analysis.figures import comparison_figure, heatmap_figure, panel_html, token_window
 
 IDS = np.array([[5, 6, 7, 8, 0, 0, 0, 0]])  # 4 real tokens, 4 padding
@@ -74,7 +74,7 @@ class KeyTokenModel:
 
 def test_occlusion_saliency_points_at_the_decisive_token():
     ids = np.array([[3, 9, 4, 0, 0]])
-    s = occlusion_saliency(KeyTokenModel(), ids)
+    s = occlusion_saliency(KeyTokenModel().predict, ids)
     assert s[0].tolist() == pytest.approx([0, 1, 0, 0, 0])
 
 

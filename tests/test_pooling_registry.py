@@ -38,17 +38,24 @@ def test_labels_of_older_runs_read_as_today():
 
 
 def test_registry_describes_every_built_in_variant():
-    assert set(POOLINGS) == {"attention", "mean", "max", "last", "classic"}
+    assert set(POOLINGS) == {"attention", "dot_attention", "mean", "max", "last", "classic"}
     classic, attention = get_pooling("classic"), get_pooling("attention")
     assert not classic.mask_aware and not classic.trims_padding and classic.attention_weights
     assert attention.mask_aware and attention.trims_padding and attention.attention_weights
     assert not get_pooling("mean").attention_weights  # heatmaps show saliency instead
     assert variant_label({"pooling": "attention", "attention_activation": "none"}) == "attn-none"
     assert variant_label({"pooling": "max", "attention_activation": "tanh"}) == "max"
-    assert label_knobs() == {"pooling", "attention_activation"}
+    assert label_knobs() == {
+        "pooling",
+        "attention_activation",
+        "attention_normalizer",
+        "attention_heads",
+    }
     assert knob_options()["attention_activation"] == ("tanh", "none")
     labels = [label for label, _ in labelled_settings()]
-    assert labels == ["attn-tanh", "attn-none", "mean", "max", "last", "classic"]
+    assert labels[:2] == ["attn-tanh", "attn2-tanh"] and "spattn4-none" in labels
+    assert [x for x in labels if x.startswith("dot")] == ["dot", "dot2", "dot4"]
+    assert labels[-4:] == ["mean", "max", "last", "classic"] and len(labels) == 12 + 6 + 4
     with pytest.raises(ValueError, match="unknown pooling 'lstm'"):
         get_pooling("lstm")
 

@@ -3,9 +3,9 @@
 `faithfulness.py`) for one trained model.
 
 Pure NumPy apart from the model calls (a `predict` callable and the attention
-probes of `pipeline.models.build`). Weights are full matrices (n, steps) including padded steps, so the padding
-share of the `classic` baseline can be measured. Nothing here logs: the search logs
-what this returns.
+probes of `pipeline.models.build`). Weights are full matrices (n, steps) including
+padded steps, so the padding share of the `classic` baseline can be measured. Nothing
+here logs: the search logs what this returns.
 """
 
 from __future__ import annotations
