@@ -7,6 +7,9 @@ token is known; the preset through a quick real search that must log every metri
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -306,6 +309,16 @@ def test_the_preset_composes_and_a_quick_run_logs_every_metric(store):
             ):
                 assert name in metrics, (variant, name)
     assert {c.data.tags["variant"] for c in children} == {"attn4-tanh", "spattn4-tanh", "mean"}
+    multi_head = next(c for c in children if c.data.tags["variant"] == "spattn4-tanh")
+    panel = store.client().download_artifacts(
+        multi_head.info.run_id, "attention/final_attention.json", str(store.path)
+    )
+    example = json.loads(Path(panel).read_text())["examples"][0]
+    assert len(example["head_weights"]) == 4  # every head's weights, for plots
+    np.testing.assert_allclose(
+        np.mean(example["head_weights"], axis=0), example["weights"], atol=1e-5
+    )
+    assert "\n" in json.loads(Path(panel).read_text())["title"]  # the numbers in the title
     tracker = Tracker.from_config(cfg.tracking)
     tracker.connect()
     report = build_report(tracker, "faith", None, store.path / "report", [])

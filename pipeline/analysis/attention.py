@@ -10,7 +10,7 @@ here logs: the search logs what this returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -73,6 +73,9 @@ class PanelRow:
     predicted_label: str
     padding_mass: float
     key_positions: list[int]
+    # Multi-head attention: every head's weights over the real tokens (`weights` is
+    # their mean); empty for one head.
+    head_weights: list[list[float]] = field(default_factory=list)
 
 
 def panel_rows(
@@ -83,10 +86,14 @@ def panel_rows(
     y_pred: np.ndarray,
     class_names: list[str],
     key_mask: np.ndarray | None = None,
+    head_weights: np.ndarray | None = None,
 ) -> list[PanelRow]:
     rows = []
     for i, ids in enumerate(token_ids):
         real = ids != 0
+        heads = (
+            [] if head_weights is None else [[float(w) for w in h[real]] for h in head_weights[i]]
+        )
         rows.append(
             PanelRow(
                 tokens=[vocab[t] if t < len(vocab) else "[UNK]" for t in ids[real]],
@@ -97,6 +104,7 @@ def panel_rows(
                 key_positions=(
                     np.flatnonzero(key_mask[i][real]).tolist() if key_mask is not None else []
                 ),
+                head_weights=heads,
             )
         )
     return rows
@@ -133,7 +141,11 @@ def inspect_attention(
 ) -> AttentionView:
     """The panel's weights (or occlusion saliency when the pooling variant has none), the
     attention metrics and, with a plan, the faithfulness metrics."""
-    from pipeline.models.build import attention_and_probs, uniform_attention_probs
+    from pipeline.models.build import (
+        POOLING_LAYER_NAME,
+        attention_and_probs,
+        uniform_attention_probs,
+    )
 
     x_val = data.x["val"]
     keys = data.key_masks["val"] if data.key_masks else None
@@ -161,6 +173,9 @@ def inspect_attention(
             )
     if panel_probs is None:
         panel_probs = predict(panel_ids)
+    heads = None
+    if getattr(model.get_layer(POOLING_LAYER_NAME), "heads", 1) > 1:
+        heads = attention_and_probs(model, variant, panel_ids, per_head=True)[1]
     rows = panel_rows(
         weights,
         panel_ids,
@@ -169,6 +184,7 @@ def inspect_attention(
         panel_probs.argmax(axis=1),
         data.class_names,
         keys[panel] if keys is not None else None,
+        heads,
     )
     title = f"{label}: {kind}" + (
         " (occlusion saliency, not attention)" if kind == "saliency" else ""

@@ -15,10 +15,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=["airline_tweets", "synthetic"])
     p.add_argument("--examples", type=int, default=2000, help="training examples per run")
     p.add_argument("--epochs", type=int, default=3, help="timed round-robin epochs (median)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="variant labels (classic always runs; 'all' for every registered one)",
+    )
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)
     o.add_argument("--epochs", type=int, default=3)
     o.add_argument("--data", default="synthetic", help="data preset (e.g. airline_tweets)")
+    o.add_argument(
+        "--attention",
+        action="store_true",
+        help="only the attention diagnostics' cost (heatmaps, faithfulness) against the fit",
+    )
+    o.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     m = sub.add_parser("memory", help="RSS after each of N small trials in one process")
     m.add_argument("--trials", type=int, default=20)
     s = sub.add_parser("startup", help="wall time of --help and --cfg job")

@@ -1,8 +1,9 @@
 """Training throughput (samples/s) of each pooling variant relative to `classic`.
 
-Measured side by side in one process on the same data: every registered variant (with
-every value of its label knobs, e.g. attention-tanh and attention-none); those that
-trim padding with length bucketing on and off, the others as they run (full width).
+Measured side by side in one process on the same data: the variants named by
+`--variants` (labels as in `labelled_settings`, e.g. attn-tanh, spattn4-none, dot;
+`all` for every one); those that trim padding with length bucketing on and off, the
+others as they run (full width).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipeline.models.registry import labelled_settings, variant_of
 from pipeline.training.fit import batches
 
 BASELINE = "classic"
+DEFAULT_VARIANTS = ["attn-tanh", "attn-none", "spattn-tanh", "dot", "mean", "max", "last"]
 
 
 def load(name: str, examples: int) -> PreparedData | None:
@@ -69,7 +71,15 @@ def run(args) -> None:
         )
         print(f"{'units':>5} {'variant':<16}{'bucketing':>10}{'samples/s':>11}{'vs classic':>11}")
         # The baseline first: every ratio is against it.
-        variants = sorted(labelled_settings(), key=lambda item: item[0] != BASELINE)
+        wanted = set(args.variants or DEFAULT_VARIANTS) | {BASELINE}
+        known = labelled_settings()
+        unknown = wanted - {label for label, _ in known} - {"all"}
+        if unknown:
+            raise SystemExit(
+                f"--variants: unknown {sorted(unknown)}; known: {[x for x, _ in known]}"
+            )
+        chosen = [(x, s) for x, s in known if "all" in wanted or x in wanted]
+        variants = sorted(chosen, key=lambda item: item[0] != BASELINE)
         for units in args.units:
             keras.backend.clear_session()
             contenders = []

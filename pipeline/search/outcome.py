@@ -133,6 +133,7 @@ BOOKKEEPING = {
     "run_id",
     "seconds",
     "fit_seconds",
+    "diagnostics_seconds",
     "error",
     "variant",
     "config_hash",

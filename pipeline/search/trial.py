@@ -219,6 +219,7 @@ class TrainedTrial:
     metrics: dict[str, float]
     model: keras.Model
     fit_seconds: float  # the part a bare model.fit would cost too
+    diagnostics_seconds: float = 0.0  # the final model's heatmaps and faithfulness
 
 
 def train_and_log(
@@ -273,10 +274,14 @@ def train_and_log(
         Artifact.CONFUSION,
     )
     probs = None
+    diagnostics_seconds = 0.0
     if cfg.attention.enabled:
+        started = time.perf_counter()
         view = logging.log_attention(
             model, variant, label, name="final", step=len(history.epoch), train=train, final=True
         )
+        diagnostics_seconds = time.perf_counter() - started
+        tracker.log_metrics({Metric.DIAGNOSTICS_SECONDS: diagnostics_seconds})
         final.update(view.metrics)
         probs = view.probs
     if cfg.tracking.log_predictions:
@@ -287,4 +292,4 @@ def train_and_log(
         tracker.log_predictions(Predictions(data.indices["val"], data.y["val"], probs))
     if cfg.tracking.log_model:
         tracker.log_keras_model(model, data.x["val"][:2])
-    return TrainedTrial(final, model, fit_seconds)
+    return TrainedTrial(final, model, fit_seconds, diagnostics_seconds)

@@ -207,6 +207,7 @@ class TrackedTuner(kt.Tuner):
                 )
                 metrics = trained.metrics
                 row["fit_seconds"] = round(trained.fit_seconds, 3)
+                row["diagnostics_seconds"] = round(trained.diagnostics_seconds, 3)
                 if seed == seeds_of(self.cfg, train)[0]:
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
                 del trained

@@ -84,6 +84,7 @@ class Metric:
     BEST_VAL_PREFIX = "best_"  # best_val_* (best epoch's values; parent: the best trial's)
     PARAM_COUNT = "param_count"
     TRAIN_SECONDS = "train_seconds"
+    DIAGNOSTICS_SECONDS = "diagnostics_seconds"  # final heatmaps + faithfulness, logged
     ATTENTION_PREFIX = "attention_"  # attention_entropy, attention_on_padding, ...
     ATTENTION_ENTROPY = "attention_entropy"  # normalised: 1 uniform, 0 one token
     ATTENTION_ON_PADDING = "attention_on_padding"
