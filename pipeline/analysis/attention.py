@@ -138,44 +138,44 @@ def inspect_attention(
     label: str,
     predict: Predict,
     faithfulness: FaithfulnessPlan | None = None,
+    n_buckets: int = 1,
 ) -> AttentionView:
     """The panel's weights (or occlusion saliency when the pooling variant has none), the
-    attention metrics and, with a plan, the faithfulness metrics."""
-    from pipeline.models.build import (
-        POOLING_LAYER_NAME,
-        attention_and_probs,
-        uniform_attention_probs,
-    )
+    attention metrics and, with a plan, the faithfulness metrics. `n_buckets`: length
+    buckets for the attention probe (see `probe_attention`)."""
+    from pipeline.models.build import AttentionProbe
 
     x_val = data.x["val"]
     keys = data.key_masks["val"] if data.key_masks else None
     panel_ids = x_val[panel]
     metrics: dict[str, float] = {}
-    probs = full = None
-    if variant.attention_weights:  # one pass gives the weights and the predictions
+    probs = full = heads = None
+    if variant.attention_weights:  # one pass: weights, predictions, uniform ablation
         kind = "attention"
-        probs, full = attention_and_probs(model, variant, x_val)
+        probe = AttentionProbe(model, variant, x_val.shape[1], n_buckets)
+        predict = probe.predict  # traced once for every pass below
+        found = probe.run(x_val)
+        probs, full = found.probs, found.weights.mean(axis=1)
+        if found.weights.shape[1] > 1:
+            heads = found.weights[panel]
         metrics = attention_metrics(full, x_val, keys)
         weights, panel_probs = full[panel], probs[panel]
+        if faithfulness is not None:
+            y = data.y["val"]
+            metrics[Metric.FAITH_UNIFORM_DELTA] = float(
+                np.mean(found.uniform_probs.argmax(axis=1) == y)
+                - np.mean(probs.argmax(axis=1) == y)
+            )
     else:
         kind = "saliency"
         panel_probs, weights = None, occlusion_saliency(predict, panel_ids)
     if faithfulness is not None:
-        found = measure(
+        found_faith = measure(
             predict, x_val, faithfulness.subset, faithfulness.fractions, faithfulness.seed, full
         )
-        metrics.update(found.metrics)
-        if probs is not None:
-            uniform = uniform_attention_probs(model, variant, x_val)
-            y = data.y["val"]
-            metrics[Metric.FAITH_UNIFORM_DELTA] = float(
-                np.mean(uniform.argmax(axis=1) == y) - np.mean(probs.argmax(axis=1) == y)
-            )
+        metrics.update(found_faith.metrics)
     if panel_probs is None:
         panel_probs = predict(panel_ids)
-    heads = None
-    if getattr(model.get_layer(POOLING_LAYER_NAME), "heads", 1) > 1:
-        heads = attention_and_probs(model, variant, panel_ids, per_head=True)[1]
     rows = panel_rows(
         weights,
         panel_ids,

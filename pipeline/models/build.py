@@ -9,6 +9,7 @@ original recipe does, so it is numerically the same model).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -56,20 +57,97 @@ def build_model(
     return model
 
 
-def _rewired(model: keras.Model, pooling_call) -> keras.Model:
-    """The model's chain of layers (see build_model) called again on a fresh input, with
-    `pooling_call(states, tokens)` in place of the pooling layer. Keras propagates the
-    padding mask exactly as in the model; the other layers keep their trained weights."""
-    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x, extra = tokens, []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if layer.name == POOLING_LAYER_NAME:
-            x, *extra = pooling_call(x, tokens)
-        else:
+class _PadSteps(keras.layers.Layer):
+    """Zero-pads the last (time) axis to `steps`: the probe's weights of trimmed batches."""
+
+    def __init__(self, steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+
+    def call(self, x):
+        missing = self.steps - keras.ops.shape(x)[-1]
+        return keras.ops.pad(x, [[0, 0], [0, 0], [0, missing]])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.steps)
+
+
+@dataclass
+class Probe:
+    """One pass of a model with its attention exposed."""
+
+    probs: np.ndarray  # (n, classes)
+    weights: np.ndarray  # (n, heads, steps); 0 on padding
+    uniform_probs: np.ndarray  # (n, classes) with uniform weights instead
+
+
+class AttentionProbe:
+    """The trained model with its attention exposed: one Keras model (sharing the trained
+    layers) whose outputs are the class probabilities, every head's weights over every
+    step (padding included, zero there) and the probabilities with uniform weights over
+    each example's real tokens instead of the learned ones (the same heads and merge;
+    `classic` too, although it was trained without a mask): the "is attention needed?"
+    ablation, from the same LSTM states.
+
+    Every call runs over length-bucketed batches (trimmed when the variant is
+    mask-aware, so padding costs nothing) whose weights are padded back to `steps`,
+    through one traced function (`training.batching.Forward`): the probe is traced
+    once, and the faithfulness passes reuse it instead of tracing the model's own
+    `predict` too.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        variant: PoolingVariant,
+        steps: int,
+        n_buckets: int = 1,
+        batch_size: int = 256,
+    ):
+        from pipeline.models.layers import UniformAttention
+        from pipeline.training.batching import Forward
+
+        if not variant.attention_weights:
+            raise ValueError(f"pooling '{variant.name}' has no attention weights")
+        self.steps, self.batch_size = steps, batch_size
+        self.n_buckets = n_buckets if variant.trims_padding else 1
+        # A copy of the pooling layer (same config and weights) asked for its weights: the
+        # layer itself can't be reused, a Keras layer's outputs keep one structure per call.
+        pooling = model.get_layer(POOLING_LAYER_NAME)
+        weighted = type(pooling).from_config(
+            {**pooling.get_config(), "name": f"{POOLING_LAYER_NAME}_weights"}
+        )
+        uniform = UniformAttention(
+            heads=getattr(pooling, "heads", 1),
+            merge=getattr(pooling, "merge", "concat"),
+            name=f"{POOLING_LAYER_NAME}_uniform",
+        )
+        tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+        x, weights, flat = tokens, None, None
+        for layer in model.layers:  # the model is a chain (see build_model)
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if layer.name == POOLING_LAYER_NAME:
+                states = x
+                x, weights = weighted(states, return_attention_scores=True, per_head=True)
+                weighted.set_weights(pooling.get_weights())
+                flat = uniform(states, mask=keras.ops.not_equal(tokens, 0))
+                continue
             x = layer(x)
-    return keras.Model(tokens, [x, *extra])
+            if flat is not None:  # the layers after pooling see the uniform vector too
+                flat = layer(flat)
+        self.model = keras.Model(tokens, [x, _PadSteps(steps)(weights), flat])
+        self.forward = Forward(self.model, batch_size, self.n_buckets, trims=True)
+
+    def run(self, token_ids: np.ndarray) -> Probe:
+        """Probabilities, weights (n, heads, steps) and uniform-weights probabilities."""
+        if token_ids.shape[1] > self.steps:
+            raise ValueError(f"inputs are {token_ids.shape[1]} steps wide, > {self.steps}")
+        return Probe(*self.forward.outputs(token_ids))
+
+    def predict(self, token_ids: np.ndarray) -> np.ndarray:
+        """Class probabilities only (a `Predict` for the faithfulness passes)."""
+        return self.run(token_ids).probs
 
 
 def attention_and_probs(
@@ -81,45 +159,17 @@ def attention_and_probs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(class probabilities (n, classes), attention weights over every step (n, steps),
     or (n, heads, steps) with `per_head`) in one pass, padding steps included."""
-    if not variant.attention_weights:
-        raise ValueError(f"pooling '{variant.name}' has no attention weights")
-    # A copy of the pooling layer (same config and weights) asked for its weights: the
-    # layer itself can't be reused, a Keras layer's outputs keep one structure per call.
-    pooling = model.get_layer(POOLING_LAYER_NAME)
-    weighted = type(pooling).from_config(
-        {**pooling.get_config(), "name": f"{POOLING_LAYER_NAME}_weights"}
-    )
-
-    def call(states, tokens):
-        out = weighted(states, return_attention_scores=True, per_head=per_head)
-        weighted.set_weights(pooling.get_weights())
-        return out
-
-    probs, full = _rewired(model, call).predict(token_ids, batch_size=batch_size, verbose=0)
-    return np.asarray(probs), np.asarray(full)
+    found = AttentionProbe(model, variant, token_ids.shape[1], batch_size=batch_size).run(token_ids)
+    return found.probs, (found.weights if per_head else found.weights.mean(axis=1))
 
 
 def uniform_attention_probs(
     model: keras.Model, variant: PoolingVariant, token_ids: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
-    """Class probabilities with the learned attention replaced by uniform weights over
-    each example's real tokens (the same heads and merge; `classic` too, although it was
-    trained without a mask): the "is attention needed?" ablation."""
-    from pipeline.models.layers import UniformAttention
-
-    if not variant.attention_weights:
-        raise ValueError(f"pooling '{variant.name}' has no attention weights")
-    pooling = model.get_layer(POOLING_LAYER_NAME)
-    uniform = UniformAttention(
-        heads=getattr(pooling, "heads", 1),
-        merge=getattr(pooling, "merge", "concat"),
-        name=f"{POOLING_LAYER_NAME}_uniform",
-    )
-
-    def call(states, tokens):
-        return (uniform(states, mask=keras.ops.not_equal(tokens, 0)),)
-
-    return np.asarray(_rewired(model, call).predict(token_ids, batch_size=batch_size, verbose=0))
+    """Class probabilities with uniform weights over each example's real tokens instead of
+    the learned ones (see `AttentionProbe`)."""
+    probe = AttentionProbe(model, variant, token_ids.shape[1], batch_size=batch_size)
+    return probe.run(token_ids).uniform_probs
 
 
 def attention_matrix(

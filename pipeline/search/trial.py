@@ -31,7 +31,7 @@ from pipeline.models.registry import PoolingVariant, variant_label, variant_of
 from pipeline.search.space import param_key
 from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord
 from pipeline.tracking.store import Tracker
-from pipeline.training.batching import predict_proba
+from pipeline.training.batching import Forward
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metrics
@@ -89,16 +89,8 @@ class TrialLogging:
         """The panel's heatmap, HTML and JSON under attention/<name>_*, and the metrics;
         for the final model also the faithfulness metrics."""
         bucketing = train["bucketing"]
-
-        def predict(token_ids: np.ndarray) -> np.ndarray:
-            return predict_proba(
-                model,
-                token_ids,
-                train["batch_size"] * 4,
-                bucketing["n_buckets"],
-                bool(bucketing["enabled"] and variant.trims_padding),
-            )
-
+        n_buckets = bucketing["n_buckets"] if bucketing["enabled"] else 1
+        predict = Forward(model, train["batch_size"] * 4, n_buckets, variant.trims_padding)
         view: AttentionView = inspect_attention(
             model,
             variant,
@@ -107,6 +99,7 @@ class TrialLogging:
             label,
             predict,
             self.faithfulness if final else None,
+            n_buckets,
         )
         log = self.tracker
         if final and self.faithfulness is not None:

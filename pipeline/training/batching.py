@@ -103,3 +103,40 @@ def predict_proba(
     out = np.empty_like(probs)
     out[batches.order] = probs
     return out
+
+
+class Forward:
+    """A model's inference pass over length-bucketed batches, outputs in the original order.
+
+    One `tf.function` with an unknown batch and width, so any number of calls (the
+    attention probe, occlusion and erasure copies) trace the model once; Keras'
+    `predict` machinery costs twice as much per first call and per call at the sizes
+    the attention diagnostics use. TensorFlow backend.
+    """
+
+    def __init__(self, model, batch_size: int = 256, n_buckets: int = 1, trims: bool = True):
+        import tensorflow as tf
+
+        self.batch_size, self.n_buckets = batch_size, n_buckets
+        self.trims = trims and n_buckets > 1
+        self.fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, None), tf.int32)],
+        )
+
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model (one or several), in the order of `x`'s rows."""
+        plan = BucketedBatches(x, None, self.batch_size, self.n_buckets, enabled=self.trims)
+        parts = []
+        for (xb,) in plan:
+            out = self.fn(xb.astype(np.int32))
+            parts.append([np.asarray(o) for o in (out if isinstance(out, list | tuple) else [out])])
+        merged = [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+        ordered = [np.empty_like(m) for m in merged]
+        for dst, src in zip(ordered, merged, strict=True):
+            dst[plan.order] = src
+        return ordered
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The first output (class probabilities): a `Predict` for the diagnostics."""
+        return self.outputs(x)[0]
