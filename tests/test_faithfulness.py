@@ -282,8 +282,8 @@ def test_the_preset_composes_and_a_quick_run_logs_every_metric(store):
         "model.units=8",
         "model.embedding_dim=8",
         "search_space.pooling.values=[attention,mean]",
-        "search_space.attention_activation.values=[tanh]",
         "search_space.attention_heads.values=[4]",
+        "search_space.attention_temperature.values=[0.5]",
         "tuner.max_trials=3",
     )
     assert cfg.search.baseline == "attn-tanh" and list(cfg.search.seeds) == [0]
@@ -310,6 +310,7 @@ def test_the_preset_composes_and_a_quick_run_logs_every_metric(store):
                 assert name in metrics, (variant, name)
     assert {c.data.tags["variant"] for c in children} == {"attn4-tanh", "spattn4-tanh", "mean"}
     multi_head = next(c for c in children if c.data.tags["variant"] == "spattn4-tanh")
+    assert multi_head.data.params["model.attention_temperature"] == "0.5"
     panel = store.client().download_artifacts(
         multi_head.info.run_id, "attention/final_attention.json", str(store.path)
     )

@@ -8,6 +8,7 @@ original recipe does, so it is numerically the same model).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,7 +130,11 @@ class AttentionProbe:
                 continue
             if layer.name == POOLING_LAYER_NAME:
                 states = x
-                x, weights = weighted(states, return_attention_scores=True, per_head=True)
+                if "per_head" in inspect.signature(type(pooling).call).parameters:
+                    x, weights = weighted(states, return_attention_scores=True, per_head=True)
+                else:  # a plugin layer with one weighting: (batch, steps)
+                    x, weights = weighted(states, return_attention_scores=True)
+                    weights = keras.ops.expand_dims(weights, 1)
                 weighted.set_weights(pooling.get_weights())
                 flat = uniform(states, mask=keras.ops.not_equal(tokens, 0))
                 continue
