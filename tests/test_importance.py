@@ -57,15 +57,20 @@ def test_views_render_with_failed_trials_present():
     rows = configurations(12)
     rows.loc[[2, 5], "val_accuracy"] = np.nan  # failed trials: no score
     rows.loc[[1], "pooling"] = None  # and a row missing a knob
-    study, pareto = study_of(rows, SPACE, "val_accuracy", minimise=False, cost="seconds")
-    assert len(study.trials) == 10 and len(pareto.trials) == 10
-    figures = search_views(study, pareto, knob_importance(study))
+    rows["param_count"] = 1000 + 100 * rows["units"]
+    study, paretos = study_of(
+        rows, SPACE, "val_accuracy", minimise=False, costs=("seconds", "param_count")
+    )
+    assert len(study.trials) == 10 and len(paretos["seconds"].trials) == 10
+    assert len(paretos["param_count"].trials) == 10
+    figures = search_views(study, paretos, knob_importance(study))
     assert {
         "optimization_history.png",
         "slices.png",
         "importance.png",
         "contour.png",
         "pareto_seconds.png",
+        "pareto_param_count.png",
     } <= set(figures)
     import matplotlib.pyplot as plt
 

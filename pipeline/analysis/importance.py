@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,23 +81,28 @@ def _typed(value: Any, dist) -> Any:
     return float(value)
 
 
+# Costs the score is weighed against in Pareto fronts: wall time, parameter count.
+PARETO_COSTS = ("seconds", "param_count")
+
+
 def study_of(
     configurations: pd.DataFrame,
     space: dict[str, dict[str, Any]],
     objective: str,
     minimise: bool,
-    cost: str | None = None,
+    costs: Sequence[str] = (),
 ):
-    """(study, pareto study or None): one trial per configuration; the Pareto study has a
-    second objective, `cost` (e.g. seconds), minimised."""
+    """(study, {cost: pareto study}): one trial per configuration; each Pareto study has
+    a second objective, its cost (e.g. seconds, param_count), minimised."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {k: d for k, spec in space.items() if (d := distribution(spec)) is not None}
     direction = "minimize" if minimise else "maximize"
     study = optuna.create_study(direction=direction)
-    pareto = optuna.create_study(directions=[direction, "minimize"]) if cost else None
-    trials, costly = [], []
+    paretos = {c: optuna.create_study(directions=[direction, "minimize"]) for c in costs}
+    trials: list = []
+    costly: dict[str, list] = {c: [] for c in costs}
     for _, row in configurations.iterrows():
         value = row.get(objective)
         if value is None or not math.isfinite(float(value)):
@@ -112,16 +118,19 @@ def study_of(
         trials.append(
             optuna.trial.create_trial(params=params, distributions=used, value=float(value))
         )
-        if pareto is not None and row.get(cost) is not None:
-            costly.append(
+        for cost in costs:
+            spent = row.get(cost)
+            if spent is None or not math.isfinite(float(spent)):
+                continue
+            costly[cost].append(
                 optuna.trial.create_trial(
-                    params=params, distributions=used, values=[float(value), float(row[cost])]
+                    params=params, distributions=used, values=[float(value), float(spent)]
                 )
             )
     study.add_trials(trials)
-    if pareto is not None:
-        pareto.add_trials(costly)
-    return study, pareto
+    for cost, pareto in paretos.items():
+        pareto.add_trials(costly[cost])
+    return study, paretos
 
 
 def knob_importance(study) -> KnobImportance:
@@ -154,7 +163,7 @@ def knob_importance(study) -> KnobImportance:
 
 
 def search_views(
-    study, pareto, importance: KnobImportance, objective: str = "objective"
+    study, paretos: dict[str, Any], importance: KnobImportance, objective: str = "objective"
 ) -> dict[str, Any]:
     """Matplotlib figures by file name; a view that cannot be drawn is left out."""
     from optuna.distributions import CategoricalDistribution
@@ -180,10 +189,11 @@ def search_views(
         )
     if len(numeric) >= 2:
         makers["contour.png"] = lambda: views.plot_contour(study, params=numeric[:2])
-    if pareto is not None and len(pareto.trials) >= 2:
-        makers["pareto_seconds.png"] = lambda: views.plot_pareto_front(
-            pareto, target_names=[objective, "seconds"]
-        )
+    for cost, pareto in paretos.items():  # is a bigger or slower model worth it?
+        if len(pareto.trials) >= 2:
+            makers[f"pareto_{cost}.png"] = lambda p=pareto, c=cost: views.plot_pareto_front(
+                p, target_names=[objective, c]
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, make in makers.items():
@@ -203,10 +213,10 @@ def explain_search(
     configurations: pd.DataFrame, space: dict[str, dict[str, Any]], objective: str, minimise: bool
 ) -> tuple[KnobImportance, dict[str, Any]]:
     """Importances and views of one search's finished configurations."""
-    cost = "seconds" if "seconds" in configurations else None
-    study, pareto = study_of(configurations, space, objective, minimise, cost=cost)
+    costs = [c for c in PARETO_COSTS if c in configurations]
+    study, paretos = study_of(configurations, space, objective, minimise, costs=costs)
     importance = knob_importance(study)
-    return importance, search_views(study, pareto, importance, objective)
+    return importance, search_views(study, paretos, importance, objective)
 
 
 def importance_line(importance: KnobImportance, top: int = 4) -> str:

@@ -387,6 +387,7 @@ def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame
                 **r.hyperparameters,
                 objective: r.metrics[objective],
                 "seconds": r.seconds,
+                Metric.PARAM_COUNT: r.metrics.get(Metric.PARAM_COUNT),
             }
         )
     frame = pd.DataFrame(rows)

@@ -66,6 +66,11 @@ def trial_row(run: TrialRun) -> dict[str, Any]:
             for k, v in run.metrics.items()
             if k in VALIDATION_METRICS or k.startswith(DIAGNOSTIC_PREFIXES)
         },
+        **(
+            {Metric.PARAM_COUNT: run.metrics[Metric.PARAM_COUNT]}
+            if Metric.PARAM_COUNT in run.metrics
+            else {}
+        ),
         "run_id": run.run_id,
         "seconds": run.seconds,
         **({"error": run.error} if run.error else {}),
@@ -134,6 +139,7 @@ BOOKKEEPING = {
     "seconds",
     "fit_seconds",
     "diagnostics_seconds",
+    Metric.PARAM_COUNT,
     "error",
     "variant",
     "config_hash",

@@ -41,7 +41,7 @@ from pipeline.search.space import (
     trial_settings,
 )
 from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
-from pipeline.tracking import Kind, Status, Tag, TrialRecord
+from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
 from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.store import Tracker
 
@@ -208,6 +208,7 @@ class TrackedTuner(kt.Tuner):
                 metrics = trained.metrics
                 row["fit_seconds"] = round(trained.fit_seconds, 3)
                 row["diagnostics_seconds"] = round(trained.diagnostics_seconds, 3)
+                row[Metric.PARAM_COUNT] = trained.model.count_params()
                 if seed == seeds_of(self.cfg, train)[0]:
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
                 del trained
