@@ -56,6 +56,7 @@ def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
             "group": [r.group or r.config_hash for r in records],
             "variant": [canonical_label(r.variant) if r.variant else None for r in records],
             "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
+            "pruned": [r.pruned for r in records],
             "start_time": [r.start_time for r in records],
         }
     )
@@ -107,9 +108,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def leaderboard_markdown(board: pd.DataFrame, objective: str) -> str:
     metrics = [m for m in COLUMNS if f"{m}_mean" in board]
     several_data = board["data"].nunique() > 1
+    pruned = "pruned" in board and board["pruned"].sum() > 0
     header = (["data"] if several_data else []) + ["configuration", "seeds"]
     header += [COLUMNS[m] + (" (objective)" if m == objective else "") for m in metrics]
     header.insert(header.index("seeds") + 2, f"{objective} 95% CI")
+    if pruned:
+        header.insert(header.index("seeds") + 1, "pruned")
     rows = []
     for _, row in board.iterrows():
         ci = row.get(f"{objective}_ci95")
@@ -117,6 +121,8 @@ def leaderboard_markdown(board: pd.DataFrame, objective: str) -> str:
         ci_text = "-" if ci is None or pd.isna(ci) else f"[{mean - ci:.4f}, {mean + ci:.4f}]"
         cells = [_mean_std(row, m) for m in metrics]
         cells.insert(1, ci_text)
+        if pruned:  # seeds the pruner stopped early: their scores are of shorter training
+            cells.insert(0, str(int(row["pruned"])))
         rows.append(
             ([str(row["data"])] if several_data else [])
             + [str(row["configuration"]), str(row["seeds"])]

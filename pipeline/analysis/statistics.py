@@ -43,6 +43,8 @@ def leaderboard(runs: pd.DataFrame, objective: str) -> pd.DataFrame:
     faithfulness = sorted(c for c in runs if c.startswith(Metric.FAITH_PREFIX))
     for (data, label), frame in runs.groupby(["data", "label"], sort=False):
         row: dict[str, object] = {"data": data, "configuration": label, "seeds": len(frame)}
+        if "pruned" in frame:
+            row["pruned"] = int(frame["pruned"].fillna(False).astype(bool).sum())
         for metric in (*SUMMARISED, *faithfulness):
             if metric not in frame or frame[metric].isna().all():
                 continue

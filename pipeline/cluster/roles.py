@@ -63,4 +63,5 @@ def serve_role(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> None:
     tracker.parent_run_id = cfg.cluster.parent_run_id
     tuner = make_tuner(cfg, data, tracker, name, overwrite=False)
     tuner.worker_id = cfg.cluster.worker_id
+    tuner.parent_run_id = cfg.cluster.parent_run_id
     drive(tuner, cfg)

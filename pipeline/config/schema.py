@@ -187,6 +187,10 @@ class TunerConfig:
     objective: Objective
     max_consecutive_failed_trials: int
     directory: str
+    # none | median | successive_halving | wilcoxon (pipeline/search/pruning.py)
+    pruning: str
+    pruning_startup_trials: int
+    pruning_warmup_epochs: int
     # bayesian only
     num_initial_points: int | None = None
     alpha: float | None = None

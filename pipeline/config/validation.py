@@ -169,6 +169,23 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         f"need shares in (0, 1), got {list(f.fractions)}",
     )
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
+    _require(
+        tu.pruning in ("none", "median", "successive_halving", "wilcoxon"),
+        "tuner.pruning",
+        f"'{tu.pruning}' not in none, median, successive_halving, wilcoxon",
+    )
+    _require(
+        tu.pruning == "none" or tu.kind != TunerKind.hyperband,
+        "tuner.pruning",
+        "Hyperband prunes by itself: use tuner.pruning=none with tuner=hyperband",
+    )
+    _require(
+        tu.pruning != "wilcoxon" or len(cfg.search.seeds or []) >= 3,
+        "tuner.pruning",
+        "wilcoxon compares configurations seed by seed: it needs search.seeds with 3 or more",
+    )
+    _require(tu.pruning_startup_trials >= 0, "tuner.pruning_startup_trials", "must be >= 0")
+    _require(tu.pruning_warmup_epochs >= 0, "tuner.pruning_warmup_epochs", "must be >= 0")
     if tu.kind == TunerKind.hyperband:
         _require(
             (tu.max_epochs or 0) > 0 and (tu.factor or 0) >= 2,

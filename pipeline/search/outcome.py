@@ -59,6 +59,7 @@ def trial_row(run: TrialRun) -> dict[str, Any]:
         **({"seed": run.seed} if run.seed is not None else {}),
         **({"group": run.group} if run.group else {}),
         **({"worker": run.worker} if run.worker else {}),
+        **({"pruned": int(run.metrics.get(Metric.EPOCHS_TRAINED, 0))} if run.pruned else {}),
         "status": run.status,
         **{k: _typed(v) for k, v in run.hyperparameters.items()},
         **{
@@ -140,6 +141,7 @@ BOOKKEEPING = {
     "fit_seconds",
     "diagnostics_seconds",
     Metric.PARAM_COUNT,
+    "pruned",
     "error",
     "variant",
     "config_hash",
@@ -150,6 +152,14 @@ BOOKKEEPING = {
     "worker",
     *VALIDATION_METRICS,
 }
+
+
+def pruned_note(trials: pd.DataFrame) -> str:
+    """', 3 pruned' when the pruner stopped runs early (they count as finished)."""
+    if "pruned" not in trials:
+        return ""
+    n = int(trials["pruned"].notna().sum())
+    return f", {n} pruned" if n else ""
 
 
 def summary_lines(outcome: SearchOutcome, objective: str, top_k: int, max_trials: int) -> list[str]:
@@ -169,13 +179,25 @@ def summary_lines(outcome: SearchOutcome, objective: str, top_k: int, max_trials
     ]
     keys = [c for c in (Metric.ATTENTION_ON_KEYS, *headline_faithfulness(top)) if c in top]
     spread = [f"{objective}_std", "seeds"] if several else []
-    wanted = ["trial", objective, *spread, "variant", *hp_cols, *keys, "seconds", "run_id"]
+    # A pruned trial says after which epoch it stopped.
+    stopped = ["pruned"] if "pruned" in top and top["pruned"].notna().any() else []
+    wanted = [
+        "trial",
+        objective,
+        *spread,
+        "variant",
+        *hp_cols,
+        *keys,
+        *stopped,
+        "seconds",
+        "run_id",
+    ]
     cols = [c for c in wanted if c in top]
     runs = f", {len(trials)} runs" if several else ""
     lines = [
         "",
         f"top {len(top)} of {n_configs} trials ({len(finished)} finished, "
-        f"{n_configs - len(finished)} failed{runs}) by {objective}"
+        f"{n_configs - len(finished)} failed{runs}{pruned_note(trials)}) by {objective}"
         + (" (mean over seeds):" if several else ":"),
         top[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"),
     ]

@@ -216,6 +216,7 @@ def run_search(
             f"parent run {parent_id}"
         )
         tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
+        tuner.parent_run_id = parent_id
         if resuming:
             tuner.rows = previous_rows(tracker, parent_id)
         try:

@@ -25,6 +25,7 @@ from pipeline.errors import SearchError, one_line
 from pipeline.models.registry import variant_label
 from pipeline.search.oracles import make_oracle
 from pipeline.search.outcome import new_row
+from pipeline.search.pruning import PruningCallback, curves_from_runs, make_mirror
 from pipeline.search.replicates import (
     group_hash,
     mean_scores,
@@ -107,6 +108,26 @@ class TrackedTuner(kt.Tuner):
         self.best_score: float | None = None
         self.best_number: int | None = None
         self.worker_id: str | None = None  # set on cluster workers, tagged on their runs
+        self.parent_run_id: str | None = None  # the search's parent run (pruning reads it)
+        self.pruning = make_mirror(cfg)
+
+    def _sync_pruning(self) -> None:
+        """Add the store's finished curves (a resumed search's, other workers') to the
+        pruning mirror: every replicate once."""
+        if self.pruning is None or not self.parent_run_id:
+            return
+        objective = self.cfg.tuner.objective
+        runs = self.tracker.trial_runs(self.parent_run_id, status=Status.FINISHED)
+        if not self.pruning.per_seed:
+            runs = [r for r in runs if (r.config_hash or r.run_id) not in self.pruning.known]
+        self.pruning.add(
+            curves_from_runs(
+                runs,
+                lambda run_id: self.tracker.metric_history(run_id, objective),
+                objective,
+                self.pruning.per_seed,
+            )
+        )
 
     def _logging_for(self, data: PreparedData) -> TrialLogging:
         """Trial logging on the search's data, or on a replicate's own split."""
@@ -137,11 +158,29 @@ class TrackedTuner(kt.Tuner):
         several = f"  x {len(seeds)} seeds" if len(seeds) > 1 else ""
         progress.say(f"[trial {number}/{total}] {progress.format_params(shown)}{several}")
         group = group_hash(model_settings, train, self.data.fingerprint)
-        scores = [
-            self._run_replicate(trial, values, model_settings, {**train, "seed": s}, number, group)
-            for s in seeds
-        ]
+        objective = self.cfg.tuner.objective
+        by_seed = None  # wilcoxon: the configuration's Optuna trial, one step per seed
+        if self.pruning is not None and self.pruning.per_seed:
+            self._sync_pruning()
+            by_seed = self.pruning.start(f"group:{group}")
+        scores, pruned = [], False
+        for i, s in enumerate(seeds):
+            scores.append(
+                self._run_replicate(
+                    trial, values, model_settings, {**train, "seed": s}, number, group
+                )
+            )
+            if by_seed is not None and i + 1 < len(seeds):
+                if self.pruning.report(by_seed, s, scores[-1][objective]):
+                    pruned = True
+                    progress.say(
+                        f"    pruned: {len(seeds) - i - 1} seed(s) skipped "
+                        "(Wilcoxon against the best configuration)"
+                    )
+                    break
         metrics = mean_scores(scores)
+        if by_seed is not None:
+            self.pruning.finish(by_seed, metrics[objective], pruned)
         self._report_score(number, metrics, len(scores))
         return metrics
 
@@ -185,6 +224,11 @@ class TrackedTuner(kt.Tuner):
         }
         name = trial_run_name(number, variant, model_settings, train, seed if several else None)
         started = time.perf_counter()
+        pruning = None  # per-epoch pruning: this replicate's callback
+        if self.pruning is not None and not self.pruning.per_seed:
+            self._sync_pruning()
+            pruning = PruningCallback(self.pruning, key)
+        metrics: dict[str, float] = {}
         try:
             with self.tracker.run(name, tags=tags, nested=True, system_metrics=True) as run:
                 row["run_id"] = run.info.run_id
@@ -204,8 +248,14 @@ class TrackedTuner(kt.Tuner):
                         model_settings, train, len(data.vocab), data.n_classes
                     ),
                     f"trial {number} ({variant}, seed {seed})",
+                    extra_callbacks=[pruning] if pruning else (),
                 )
                 metrics = trained.metrics
+                if pruning is not None and pruning.pruned_at is not None:
+                    stopped = pruning.pruned_at + 1
+                    self.tracker.set_tags({Tag.PRUNED: "true", Tag.PRUNED_EPOCH: stopped})
+                    row["pruned"] = stopped
+                    progress.say(f"    pruned after epoch {stopped} ({self.cfg.tuner.pruning})")
                 row["fit_seconds"] = round(trained.fit_seconds, 3)
                 row["diagnostics_seconds"] = round(trained.diagnostics_seconds, 3)
                 row[Metric.PARAM_COUNT] = trained.model.count_params()
@@ -220,6 +270,9 @@ class TrackedTuner(kt.Tuner):
             row["error"] = first
             progress.say(f"    FAILED: {first}")
             raise kt.errors.FailedTrialError(first) from err
+        finally:
+            if pruning is not None:
+                pruning.close(metrics.get(self.cfg.tuner.objective))
         row.update(
             metrics,
             status=Status.FINISHED,

@@ -58,6 +58,7 @@ class TrialRun:
     data_fingerprint: str | None = None
     worker: str | None = None
     interrupted: bool = False
+    pruned: bool = False  # stopped early by the pruner
     error: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

@@ -64,6 +64,8 @@ class Tag:
     POOLING = "pooling"
     VARIANT = "variant"  # the pooling registry's label, e.g. attn-tanh
     FAITH_RANKING = "faith_ranking"  # attention | saliency: what the erasure ranks by
+    PRUNED = "pruned"  # "true": stopped early by the pruner (tuner.pruning); still FINISHED
+    PRUNED_EPOCH = "pruned_epoch"  # the last epoch it trained (1-based)
     WORKER = "worker"  # cluster worker id
     # reproduce runs
     REPRODUCES = "reproduces"  # the run id it retrains

@@ -330,6 +330,10 @@ class Tracker:
         runs = (_trial_run(r) for r in self._search(query, ascending=True))
         return [r for r in runs if r.parent_id in wanted]
 
+    def metric_history(self, run_id: str, key: str) -> dict[int, float]:
+        """A run's values of one metric by step (the per-epoch curves: step = epoch)."""
+        return {m.step: m.value for m in self._call(client().get_metric_history, run_id, key)}
+
     def get_trial_run(self, run_id: str) -> TrialRun:
         """Any run by id, or TrackingError naming the id (wrong id, other store)."""
         try:
@@ -695,6 +699,7 @@ def _trial_run(run) -> TrialRun:
         data_fingerprint=tags.get(Tag.DATA_FINGERPRINT),
         worker=tags.get(Tag.WORKER),
         interrupted=tags.get(Tag.INTERRUPTED) == "true",
+        pruned=tags.get(Tag.PRUNED) == "true",
         error=tags.get(Tag.ERROR),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),

@@ -1,0 +1,185 @@
+"""#16: Optuna's pruners stop hopeless trials; pruned runs are finished, marked, and
+never re-run. Toy curves without TensorFlow first, then a real search, killed with
+kill -9 and resumed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.search.pruning import (
+    Curve,
+    PruningCallback,
+    PruningMirror,
+    curves_from_runs,
+    make_pruner,
+)
+from pipeline.tracking import TrialRun
+from tests.conftest import PROJECT_ROOT
+
+
+def mirror(kind: str = "median", objective: str = "val_accuracy", **kw) -> PruningMirror:
+    pruner = make_pruner(kind, kw.get("startup", 2), kw.get("warmup", 0))
+    return PruningMirror(pruner, objective, per_seed=kind == "wilcoxon")
+
+
+GOOD = {0: 0.50, 1: 0.70, 2: 0.80, 3: 0.85}
+
+
+def test_median_pruner_stops_a_curve_clearly_under_the_median():
+    m = mirror()
+    assert m.add(
+        [Curve(f"c{i}", {k: v + i / 100 for k, v in GOOD.items()}, 0.85) for i in range(3)]
+    )
+    hopeless = m.start("bad")
+    assert m.report(hopeless, 0, 0.34)  # far under the median of 0.51 at epoch 0
+    m.finish(hopeless, 0.34, pruned=True)
+    promising = m.start("fine")
+    assert not any(m.report(promising, e, v + 0.05) for e, v in GOOD.items())
+    m.finish(promising, 0.9, pruned=False)
+    assert {t.state.name for t in m.study.trials} == {"COMPLETE", "PRUNED"}
+
+
+def test_nothing_is_pruned_before_enough_trials_finished_or_during_warm_up():
+    m = mirror(startup=3)
+    m.add([Curve("a", GOOD, 0.85)])  # 1 finished < 3 startup trials
+    assert not m.report(m.start("x"), 0, 0.0)
+    m = mirror(startup=0, warmup=2)
+    m.add([Curve("a", GOOD, 0.85), Curve("b", GOOD, 0.85)])
+    t = m.start("y")
+    assert not m.report(t, 0, 0.0) and not m.report(t, 1, 0.0)  # warm-up epochs
+    assert m.report(t, 2, 0.0)
+
+
+def test_loss_objectives_prune_the_high_curve():
+    m = mirror(objective="val_loss")
+    m.add([Curve(f"c{i}", {0: 1.0, 1: 0.6}, 0.6) for i in range(3)])
+    assert m.report(m.start("bad"), 1, 1.1)
+    assert not m.report(m.start("good"), 1, 0.5)
+
+
+def test_the_same_replicate_is_added_once():
+    m = mirror()
+    curve = Curve("c", GOOD, 0.85)
+    assert m.add([curve, curve]) == 1 and m.add([curve]) == 0
+    assert m.add([Curve("nan", GOOD, float("nan"))]) == 0
+
+
+def test_curves_rebuild_from_stored_runs():
+    runs = [
+        TrialRun("r1", "t1", "1", "FINISHED", 0, 1, config_hash="k1", seed=0, group="g",
+                 metrics={"val_accuracy": 0.8, "epochs_trained": 2}),
+        TrialRun("r2", "t2", "1", "FINISHED", 0, 1, config_hash="k2", seed=1, group="g",
+                 metrics={"val_accuracy": 0.4, "epochs_trained": 1}, pruned=True),
+    ]  # fmt: skip
+    histories = {"r1": {0: 0.6, 1: 0.8, 2: 0.8}, "r2": {0: 0.4, 1: 0.4}}
+    curves = curves_from_runs(runs, histories.__getitem__, "val_accuracy", per_seed=False)
+    # The restored model's score (logged one step after the last epoch) is not a step.
+    assert [(c.key, c.values, c.pruned) for c in curves] == [
+        ("k1", {0: 0.6, 1: 0.8}, False),
+        ("k2", {0: 0.4}, True),
+    ]
+    by_seed = curves_from_runs(runs, histories.__getitem__, "val_accuracy", per_seed=True)
+    assert [(c.key, c.values) for c in by_seed] == [("group:g", {0: 0.8, 1: 0.4})]
+
+
+def test_wilcoxon_skips_the_seeds_of_a_configuration_that_loses_on_every_seed():
+    m = mirror("wilcoxon")
+    best = m.start("group:best")
+    for seed in range(8):
+        m.report(best, seed, 0.90 + seed / 1000)
+    m.finish(best, 0.9, pruned=False)
+    worse = m.start("group:worse")
+    decisions = [m.report(worse, seed, 0.60) for seed in range(8)]
+    assert any(decisions) and not decisions[0]  # never on the first seed alone
+
+
+def test_the_callback_stops_training_and_says_when():
+    m = mirror()
+    m.add([Curve(f"c{i}", GOOD, 0.85) for i in range(3)])
+    callback = PruningCallback(m, "k")
+    callback.set_model(SimpleNamespace(stop_training=False))
+    callback.on_epoch_end(0, {"val_accuracy": 0.52})
+    assert callback.pruned_at is None and not callback.model.stop_training
+    callback.on_epoch_end(1, {"val_accuracy": 0.2})
+    assert callback.pruned_at == 1 and callback.model.stop_training
+    callback.close(0.52)
+    assert m.study.trials[-1].state.name == "PRUNED" and "k" in m.known
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("tuner.pruning=sometimes", "tuner.pruning"),
+        ("tuner=hyperband tuner.pruning=median", "Hyperband prunes by itself"),
+        ("tuner.pruning=wilcoxon", "needs search.seeds"),
+    ],
+)
+def test_bad_pruning_settings_fail_in_one_line(store, override, needle):
+    from pipeline.config import ConfigError
+    from pipeline.models.registry import validate_config
+
+    with pytest.raises(ConfigError, match=needle):
+        validate_config(store.compose(*override.split()))
+
+
+# A grid whose second configuration cannot learn: the pruner must stop it after the
+# warm-up epoch, the first (and third) train on.
+PRUNING_SEARCH = [
+    "+experiment=quick",
+    "tuner=grid",
+    "tuner.max_trials=3",
+    "tuner.pruning=median",
+    "tuner.pruning_startup_trials=1",
+    "tuner.pruning_warmup_epochs=1",
+    "train.epochs=8",  # long enough for kill -9 to land inside the third trial
+    "train.early_stopping.enabled=false",
+    "data.synthetic.n_examples=900",
+    "~search_space.dropout",
+    "~search_space.learning_rate",
+    "search_space.pooling.values=[mean]",
+    "+search_space.learning_rate={type: choice, values: [0.01, 0.0000001, 0.02]}",
+    "attention.enabled=false",
+]
+
+
+@pytest.mark.e2e
+def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, capsys):
+    from pipeline.search import run_search
+    from pipeline.search.outcome import summary_lines
+    from tests.test_lifecycle import runs_of, wait_for_running_trial
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.search", "search.name=prune", *PRUNING_SEARCH,
+         *store.overrides],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    wait_for_running_trial(store.path, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    outcome = run_search(store.compose("search.name=prune", *PRUNING_SEARCH))
+    assert "resumed" in capsys.readouterr().out
+    runs = runs_of(store.path)
+    children = [r for r in runs if r.data.tags["kind"] == "trial"]
+    bad = [c for c in children if c.data.params["train.learning_rate"] == "1e-07"]
+    assert len(bad) == 1  # pruned before the crash, not re-run after it
+    bad = bad[0]
+    assert bad.info.status == "FINISHED" and bad.data.tags["pruned"] == "true"
+    assert bad.data.tags["pruned_epoch"] == "2" and bad.data.metrics["epochs_trained"] == 2
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert set(Counter(c.data.tags["config_hash"] for c in finished).values()) == {1}
+    assert len(finished) == 3  # and the interrupted third trial re-run once
+    assert outcome.best["learning_rate"] != 1e-07
+    row = outcome.trials.set_index("trial").loc[int(bad.data.tags["trial_number"])]
+    assert row["pruned"] == 2
+    summary = "\n".join(summary_lines(outcome, "val_accuracy", 5, 3))
+    assert "pruned) by val_accuracy" in summary and "pruned" in summary.splitlines()[2]
