@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench {pooling,overhead,memory,startup,scaling}`: benchmarks that
+"""`python -m pipeline.bench {pooling,overhead,memory,startup,scaling,pruning}`: benchmarks that
 print ratios measured side by side in one run (never timed assertions in tests)."""
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("scaling", help="trials/hour with 1 vs 2 cluster workers")
     c.add_argument("--epochs", type=int, default=2)
     c.add_argument("--trials", type=int, default=10)
+    r = sub.add_parser("pruning", help="the same random search with and without pruning")
+    r.add_argument("--data", default="airline_tweets", help="data preset")
+    r.add_argument("--trials", type=int, default=20)
+    r.add_argument("--epochs", type=int, default=6)
+    r.add_argument("--tuner-seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--pruner", default="median", choices=["median", "successive_halving"])
+    r.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -53,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.memory import run
     elif args.which == "scaling":
         from pipeline.bench.scaling import run
+    elif args.which == "pruning":
+        from pipeline.bench.pruning import run
     else:
         from pipeline.bench.startup import run
     run(args)

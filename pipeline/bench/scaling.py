@@ -35,6 +35,7 @@ def search(tmp: str, extra: list[str], args) -> tuple[float, float, int]:
         # measures scaling, not which worker drew the biggest model last.
         "~search_space.pooling",
         "~search_space.attention_activation",
+        "~search_space.attention_normalizer",
         "~search_space.units",
         "~search_space.embedding_dim",
         "tuner=random",
