@@ -62,7 +62,10 @@ def heatmap_figure(rows, title: str, kind: str = "attention", max_tokens: int = 
     # Fixed margins instead of constrained_layout: same look, several times faster to save.
     row_h, top_h = 1.3, 0.7
     fig_h = row_h * len(rows) + top_h
-    fig, axes = plt.subplots(len(rows), 1, figsize=(fig_w, fig_h), squeeze=False)
+    # A bare Figure (no pyplot state) and tokens as plain texts instead of tick labels:
+    # the same look, about half the rendering time (this runs inside every trial).
+    fig = Figure(figsize=(fig_w, fig_h))
+    axes = fig.subplots(len(rows), 1, squeeze=False)
     fig.subplots_adjust(
         left=0.3 / fig_w,
         right=1 - 1.3 / fig_w,
@@ -71,18 +74,29 @@ def heatmap_figure(rows, title: str, kind: str = "attention", max_tokens: int = 
         hspace=0.75 / 0.55,
     )
     vmax = max((max(r.weights) for r in rows if r.weights), default=1.0) or 1.0
-    cmap = plt.get_cmap("Reds" if kind == "attention" else "Purples")
+    cmap = matplotlib.colormaps["Reds" if kind == "attention" else "Purples"]
     image = None
     for ax, row, (start, end) in zip(axes[:, 0], rows, shown, strict=True):
         w = np.full(width, np.nan)
         w[: end - start] = row.weights[start:end]
         image = ax.imshow(w[None, :], cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
-        labels = row.tokens[start:end]
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
-        for pos, label in zip(ax.get_xticklabels(), range(start, end), strict=True):
-            if label in row.key_positions:
-                pos.set_fontweight("bold")
-                pos.set_color("#1f5fbf")
+        ax.set_xticks([])
+        below = ax.get_xaxis_transform()  # x in data units, y in axes units
+        for i, position in enumerate(range(start, end)):
+            key = position in row.key_positions
+            ax.text(
+                i,
+                -0.06,
+                row.tokens[position],
+                transform=below,
+                rotation=60,
+                rotation_mode="anchor",
+                ha="right",
+                va="center",
+                fontsize=8,
+                fontweight="bold" if key else "normal",
+                color="#1f5fbf" if key else "black",
+            )
         ax.set_yticks([])
         ax.set_frame_on(False)  # no box over the blank (never-drawn) padded cells
         suffix = (
