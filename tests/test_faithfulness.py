@@ -231,6 +231,19 @@ def test_occlusion_finds_the_decisive_token_and_ranks_agree():
     assert with_weights.metrics[Metric.FAITH_EXAMPLES] == 5
 
 
+def test_kendall_tau_b_matches_scipy_with_ties():
+    from scipy.stats import kendalltau
+
+    from pipeline.analysis.faithfulness import kendall_tau_b
+
+    rng = np.random.default_rng(0)
+    for n in (2, 5, 30):
+        a = rng.integers(0, 4, n).astype(float)  # many ties
+        b = a + rng.normal(size=n)
+        assert kendall_tau_b(a, b) == pytest.approx(kendalltau(a, b).statistic, abs=1e-12)
+    assert np.isnan(kendall_tau_b(np.ones(4), np.arange(4.0)))
+
+
 def test_removing_tokens_moves_the_rest_up():
     row = np.array([5, 6, 7, 0, 0])
     keep = np.array([True, False, True, True, True])

@@ -139,6 +139,7 @@ def inspect_attention(
     predict: Predict,
     faithfulness: FaithfulnessPlan | None = None,
     n_buckets: int = 1,
+    batch_size: int = 256,
 ) -> AttentionView:
     """The panel's weights (or occlusion saliency when the pooling variant has none), the
     attention metrics and, with a plan, the faithfulness metrics. `n_buckets`: length
@@ -152,7 +153,7 @@ def inspect_attention(
     probs = full = heads = None
     if variant.attention_weights:  # one pass: weights, predictions, uniform ablation
         kind = "attention"
-        probe = AttentionProbe(model, variant, x_val.shape[1], n_buckets)
+        probe = AttentionProbe(model, variant, x_val.shape[1], n_buckets, batch_size)
         predict = probe.predict  # traced once for every pass below
         found = probe.run(x_val)
         probs, full = found.probs, found.weights.mean(axis=1)

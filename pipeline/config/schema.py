@@ -233,6 +233,7 @@ class AttentionConfig:
     panel_seed: int
     max_tokens: int
     plot_every: int
+    batch_size: int
     faithfulness: FaithfulnessConfig
 
 

@@ -160,6 +160,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     _require(a.panel_size >= 1, "attention.panel_size", f"must be >= 1, got {a.panel_size}")
     _require(a.max_tokens >= 1, "attention.max_tokens", f"must be >= 1, got {a.max_tokens}")
     _require(a.plot_every >= 0, "attention.plot_every", f"must be >= 0, got {a.plot_every}")
+    _require(a.batch_size >= 1, "attention.batch_size", f"must be >= 1, got {a.batch_size}")
     f = a.faithfulness
     _require(f.max_examples >= 1, "attention.faithfulness.max_examples", "must be >= 1")
     _require(f.max_occlusions >= 1, "attention.faithfulness.max_occlusions", "must be >= 1")

@@ -90,7 +90,8 @@ class TrialLogging:
         for the final model also the faithfulness metrics."""
         bucketing = train["bucketing"]
         n_buckets = bucketing["n_buckets"] if bucketing["enabled"] else 1
-        predict = Forward(model, train["batch_size"] * 4, n_buckets, variant.trims_padding)
+        batch = self.cfg.attention.batch_size
+        predict = Forward(model, batch, n_buckets, variant.trims_padding)
         view: AttentionView = inspect_attention(
             model,
             variant,
@@ -100,6 +101,7 @@ class TrialLogging:
             predict,
             self.faithfulness if final else None,
             n_buckets,
+            batch,
         )
         log = self.tracker
         if final and self.faithfulness is not None:
