@@ -46,8 +46,8 @@ def test_pins_say_what_they_did():
     cfg = compose_config()
     cfg.model.pooling = "max"
     (pin,) = pin_knobs(cfg, {"pooling": "override"})
-    assert pin.dropped == ("attention_activation",)
-    assert "attention_activation dropped" in pin.describe()
+    assert pin.dropped == ("attention_activation", "attention_normalizer")
+    assert "attention_activation, attention_normalizer dropped" in pin.describe()
 
 
 def test_a_preset_pins_what_it_sets_and_the_command_line_wins():

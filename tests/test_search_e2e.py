@@ -251,7 +251,10 @@ def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
     assert "HEAVY=\n" in result.stdout or result.stdout.rstrip().endswith("HEAVY=")
     if flag == ["--help"]:
         assert result.returncode == 0
-        assert "experiment: pooling_ablation, quick, seed_question, units_sweep" in result.stdout
+        assert (
+            "experiment: attention_faithfulness, pooling_ablation, quick, seed_question, "
+            "units_sweep" in result.stdout
+        )
         assert "cluster: local, workers" in result.stdout and "search_space:" in result.stdout
     if flag == ["--cfg", "job"]:
         assert "search_space:" in result.stdout and result.returncode == 0

@@ -138,12 +138,12 @@ def inspect_attention(
     label: str,
     predict: Predict,
     faithfulness: FaithfulnessPlan | None = None,
-    n_buckets: int = 1,
-    batch_size: int = 256,
+    runner=None,
 ) -> AttentionView:
     """The panel's weights (or occlusion saliency when the pooling variant has none), the
-    attention metrics and, with a plan, the faithfulness metrics. `n_buckets`: length
-    buckets for the attention probe (see `probe_attention`)."""
+    attention metrics and, with a plan, the faithfulness metrics. `predict` gives the
+    model's class probabilities; `runner` runs the attention probe (see
+    `AttentionProbe`; the search passes length-bucketed batches)."""
     from pipeline.models.build import AttentionProbe
 
     x_val = data.x["val"]
@@ -153,7 +153,7 @@ def inspect_attention(
     probs = full = heads = None
     if variant.attention_weights:  # one pass: weights, predictions, uniform ablation
         kind = "attention"
-        probe = AttentionProbe(model, variant, x_val.shape[1], n_buckets, batch_size)
+        probe = AttentionProbe(model, variant, x_val.shape[1], runner)
         predict = probe.predict  # traced once for every pass below
         found = probe.run(x_val)
         probs, full = found.probs, found.weights.mean(axis=1)

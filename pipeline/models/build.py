@@ -9,7 +9,7 @@ original recipe does, so it is numerically the same model).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,23 @@ def build_model(
     return model
 
 
+# Runs a model: model -> (token ids -> every output, in the order of the rows).
+Runner = Callable[[keras.Model], Callable[[np.ndarray], list[np.ndarray]]]
+
+
+def keras_predict(batch_size: int = 256) -> Runner:
+    """The plain runner: Keras' `predict` on full-width batches."""
+
+    def runner(model: keras.Model) -> Callable[[np.ndarray], list[np.ndarray]]:
+        def run(token_ids: np.ndarray) -> list[np.ndarray]:
+            out = model.predict(token_ids, batch_size=batch_size, verbose=0)
+            return [np.asarray(o) for o in (out if isinstance(out, list | tuple) else [out])]
+
+        return run
+
+    return runner
+
+
 class _PadSteps(keras.layers.Layer):
     """Zero-pads the last (time) axis to `steps`: the probe's weights of trimmed batches."""
 
@@ -90,11 +107,10 @@ class AttentionProbe:
     `classic` too, although it was trained without a mask): the "is attention needed?"
     ablation, from the same LSTM states.
 
-    Every call runs over length-bucketed batches (trimmed when the variant is
-    mask-aware, so padding costs nothing) whose weights are padded back to `steps`,
-    through one traced function (`training.batching.Forward`): the probe is traced
-    once, and the faithfulness passes reuse it instead of tracing the model's own
-    `predict` too.
+    `runner(probe_model)` returns the function that runs it: by default Keras' own
+    `predict`; the search passes `training.batching.Forward` (length-bucketed batches
+    through one traced function, so the probe is traced once and the faithfulness
+    passes reuse it). Trimmed batches come back padded to `steps`.
     """
 
     def __init__(
@@ -102,16 +118,14 @@ class AttentionProbe:
         model: keras.Model,
         variant: PoolingVariant,
         steps: int,
-        n_buckets: int = 1,
+        runner: Runner | None = None,
         batch_size: int = 256,
     ):
         from pipeline.models.layers import UniformAttention
-        from pipeline.training.batching import Forward
 
         if not variant.attention_weights:
             raise ValueError(f"pooling '{variant.name}' has no attention weights")
-        self.steps, self.batch_size = steps, batch_size
-        self.n_buckets = n_buckets if variant.trims_padding else 1
+        self.steps = steps
         # A copy of the pooling layer (same config and weights) asked for its weights: the
         # layer itself can't be reused, a Keras layer's outputs keep one structure per call.
         pooling = model.get_layer(POOLING_LAYER_NAME)
@@ -142,13 +156,13 @@ class AttentionProbe:
             if flat is not None:  # the layers after pooling see the uniform vector too
                 flat = layer(flat)
         self.model = keras.Model(tokens, [x, _PadSteps(steps)(weights), flat])
-        self.forward = Forward(self.model, batch_size, self.n_buckets, trims=True)
+        self.forward = (runner or keras_predict(batch_size))(self.model)
 
     def run(self, token_ids: np.ndarray) -> Probe:
         """Probabilities, weights (n, heads, steps) and uniform-weights probabilities."""
         if token_ids.shape[1] > self.steps:
             raise ValueError(f"inputs are {token_ids.shape[1]} steps wide, > {self.steps}")
-        return Probe(*self.forward.outputs(token_ids))
+        return Probe(*self.forward(token_ids))
 
     def predict(self, token_ids: np.ndarray) -> np.ndarray:
         """Class probabilities only (a `Predict` for the faithfulness passes)."""

@@ -19,7 +19,7 @@ from pipeline.errors import SearchError
 from pipeline.tracking import Artifact, Kind, Metric, Tag, TrialRecord, TrialRun
 
 # Metrics that measure the machine, not the model: never compared.
-UNCOMPARED = (Metric.TRAIN_SECONDS,)
+UNCOMPARED = (Metric.TRAIN_SECONDS, Metric.DIAGNOSTICS_SECONDS)
 
 
 @dataclass

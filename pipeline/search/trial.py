@@ -90,18 +90,16 @@ class TrialLogging:
         for the final model also the faithfulness metrics."""
         bucketing = train["bucketing"]
         n_buckets = bucketing["n_buckets"] if bucketing["enabled"] else 1
-        batch = self.cfg.attention.batch_size
-        predict = Forward(model, batch, n_buckets, variant.trims_padding)
+        batch, trims = self.cfg.attention.batch_size, variant.trims_padding
         view: AttentionView = inspect_attention(
             model,
             variant,
             self.data,
             self.panel,
             label,
-            predict,
+            Forward(model, batch, n_buckets, trims),
             self.faithfulness if final else None,
-            n_buckets,
-            batch,
+            lambda probe: Forward(probe, batch, n_buckets, trims).outputs,
         )
         log = self.tracker
         if final and self.faithfulness is not None:
