@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: search test lint format bench clean-venv lock browser
+.PHONY: search test lint format bench clean-venv lock browser postgres
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ search: $(VENV)/.installed
 
 # One pytest worker per core (pytest-xdist); tests steal work from each other so the
 # long end-to-end ones spread out. ARGS="-n 0 tests/test_x.py" runs serially.
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q -n auto --dist worksteal $(ARGS)
 
 # Headless Chromium for the MLflow UI check (Debian packages; needs root and apt-get).
@@ -29,6 +29,17 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      chromium chromium-driver >/dev/null; \
 	  else echo "note: chromium not installed and no root/apt-get: the browser test will skip"; fi; }
+
+# PostgreSQL server binaries for the team-store tests (Debian package postgresql; the tests
+# run a private cluster with initdb/pg_ctl, never the system one). Skipped with a message
+# without root/apt-get.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends postgresql >/dev/null; \
+	  else echo "note: postgresql not installed and no root/apt-get: its tests will skip"; fi; }
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -158,7 +158,7 @@ def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path):
         rest, _ = proc.communicate(timeout=120)
         output = "".join(lines) + rest
         assert proc.returncode == 130, output[-3000:]
-        assert "cluster searches cannot be resumed yet" in output
+        assert "resume with: python -m pipeline.search" in output and "dist-int" in output
         runs = runs_of(base)
     assert len(pids) == 3  # chief and two workers
     for pid in pids:  # no orphans
@@ -167,3 +167,67 @@ def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path):
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     parent = next(r for r in runs if r.data.tags.get("kind") == "search")
     assert parent.info.status == "KILLED"
+
+
+def test_a_cluster_search_killed_with_all_its_processes_resumes_by_name(tmp_path, run_cli):
+    """The machine dies: launcher, chief and workers SIGKILLed mid-search. Re-running the
+    search by name continues it: same parent, finished trials not re-run, the interrupted
+    ones run once more (their old runs FAILED + interrupted)."""
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
+        overrides = [
+            "tuner.max_trials=4",
+            "train.epochs=6",
+            "train.early_stopping.enabled=false",
+            *cluster_overrides(tmp_path, base, "dist-resume"),
+        ]
+        proc = start_search(*overrides)
+        lines, pids, finished_one = [], [], False
+        deadline = time.monotonic() + 600
+        for line in iter(proc.stdout.readline, ""):
+            lines.append(line)
+            found = re.search(r"cluster: started \S+ \(pid (\d+)\)", line)
+            if found:
+                pids.append(int(found.group(1)))
+            finished_one = finished_one or "-> val_accuracy" in line
+            if finished_one and re.search(r"\[worker-\d\]\s+epoch [2-5]/6", line):
+                for pid in [*pids[::-1], proc.pid]:  # workers, chief, then the launcher
+                    os.kill(pid, signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no trial finished"
+        proc.wait(timeout=30)
+        output = "".join(lines)
+        assert finished_one, output[-3000:]
+        before = runs_of(base)
+        done_before = {
+            r.data.tags["trial_id"]
+            for r in before
+            if r.data.tags.get("kind") == "trial" and r.info.status == "FINISHED"
+        }
+        left_running = {
+            r.data.tags["trial_id"]
+            for r in before
+            if r.data.tags.get("kind") == "trial" and r.info.status == "RUNNING"
+        }
+        assert done_before and left_running, output[-3000:]
+
+        result = run_cli("search", *TINY_CLUSTER, *overrides, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "search 'dist-resume' (resumed)" in result.stdout
+        assert f"{len(left_running)} interrupted trial run(s) marked FAILED" in result.stdout
+        runs = runs_of(base)
+    parents = [r for r in runs if r.data.tags.get("kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    finished = [c.data.tags["trial_id"] for c in children if c.info.status == "FINISHED"]
+    assert sorted(finished) == sorted(set(finished)) and len(finished) == 4
+    runs_per_trial = {t: 0 for t in finished}
+    for c in children:
+        runs_per_trial[c.data.tags["trial_id"]] += 1
+    assert all(runs_per_trial[t] == 1 for t in done_before)  # not re-run
+    assert all(runs_per_trial[t] == 2 for t in left_running)  # re-run exactly once
+    interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]
+    assert {c.data.tags["trial_id"] for c in interrupted} == left_running
+    assert all(c.info.status == "FAILED" for c in interrupted)
+    assert parents[0].data.metrics["trials_finished"] == 4
+    assert not [r for r in runs if r.info.status == "RUNNING"]

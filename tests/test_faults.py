@@ -21,6 +21,7 @@ import pytest
 from pipeline.tracking.mlflow_server import (
     free_port,
     server_command,
+    server_env,
     start_server_process,
     stop_server_process,
     wait_for,
@@ -50,12 +51,8 @@ class Server:
 
     def start(self) -> None:
         self.proc = start_server_process(
-            server_command(
-                f"sqlite:///{self.tmp_path}/server.db",
-                self.tmp_path / "art",
-                "127.0.0.1",
-                self.port,
-            ),
+            server_command(self.tmp_path / "art", "127.0.0.1", self.port),
+            server_env(f"sqlite:///{self.tmp_path}/server.db"),
             cwd=self.tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("scaling", help="trials/hour with 1 vs 2 cluster workers")
     c.add_argument("--epochs", type=int, default=2)
     c.add_argument("--trials", type=int, default=10)
+    c.add_argument(
+        "--stores",
+        nargs="+",
+        default=["sqlite"],
+        choices=["sqlite", "sqlite-server", "postgres-server"],
+        help="tracking stores to compare (postgres-server: a throwaway PostgreSQL cluster)",
+    )
+    c.add_argument("--no-local", dest="local", action="store_false", help="skip the local run")
     r = sub.add_parser("pruning", help="the same random search with and without pruning")
     r.add_argument("--data", default="airline_tweets", help="data preset")
     r.add_argument("--trials", type=int, default=20)

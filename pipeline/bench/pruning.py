@@ -22,8 +22,8 @@ GOAL_SAVING = 0.40  # at least 40% less wall time ...
 GOAL_SCORE_POINTS = 0.5  # ... with the best score within 0.5 points (mean over seeds)
 
 
-def one_search(args, pruning: str, tuner_seed: int, data) -> tuple[float, float, int]:
-    """(wall seconds, best objective, pruned runs) of one search."""
+def one_search(args, pruning: str, tuner_seed: int, data) -> tuple[float, float, int, str]:
+    """(wall seconds, best objective, pruned runs, best trial's label) of one search."""
     from pipeline.search.run import run_search
     from pipeline.tracking.store import Tracker
 
@@ -57,7 +57,9 @@ def one_search(args, pruning: str, tuner_seed: int, data) -> tuple[float, float,
         objective = cfg.tuner.objective
         pruned = int(outcome.trials["pruned"].notna().sum()) if "pruned" in outcome.trials else 0
         args.minimised = minimised(objective)
-        return wall, float(outcome.best[objective]), pruned
+        best = outcome.best
+        label = f"{best.get('variant', '?')} units={best.get('units', '?')}"
+        return wall, float(best[objective]), pruned, label
 
 
 def run(args) -> None:
@@ -73,7 +75,8 @@ def run(args) -> None:
         say(
             f"tuner seed {seed}: none {found['none'][0]:.0f}s best {found['none'][1]:.4f} | "
             f"{args.pruner} {found[args.pruner][0]:.0f}s best {found[args.pruner][1]:.4f} "
-            f"({found[args.pruner][2]} pruned)"
+            f"({found[args.pruner][2]} pruned); best trials: {found['none'][3]} | "
+            f"{found[args.pruner][3]}"
         )
     say(
         f"\n{data.name}: {args.trials} random trials x {args.epochs} epochs, "
@@ -83,7 +86,7 @@ def run(args) -> None:
         f"{'seed':>4}{'none s':>9}{'pruned s':>10}{'saving':>8}{'best none':>11}{'best pruned':>13}"
     )
     savings, gaps = [], []
-    for seed, (t0, b0, _), (t1, b1, _) in rows:
+    for seed, (t0, b0, *_), (t1, b1, *_) in rows:
         savings.append(1 - t1 / t0)
         gaps.append(100 * (b0 - b1))
         say(f"{seed:>4}{t0:>9.0f}{t1:>10.0f}{savings[-1]:>8.0%}{b0:>11.4f}{b1:>13.4f}")

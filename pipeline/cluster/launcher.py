@@ -7,6 +7,12 @@ gRPC: `KERASTUNER_ORACLE_IP/PORT`, `KERASTUNER_TUNER_ID=chief`) and the workers
 prefix, restarts a worker that dies (keras-tuner hands the same id back its unfinished
 trial), and at the end summarises the children from MLflow on the parent run. No home-made
 scheduler: trial assignment is keras-tuner's, storage is MLflow's.
+
+Re-running a cluster search by name resumes it like a local one: the same parent run, the
+chief reloads keras-tuner's oracle from `tuner.directory` (finished trials are not re-run,
+interrupted ones run once more) and the runs the dead processes left RUNNING are closed
+FAILED + `interrupted` first. The chief and workers die with the launcher (a SIGKILLed
+launcher leaves no orphan training on).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, per_trial, ranked
 from pipeline.search.run import count_trials, finish_search, log_search_setup, search_parent_tags
 from pipeline.tracking import Artifact
-from pipeline.tracking.mlflow_server import free_port
+from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
 from pipeline.tracking.store import Tracker
 
 STOP_GRACE_SECONDS = 20
@@ -77,8 +83,11 @@ class Cluster:
     port: int
     processes: dict[str, Process] = field(default_factory=dict)
 
+    resume: bool = False
+
     def command(self, label: str) -> list[str]:
         role = ClusterRole.chief if label == "chief" else ClusterRole.worker
+        resume = ["cluster.resume=true"] if self.resume and label == "chief" else []
         return [
             sys.executable,
             "-m",
@@ -91,6 +100,7 @@ class Cluster:
             f"cluster.role={role}",
             f"cluster.worker_id={label}",
             f"cluster.parent_run_id={self.parent_run_id}",
+            *resume,
         ]
 
     def environment(self, label: str) -> dict[str, str]:
@@ -117,7 +127,9 @@ class Cluster:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,  # Ctrl-C reaches the launcher, which stops them in order
+            # A session of its own (Ctrl-C reaches the launcher, which stops them in order),
+            # and SIGTERM when the launcher dies, even by SIGKILL.
+            preexec_fn=own_group_dying_with_parent,
         )
         proc = Process(label, popen, restarts)
         proc.pump = threading.Thread(target=_pump, args=(popen.stdout, label), daemon=True)
@@ -189,22 +201,33 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
     """Run the search on a chief and `cluster.n_workers` workers; return its outcome."""
     comparable = comparable_hash(cfg, data.fingerprint)
     plan = plan_search(cfg, tracker, comparable)
-    if plan.parent_id is not None:
-        raise SearchError(
-            f"cluster mode does not resume searches yet: '{plan.name}' exists; pick another "
-            "search.name or add search.force_new=true"
-        )
-    name = plan.name
+    name, resuming = plan.name, plan.parent_id is not None
     # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
     job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
+    if resuming:
+        oracle_state = Path(cfg.tuner.directory).resolve() / name / "oracle.json"
+        if not oracle_state.exists():
+            raise SearchError(
+                f"cluster: cannot resume '{name}': keras-tuner's state {oracle_state} is "
+                "missing (another tuner.directory or host?); run it where it started, or add "
+                "search.force_new=true to start it again"
+            )
+        closed = tracker.close_interrupted(plan.parent_id)
+        if closed:
+            progress.say(
+                f"resuming '{name}': {closed} interrupted trial run(s) marked FAILED; "
+                "keras-tuner re-runs them once"
+            )
     tags = search_parent_tags(cfg, data, name, comparable)
-    with tracker.run(name, tags=tags) as parent:
+    with tracker.run(name, tags=tags, run_id=plan.parent_id) as parent:
         parent_id = parent.info.run_id
-        log_search_setup(cfg, data, tracker)
+        if not resuming:
+            log_search_setup(cfg, data, tracker)
         host = cfg.cluster.oracle_host
         port = cfg.cluster.oracle_port or free_port(host)
         progress.say(
-            f"search '{name}' (new): tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
+            f"search '{name}' ({'resumed' if resuming else 'new'}): tuner={cfg.tuner.kind} "
+            f"objective={cfg.tuner.objective} "
             f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}\n"
             f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "
             f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
@@ -215,7 +238,7 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
                 "trial, so grid workers mostly take turns; tuner=random or bayesian scale"
             )
         write_job_config(cfg, job_dir)
-        cluster = Cluster(cfg, job_dir, parent_id, port)
+        cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming)
         try:
             cluster.start("chief")
             wait_for_port(host, port, cluster.processes["chief"].popen, timeout=180)

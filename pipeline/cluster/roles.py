@@ -56,8 +56,10 @@ def serve_role(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> None:
         limit_threads(cfg.cluster.threads_per_worker)
     enable_determinism(cfg.train.deterministic)
     if cfg.cluster.role == ClusterRole.chief:
-        tuner = make_tuner(cfg, data, tracker, name, overwrite=True)
-        progress.say("chief: oracle serving")
+        # Resumed: keras-tuner reloads the oracle (finished trials stay done; the ones that
+        # were running go to its retry queue, so they run once more).
+        tuner = make_tuner(cfg, data, tracker, name, overwrite=not cfg.cluster.resume)
+        progress.say("chief: oracle serving" + (" (reloaded)" if cfg.cluster.resume else ""))
         drive(tuner, cfg)  # keras-tuner's chief: blocks until every worker is done
         return
     tracker.parent_run_id = cfg.cluster.parent_run_id

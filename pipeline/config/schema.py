@@ -215,6 +215,8 @@ class TrackingConfig:
     outage_budget_s: float
     stale_after_s: float
     heartbeat_s: float
+    auth_db: str
+    auth_default_permission: str
 
 
 @dataclass
@@ -263,6 +265,7 @@ class ClusterConfig:
     role: ClusterRole | None
     worker_id: str | None
     parent_run_id: str | None
+    resume: bool  # the chief reloads keras-tuner's oracle state instead of starting afresh
 
 
 @dataclass

@@ -69,14 +69,9 @@ def run(cfg: DictConfig) -> int:
     except TrackingOutage as err:
         if role is not None:
             fail(f"{cfg.cluster.worker_id}: {err}", code=OUTAGE_EXIT_CODE)
-        then = (
-            "start it again with search.force_new=true (cluster searches cannot be resumed yet)"
-            if cfg.cluster.mode == ClusterMode.workers
-            else f"resume with: {resume_command(cfg)}"
-        )
         fail(
             f"{err}; the search stopped, and the runs left open are closed by the next command "
-            f"that reaches the server; {then}",
+            f"that reaches the server; resume with: {resume_command(cfg)}",
             code=OUTAGE_EXIT_CODE,
         )
     except KeyboardInterrupt as err:
@@ -88,7 +83,7 @@ def run(cfg: DictConfig) -> int:
         if cfg.cluster.mode == ClusterMode.workers:
             fail(
                 "interrupted: the chief and workers were stopped and every run marked KILLED "
-                "or FAILED (cluster searches cannot be resumed yet)",
+                f"or FAILED; resume with: {resume_command(cfg)}",
                 code=code,
             )
         fail(

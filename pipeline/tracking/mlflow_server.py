@@ -10,6 +10,7 @@ Also the one place tests and tools start a throwaway server (`mlflow_server`).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,8 +41,10 @@ def wait_for(url: str, seconds: float = 60) -> None:
 
 
 def server_command(
-    backend_uri: str, artifacts: str | Path | None, host: str, port: int, workers: int = 1
+    artifacts: str | Path | None, host: str, port: int, workers: int = 1, auth: bool = False
 ) -> list[str]:
+    """The `mlflow server` command line. The backend store goes through the environment
+    (`server_env`), so a password in its URI never shows in `ps`."""
     command = [
         sys.executable,
         "-m",
@@ -51,14 +54,19 @@ def server_command(
         host,
         "--port",
         str(port),
-        "--backend-store-uri",
-        backend_uri,
         "--workers",
         str(workers),
     ]
     if artifacts is not None:
         command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
+    if auth:
+        command += ["--app-name", "basic-auth"]
     return command
+
+
+def server_env(backend_uri: str, **extra: str) -> dict[str, str]:
+    """What `start_server_process` adds to the environment for a store (and auth)."""
+    return {"MLFLOW_BACKEND_STORE_URI": backend_uri, **extra}
 
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -66,25 +74,37 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_GRACE_SECONDS = 15
 
 
-def _own_group_dying_with_parent() -> None:
-    """In the server's child process, before exec: a process group of its own (so it can be
-    stopped as a whole: the MLflow CLI, uvicorn and its workers), and SIGTERM when the
-    process that started it dies, even by SIGKILL (the MLflow CLI forwards it to uvicorn)."""
-    os.setsid()
+def _libc_prctl():
+    """prctl(2), resolved once here: the child between fork and exec must not import."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the process group still helps
-        pass
+        return None
 
 
-def start_server_process(command: list[str], **popen_kwargs) -> subprocess.Popen:
-    """`mlflow server` in its own process group, tied to this process's life."""
+_PRCTL = _libc_prctl()
+
+
+def own_group_dying_with_parent() -> None:
+    """In a child process, before exec: a session and process group of its own (so it can be
+    stopped as a whole: the MLflow CLI, uvicorn and its workers; a cluster's chief), and
+    SIGTERM when the process that started it dies, even by SIGKILL."""
+    os.setsid()
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_server_process(
+    command: list[str], env: dict[str, str], **popen_kwargs
+) -> subprocess.Popen:
+    """`mlflow server` in its own process group, tied to this process's life; `env`
+    (see `server_env`) on top of this process's environment."""
     return subprocess.Popen(
         command,
-        env={**os.environ, **SERVER_ENV},
-        preexec_fn=_own_group_dying_with_parent,
+        env={**os.environ, **SERVER_ENV, **env},
+        preexec_fn=own_group_dying_with_parent,
         **popen_kwargs,
     )
 
@@ -130,7 +150,8 @@ def mlflow_server(
     its whole process group after."""
     port = port or free_port()
     server = start_server_process(
-        server_command(backend_uri, artifacts, "127.0.0.1", port),
+        server_command(artifacts, "127.0.0.1", port),
+        server_env(backend_uri),
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -143,8 +164,49 @@ def mlflow_server(
         stop_server_process(server)
 
 
-def serve(tracking, host: str, port: int, workers: int) -> int:
+AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
+
+def auth_config(tracking, folder: Path) -> dict[str, str]:
+    """MLflow's basic-auth app configured from `tracking.auth_*`: an ini file in `folder`
+    and the environment that points the server at it. The admin's password comes only from
+    the environment (MLFLOW_AUTH_ADMIN_PASSWORD) and is needed once, to create the admin."""
+    from pipeline.tracking.store import TrackingError
+
+    permission = str(tracking.auth_default_permission).upper()
+    if permission not in AUTH_PERMISSIONS:
+        raise TrackingError(
+            f"tracking.auth_default_permission: '{permission}' is not one of "
+            + ", ".join(AUTH_PERMISSIONS)
+        )
+    db = str(tracking.auth_db)
+    if db.startswith("sqlite:///"):
+        path = Path(db.removeprefix("sqlite:///")).expanduser().resolve()
+        if not path.exists() and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+            raise TrackingError(
+                f"--auth: {path} has no users yet; set MLFLOW_AUTH_ADMIN_PASSWORD (and "
+                "optionally MLFLOW_AUTH_ADMIN_USERNAME, default admin) for the first start"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = f"sqlite:///{path}"
+    ini = folder / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        f"default_permission = {permission}\n"
+        f"database_uri = {db}\n"
+        f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    # CSRF protection of the auth app's forms: one key per start unless the team set one
+    # (servers behind one load balancer must share it).
+    secret = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
+
+
+def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> int:
     """Run `mlflow server` on the configured store until it stops; its exit code."""
+    import tempfile
+
     from pipeline.tracking.redaction import redact
     from pipeline.tracking.store import TrackingError, initialise_store
 
@@ -159,15 +221,22 @@ def serve(tracking, host: str, port: int, workers: int) -> int:
         )
     artifacts = Path(tracking.artifact_root).expanduser().resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
-    initialise_store(backend)
-    print(
-        f"tracking server: http://{host}:{port}  store {redact(backend)}  "
-        f"artifacts {artifacts}\nsearches: python -m pipeline.search tracking=server "
-        f"tracking.uri=http://{host}:{port}",
-        flush=True,
-    )
-    server = start_server_process(server_command(backend, artifacts, host, port, workers))
-    try:
-        return server.wait()
-    finally:  # Ctrl-C, SIGTERM (raised as an exception by the CLI) or an error here
-        stop_server_process(server)
+    with tempfile.TemporaryDirectory(prefix="attention-search-server-") as folder:
+        extra = auth_config(tracking, Path(folder)) if auth else {}
+        initialise_store(backend)
+        sign_in = "MLFLOW_TRACKING_USERNAME=... MLFLOW_TRACKING_PASSWORD=... " if auth else ""
+        print(
+            f"tracking server: http://{host}:{port}  store {redact(backend)}  "
+            f"artifacts {artifacts}" + ("  basic auth on" if auth else "") + "\n"
+            f"searches: {sign_in}python -m pipeline.search tracking=server "
+            f"tracking.uri=http://{host}:{port}",
+            flush=True,
+        )
+        server = start_server_process(
+            server_command(artifacts, host, port, workers, auth=auth),
+            server_env(backend, **extra),
+        )
+        try:
+            return server.wait()
+        finally:  # Ctrl-C, SIGTERM (raised as an exception by the CLI) or an error here
+            stop_server_process(server)

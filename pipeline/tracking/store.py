@@ -8,6 +8,7 @@ Nothing outside `pipeline.tracking` imports MLflow; readers get the records of
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -30,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import progress
 from pipeline.config import PROJECT_ROOT
 from pipeline.errors import UserFacingError, one_line
+from pipeline.tracking import postgres, sqlite_store
 from pipeline.tracking.heartbeat import Heartbeat
 from pipeline.tracking.outage import OutageGuard, TrackingOutage
 from pipeline.tracking.records import Predictions, SearchRun, TrialRecord, TrialRun
@@ -43,7 +45,6 @@ from pipeline.tracking.schema import (
     Status,
     Tag,
 )
-from pipeline.tracking.sqlite_store import creation_lock
 
 TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")
 MAX_PARAM_CHARS = 6000
@@ -151,7 +152,7 @@ class Tracker:
         else:
             artifact_location = self._prepare_local_store()
         mlflow.set_tracking_uri(self.uri)
-        with creation_lock(self.uri):  # the first opener of a SQLite store creates it alone
+        with creation_lock(self.uri):  # the first opener of a fresh store creates it alone
             self._open_experiment(artifact_location)
         mlflow.set_experiment(experiment_id=self.experiment_id)
         if self.stale_after_s > 0:
@@ -197,6 +198,38 @@ class Tracker:
                 f"tracking.uri: cannot reach tracking server {redact(self.uri)} "
                 f"within {self.connect_timeout}s ({reason})"
             ) from None
+        self._check_credentials()
+
+    def _check_credentials(self) -> None:
+        """One authenticated read before any training: a server with basic auth
+        (`pipeline.server --auth`) that refuses MLFLOW_TRACKING_USERNAME/PASSWORD fails the
+        command here, in one line, instead of failing every trial."""
+        url = self.uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        request = urllib.request.Request(url)
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if user and password:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+            request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.connect_timeout) as resp:
+                resp.read(64)
+        except urllib.error.HTTPError as err:
+            if err.code == 401:
+                who = f"user '{user}'" if user and password else "no credentials"
+                raise TrackingError(
+                    f"tracking server {redact(self.uri)} refused {who} (HTTP 401): set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a valid account"
+                ) from None
+            if err.code == 403:
+                raise TrackingError(
+                    f"tracking server {redact(self.uri)}: user '{user}' may not read "
+                    "experiments (HTTP 403); ask its admin for a permission"
+                ) from None
+        except (urllib.error.URLError, OSError):
+            pass  # reachability was checked just before; MLflow's own calls report the rest
 
     def _prepare_local_store(self) -> str:
         artifacts = Path(self.artifact_root).expanduser().resolve()
@@ -623,6 +656,14 @@ def machine_tags() -> dict[str, str]:
         f"{Tag.MACHINE_PREFIX}cpus": str(os.cpu_count()),
         f"{Tag.MACHINE_PREFIX}python": platform.python_version(),
     }
+
+
+def creation_lock(uri: str):
+    """One process at a time creates or migrates MLflow's schema: a file lock beside a
+    SQLite store, an advisory lock in a PostgreSQL one (no-op for a server)."""
+    if postgres.is_postgres(uri):
+        return postgres.creation_lock(uri)
+    return sqlite_store.creation_lock(uri)
 
 
 def initialise_store(uri: str) -> None:
