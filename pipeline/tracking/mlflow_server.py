@@ -164,6 +164,7 @@ def mlflow_server(
         stop_server_process(server)
 
 
+MIN_ADMIN_PASSWORD = 12  # MLflow's basic-auth password policy
 AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
 
@@ -182,10 +183,12 @@ def auth_config(tracking, folder: Path) -> dict[str, str]:
     db = str(tracking.auth_db)
     if db.startswith("sqlite:///"):
         path = Path(db.removeprefix("sqlite:///")).expanduser().resolve()
-        if not path.exists() and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+        if not path.exists() and len(password) < MIN_ADMIN_PASSWORD:
             raise TrackingError(
-                f"--auth: {path} has no users yet; set MLFLOW_AUTH_ADMIN_PASSWORD (and "
-                "optionally MLFLOW_AUTH_ADMIN_USERNAME, default admin) for the first start"
+                f"--auth: {path} has no users yet; set MLFLOW_AUTH_ADMIN_PASSWORD (at least "
+                f"{MIN_ADMIN_PASSWORD} characters, MLflow's policy) and optionally "
+                "MLFLOW_AUTH_ADMIN_USERNAME (default admin) for the first start"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         db = f"sqlite:///{path}"

@@ -1,0 +1,244 @@
+"""Team set-up on loopback: a real PostgreSQL store (a throwaway cluster: initdb + pg_ctl),
+an MLflow server over it, a 2-worker cluster search, concurrent searches, the report and
+reproduce reading from it, credentials kept out of every log; basic auth on the server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.tracking.mlflow_server import free_port, mlflow_server, wait_for
+from pipeline.tracking.postgres import missing_reason, throwaway_postgres
+from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running
+
+pytestmark = pytest.mark.e2e
+
+QUICK = ["+experiment=quick", "tracking.log_model=false", "attention.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """One private PostgreSQL cluster for this module (per xdist worker); its password
+    reaches every client and server through PGPASSWORD, as README "Team set-up" says."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"no PostgreSQL: {reason}")
+    with throwaway_postgres(free_port(), durable=False) as pg:
+        saved = os.environ.get("PGPASSWORD")
+        os.environ.update(pg.env)
+        try:
+            yield pg
+        finally:
+            if saved is None:
+                os.environ.pop("PGPASSWORD", None)
+            else:
+                os.environ["PGPASSWORD"] = saved
+
+
+def runs_of(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=500)
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_tracking_postgres_composes_a_uri_without_password_from_the_environment(monkeypatch):
+    from pipeline.config import compose_config
+
+    monkeypatch.setenv("PGHOST", "db.example")
+    monkeypatch.setenv("PGPORT", "6543")
+    monkeypatch.setenv("PGPASSWORD", "s3cret")
+    cfg = compose_config(["tracking=postgres"])
+    assert cfg.tracking.uri == "postgresql://mlflow@db.example:6543/mlflow"
+
+
+def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(tmp_path, postgres):
+    base_db = postgres.create_database("cluster")
+    with mlflow_server(base_db, tmp_path, tmp_path / "served") as base:
+        store = [f"tracking.uri={base}", f"hydra.run.dir={tmp_path}/hydra"]
+        result = cli(
+            "pipeline.search",
+            *QUICK,
+            "cluster=workers",
+            "cluster.n_workers=2",
+            "tuner.max_trials=4",
+            f"tuner.directory={tmp_path}/tuner",
+            "search.name=team",
+            *store,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        runs = runs_of(base)
+        parents = [r for r in runs if r.data.tags.get("kind") == "search"]
+        children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert len(children) == 4 and len({c.data.tags["trial_id"] for c in children}) == 4
+        assert {c.data.tags["worker"] for c in children} == {"worker-1", "worker-2"}
+        assert_nothing_running(runs)
+
+        report = cli("pipeline.report", "team", "--out", str(tmp_path / "report"), *store)
+        assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+        assert (tmp_path / "report" / "report.md").exists()
+        assert "team" in (tmp_path / "report" / "report.md").read_text()
+
+        target = parents[0].data.tags["best_run_id"]
+        again = cli("pipeline.reproduce", target, *store)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        assert f"match: metrics of {target}" in again.stdout
+    # The server kept its rows in PostgreSQL: read them again with no server in between.
+    direct = runs_of(base_db)
+    assert {r.info.run_id for r in direct} >= {r.info.run_id for r in runs}
+
+
+def test_four_searches_started_at_once_on_a_fresh_postgres_database(tmp_path, postgres):
+    """All four open a database with no MLflow schema at the same moment (the advisory
+    creation lock serialises the migration); one of them has the password in its URI,
+    which must not reach its output, params or tags."""
+    uri = postgres.create_database("four")
+    with_password = uri.replace("mlflow@", f"mlflow:{postgres.password}@")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.search",
+                *QUICK,
+                "tuner.max_trials=1",
+                "train.epochs=1",
+                f"tracking.uri={with_password if i == 0 else uri}",
+                f"tracking.artifact_root={tmp_path}/artifacts",
+                f"tuner.directory={tmp_path}/tuner",
+                f"hydra.run.dir={tmp_path}/hydra{i}",
+                f"search.name=four-{i}",
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **({"PGPASSWORD": "wrong"} if i == 0 else {})},
+        )
+        for i in range(4)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    runs = runs_of(uri)
+    parents = {r.info.run_name: r for r in runs if r.data.tags.get("kind") == "search"}
+    assert sorted(parents) == ["four-0", "four-1", "four-2", "four-3"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert_nothing_running(runs)
+    assert postgres.password not in outputs[0]
+    logged = parents["four-0"].data
+    assert postgres.password not in " ".join([*logged.params.values(), *logged.tags.values()])
+    assert "postgresql://***@" in logged.params["tracking.uri"]
+
+
+def test_server_keeps_the_password_out_of_its_output_and_command_line(tmp_path, postgres):
+    uri = postgres.uri.replace("mlflow@", f"mlflow:{postgres.password}@")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.server", "--port", str(port), f"tracking.uri={uri}"]
+        + [f"tracking.artifact_root={tmp_path}/served"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PGPASSWORD": "wrong"},
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", seconds=90)
+        command_lines = [
+            p.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            for p in Path("/proc").glob("[0-9]*/cmdline")
+            if p.exists()
+        ]
+        # The MLflow server processes get the store through their environment, not argv.
+        servers = [c for c in command_lines if "-m mlflow server" in c and f" {port}" in c]
+        assert servers
+        assert not [c for c in servers if postgres.password in c]
+    finally:
+        os.killpg(proc.pid, 15)
+        output, _ = proc.communicate(timeout=60)
+    assert "store postgresql://***@127.0.0.1" in output
+    assert postgres.password not in output
+
+
+def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(tmp_path):
+    admin = {
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "team-password-123",
+    }
+    port = free_port()
+    store = [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_root={tmp_path}/served",
+        f"tracking.auth_db=sqlite:///{tmp_path}/auth.db",
+    ]
+    short = {"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}
+    first = cli("pipeline.server", "--auth", "--port", str(port), *store, env=short, timeout=120)
+    assert first.returncode == 2
+    assert first.stderr.strip().count("\n") == 0
+    assert "set MLFLOW_AUTH_ADMIN_PASSWORD" in first.stderr
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.server", "--auth", "--port", str(port), *store],
+        cwd=PROJECT_ROOT,
+        stdout=open(tmp_path / "server.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **admin},
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    search = [
+        *QUICK,
+        "tuner.max_trials=1",
+        "train.epochs=1",
+        f"tracking.uri={base}",
+        f"tuner.directory={tmp_path}/tuner",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+    try:
+        wait_for(f"{base}/health", seconds=120)
+        for user, password in (("admin", "nope"), (None, None)):
+            env = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+            denied = cli(
+                "pipeline.search", *search, env={k: v for k, v in env.items() if v}, timeout=120
+            )
+            assert denied.returncode == 2, denied.stdout[-2000:] + denied.stderr[-2000:]
+            line = denied.stderr.strip()
+            assert line.count("\n") == 0 and "(HTTP 401)" in line, line
+            assert "epoch" not in denied.stdout  # refused before any training
+        signed_in = {
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": "team-password-123",
+        }
+        ok = cli("pipeline.search", *search, "search.name=signed-in", env=signed_in)
+        assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+        os.environ.update(signed_in)
+        try:
+            runs = runs_of(base)
+        finally:
+            for key in signed_in:
+                os.environ.pop(key, None)
+        assert [r.info.run_name for r in runs if r.data.tags.get("kind") == "search"] == [
+            "signed-in"
+        ]
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
