@@ -19,11 +19,18 @@ from pipeline.training.fit import final_epoch, fit, validation_metrics
 
 
 @pytest.mark.parametrize(
-    ("pooling", "restore"), [("attention", True), ("classic", True), ("mean", False)]
+    ("pooling", "restore", "exact"),
+    [
+        ("attention", True, False),
+        ("classic", True, False),
+        ("mean", False, False),
+        ("attention", True, True),  # trained and validated unmasked on exact-length batches
+    ],
 )
-def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restore):
+def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restore, exact):
     cfg = compose_config(
         [
+            f"train.bucketing.exact={str(exact).lower()}",
             "data.synthetic.n_examples=400",
             "train.epochs=3",
             f"model.pooling={pooling}",
@@ -63,3 +70,39 @@ def test_macro_f1_metric_matches_numpy_including_absent_classes():
     assert float(metric.result()) == pytest.approx(macro_f1(y_true, y_pred, 3))
     metric.reset_state()
     assert float(metric.result()) == 0.0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_unmasked_exact_length_batches_compute_what_masked_padded_ones_do(bidirectional):
+    """Every variant that trims padding: the model on exact-length batches with masks off
+    gives the masked model's outputs on the full padded batch (so training may skip masks),
+    and masks are back after the block."""
+    from pipeline.config import to_plain
+    from pipeline.models.registry import labelled_settings
+    from pipeline.training.batching import BucketedBatches, masks_off
+
+    base = to_plain(compose_config([]).model)
+    rng = np.random.default_rng(0)
+    x = np.zeros((40, 12), dtype="int32")
+    for row in x:
+        n = rng.integers(1, 13)
+        row[:n] = rng.integers(2, 50, n)
+    plan = BucketedBatches(x, None, 8, exact=True)
+    assert all((xb != 0).all() for (xb,) in plan)  # no padding in any batch
+    assert sorted(plan.order) == list(range(len(x)))
+    checked = 0
+    for label, overrides in labelled_settings():
+        settings = {**base, **overrides, "units": 8, "bidirectional": bidirectional}
+        if not variant_of(settings).trims_padding:
+            continue
+        keras.utils.set_random_seed(0)
+        model = build_model(settings, 50, 3, learning_rate=0.003)
+        padded = np.asarray(model(x, training=False))
+        with masks_off(model):
+            parts = [np.asarray(model(xb, training=False)) for (xb,) in plan]
+        exact = np.empty_like(padded)
+        exact[plan.order] = np.concatenate(parts)
+        np.testing.assert_allclose(exact, padded, atol=1e-5, err_msg=label)
+        assert model.get_layer("embedding").mask_zero
+        checked += 1
+    assert checked >= 10

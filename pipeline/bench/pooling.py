@@ -2,14 +2,16 @@
 
 Measured side by side in one process on the same data: the variants named by
 `--variants` (labels as in `labelled_settings`, e.g. attn-tanh, spattn4-none, dot;
-`all` for every one); those that trim padding with length bucketing on and off, the
-others as they run (full width).
+`all` for every one); those that trim padding with length bucketing off, on (quantile
+buckets, masked) and exact (one bucket per length, masks off), the others as they run
+(full width). Validation accuracy after the timed epochs shows the modes learn alike.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 
 import keras
 
@@ -17,6 +19,7 @@ from pipeline.config import compose_config, to_plain
 from pipeline.data import PreparedData, prepare
 from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
+from pipeline.training.batching import masks_off
 from pipeline.training.fit import batches
 
 BASELINE = "classic"
@@ -39,19 +42,31 @@ class Contender:
 
     def __init__(self, label: str, data: PreparedData, settings: dict, train: dict):
         self.label = label
-        self.bucketing = train["bucketing"]["enabled"]
+        bucketing = train["bucketing"]
+        self.bucketing = "exact" if bucketing["exact"] else "on" if bucketing["enabled"] else "off"
         keras.utils.set_random_seed(0)
         self.model = build_model(settings, len(data.vocab), data.n_classes, learning_rate=0.003)
         trim = variant_of(settings).trims_padding
-        self.ds = batches(data, "train", train, trim_padding=trim, shuffle=True).dataset()
+        plan = batches(data, "train", train, trim_padding=trim, shuffle=True)
+        self.exact = plan.exact
+        self.ds = plan.dataset()
+        self.val = batches(data, "val", train, trim_padding=trim, shuffle=False).dataset()
         self.n = len(data.y["train"])
-        self.model.fit(self.ds, epochs=1, verbose=0)  # warm-up: traces every bucket shape
+        self.fit()  # warm-up: traces every bucket shape
         self.rates: list[float] = []
+
+    def fit(self) -> None:
+        with masks_off(self.model) if self.exact else nullcontext():
+            self.model.fit(self.ds, epochs=1, verbose=0)
 
     def time_epoch(self) -> None:
         start = time.perf_counter()
-        self.model.fit(self.ds, epochs=1, verbose=0)
+        self.fit()
         self.rates.append(self.n / (time.perf_counter() - start))
+
+    def accuracy(self) -> float:
+        """Validation accuracy after the timed epochs (masks on, padded batches as usual)."""
+        return float(self.model.evaluate(self.val, verbose=0, return_dict=True)["accuracy"])
 
 
 def run(args) -> None:
@@ -69,7 +84,10 @@ def run(args) -> None:
             f"\n{name}: {len(data.y['train'])} training examples, max_len {data.max_len}, "
             f"{padding:.0%} padding; median of {args.epochs} round-robin epochs"
         )
-        print(f"{'units':>5} {'variant':<16}{'bucketing':>10}{'samples/s':>11}{'vs classic':>11}")
+        print(
+            f"{'units':>5} {'variant':<16}{'bucketing':>10}{'samples/s':>11}{'vs classic':>11}"
+            f"{'val acc':>9}"
+        )
         # The baseline first: every ratio is against it.
         wanted = set(args.variants or DEFAULT_VARIANTS) | {BASELINE}
         known = labelled_settings()
@@ -87,9 +105,10 @@ def run(args) -> None:
                 settings = {**model_base, **overrides, "units": units}
                 # Variants that never trim padding run as they always do: full padded width.
                 trims = variant_of(settings).trims_padding
-                for bucketing in [False, True] if trims else [False]:
-                    t = {**train, "bucketing": {**train["bucketing"], "enabled": bucketing}}
-                    contenders.append(Contender(label, data, settings, t))
+                modes = [(False, False), (True, False), (True, True)] if trims else [(False, False)]
+                for enabled, exact in modes:
+                    b = {**train["bucketing"], "enabled": enabled, "exact": exact}
+                    contenders.append(Contender(label, data, settings, {**train, "bucketing": b}))
             for _ in range(args.epochs):  # round robin: drift hits every variant alike
                 for c in contenders:
                     c.time_epoch()
@@ -97,7 +116,7 @@ def run(args) -> None:
             for c in contenders:
                 rate = statistics.median(c.rates)
                 print(
-                    f"{units:>5} {c.label:<16}{'on' if c.bucketing else 'off':>10}{rate:>11.0f}"
-                    f"{rate / classic:>10.2f}x",
+                    f"{units:>5} {c.label:<16}{c.bucketing:>10}{rate:>11.0f}"
+                    f"{rate / classic:>10.2f}x{c.accuracy():>9.4f}",
                     flush=True,
                 )

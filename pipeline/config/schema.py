@@ -150,6 +150,7 @@ class EarlyStoppingConfig:
 class BucketingConfig:
     enabled: bool
     n_buckets: int
+    exact: bool
 
 
 @dataclass

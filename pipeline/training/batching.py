@@ -3,11 +3,18 @@
 Masked LSTMs still pay for padded steps; trimming removes most of them. A bounded
 number of buckets bounds the number of batch shapes, so TensorFlow traces a
 bounded number of graphs. With bucketing off, every batch keeps the full width.
+
+Exact mode goes further: one bucket per length, so no batch holds any padding and the
+mask is all ones. `masks_off` then lets the model train without computing masks at all
+(the LSTM's plain path, no per-step select): the same function, since masking nothing
+changes nothing. Batches have an unknown width in the dataset's signature, so Keras still
+traces its train step once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -36,13 +43,19 @@ class BucketedBatches:
         shuffle: bool = False,
         seed: int = 0,
         sample_weight: np.ndarray | None = None,
+        exact: bool = False,
     ) -> None:
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         lengths = np.maximum((x != 0).sum(axis=1), 1)
-        if enabled:
+        self.exact = bool(enabled and exact)
+        if self.exact:
+            widths = np.unique(np.clip(lengths, 1, x.shape[1]))
+            bucket_of = np.searchsorted(widths, lengths)
+            buckets = [(int(w), np.flatnonzero(bucket_of == b)) for b, w in enumerate(widths)]
+        elif enabled:
             widths = bucket_widths(lengths, n_buckets, x.shape[1])
             bucket_of = np.searchsorted(widths, lengths)
             buckets = [(int(w), np.flatnonzero(bucket_of == b)) for b, w in enumerate(widths)]
@@ -92,6 +105,28 @@ class BucketedBatches:
                 specs.append(tf.TensorSpec((None,), tf.float32))
         ds = tf.data.Dataset.from_generator(self.__iter__, output_signature=tuple(specs))
         return ds.prefetch(2)
+
+
+@contextmanager
+def masks_off(model) -> Iterator[None]:
+    """Train on exact-length batches without masks: every `Embedding(mask_zero=True)` stops
+    emitting one inside the block; after it, masks are back and the compiled train, test and
+    predict functions are dropped, so later padded batches are masked again."""
+    import keras
+
+    embeddings = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.Embedding) and layer.mask_zero
+    ]
+    for layer in embeddings:
+        layer.mask_zero = False
+    try:
+        yield
+    finally:
+        for layer in embeddings:
+            layer.mask_zero = True
+        model.train_function = model.test_function = model.predict_function = None
 
 
 def predict_proba(
