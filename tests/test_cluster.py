@@ -53,33 +53,6 @@ def runs_of(base: str):
     return client.search_runs([exp.experiment_id], max_results=500)
 
 
-def test_two_workers_share_one_parent_and_each_trial_runs_once(tmp_path, run_cli):
-    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
-        result = run_cli(
-            "search",
-            *TINY_CLUSTER,
-            "tuner.max_trials=4",
-            *cluster_overrides(tmp_path, base, "dist"),
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "[worker-1]" in result.stdout and "[worker-2]" in result.stdout
-        assert "open the UI" in result.stdout
-        runs = runs_of(base)
-    parents = [r for r in runs if r.data.tags.get("kind") == "search"]
-    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    parent = parents[0]
-    assert len(children) == 4
-    assert len({c.data.tags["trial_id"] for c in children}) == 4  # each trial exactly once
-    assert {c.data.tags["worker"] for c in children} == {"worker-1", "worker-2"}
-    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    assert all(c.info.status == "FINISHED" for c in children)
-    assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
-    assert "test_accuracy" in parent.data.metrics
-    assert parent.data.metrics["trials_finished"] == 4
-
-
 def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
     with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
         proc = start_search(

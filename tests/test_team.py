@@ -89,6 +89,14 @@ def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(tmp_pa
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert len(children) == 4 and len({c.data.tags["trial_id"] for c in children}) == 4
         assert {c.data.tags["worker"] for c in children} == {"worker-1", "worker-2"}
+        assert "[worker-1]" in result.stdout and "[worker-2]" in result.stdout
+        assert "open the UI" in result.stdout
+        parent = parents[0]
+        assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+        assert all(c.info.status == "FINISHED" for c in children)
+        assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+        assert "test_accuracy" in parent.data.metrics
+        assert parent.data.metrics["trials_finished"] == 4
         assert_nothing_running(runs)
 
         report = cli("pipeline.report", "team", "--out", str(tmp_path / "report"), *store)
@@ -107,10 +115,20 @@ def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(tmp_pa
 
 def test_four_searches_started_at_once_on_a_fresh_postgres_database(tmp_path, postgres):
     """All four open a database with no MLflow schema at the same moment (the advisory
-    creation lock serialises the migration); one of them has the password in its URI,
-    which must not reach its output, params or tags."""
+    creation lock serialises the migration). The password comes from PGPASSWORD, a
+    .pgpass file, or the URI; the last must not reach the search's output, params or tags."""
     uri = postgres.create_database("four")
     with_password = uri.replace("mlflow@", f"mlflow:{postgres.password}@")
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{postgres.port}:four:mlflow:{postgres.password}\n")
+    pgpass.chmod(0o600)
+    without = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    environments = [
+        {**os.environ, "PGPASSWORD": "wrong"},  # the URI's password wins
+        {**without, "PGPASSFILE": str(pgpass)},  # a .pgpass file
+        dict(os.environ),  # PGPASSWORD
+        dict(os.environ),
+    ]
     procs = [
         subprocess.Popen(
             [
@@ -130,7 +148,7 @@ def test_four_searches_started_at_once_on_a_fresh_postgres_database(tmp_path, po
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **({"PGPASSWORD": "wrong"} if i == 0 else {})},
+            env=environments[i],
         )
         for i in range(4)
     ]
