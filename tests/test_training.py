@@ -95,6 +95,8 @@ def test_unmasked_exact_length_batches_compute_what_masked_padded_ones_do(bidire
         settings = {**base, **overrides, "units": 8, "bidirectional": bidirectional}
         if not variant_of(settings).trims_padding:
             continue
+        if bidirectional and label not in ("attn-tanh", "spdot2", "mean", "max", "last"):
+            continue  # both directions: one of each kind is enough
         keras.utils.set_random_seed(0)
         model = build_model(settings, 50, 3, learning_rate=0.003)
         padded = np.asarray(model(x, training=False))
@@ -105,4 +107,4 @@ def test_unmasked_exact_length_batches_compute_what_masked_padded_ones_do(bidire
         np.testing.assert_allclose(exact, padded, atol=1e-5, err_msg=label)
         assert model.get_layer("embedding").mask_zero
         checked += 1
-    assert checked >= 10
+    assert checked >= (5 if bidirectional else 18)
