@@ -130,5 +130,31 @@ def start_server_cli(tmp_path, port: int, workers: int = 1, **popen_kwargs) -> s
     )
 
 
+def start_search_cli(*overrides: str, env: dict | None = None) -> subprocess.Popen:
+    """`python -m pipeline.search` in a subprocess; stdout and stderr merged, as a user
+    watching the terminal sees them."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.search", *overrides],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def run_searches_together(
+    overrides: list[list[str]], envs: list[dict] | None = None, timeout: int = 600
+) -> list[str]:
+    """Start one search per override list at the same moment; all must exit 0. Their
+    outputs, in order."""
+    procs = [
+        start_search_cli(*own, env=envs[i] if envs else None) for i, own in enumerate(overrides)
+    ]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outputs
+    return outputs
+
+
 def assert_nothing_running(runs) -> None:
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []

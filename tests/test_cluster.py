@@ -6,13 +6,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from pipeline.tracking.mlflow_server import mlflow_server
-from tests.conftest import PROJECT_ROOT, start_server_cli
+from tests.conftest import start_search_cli, start_server_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -36,13 +35,7 @@ def cluster_overrides(tmp_path, base: str, name: str) -> list[str]:
 
 def start_search(*overrides: str) -> subprocess.Popen:
     """A cluster search whose merged output the test reads line by line."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.search", *TINY_CLUSTER, *overrides],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_search_cli(*TINY_CLUSTER, *overrides)
 
 
 def runs_of(base: str):

@@ -26,7 +26,13 @@ from pipeline.tracking.mlflow_server import (
     stop_server_process,
     wait_for,
 )
-from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running, start_server_cli
+from tests.conftest import (
+    EXPERIMENT,
+    PROJECT_ROOT,
+    assert_nothing_running,
+    run_searches_together,
+    start_server_cli,
+)
 
 # A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch.
 STEADY = [
@@ -270,25 +276,10 @@ def test_two_searches_started_together_on_a_fresh_sqlite_store_both_finish(tmp_p
         f"tracking.artifact_root={tmp_path}/artifacts",
         f"tuner.directory={tmp_path}/tuner",
     ]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.search",
-                *common,
-                f"search.name=twin-{i}",
-                f"hydra.run.dir={tmp_path}/hydra{i}",
-            ],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in (1, 2)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    run_searches_together(
+        [[*common, f"search.name=twin-{i}", f"hydra.run.dir={tmp_path}/hydra{i}"] for i in (1, 2)],
+        timeout=300,
+    )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/fresh/mlflow.db")

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.tracking.mlflow_server import free_port, mlflow_server, wait_for
 from pipeline.tracking.postgres import missing_reason, throwaway_postgres
-from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running
+from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running, run_searches_together
 
 pytestmark = pytest.mark.e2e
 
@@ -129,12 +129,9 @@ def test_four_searches_started_at_once_on_a_fresh_postgres_database(tmp_path, po
         dict(os.environ),  # PGPASSWORD
         dict(os.environ),
     ]
-    procs = [
-        subprocess.Popen(
+    outputs = run_searches_together(
+        [
             [
-                sys.executable,
-                "-m",
-                "pipeline.search",
                 *QUICK,
                 "tuner.max_trials=1",
                 "train.epochs=1",
@@ -143,17 +140,11 @@ def test_four_searches_started_at_once_on_a_fresh_postgres_database(tmp_path, po
                 f"tuner.directory={tmp_path}/tuner",
                 f"hydra.run.dir={tmp_path}/hydra{i}",
                 f"search.name=four-{i}",
-            ],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=environments[i],
-        )
-        for i in range(4)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+            ]
+            for i in range(4)
+        ],
+        envs=environments,
+    )
     runs = runs_of(uri)
     parents = {r.info.run_name: r for r in runs if r.data.tags.get("kind") == "search"}
     assert sorted(parents) == ["four-0", "four-1", "four-2", "four-3"]

@@ -15,6 +15,7 @@ from pipeline.models.registry import variant_of
 from pipeline.search.space import trial_settings
 from pipeline.training.callbacks import ValidationConfusion
 from pipeline.training.evaluation import confusion_matrix, evaluate
+from pipeline.training.fit import batches as fit_batches
 from pipeline.training.fit import final_epoch, fit, validation_metrics
 
 
@@ -24,7 +25,7 @@ from pipeline.training.fit import final_epoch, fit, validation_metrics
         ("attention", True, False),
         ("classic", True, False),
         ("mean", False, False),
-        ("attention", True, True),  # trained and validated unmasked on exact-length batches
+        ("attention", True, True),  # trained and validated on exact-length batches
     ],
 )
 def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restore, exact):
@@ -44,7 +45,9 @@ def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restor
     data = prepare(cfg.data)
     settings, train = trial_settings(cfg, {})
     keras.utils.set_random_seed(0)
-    model = build_model(settings, len(data.vocab), data.n_classes, 0.02, 1.0)
+    model = build_model(
+        settings, len(data.vocab), data.n_classes, 0.02, 1.0, train["steps_per_execution"]
+    )
     confusion = ValidationConfusion()
     trim = variant_of(settings).trims_padding
     history = fit(model, data, train, trim_padding=trim, callbacks=[confusion])
@@ -56,6 +59,21 @@ def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restor
     assert from_fit["val_loss"] == pytest.approx(separate["val_loss"], abs=1e-5)
     expected = confusion_matrix(data.y["val"], probs.argmax(axis=1), data.n_classes)
     np.testing.assert_array_equal(confusion.by_epoch[kept], expected)
+
+
+def test_several_steps_per_execution_train_on_every_batch_once():
+    """Keras runs `steps_per_execution` steps per call; a last, partial call must still train
+    on the remaining batches, every epoch (the dataset's length is unknown to Keras)."""
+    cfg = compose_config(["data.synthetic.n_examples=400"])
+    data = prepare(cfg.data)
+    settings, train = trial_settings(cfg, {})
+    plan_size = len(fit_batches(data, "train", train, trim_padding=True, shuffle=True))
+    steps = plan_size // 2 + 1  # more than one call per epoch, the last one partial
+    assert plan_size % steps != 0 and plan_size > steps > 1
+    keras.utils.set_random_seed(0)
+    model = build_model(settings, len(data.vocab), data.n_classes, 0.01, 1.0, steps)
+    fit(model, data, {**train, "steps_per_execution": steps}, trim_padding=True, epochs=3)
+    assert int(model.optimizer.iterations.numpy()) == 3 * plan_size
 
 
 def test_macro_f1_metric_matches_numpy_including_absent_classes():
@@ -73,13 +91,12 @@ def test_macro_f1_metric_matches_numpy_including_absent_classes():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_unmasked_exact_length_batches_compute_what_masked_padded_ones_do(bidirectional):
-    """Every variant that trims padding: the model on exact-length batches with masks off
-    gives the masked model's outputs on the full padded batch (so training may skip masks),
-    and masks are back after the block."""
+def test_exact_length_batches_compute_what_padded_ones_do(bidirectional):
+    """Every variant that trims padding: the model on exact-length batches (no padding at
+    all) gives its outputs on the full padded batch."""
     from pipeline.config import to_plain
     from pipeline.models.registry import labelled_settings
-    from pipeline.training.batching import BucketedBatches, masks_off
+    from pipeline.training.batching import BucketedBatches
 
     base = to_plain(compose_config([]).model)
     rng = np.random.default_rng(0)
@@ -100,11 +117,9 @@ def test_unmasked_exact_length_batches_compute_what_masked_padded_ones_do(bidire
         keras.utils.set_random_seed(0)
         model = build_model(settings, 50, 3, learning_rate=0.003)
         padded = np.asarray(model(x, training=False))
-        with masks_off(model):
-            parts = [np.asarray(model(xb, training=False)) for (xb,) in plan]
+        parts = [np.asarray(model(xb, training=False)) for (xb,) in plan]
         exact = np.empty_like(padded)
         exact[plan.order] = np.concatenate(parts)
         np.testing.assert_allclose(exact, padded, atol=1e-5, err_msg=label)
-        assert model.get_layer("embedding").mask_zero
         checked += 1
     assert checked >= (5 if bidirectional else 18)

@@ -100,6 +100,33 @@ def test_bucketed_batches_trim_padding_and_cover_every_example_once():
     assert {xb.shape[1] for xb, _ in off} == {50}
 
 
+@pytest.mark.parametrize("mode", [{"exact": True}, {}, {"enabled": False}])
+def test_the_tf_dataset_yields_the_batches_iteration_does(mode):
+    """`dataset()` draws each epoch's plan in Python and slices in tf.data: the same
+    batches, in the same order, epoch after epoch, as iterating the plan itself."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 21, size=300)
+    x = np.zeros((300, 20), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.integers(1, 50, size=n)
+    y = rng.integers(0, 3, size=300).astype(np.int32)
+    weights = rng.random(300).astype(np.float32)
+    mine = BucketedBatches(x, y, 16, 4, shuffle=True, seed=3, sample_weight=weights, **mode)
+    same = BucketedBatches(x, y, 16, 4, shuffle=True, seed=3, sample_weight=weights, **mode)
+    dataset = mine.dataset()
+    for _epoch in range(2):
+        got = [tuple(t.numpy() for t in batch) for batch in dataset]
+        expected = list(same)
+        assert len(got) == len(expected) == len(mine)
+        for batch, wanted in zip(got, expected, strict=True):
+            for a, b in zip(batch, wanted, strict=True):
+                np.testing.assert_array_equal(a, b)
+                assert a.dtype == np.asarray(b).dtype or a.dtype == np.int32
+    tokens_only = BucketedBatches(x, None, 16, 4, **mode)
+    for (a,), (b,) in zip(tokens_only.dataset(), tokens_only, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
 def test_tuner_seed_zero_is_a_fixed_seed():
     """keras-tuner treats seed 0 as 'unseeded'; ours must sample the same trials every run."""
     from pipeline.search.oracles import make_oracle
@@ -131,3 +158,23 @@ def test_trial_records_and_configs_logged_before_the_redesign_still_read():
     logged["tuner"]["executions_per_trial"] = 1
     cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
     assert cfg.plugins == [] and "executions_per_trial" not in cfg.tuner
+
+
+def test_configs_logged_before_a_training_key_existed_retrain_as_they_did():
+    """No `train.steps_per_execution` (one step per call then) and no
+    `train.bucketing.exact` (quantile buckets): reproduction fills in the old behaviour,
+    not today's defaults, so it retrains on the original floating-point path."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import Config, compose_config, to_plain
+    from pipeline.search.reproduction import _current_layout
+
+    logged = to_plain(compose_config(["train.steps_per_execution=4"]))
+    assert logged["train"]["steps_per_execution"] == 4
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
+    assert cfg.train.steps_per_execution == 4  # a logged value is kept
+    del logged["train"]["steps_per_execution"]
+    del logged["train"]["bucketing"]["exact"]
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
+    assert cfg.train.steps_per_execution == 1
+    assert cfg.train.bucketing.exact is False

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="variant labels (classic always runs; 'all' for every registered one)",
     )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="weight and batch-order seeds")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)
     o.add_argument("--epochs", type=int, default=3)

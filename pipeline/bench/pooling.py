@@ -3,15 +3,16 @@
 Measured side by side in one process on the same data: the variants named by
 `--variants` (labels as in `labelled_settings`, e.g. attn-tanh, spattn4-none, dot;
 `all` for every one); those that trim padding with length bucketing off, on (quantile
-buckets, masked) and exact (one bucket per length, masks off), the others as they run
-(full width). Validation accuracy after the timed epochs shows the modes learn alike.
+buckets) and exact (one bucket per length, no padding at all), the others as they run
+(full width). Validation accuracy after the timed epochs shows the modes learn alike;
+with `--seeds 0 1 2` every contender is built and trained once per seed (weights and
+batch order), rates are the median over all of them, accuracy is mean +- sd over seeds.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from contextlib import ExitStack
 
 import keras
 
@@ -19,7 +20,6 @@ from pipeline.config import compose_config, to_plain
 from pipeline.data import PreparedData, prepare
 from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
-from pipeline.training.batching import masks_off
 from pipeline.training.fit import batches
 
 BASELINE = "classic"
@@ -40,19 +40,20 @@ def load(name: str, examples: int) -> PreparedData | None:
 class Contender:
     """One (variant, units, bucketing) model, built and warmed up once, timed per round."""
 
-    def __init__(self, label: str, data: PreparedData, settings: dict, train: dict):
+    def __init__(self, label: str, data: PreparedData, settings: dict, train: dict, seed: int = 0):
         self.label = label
         bucketing = train["bucketing"]
         self.bucketing = "exact" if bucketing["exact"] else "on" if bucketing["enabled"] else "off"
-        keras.utils.set_random_seed(0)
-        self.model = build_model(settings, len(data.vocab), data.n_classes, learning_rate=0.003)
+        keras.utils.set_random_seed(seed)
+        self.model = build_model(
+            settings,
+            len(data.vocab),
+            data.n_classes,
+            learning_rate=0.003,
+            steps_per_execution=train["steps_per_execution"],
+        )
         trim = variant_of(settings).trims_padding
-        plan = batches(data, "train", train, trim_padding=trim, shuffle=True)
-        # Exact: masks stay off for every timed epoch, as for all epochs of one trial's fit
-        # (leaving the block drops the traced functions, which a trial pays once).
-        self.masks = ExitStack()
-        if plan.exact:
-            self.masks.enter_context(masks_off(self.model))
+        plan = batches(data, "train", train, trim_padding=trim, shuffle=True, seed=seed)
         self.ds = plan.dataset()
         self.val = batches(data, "val", train, trim_padding=trim, shuffle=False).dataset()
         self.n = len(data.y["train"])
@@ -65,13 +66,12 @@ class Contender:
         self.rates.append(self.n / (time.perf_counter() - start))
 
     def accuracy(self) -> float:
-        """Validation accuracy after the timed epochs (masks on, padded batches as usual)."""
-        self.masks.close()
+        """Validation accuracy after the timed epochs."""
         return float(self.model.evaluate(self.val, verbose=0, return_dict=True)["accuracy"])
 
 
 def run(args) -> None:
-    cfg = compose_config([])
+    cfg = compose_config(list(args.set))
     model_base = to_plain(cfg.model)
     train = to_plain(cfg.train)
     train["early_stopping"]["enabled"] = False
@@ -101,7 +101,7 @@ def run(args) -> None:
         variants = sorted(chosen, key=lambda item: item[0] != BASELINE)
         for units in args.units:
             keras.backend.clear_session()
-            contenders = []
+            contenders: list[list[Contender]] = []  # one list (over seeds) per contender
             for label, overrides in variants:
                 settings = {**model_base, **overrides, "units": units}
                 # Variants that never trim padding run as they always do: full padded width.
@@ -109,15 +109,23 @@ def run(args) -> None:
                 modes = [(False, False), (True, False), (True, True)] if trims else [(False, False)]
                 for enabled, exact in modes:
                     b = {**train["bucketing"], "enabled": enabled, "exact": exact}
-                    contenders.append(Contender(label, data, settings, {**train, "bucketing": b}))
+                    contenders.append(
+                        [
+                            Contender(label, data, settings, {**train, "bucketing": b}, seed)
+                            for seed in args.seeds
+                        ]
+                    )
             for _ in range(args.epochs):  # round robin: drift hits every variant alike
-                for c in contenders:
-                    c.time_epoch()
-            classic = statistics.median(contenders[0].rates)
-            for c in contenders:
-                rate = statistics.median(c.rates)
+                for replicas in contenders:
+                    for c in replicas:
+                        c.time_epoch()
+            classic = statistics.median(r for c in contenders[0] for r in c.rates)
+            for replicas in contenders:
+                rate = statistics.median(r for c in replicas for r in c.rates)
+                accuracies = [c.accuracy() for c in replicas]
+                spread = f" +-{statistics.stdev(accuracies):.4f}" if len(accuracies) > 1 else ""
                 print(
-                    f"{units:>5} {c.label:<16}{c.bucketing:>10}{rate:>11.0f}"
-                    f"{rate / classic:>10.2f}x{c.accuracy():>9.4f}",
+                    f"{units:>5} {replicas[0].label:<16}{replicas[0].bucketing:>10}{rate:>11.0f}"
+                    f"{rate / classic:>10.2f}x{statistics.mean(accuracies):>9.4f}{spread}",
                     flush=True,
                 )

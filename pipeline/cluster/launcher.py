@@ -37,7 +37,7 @@ from pipeline.data import PreparedData
 from pipeline.errors import SearchError
 from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, per_trial, ranked
-from pipeline.search.run import count_trials, finish_search, log_search_setup, search_parent_tags
+from pipeline.search.run import count_trials, finish_search, parent_run
 from pipeline.tracking import Artifact
 from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
 from pipeline.tracking.store import Tracker
@@ -201,7 +201,7 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
     """Run the search on a chief and `cluster.n_workers` workers; return its outcome."""
     comparable = comparable_hash(cfg, data.fingerprint)
     plan = plan_search(cfg, tracker, comparable)
-    name, resuming = plan.name, plan.parent_id is not None
+    name, resuming = plan.name, plan.resuming
     # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
     job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
     if resuming:
@@ -212,23 +212,12 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
                 "missing (another tuner.directory or host?); run it where it started, or add "
                 "search.force_new=true to start it again"
             )
-        closed = tracker.close_interrupted(plan.parent_id)
-        if closed:
-            progress.say(
-                f"resuming '{name}': {closed} interrupted trial run(s) marked FAILED; "
-                "keras-tuner re-runs them once"
-            )
-    tags = search_parent_tags(cfg, data, name, comparable)
-    with tracker.run(name, tags=tags, run_id=plan.parent_id) as parent:
-        parent_id = parent.info.run_id
-        if not resuming:
-            log_search_setup(cfg, data, tracker)
+        plan.close_interrupted(tracker)
+    with parent_run(cfg, data, tracker, plan, comparable) as parent_id:
         host = cfg.cluster.oracle_host
         port = cfg.cluster.oracle_port or free_port(host)
         progress.say(
-            f"search '{name}' ({'resumed' if resuming else 'new'}): tuner={cfg.tuner.kind} "
-            f"objective={cfg.tuner.objective} "
-            f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}\n"
+            plan.opening_line(cfg, parent_id) + "\n"
             f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "
             f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
         )

@@ -159,6 +159,7 @@ class TrainConfig:
     batch_size: int
     learning_rate: float
     clipnorm: float | None
+    steps_per_execution: int
     seed: int
     deterministic: bool
     class_weight: ClassWeight

@@ -156,6 +156,11 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
     _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
     _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")
+    _require(
+        t.steps_per_execution >= 1,
+        "train.steps_per_execution",
+        f"must be >= 1, got {t.steps_per_execution}",
+    )
     a = cfg.attention
     _require(a.panel_size >= 1, "attention.panel_size", f"must be >= 1, got {a.panel_size}")
     _require(a.max_tokens >= 1, "attention.max_tokens", f"must be >= 1, got {a.max_tokens}")

@@ -28,6 +28,7 @@ def build_model(
     n_classes: int,
     learning_rate: float,
     clipnorm: float | None = None,
+    steps_per_execution: int = 1,
 ) -> keras.Model:
     """A compiled model; `settings` holds the model.* knobs (after hyperparameters)."""
     import pipeline.models.layers  # noqa: F401  (registers the layers and MacroF1)
@@ -54,6 +55,7 @@ def build_model(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy", MacroF1(n_classes)],
+        steps_per_execution=steps_per_execution,
     )
     return model
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from pipeline import progress
 from pipeline.config import config_hash, search_space_dims, to_plain
 from pipeline.errors import SearchError
 from pipeline.search.outcome import trial_row
@@ -64,6 +65,30 @@ def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
 class SearchPlan:
     name: str
     parent_id: str | None  # an existing parent run to continue, or None for a new search
+
+    @property
+    def resuming(self) -> bool:
+        return self.parent_id is not None
+
+    def close_interrupted(self, tracker) -> None:
+        """On resume, close the trial runs a killed search left RUNNING (FAILED +
+        `interrupted`), so the ledger is clean before keras-tuner re-runs those trials."""
+        if self.parent_id is None:
+            return
+        closed = tracker.close_interrupted(self.parent_id)
+        if closed:
+            progress.say(
+                f"resuming '{self.name}': {closed} interrupted trial run(s) marked FAILED; "
+                "keras-tuner re-runs them once"
+            )
+
+    def opening_line(self, cfg: DictConfig, parent_id: str) -> str:
+        """The first progress line of a search, the same for one process and a cluster."""
+        return (
+            f"search '{self.name}' ({'resumed' if self.resuming else 'new'}): "
+            f"tuner={cfg.tuner.kind} objective={cfg.tuner.objective} "
+            f"max_trials={cfg.tuner.max_trials}  parent run {parent_id}"
+        )
 
 
 def plan_search(cfg: DictConfig, tracker, comparable: str) -> SearchPlan:

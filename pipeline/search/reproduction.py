@@ -59,6 +59,14 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         del tuner["executions_per_trial"]  # one execution per run; search.seeds replaced it
     if "plugins" not in logged:
         logged.plugins = []
+    train = logged.get("train")
+    if train is not None:
+        # Keys added later keep what runs logged before them did: one train step per call,
+        # quantile buckets. (Today's defaults would retrain on another floating-point path.)
+        if "steps_per_execution" not in train:
+            train.steps_per_execution = 1
+        if "bucketing" in train and "exact" not in train.bucketing:
+            train.bucketing.exact = False
     return logged
 
 

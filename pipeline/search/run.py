@@ -3,11 +3,14 @@
 Opens (or reopens) the search's parent run, lets keras-tuner drive the trials, then
 records the outcome on the parent: summary table, comparison figure, best trial and its
 score on the held-out test split. The cluster launcher reuses the parent-run pieces
-(`search_parent_tags`, `log_search_setup`, `finish_search`) around its own processes.
+(`parent_run`, `finish_search`) around its own processes.
 Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the CLI).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import keras
 import pandas as pd
@@ -27,7 +30,7 @@ from pipeline.config import (
 from pipeline.data import PreparedData, prepare
 from pipeline.errors import SearchError
 from pipeline.models.registry import validate_config, variant_of
-from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
+from pipeline.search.ledger import SearchPlan, comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import active_values, build_trial_model, trial_settings
@@ -58,6 +61,19 @@ def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> N
     tracker.log_dict(search_space_dims(cfg.search_space), Artifact.SEARCH_SPACE)
     tracker.log_text("\n".join(data.vocab), Artifact.VOCAB)
     tracker.log_environment()
+
+
+@contextmanager
+def parent_run(
+    cfg: DictConfig, data: PreparedData, tracker: Tracker, plan: SearchPlan, comparable: str
+) -> Iterator[str]:
+    """Open a new parent run or reopen the one a resume continues; yields its id. A new
+    search records its set-up once (params are immutable in MLflow)."""
+    tags = search_parent_tags(cfg, data, plan.name, comparable)
+    with tracker.run(plan.name, tags=tags, run_id=plan.parent_id) as parent:
+        if not plan.resuming:
+            log_search_setup(cfg, data, tracker)
+        yield parent.info.run_id
 
 
 def count_trials(tracker: Tracker, trials: pd.DataFrame) -> int:
@@ -196,25 +212,11 @@ def run_search(
         tracker.connect()
     comparable = comparable_hash(cfg, data.fingerprint)
     plan = plan_search(cfg, tracker, comparable)
-    name, resuming = plan.name, plan.parent_id is not None
+    name, resuming = plan.name, plan.resuming
     progress.say(describe_data(data))
-    if resuming:
-        closed = tracker.close_interrupted(plan.parent_id)
-        if closed:
-            progress.say(
-                f"resuming '{name}': {closed} interrupted trial run(s) marked FAILED; "
-                "keras-tuner re-runs them once"
-            )
-    tags = search_parent_tags(cfg, data, name, comparable)
-    with tracker.run(name, tags=tags, run_id=plan.parent_id) as parent:
-        parent_id = parent.info.run_id
-        if not resuming:
-            log_search_setup(cfg, data, tracker)
-        progress.say(
-            f"search '{name}' ({'resumed' if resuming else 'new'}): tuner={cfg.tuner.kind} "
-            f"objective={cfg.tuner.objective} max_trials={cfg.tuner.max_trials}  "
-            f"parent run {parent_id}"
-        )
+    plan.close_interrupted(tracker)
+    with parent_run(cfg, data, tracker, plan, comparable) as parent_id:
+        progress.say(plan.opening_line(cfg, parent_id))
         tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
         tuner.parent_run_id = parent_id
         if resuming:

@@ -4,17 +4,16 @@ Masked LSTMs still pay for padded steps; trimming removes most of them. A bounde
 number of buckets bounds the number of batch shapes, so TensorFlow traces a
 bounded number of graphs. With bucketing off, every batch keeps the full width.
 
-Exact mode goes further: one bucket per length, so no batch holds any padding and the
-mask is all ones. `masks_off` then lets the model train without computing masks at all
-(the LSTM's plain path, no per-step select): the same function, since masking nothing
-changes nothing. Batches have an unknown width in the dataset's signature, so Keras still
+Exact mode goes further: one bucket per length, so no batch holds any padding and no
+LSTM step is spent on it. The model still computes its (all-ones) mask: a Keras 3
+functional graph records the mask op when it is built, and a twin graph without it
+measured no faster. Batches have an unknown width in the dataset's signature, so Keras
 traces its train step once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -95,38 +94,42 @@ class BucketedBatches:
                 yield xb, self.y[idx], self.sample_weight[idx]
 
     def dataset(self):
-        """A tf.data.Dataset over these batches (re-iterated, so reshuffled, each epoch)."""
+        """A tf.data.Dataset over these batches, reshuffled each time it is iterated (each
+        epoch). Python runs once per epoch, to draw the epoch's plan (the same batches in the
+        same order as iterating this object); slicing the batches out of the token matrix
+        runs in tf.data's own threads, so a train step never waits on the GIL."""
         import tensorflow as tf
 
-        specs = [tf.TensorSpec((None, None), tf.int32)]
-        if self.y is not None:
-            specs.append(tf.TensorSpec((None,), tf.int32))
-            if self.sample_weight is not None:
-                specs.append(tf.TensorSpec((None,), tf.float32))
-        ds = tf.data.Dataset.from_generator(self.__iter__, output_signature=tuple(specs))
-        return ds.prefetch(2)
+        x = tf.constant(self.x, tf.int32)
+        columns = [] if self.y is None else [tf.constant(self.y, tf.int32)]
+        if self.y is not None and self.sample_weight is not None:
+            columns.append(tf.constant(self.sample_weight, tf.float32))
 
+        def epoch_plan() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            if self.shuffle:
+                self.batches = self._plan(shuffle=True)
+            yield (
+                np.concatenate([idx for _, idx in self.batches]).astype(np.int64),
+                np.asarray([len(idx) for _, idx in self.batches], np.int64),
+                np.asarray([width for width, _ in self.batches], np.int64),
+            )
 
-@contextmanager
-def masks_off(model) -> Iterator[None]:
-    """Train on exact-length batches without masks: every `Embedding(mask_zero=True)` stops
-    emitting one inside the block; after it, masks are back and the compiled train, test and
-    predict functions are dropped, so later padded batches are masked again."""
-    import keras
+        def batches_of(indices, sizes, widths):
+            starts = tf.cumsum(sizes, exclusive=True)
+            return tf.data.Dataset.from_tensor_slices((starts, sizes, widths)).map(
+                lambda start, size, width: (indices[start : start + size], width)
+            )
 
-    embeddings = [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.Embedding) and layer.mask_zero
-    ]
-    for layer in embeddings:
-        layer.mask_zero = False
-    try:
-        yield
-    finally:
-        for layer in embeddings:
-            layer.mask_zero = True
-        model.train_function = model.test_function = model.predict_function = None
+        def batch(rows, width):
+            return (tf.gather(x, rows)[:, :width], *(tf.gather(c, rows) for c in columns))
+
+        plan_spec = tuple(tf.TensorSpec((None,), tf.int64) for _ in range(3))
+        return (
+            tf.data.Dataset.from_generator(epoch_plan, output_signature=plan_spec)
+            .flat_map(batches_of)
+            .map(batch)
+            .prefetch(2)
+        )
 
 
 def predict_proba(

@@ -4,7 +4,6 @@ and the benchmarks, so every path trains the same way."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import keras
@@ -12,7 +11,7 @@ import numpy as np
 
 from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.data import PreparedData, balanced_class_weights
-from pipeline.training.batching import BucketedBatches, masks_off
+from pipeline.training.batching import BucketedBatches
 
 
 class Diverged(RuntimeError):
@@ -84,9 +83,7 @@ def fit(
     epochs: int | None = None,
     verbose: int = 0,
 ) -> keras.callbacks.History:
-    """Train on the train split, validate on val; raise Diverged on a non-finite loss.
-    With exact-length batches (`train.bucketing.exact`) neither holds padding, so both
-    run with masks off."""
+    """Train on the train split, validate on val; raise Diverged on a non-finite loss."""
     training = batches(
         data,
         "train",
@@ -97,14 +94,13 @@ def fit(
         weights=sample_weights(data, train),
     )
     validation = batches(data, "val", train, trim_padding=trim_padding, shuffle=False)
-    with masks_off(model) if training.exact else nullcontext():
-        history = model.fit(
-            training.dataset(),
-            validation_data=validation.dataset(),
-            epochs=epochs or train["epochs"],
-            callbacks=[*standard_callbacks(train), *callbacks],
-            verbose=verbose,
-        )
+    history = model.fit(
+        training.dataset(),
+        validation_data=validation.dataset(),
+        epochs=epochs or train["epochs"],
+        callbacks=[*standard_callbacks(train), *callbacks],
+        verbose=verbose,
+    )
     losses = history.history.get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         epoch = next((i + 1 for i, v in enumerate(losses) if not np.isfinite(v)), len(losses))
