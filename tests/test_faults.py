@@ -230,10 +230,31 @@ def test_an_outage_beyond_the_budget_stops_cleanly_and_resumes(tmp_path, server)
     finished = [
         r for r in runs if r.data.tags.get("kind") == "trial" and r.info.status == "FINISHED"
     ]
-    assert sorted(r.data.tags["trial_number"] for r in finished) == ["1", "2", "3"]
+    assert sorted(r.data.tags["trial_number"] for r in finished) == ["1", "2", "3"], (
+        [(r.info.run_name, r.info.status, r.data.tags) for r in runs],
+        search.output,
+        resumed.stdout + resumed.stderr,
+    )
     interrupted = [r for r in runs if r.data.tags.get("interrupted") == "true"]
     assert all(r.info.status == "FAILED" for r in interrupted)
     assert "Reloading Tuner" not in resumed.stdout
+
+
+def test_an_outage_before_a_trial_trains_stops_the_search_and_fails_no_trial(store, tmp_path):
+    """Pruning reads the store before a trial trains. An outage there must stop the search
+    (resumable), not fail that trial and the next ones: keras-tuner never re-runs a FAILED
+    trial, so a resumed search would silently skip them."""
+    from pipeline.data import prepare
+    from pipeline.search.tuner import TrackingLost, make_tuner
+    from pipeline.tracking.store import Tracker
+
+    cfg = store.compose(*STEADY, "tuner.pruning=median")
+    dead = Tracker(f"http://127.0.0.1:{free_port()}", EXPERIMENT, str(tmp_path), outage_budget_s=1)
+    tuner = make_tuner(cfg, prepare(cfg.data), dead, "dead-server", overwrite=True)
+    tuner.parent_run_id = "the-parent-run"
+    with pytest.raises(TrackingLost, match="unreachable for more than 1s"):
+        tuner.search(verbose=0)
+    assert [t.status for t in tuner.oracle.trials.values()] == ["RUNNING"]
 
 
 def server_client(server: Server):

@@ -149,6 +149,17 @@ class TrackedTuner(kt.Tuner):
 
     # keras-tuner calls this once per trial (one configuration, every seed).
     def run_trial(self, trial, *args, **kwargs):
+        """An outage anywhere in a trial (also in a read before training, such as the
+        pruning sync) stops the search: keras-tuner would record any other error as a
+        FAILED trial, go on, and a resumed search would never run that trial again."""
+        try:
+            return self._run_configuration(trial)
+        except TrackingLost:
+            raise
+        except TrackingOutage as err:
+            raise TrackingLost(str(err)) from None
+
+    def _run_configuration(self, trial) -> dict[str, float]:
         values = active_values(trial.hyperparameters)
         model_settings, train = trial_settings(self.cfg, values)
         seeds = seeds_of(self.cfg, train)
