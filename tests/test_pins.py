@@ -60,6 +60,7 @@ def test_a_preset_pins_what_it_sets_and_the_command_line_wins():
     assert "units" in space
 
 
+@pytest.mark.slow
 def test_resume_with_a_newly_pinned_knob_is_refused(store):
     from pipeline.search import run_search
 
@@ -78,6 +79,7 @@ def test_resume_with_a_newly_pinned_knob_is_refused(store):
     assert_nothing_running(store.runs())
 
 
+@pytest.mark.e2e
 def test_multirun_over_a_searched_knob_trains_each_job_with_its_value(store, run_cli):
     result = run_cli(
         "search",

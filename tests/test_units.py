@@ -75,12 +75,18 @@ def test_every_registered_pooling_and_activation_is_in_the_default_space():
     assert set(names["attention_activation"].values) == set(knob_options()["attention_activation"])
 
 
+def padded_tokens(rng, n: int, width: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` right-padded token rows of random lengths 1..width (ids 2..vocab-1), and the lengths."""
+    lengths = rng.integers(1, width + 1, size=n)
+    x = np.zeros((n, width), dtype=np.int32)
+    for i, length in enumerate(lengths):
+        x[i, :length] = rng.integers(2, vocab, size=length)
+    return x, lengths
+
+
 def test_bucketed_batches_trim_padding_and_cover_every_example_once():
     rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 50, size=300)
-    x = np.zeros((300, 50), dtype=np.int32)
-    for i, n in enumerate(lengths):
-        x[i, :n] = rng.integers(2, 100, size=n)
+    x, lengths = padded_tokens(rng, 300, 50, vocab=100)
     y = rng.integers(0, 3, size=300).astype(np.int32)
     batches = BucketedBatches(x, y, batch_size=32, n_buckets=4, shuffle=True, seed=1)
     seen = []
@@ -105,10 +111,7 @@ def test_the_tf_dataset_yields_the_batches_iteration_does(mode):
     """`dataset()` draws each epoch's plan in Python and slices in tf.data: the same
     batches, in the same order, epoch after epoch, as iterating the plan itself."""
     rng = np.random.default_rng(1)
-    lengths = rng.integers(1, 21, size=300)
-    x = np.zeros((300, 20), dtype=np.int32)
-    for i, n in enumerate(lengths):
-        x[i, :n] = rng.integers(1, 50, size=n)
+    x, _ = padded_tokens(rng, 300, 20, vocab=50)
     y = rng.integers(0, 3, size=300).astype(np.int32)
     weights = rng.random(300).astype(np.float32)
     mine = BucketedBatches(x, y, 16, 4, shuffle=True, seed=3, sample_weight=weights, **mode)

@@ -116,7 +116,7 @@ def build_trial_model(
         n_classes,
         learning_rate=train["learning_rate"],
         clipnorm=train["clipnorm"],
-        steps_per_execution=train.get("steps_per_execution", 1),
+        steps_per_execution=train["steps_per_execution"],
     )
 
 
