@@ -30,19 +30,6 @@ needs_airline = pytest.mark.skipif(
 )
 
 
-def pytest_collection_modifyitems(config, items: list) -> None:
-    """Long tests (marked e2e or slow, up to two minutes each) first, dealt alternately into
-    the two halves that pytest-xdist's worksteal scheduler hands its two workers: both
-    start on long tests and steal short ones at the end, instead of one worker finishing
-    alone with a long test picked up last."""
-
-    def short(item) -> bool:
-        return not (item.get_closest_marker("e2e") or item.get_closest_marker("slow"))
-
-    ordered = sorted(items, key=short)
-    items[:] = ordered[0::2] + ordered[1::2]
-
-
 def store_overrides(tmp_path) -> list[str]:
     """Overrides that keep everything a CLI run writes inside `tmp_path`."""
     return [

@@ -60,7 +60,6 @@ def test_a_preset_pins_what_it_sets_and_the_command_line_wins():
     assert "units" in space
 
 
-@pytest.mark.slow
 def test_resume_with_a_newly_pinned_knob_is_refused(store):
     from pipeline.search import run_search
 

@@ -84,7 +84,6 @@ def registry_restored():
     POOLINGS.update(before)
 
 
-@pytest.mark.slow
 def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_row(
     store, registry_restored
 ):
