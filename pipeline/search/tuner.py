@@ -154,8 +154,6 @@ class TrackedTuner(kt.Tuner):
         FAILED trial, go on, and a resumed search would never run that trial again."""
         try:
             return self._run_configuration(trial)
-        except TrackingLost:
-            raise
         except TrackingOutage as err:
             raise TrackingLost(str(err)) from None
 
@@ -273,9 +271,9 @@ class TrackedTuner(kt.Tuner):
                 if seed == seeds_of(self.cfg, train)[0]:
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
                 del trained
-        except TrackingOutage as err:  # not this trial's fault: stop the whole search
+        except TrackingOutage as err:  # not this trial's fault: run_trial stops the search
             row["error"] = one_line(err)
-            raise TrackingLost(str(err)) from None
+            raise
         except Exception as err:
             first = one_line(err)
             row["error"] = first
