@@ -35,9 +35,9 @@ from pipeline.cluster import CPU_ENV
 from pipeline.config import ClusterRole, TunerKind
 from pipeline.data import PreparedData
 from pipeline.errors import SearchError
-from pipeline.search.ledger import comparable_hash, plan_search, previous_rows
+from pipeline.search.ledger import previous_rows
 from pipeline.search.outcome import SearchOutcome, per_trial, ranked
-from pipeline.search.run import count_trials, finish_search, parent_run
+from pipeline.search.run import count_trials, finish_search, open_search, parent_run
 from pipeline.tracking import Artifact
 from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
 from pipeline.tracking.store import Tracker
@@ -199,8 +199,8 @@ def supervise(cluster: Cluster, tracker: Tracker) -> None:
 
 def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutcome:
     """Run the search on a chief and `cluster.n_workers` workers; return its outcome."""
-    comparable = comparable_hash(cfg, data.fingerprint)
-    plan = plan_search(cfg, tracker, comparable)
+    opening = open_search(cfg, data, tracker)
+    plan = opening.plan
     name, resuming = plan.name, plan.resuming
     # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
     job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
@@ -213,7 +213,7 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
                 "search.force_new=true to start it again"
             )
         plan.close_interrupted(tracker)
-    with parent_run(cfg, data, tracker, plan, comparable) as parent_id:
+    with parent_run(cfg, data, tracker, opening) as parent_id:
         host = cfg.cluster.oracle_host
         port = cfg.cluster.oracle_port or free_port(host)
         progress.say(

@@ -42,10 +42,19 @@ def to_plain(cfg: DictConfig) -> Any:
 
 
 def search_space_dims(space: DictConfig | dict) -> dict[str, dict[str, Any]]:
-    """The search space as plain dicts (`values` would clash with DictConfig.values())."""
+    """The search space as plain dicts (`values` would clash with DictConfig.values()).
+    A knob inside a model section is written nested (`embeddings: {source: {type: ...}}`,
+    or `+search_space.embeddings.source={...}` on the command line) and named by its
+    dotted path (`embeddings.source`): a mapping without `type` groups dimensions."""
     if isinstance(space, DictConfig):
         space = to_plain(space)
-    return {name: dict(spec) if isinstance(spec, dict) else spec for name, spec in space.items()}
+    dims: dict[str, dict[str, Any]] = {}
+    for name, spec in space.items():
+        if isinstance(spec, dict) and spec and "type" not in spec:
+            dims.update({f"{name}.{k}": v for k, v in search_space_dims(spec).items()})
+        else:
+            dims[name] = dict(spec) if isinstance(spec, dict) else spec
+    return dims
 
 
 def config_hash(obj: Any) -> str:

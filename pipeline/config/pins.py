@@ -18,9 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.config.schema import CONF_DIR, ModelConfig, TrainConfig
+from pipeline.config.validation import NESTED_KNOBS
 
 SECTIONS = {
-    "model": set(ModelConfig.__dataclass_fields__),
+    "model": set(ModelConfig.__dataclass_fields__) | set(NESTED_KNOBS),
     "train": set(TrainConfig.__dataclass_fields__),
 }
 
@@ -47,6 +48,17 @@ def _split(override: str) -> tuple[str, str] | None:
     return key.lstrip("+"), value
 
 
+def _flat_keys(section: dict, prefix: str = "") -> list[str]:
+    """A preset's section as dotted keys: {embeddings: {source: x}} -> embeddings.source
+    (and `embeddings` itself)."""
+    keys = []
+    for key, value in section.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += _flat_keys(value, f"{prefix}{key}.")
+    return keys
+
+
 def explicit_knobs(overrides: Iterable[str]) -> dict[str, str]:
     """Searched-knob candidates set explicitly: knob -> where (presets first, so the
     command line, which Hydra applies last, names the source when both set it)."""
@@ -58,7 +70,9 @@ def explicit_knobs(overrides: Iterable[str]) -> dict[str, str]:
             if preset.exists():
                 content = OmegaConf.load(preset)
                 for section, knobs in SECTIONS.items():
-                    for knob in content.get(section) or {}:
+                    part = content.get(section)
+                    flat = _flat_keys(OmegaConf.to_container(part)) if part else []
+                    for knob in flat:
                         if knob in knobs:
                             found[knob] = f"experiment={value}"
     for key, _ in parsed:
@@ -68,18 +82,27 @@ def explicit_knobs(overrides: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def _delete(space: DictConfig, knob: str) -> None:
+    """Remove a dimension, and the group it leaves empty (`embeddings: {}`)."""
+    group, _, leaf = knob.rpartition(".")
+    node = OmegaConf.select(space, group) if group else space
+    del node[leaf]
+    if group and not node:
+        _delete(space, group)
+
+
 def pin_knobs(cfg: DictConfig, sources: dict[str, str]) -> list[Pin]:
     """Take every knob of `sources` that the space samples out of it (in place)."""
     space = cfg.search_space
     pinned: dict[str, tuple[Any, str]] = {}
     for knob, source in sources.items():
-        if knob in space:
+        if OmegaConf.select(space, knob) is not None:  # also a nested one: embeddings.source
             section = "model" if knob in SECTIONS["model"] else "train"
-            pinned[knob] = (OmegaConf.to_container(cfg[section], resolve=True)[knob], source)
+            pinned[knob] = (OmegaConf.select(cfg[section], knob), source)
     dropped: dict[str, list[str]] = {k: [] for k in pinned}
     with open_dict(cfg):
         for knob in pinned:
-            del space[knob]
+            _delete(space, knob)
         changed = True
         while changed:  # a dimension whose parent went inactive goes too
             changed = False

@@ -121,9 +121,47 @@ class DataConfig:
     text_dir: TextDirConfig | None = None
 
 
+class EmbeddingSource(StrEnum):
+    random = "random"  # Keras' own initializer
+    file = "file"  # a vector file read by gensim
+    trained = "trained"  # gensim Word2Vec / FastText trained here
+
+
+class EmbeddingMethod(StrEnum):
+    word2vec = "word2vec"
+    fasttext = "fasttext"
+
+
+class VectorFormat(StrEnum):
+    auto = "auto"
+    glove = "glove"
+    word2vec = "word2vec"
+    word2vec_binary = "word2vec_binary"
+
+
+@dataclass
+class EmbeddingsConfig:
+    source: EmbeddingSource
+    path: str | None
+    format: VectorFormat
+    lowercase_fallback: bool
+    oov_seed: int
+    dim: int | None
+    method: EmbeddingMethod
+    epochs: int
+    window: int
+    min_count: int
+    seed: int
+    corpus: str | None
+    corpus_column: str
+    cache_dir: str
+
+
 @dataclass
 class ModelConfig:
     embedding_dim: int
+    embedding_trainable: bool
+    embeddings: EmbeddingsConfig
     units: int
     bidirectional: bool
     # A name in the pooling registry (pipeline.models.registry), checked there.

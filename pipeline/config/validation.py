@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config.schema import (
+    EmbeddingSource,
     HPType,
     HyperParamSpec,
     ModelConfig,
@@ -34,9 +35,14 @@ def _require(ok: bool, key: str, problem: str) -> None:
         raise ConfigError(f"{key}: {problem}")
 
 
+# Knobs inside a model section that a search dimension may name by their dotted path.
+NESTED_KNOBS = {"embeddings.source": [s.value for s in EmbeddingSource]}
+
+
 def searchable_knobs() -> set[str]:
     """Every model.* and train.* knob a search dimension may name."""
-    return set(ModelConfig.__dataclass_fields__) | set(TrainConfig.__dataclass_fields__)
+    model = set(ModelConfig.__dataclass_fields__) - {"embeddings"}
+    return model | set(NESTED_KNOBS) | set(TrainConfig.__dataclass_fields__)
 
 
 def _check_choices(
@@ -65,7 +71,7 @@ def validate_search_space(
     """Every dimension is a `HyperParamSpec` (field names, types, enumerations: checked
     by OmegaConf), names a known knob, and has a usable range or choice list."""
     known = searchable_knobs()
-    options = options or {}
+    options = {**NESTED_KNOBS, **(options or {})}
     for name, spec in dims.items():
         key = f"search_space.{name}"
         _require(
@@ -146,6 +152,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
             f"'{value}' not in {list(allowed)}",
         )
     _require(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    validate_embeddings(m, search_space_dims(cfg.search_space))
     tr = cfg.tracking
     _require(
         not tr.register_best or tr.log_model,
@@ -214,3 +221,28 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "search_space.seed is searched too; use one of them",
     )
     validate_search_space(search_space_dims(cfg.search_space), options)
+
+
+def validate_embeddings(m: DictConfig, dims: Mapping[str, Mapping[str, Any]]) -> None:
+    """`model.embeddings`: what each source needs, checked before anything is read."""
+    e = m.embeddings
+    spec = dims.get("embeddings.source")
+    if spec is None:
+        sources = {str(e.source)}
+    elif spec.get("type") == HPType.fixed:
+        sources = {str(spec.get("value"))}
+    else:
+        sources = {str(v) for v in spec.get("values") or []}
+    if EmbeddingSource.file in sources:
+        _require(bool(e.path), "model.embeddings.path", "needed with source=file")
+        _require(
+            sources != {EmbeddingSource.file} or "embedding_dim" not in dims,
+            "search_space.embedding_dim",
+            "the vector file fixes the embedding size; drop the dimension "
+            "(~search_space.embedding_dim)",
+        )
+    if EmbeddingSource.trained in sources:
+        _require(e.epochs >= 1, "model.embeddings.epochs", f"must be >= 1, got {e.epochs}")
+        _require(e.window >= 1, "model.embeddings.window", f"must be >= 1, got {e.window}")
+        _require(e.min_count >= 1, "model.embeddings.min_count", "must be >= 1")
+    _require(e.dim is None or e.dim > 0, "model.embeddings.dim", f"must be > 0, got {e.dim}")

@@ -29,14 +29,22 @@ def build_model(
     learning_rate: float,
     clipnorm: float | None = None,
     steps_per_execution: int = 1,
+    embeddings: np.ndarray | None = None,
 ) -> keras.Model:
-    """A compiled model; `settings` holds the model.* knobs (after hyperparameters)."""
+    """A compiled model; `settings` holds the model.* knobs (after hyperparameters);
+    `embeddings` (vocab_size, embedding_dim) are the embedding's starting weights
+    (pretrained or trained-here vectors), frozen with `embedding_trainable: false`."""
     import pipeline.models.layers  # noqa: F401  (registers the layers and MacroF1)
 
     variant = variant_of(settings)
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(
-        vocab_size, settings["embedding_dim"], mask_zero=variant.mask_aware, name="embedding"
+        vocab_size,
+        settings["embedding_dim"],
+        mask_zero=variant.mask_aware,
+        weights=None if embeddings is None else [np.asarray(embeddings, dtype="float32")],
+        trainable=bool(settings.get("embedding_trainable", True)),
+        name="embedding",
     )(tokens)
     if settings.get("dropout", 0.0) > 0:
         x = keras.layers.Dropout(settings["dropout"], name="embedding_dropout")(x)

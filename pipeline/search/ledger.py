@@ -41,8 +41,9 @@ def search_name(cfg: DictConfig) -> str:
     return cfg.search.name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
 
 
-def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
-    """What must not change when a search is resumed (max_trials may grow)."""
+def comparable_hash(cfg: DictConfig, fingerprint: str, vectors: list | None = None) -> str:
+    """What must not change when a search is resumed (max_trials may grow); `vectors`
+    (the search's `VectorTable`s) cover the contents of a vector file, not just its path."""
     tuner = {
         k: v
         for k, v in to_plain(cfg.tuner).items()
@@ -57,6 +58,8 @@ def comparable_hash(cfg: DictConfig, fingerprint: str) -> str:
             "data": fingerprint,
             "seeds": to_plain(cfg.search).get("seeds"),
             "vary_split": bool(cfg.search.vary_split),
+            # absent without vectors, so searches logged before them keep their hash
+            **({"vectors": sorted(t.fingerprint for t in vectors)} if vectors else {}),
         }
     )
 

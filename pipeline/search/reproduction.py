@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
+from pipeline.config import CONF_DIR
 from pipeline.errors import SearchError
 from pipeline.tracking import Artifact, Kind, Metric, Tag, TrialRecord, TrialRun
 
@@ -59,6 +60,14 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         del tuner["executions_per_trial"]  # one execution per run; search.seeds replaced it
     if "plugins" not in logged:
         logged.plugins = []
+    model = logged.get("model")
+    if model is not None:
+        # Runs before pretrained vectors started from Keras' initializer, trainable.
+        if "embedding_trainable" not in model:
+            model.embedding_trainable = True
+        if "embeddings" not in model:
+            model.embeddings = OmegaConf.load(CONF_DIR / "model" / "default.yaml").embeddings
+            model.embeddings.source = "random"
     train = logged.get("train")
     if train is not None:
         # Keys added later keep what runs logged before them did: one train step per call,
@@ -138,7 +147,7 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
 def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     """Train the planned run again with op determinism, log it, compare the metrics."""
     from pipeline.models.registry import variant_label
-    from pipeline.search.space import build_trial_model, trial_settings
+    from pipeline.search.space import build_trial_model, trial_settings, trial_vectors
     from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
     from pipeline.training.fit import enable_determinism
 
@@ -151,6 +160,15 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     enable_determinism(True)
     model_settings, train = trial_settings(cfg, record.hyperparameters)
     train["seed"] = record.seed
+    table = trial_vectors(cfg, data, model_settings)
+    found = None if table is None else table.fingerprint
+    if found != record.vectors:
+        raise SearchError(
+            f"word vectors differ: run {run_id} started from "
+            f"{(record.vectors or 'random')[:12]}, model.embeddings gives "
+            f"{(found or 'random')[:12]} now (the vector file or its settings changed); "
+            "refusing to compare"
+        )
     variant = variant_label(model_settings)
     name = source.run.name
     progress.say(
@@ -171,7 +189,12 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
             tracker,
             cfg,
             TrialRecord(
-                record.hyperparameters, record.seed, data.fingerprint, None, record.split_seed
+                record.hyperparameters,
+                record.seed,
+                data.fingerprint,
+                None,
+                record.split_seed,
+                found,
             ),
             model_settings,
             train,
@@ -181,7 +204,9 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
             TrialLogging.for_search(cfg, data, tracker),
             model_settings,
             train,
-            lambda: build_trial_model(model_settings, train, len(data.vocab), data.n_classes),
+            lambda: build_trial_model(
+                model_settings, train, len(data.vocab), data.n_classes, table
+            ),
             f"reproduction of {name}",
         )
         new_id = run.info.run_id

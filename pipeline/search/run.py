@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import keras
 import pandas as pd
@@ -33,7 +34,12 @@ from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import SearchPlan, comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
-from pipeline.search.space import active_values, build_trial_model, trial_settings
+from pipeline.search.space import (
+    active_values,
+    build_trial_model,
+    search_vectors,
+    trial_settings,
+)
 from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
 from pipeline.tracking.store import Tracker
@@ -63,16 +69,37 @@ def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> N
     tracker.log_environment()
 
 
+def open_search(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOpening:
+    """What every search (one process or a cluster) does before its parent run opens:
+    the data line, the word vectors (built once, their coverage said), new or resumed."""
+    progress.say(describe_data(data))
+    tables = search_vectors(cfg, data)
+    for table in tables:
+        progress.say(table.line())
+    comparable = comparable_hash(cfg, data.fingerprint, tables)
+    return SearchOpening(plan_search(cfg, tracker, comparable), comparable, tables)
+
+
+@dataclass
+class SearchOpening:
+    plan: SearchPlan
+    comparable: str
+    vectors: list  # VectorTable per embedding source a trial can use
+
+
 @contextmanager
 def parent_run(
-    cfg: DictConfig, data: PreparedData, tracker: Tracker, plan: SearchPlan, comparable: str
+    cfg: DictConfig, data: PreparedData, tracker: Tracker, opening: SearchOpening
 ) -> Iterator[str]:
     """Open a new parent run or reopen the one a resume continues; yields its id. A new
     search records its set-up once (params are immutable in MLflow)."""
-    tags = search_parent_tags(cfg, data, plan.name, comparable)
+    plan = opening.plan
+    tags = search_parent_tags(cfg, data, plan.name, opening.comparable)
     with tracker.run(plan.name, tags=tags, run_id=plan.parent_id) as parent:
         if not plan.resuming:
             log_search_setup(cfg, data, tracker)
+            for table in opening.vectors:
+                tracker.log_metrics(table.metrics())
         yield parent.info.run_id
 
 
@@ -210,12 +237,11 @@ def run_search(
     if tracker is None:
         tracker = Tracker.from_config(cfg.tracking)
         tracker.connect()
-    comparable = comparable_hash(cfg, data.fingerprint)
-    plan = plan_search(cfg, tracker, comparable)
+    opening = open_search(cfg, data, tracker)
+    plan = opening.plan
     name, resuming = plan.name, plan.resuming
-    progress.say(describe_data(data))
     plan.close_interrupted(tracker)
-    with parent_run(cfg, data, tracker, plan, comparable) as parent_id:
+    with parent_run(cfg, data, tracker, opening) as parent_id:
         progress.say(plan.opening_line(cfg, parent_id))
         tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
         tuner.parent_run_id = parent_id

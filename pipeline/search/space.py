@@ -10,12 +10,15 @@ the tuner, the test-set evaluation, reproduce and the benchmarks all use them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
 from omegaconf import DictConfig
 
 from pipeline.config import HPType, search_space_dims, to_plain
+from pipeline.config.validation import NESTED_KNOBS
+from pipeline.data import vectors
 
 HYPERBAND_EPOCHS = "tuner/epochs"
 
@@ -84,7 +87,7 @@ def param_key(cfg: DictConfig, name: str) -> str | None:
     keras-tuner's own `tuner/*` values."""
     if name.startswith("tuner/"):
         return None
-    if name in cfg.model:
+    if name in cfg.model or name in NESTED_KNOBS:
         return f"model.{name}"
     if name in cfg.train:
         return f"train.{name}"
@@ -97,17 +100,63 @@ def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]
     for name, value in values.items():
         if name == HYPERBAND_EPOCHS:
             train["epochs"] = int(value)
+        elif name in NESTED_KNOBS:
+            section, knob = name.split(".", 1)
+            model[section][knob] = value
         elif name in model:
             model[name] = value
         elif name in train:
             train[name] = value
+    embeddings = model["embeddings"]
+    if embeddings["source"] == vectors.FILE:  # the embedding size follows the file
+        model["embedding_dim"] = vectors.file_dim(Path(embeddings["path"]), embeddings["format"])
+    elif embeddings["source"] == vectors.TRAINED and embeddings["dim"]:
+        model["embedding_dim"] = int(embeddings["dim"])
     return model, train
 
 
+def trial_vectors(cfg: DictConfig, data, model_settings: dict[str, Any]):
+    """The aligned `VectorTable` a trial's embedding starts from (None: random), built
+    once per search and vocabulary (`pipeline.data.vectors`)."""
+    return vectors.vector_table(
+        model_settings["embeddings"], data, to_plain(cfg.data), int(model_settings["embedding_dim"])
+    )
+
+
+def search_vectors(cfg: DictConfig, data) -> list:
+    """Every vector table the search's trials can start from, built (or read from the
+    cache) up front, so coverage is known before the first trial and a resume compares
+    the vectors' fingerprints. Trained-here tables of a searched integer embedding size
+    are built when a trial first asks."""
+    space = search_space_dims(cfg.search_space)
+    sources = vectors.sources_in(to_plain(cfg.model), space)
+    dims: list[Any] = [None]
+    spec = space.get("embedding_dim")
+    if spec is not None and spec.get("type") == HPType.choice:
+        dims = list(spec["values"])
+    tables, seen = [], set()
+    for source in sources:
+        if source == vectors.RANDOM:
+            continue
+        for dim in dims if source == vectors.TRAINED else [None]:
+            values = {"embeddings.source": source, **({"embedding_dim": dim} if dim else {})}
+            model, _ = trial_settings(cfg, values)
+            table = trial_vectors(cfg, data, model)
+            if table is not None and table.fingerprint not in seen:
+                seen.add(table.fingerprint)
+                tables.append(table)
+    return tables
+
+
 def build_trial_model(
-    model_settings: dict[str, Any], train: dict[str, Any], vocab_size: int, n_classes: int
+    model_settings: dict[str, Any],
+    train: dict[str, Any],
+    vocab_size: int,
+    n_classes: int,
+    table=None,
 ):
-    """The compiled classifier of one trial's settings."""
+    """The compiled classifier of one trial's settings; `table` (a `VectorTable`) gives
+    the embedding's starting weights (weights loaded afterwards need none)."""
     from pipeline.models.build import build_model
 
     return build_model(
@@ -117,6 +166,7 @@ def build_trial_model(
         learning_rate=train["learning_rate"],
         clipnorm=train["clipnorm"],
         steps_per_execution=train["steps_per_execution"],
+        embeddings=None if table is None else table.matrix,
     )
 
 

@@ -40,6 +40,7 @@ from pipeline.search.space import (
     active_values,
     build_trial_model,
     trial_settings,
+    trial_vectors,
 )
 from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
@@ -217,6 +218,7 @@ class TrackedTuner(kt.Tuner):
         if several:
             progress.say(f"  seed {seed}")
         data = replicate_data(self.cfg, self.data, seed)
+        table = trial_vectors(self.cfg, data, model_settings)
         tags = {
             Tag.SEARCH_ID: self.search_id,
             Tag.TRIAL_ID: trial.trial_id,
@@ -230,6 +232,7 @@ class TrackedTuner(kt.Tuner):
             Tag.VARIANT: variant,
             Tag.KIND: Kind.TRIAL,
             **({Tag.WORKER: self.worker_id} if self.worker_id else {}),
+            **({Tag.VECTORS: table.fingerprint[:16]} if table is not None else {}),
         }
         name = trial_run_name(number, variant, model_settings, train, seed if several else None)
         started = time.perf_counter()
@@ -245,7 +248,14 @@ class TrackedTuner(kt.Tuner):
                 log_trial_inputs(
                     self.tracker,
                     self.cfg,
-                    TrialRecord(values, seed, data.fingerprint, group, split),
+                    TrialRecord(
+                        values,
+                        seed,
+                        data.fingerprint,
+                        group,
+                        split,
+                        None if table is None else table.fingerprint,
+                    ),
                     model_settings,
                     train,
                 )
@@ -254,7 +264,7 @@ class TrackedTuner(kt.Tuner):
                     model_settings,
                     train,
                     lambda: build_trial_model(
-                        model_settings, train, len(data.vocab), data.n_classes
+                        model_settings, train, len(data.vocab), data.n_classes, table
                     ),
                     f"trial {number} ({variant}, seed {seed})",
                     extra_callbacks=[pruning] if pruning else (),

@@ -72,7 +72,8 @@ class TrialRun:
         keras-tuner's own `tuner/*` values: the columns a summary or report shows."""
         if self.searched is None:
             return dict(self.params)
-        chosen = {k.rsplit(".", 1)[-1]: self.params[k] for k in self.searched if k in self.params}
+        # model.units -> units; model.embeddings.source -> embeddings.source
+        chosen = {k.split(".", 1)[-1]: self.params[k] for k in self.searched if k in self.params}
         chosen.update({k: v for k, v in self.params.items() if k.startswith("tuner/")})
         return chosen
 
@@ -96,6 +97,8 @@ class TrialRecord:
     # The train/validation split this replicate used, when `search.vary_split` redrew it
     # (None: the data's own `split_seed`).
     split_seed: int | None = None
+    # The aligned word vectors' fingerprint (`pipeline.data.vectors`); None: random start.
+    vectors: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +120,7 @@ class TrialRecord:
             data_fingerprint=str(raw["data_fingerprint"]),
             group=raw.get("group"),
             split_seed=None if split is None else int(split),
+            vectors=raw.get("vectors"),
         )
 
 

@@ -67,6 +67,7 @@ class Tag:
     PRUNED = "pruned"  # "true": stopped early by the pruner (tuner.pruning); still FINISHED
     PRUNED_EPOCH = "pruned_epoch"  # the last epoch it trained (1-based)
     WORKER = "worker"  # cluster worker id
+    VECTORS = "vectors"  # the aligned word vectors' fingerprint (source file|trained)
     # reproduce runs
     REPRODUCES = "reproduces"  # the run id it retrains
     SOURCE_SEARCH_ID = "source_search_id"
