@@ -154,7 +154,6 @@ class EmbeddingsConfig:
     seed: int
     corpus: str | None
     corpus_column: str
-    cache_dir: str
 
 
 @dataclass

@@ -5,7 +5,7 @@ own initializer, today's runs), `file` (GloVe text, word2vec text or binary, fas
 `.vec`, plain or gzipped, read by gensim's `KeyedVectors.load_word2vec_format`) or
 `trained` (gensim `Word2Vec` / `FastText` trained here on the training split, plus an
 optional unlabeled corpus: no download). A table is aligned to a vocabulary once and
-cached on disk under `model.embeddings.cache_dir`, keyed by the source's fingerprint
+cached on disk (`<tuner.directory>/vectors/`), keyed by the source's fingerprint
 (the file's sha256, or the training settings and data) and the vocabulary's hash, so a
 resumed search, cluster workers and `pipeline.reproduce` reuse it instead of reading a
 large file again. Row 0 (padding) is zero; rows the vectors lack (OOV) are drawn from
@@ -355,17 +355,18 @@ def vector_table(
     data: PreparedData,
     data_cfg: Mapping[str, Any],
     dim: int,
+    cache_dir: Path,
 ) -> VectorTable | None:
     """The aligned table of `settings` (a `model.embeddings` section, plain) for `data`'s
     vocabulary, or None for `random`. Built once: memoised in this process and cached on
-    disk under `cache_dir` (resumed searches, cluster workers, reproduce)."""
+    disk in `cache_dir` (resumed searches, cluster workers, reproduce)."""
     source = settings["source"]
     if source == RANDOM:
         return None
     key, what = table_key(settings, data, data_cfg, dim)
     if key in _TABLES:
         return _TABLES[key]
-    cache = Path(str(settings["cache_dir"])) / f"{key[:32]}.npz"
+    cache = cache_dir / f"{key[:32]}.npz"
     table = _read_cache(cache, source, key)
     if table is None:
         table = _build(settings, data, data_cfg, dim, key, what)

@@ -21,6 +21,7 @@ from pipeline.config.validation import NESTED_KNOBS
 from pipeline.data import vectors
 
 HYPERBAND_EPOCHS = "tuner/epochs"
+VECTORS_FOLDER = "vectors"  # aligned word vectors, beside keras-tuner's project folders
 
 
 def declare(hp: kt.HyperParameters, name: str, spec: dict[str, Any]) -> Any:
@@ -119,7 +120,11 @@ def trial_vectors(cfg: DictConfig, data, model_settings: dict[str, Any]):
     """The aligned `VectorTable` a trial's embedding starts from (None: random), built
     once per search and vocabulary (`pipeline.data.vectors`)."""
     return vectors.vector_table(
-        model_settings["embeddings"], data, to_plain(cfg.data), int(model_settings["embedding_dim"])
+        model_settings["embeddings"],
+        data,
+        to_plain(cfg.data),
+        int(model_settings["embedding_dim"]),
+        Path(cfg.tuner.directory) / VECTORS_FOLDER,
     )
 
 
