@@ -440,6 +440,48 @@ def comparisons(
     return out
 
 
+def against_reference(
+    data: str,
+    leader: str,
+    reference: str,
+    runs: pd.DataFrame,
+    reference_score: float,
+    leader_predictions: dict[int, Predictions],
+    reference_predictions: dict[int | None, Predictions],
+    metric: str,
+    margin_points: float = 1.0,
+    alpha: float = ALPHA,
+    resamples: int = RESAMPLES,
+) -> Comparison | None:
+    """The best configuration against a reference model (one test, nothing to adjust
+    over). A reference fitted once on the search's split has no training randomness: its
+    predictions pair with every seed of the leader (with `search.vary_split`, each seed's
+    split has its own fit). Two-level bootstrap like every comparison; with no
+    predictions, a t-test of the leader's seeds against the reference's score; None when
+    the leader has fewer than two seeds."""
+    margin = margin_points / (1.0 if minimised(metric) else 100.0)
+    if set(reference_predictions) == {None}:
+        shared = reference_predictions[None]
+        reference_predictions = {seed: shared for seed in leader_predictions}
+    evidence = (
+        pair_predictions(leader_predictions, reference_predictions)
+        if metric in PER_EXAMPLE
+        else None
+    )
+    if evidence is not None and len(evidence.seeds) >= 2:
+        found = compare_predictions(data, leader, reference, metric, evidence, margin, resamples)
+    else:
+        scores = runs[(runs["data"] == data) & (runs["label"] == leader)][metric].dropna()
+        if len(scores) < 2:
+            return None
+        diffs = scores.to_numpy(dtype=float) - reference_score
+        found = compare_seeds(data, leader, reference, metric, diffs, margin)
+        found.sources = "the leader's seeds (the reference is fitted once)"
+    found.p_adjusted = found.p_value
+    found.decide(alpha)
+    return found
+
+
 def resolve_baseline(name: str, labels: list[str]) -> str:
     """The configuration a baseline name means: an exact label, or the one label that
     starts with it (`classic` -> `classic`, `attn-tanh` -> `attn-tanh units=32`); labels of

@@ -10,7 +10,7 @@ folder is also logged on its parent run under `report/`. Never imports TensorFlo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +85,76 @@ def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
     # A seed re-run of the same configuration: keep the latest.
     runs = runs.sort_values("start_time").drop_duplicates(["data", "group", "seed"], keep="last")
     return runs.reset_index(drop=True)
+
+
+REFERENCE_MARK = " (reference)"  # how a reference model is labelled in tables
+
+
+def load_references(tracker, parent_ids: list[str]) -> pd.DataFrame:
+    """Finished reference runs (`search.reference`) of these searches: `data`, `label`
+    (`tfidf-lr (reference)`), `seed` (the split's, with vary_split; else empty) and
+    their metrics."""
+    from pipeline.tracking import Kind
+
+    records: list[TrialRun] = tracker.trial_runs(
+        parent_ids, status=Status.FINISHED, kind=Kind.REFERENCE
+    )
+    if not records:
+        return pd.DataFrame()
+    refs = pd.DataFrame(
+        {
+            "run_id": [r.run_id for r in records],
+            "search": [r.search_id for r in records],
+            "data": [r.data or r.data_fingerprint or "data" for r in records],
+            "group": [f"reference:{r.variant}" for r in records],
+            "variant": [r.variant for r in records],
+            "label": [f"{r.variant}{REFERENCE_MARK}" for r in records],
+            "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
+            "start_time": [r.start_time for r in records],
+        }
+    )
+    refs = pd.concat([refs, pd.DataFrame([r.metrics for r in records])], axis=1)
+    keep = refs.sort_values("start_time").drop_duplicates(["data", "label", "seed"], keep="last")
+    return keep.reset_index(drop=True)
+
+
+def reference_comparisons(
+    tracker,
+    board: pd.DataFrame,
+    runs: pd.DataFrame,
+    refs: pd.DataFrame,
+    predictions: dict,
+    objective: str,
+    margin: float,
+) -> list[Comparison]:
+    """The leader of each data set against each of its references."""
+    from pipeline.analysis.comparisons import against_reference
+
+    found = []
+    for (data, label), frame in refs.groupby(["data", "label"], sort=False):
+        rows = board[board["data"] == data]
+        if rows.empty or objective not in frame:
+            continue
+        leader = rows.iloc[0]["configuration"]
+        theirs = {}
+        for row in frame.itertuples():
+            p = tracker.read_predictions(row.run_id)
+            if p is not None:
+                theirs[None if pd.isna(row.seed) else int(row.seed)] = p
+        c = against_reference(
+            str(data),
+            leader,
+            str(label),
+            runs,
+            float(frame[objective].mean()),
+            predictions.get((data, leader), {}),
+            theirs,
+            objective,
+            margin,
+        )
+        if c is not None:
+            found.append(c)
+    return found
 
 
 def _mean_std(row: pd.Series, metric: str, digits: int | None = None) -> str:
@@ -232,10 +302,15 @@ def load_predictions(tracker, runs: pd.DataFrame) -> dict[tuple[str, str], dict[
 
 
 def answer_lines(
-    board: pd.DataFrame, found: list[Comparison], objective: str, baseline: str | None
+    board: pd.DataFrame,
+    found: list[Comparison],
+    objective: str,
+    baseline: str | None,
+    against_references: list[Comparison] = (),
 ) -> list[str]:
     """The one-paragraph answer per data set, from the comparisons it rests on: each
-    configuration against the baseline, or the leader against the others."""
+    configuration against the baseline, or the leader against the others; then the
+    leader against each reference model."""
     lines = []
     for data, rows in board.groupby("data", sort=False):
         here = [c for c in found if c.data == data]
@@ -246,13 +321,21 @@ def answer_lines(
                 "share two or more seeds, so nothing can be said about the differences "
                 "(set `search.seeds`)."
             )
-            continue
-        focus = here if baseline else [c for c in here if leader in (c.a, c.b)]
-        against = f"against {here[0].b}" if baseline else f"for the leader, {leader}"
-        text = "; ".join(c.short() for c in focus)
-        lines.append(
-            f"On {data}, {against} ({objective}; 95% intervals over {here[0].sources}): {text}."
-        )
+        else:
+            focus = here if baseline else [c for c in here if leader in (c.a, c.b)]
+            against = f"against {here[0].b}" if baseline else f"for the leader, {leader}"
+            text = "; ".join(c.short() for c in focus)
+            lines.append(
+                f"On {data}, {against} ({objective}; 95% intervals over {here[0].sources}): {text}."
+            )
+        refs = [c for c in against_references if c.data == data]
+        if refs:
+            lines.append(
+                f"Against the bag-of-words reference{'s' if len(refs) > 1 else ''} "
+                f"({objective}; 95% intervals over {refs[0].sources}): "
+                + "; ".join(c.short() for c in refs)
+                + "."
+            )
     return lines
 
 
@@ -288,8 +371,9 @@ class Report:
     markdown: str
     out: Path
     parent: SearchRun | None  # the search reported on (None for --all)
-    leaderboard: pd.DataFrame
+    leaderboard: pd.DataFrame  # references included (column `reference`)
     comparisons: list[Comparison]
+    against_references: list[Comparison] = field(default_factory=list)
 
 
 def build_report(
@@ -325,8 +409,13 @@ def build_report(
         raise SearchError(f"--objective: no metric '{objective}' on these runs")
     baseline = baseline or (parent.baseline if parent else None)
     board = leaderboard(runs, objective)
-    found = comparisons(
-        runs, load_predictions(tracker, runs), objective, baseline, margin, adjust=adjust
+    predictions = load_predictions(tracker, runs)
+    found = comparisons(runs, predictions, objective, baseline, margin, adjust=adjust)
+    refs = load_references(tracker, [p.run_id for p in parents])
+    versus = (
+        reference_comparisons(tracker, board, runs, refs, predictions, objective, margin)
+        if not refs.empty
+        else []
     )
     if any(p.vary_split for p in parents):
         for c in found:
@@ -334,8 +423,15 @@ def build_report(
                 c.sources = "seeds, validation examples and the train/validation split"
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
-    board.to_csv(out / "leaderboard.csv", index=False)
-    comparisons_frame(found).to_csv(out / "comparisons.csv", index=False)
+    ranked = board  # the references ranked among the configurations, marked by label
+    if not refs.empty:
+        shown = leaderboard(refs, objective).assign(reference=True)
+        ranked = pd.concat([board.assign(reference=False), shown], ignore_index=True)
+        ranked = ranked.sort_values(
+            ["data", f"{objective}_mean"], ascending=[True, minimised(objective)]
+        ).reset_index(drop=True)
+    ranked.to_csv(out / "leaderboard.csv", index=False)
+    comparisons_frame([*found, *versus]).to_csv(out / "comparisons.csv", index=False)
 
     figures = {"replicates.png": replicates_figure(runs, board, objective)}
     if found:
@@ -352,12 +448,12 @@ def build_report(
 
     title = f"search `{search}`" if search else f"experiment `{tracker.experiment_name}`"
     parts = [f"# Report: {title}", "", "## Answer", ""]
-    parts += answer_lines(board, found, objective, baseline)
+    parts += answer_lines(board, found, objective, baseline, versus)
     parts += [
         "",
         f"## Leaderboard (by {objective}, mean ± std over seeds)",
         "",
-        leaderboard_markdown(board, objective),
+        leaderboard_markdown(ranked, objective),
         "",
     ]
     parts += faithfulness_markdown(board)
@@ -367,6 +463,12 @@ def build_report(
         parts += [f"- {c.sentence()}" for c in found]
     else:
         parts.append("No pair of configurations shares two or more seeds: set `search.seeds`.")
+    if not refs.empty:
+        parts += ["", "## Against the reference models (the best configuration)", ""]
+        parts += [f"- {c.sentence()}" for c in versus] or [
+            "The best configuration has fewer than two seeds: set `search.seeds` to weigh "
+            "it against the references."
+        ]
     if importance is not None:
         parts += ["", "## Which knobs matter (Optuna: PED-ANOVA and fANOVA, no retraining)", ""]
         parts += importance_markdown(importance)
@@ -377,7 +479,7 @@ def build_report(
     (out / "report.md").write_text(markdown)
     if parent is not None:
         tracker.log_artifacts_to(parent.run_id, str(out), Artifact.REPORT_DIR)
-    return Report(markdown, out, parent, board, found)
+    return Report(markdown, out, parent, ranked, found, versus)
 
 
 def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from pipeline.data import PreparedData
 from pipeline.errors import SearchError
 from pipeline.search.ledger import previous_rows
 from pipeline.search.outcome import SearchOutcome, per_trial, ranked
+from pipeline.search.references import run_references
 from pipeline.search.run import count_trials, finish_search, open_search, parent_run
 from pipeline.tracking import Artifact
 from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
@@ -226,6 +227,7 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
                 "note: keras-tuner's grid oracle derives each next grid point from a finished "
                 "trial, so grid workers mostly take turns; tuner=random or bayesian scale"
             )
+        references = run_references(cfg, data, tracker, parent_id, name)
         write_job_config(cfg, job_dir)
         cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming)
         try:
@@ -249,6 +251,8 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
         count_trials(tracker, trials)
         best = ranked(per_trial(trials), cfg.tuner.objective).iloc[0]
         best_values = tracker.read_trial_record(best["run_id"]).hyperparameters
-        return finish_search(
+        outcome = finish_search(
             cfg, data, tracker, name, parent_id, trials, best_values, str(best["trial_id"])
         )
+        outcome.references = references
+        return outcome

@@ -289,6 +289,8 @@ class SearchConfig:
     seeds: list[int] | None
     vary_split: bool
     baseline: str | None
+    # Names in pipeline.training.references, each logged as a child run ([]: none).
+    reference: list[str]
 
 
 @dataclass
@@ -320,6 +322,8 @@ class Config:
     attention: AttentionConfig
     search: SearchConfig
     cluster: ClusterConfig
+    # Settings of each reference model, by name (pipeline/training/references.py).
+    reference: dict[str, Any]
     # Modules imported before the config is checked: they may register pooling variants
     # (pipeline.models.registry) or data loaders (pipeline.data) from outside pipeline/.
     plugins: list[str]

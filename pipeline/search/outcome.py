@@ -3,7 +3,7 @@ the summary table printed at the end. Pandas only (no TensorFlow, no MLflow)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -22,6 +22,7 @@ class SearchOutcome:
     test_metrics: dict[str, float]
     ui_command: str
     exhausted: bool
+    references: list = field(default_factory=list)  # ReferenceScore per reference run
 
 
 def _typed(value: str) -> Any:
@@ -209,6 +210,28 @@ def summary_lines(outcome: SearchOutcome, objective: str, top_k: int, max_trials
     if outcome.test_metrics:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in outcome.test_metrics.items())
         lines.append(f"best trial {outcome.best['trial']} on the held-out test split: {shown}")
+    lines += reference_lines(outcome, objective)
     lines.append(f"parent run: {outcome.parent_run_id}  (search '{outcome.search_id}')")
     lines.append(f"open the UI: {outcome.ui_command}")
+    return lines
+
+
+def reference_lines(outcome: SearchOutcome, objective: str) -> list[str]:
+    """Each reference under the table, with the best configuration's gap to it (the
+    report says whether the gap is real)."""
+    lines = []
+    best = outcome.best[objective] if outcome.best else None
+    for ref in outcome.references:
+        score = ref.metrics.get(objective)
+        if score is None:
+            continue
+        text = f"reference {ref.name}: {objective} {score:.4f}"
+        if best is not None:
+            scale, unit = (1.0, "") if minimised(objective) else (100.0, " points")
+            gap = (score - best if minimised(objective) else best - score) * scale
+            text += (
+                f"; the best configuration is {abs(gap):.2f}{unit} "
+                f"{'above' if gap >= 0 else 'below'} it (python -m pipeline.report weighs it)"
+            )
+        lines.append(text)
     return lines

@@ -33,6 +33,7 @@ from pipeline.errors import SearchError
 from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import SearchPlan, comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
+from pipeline.search.references import run_references
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import (
     active_values,
@@ -243,6 +244,7 @@ def run_search(
     plan.close_interrupted(tracker)
     with parent_run(cfg, data, tracker, opening) as parent_id:
         progress.say(plan.opening_line(cfg, parent_id))
+        references = run_references(cfg, data, tracker, parent_id, name)
         tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
         tuner.parent_run_id = parent_id
         if resuming:
@@ -255,7 +257,7 @@ def run_search(
                 tracker.log_table_csv(trials, Artifact.SUMMARY)
         count_trials(tracker, trials)
         best_trial = tuner.oracle.get_best_trials(1)[0]
-        return finish_search(
+        outcome = finish_search(
             cfg,
             data,
             tracker,
@@ -265,3 +267,5 @@ def run_search(
             active_values(best_trial.hyperparameters),
             best_trial.trial_id,
         )
+        outcome.references = references
+        return outcome

@@ -19,6 +19,7 @@ class Kind:
     SEARCH = "search"  # one per search: config, best trial, test score, summary
     TRIAL = "trial"  # one per (configuration, seed), nested under its search
     REPRODUCE = "reproduce"  # a retraining by `pipeline.reproduce`
+    REFERENCE = "reference"  # a reference model (search.reference), nested beside trials
 
 
 class Status:
@@ -68,6 +69,8 @@ class Tag:
     PRUNED_EPOCH = "pruned_epoch"  # the last epoch it trained (1-based)
     WORKER = "worker"  # cluster worker id
     VECTORS = "vectors"  # the aligned word vectors' fingerprint (source file|trained)
+    # reference runs (also kind=reference): never a trial, never the best
+    REFERENCE = "reference"  # "true"
     # reproduce runs
     REPRODUCES = "reproduces"  # the run id it retrains
     SOURCE_SEARCH_ID = "source_search_id"

@@ -351,13 +351,15 @@ class Tracker:
         runs = [r for r in self.live_searches() if name is None or r.name == name]
         return runs[0] if runs else None
 
-    def trial_runs(self, parent_ids: str | list[str], status: str | None = None) -> list[TrialRun]:
-        """Trial runs of these searches (parent run ids), oldest first."""
+    def trial_runs(
+        self, parent_ids: str | list[str], status: str | None = None, kind: str = Kind.TRIAL
+    ) -> list[TrialRun]:
+        """Trial runs (or other children: `kind=reference`) of these searches (parent run
+        ids), oldest first."""
         wanted = {parent_ids} if isinstance(parent_ids, str) else set(parent_ids)
+        query = f"tags.{Tag.KIND} = '{kind}'"
         if isinstance(parent_ids, str):
-            query = f"tags.{MLFLOW_PARENT} = '{parent_ids}'"
-        else:
-            query = f"tags.{Tag.KIND} = '{Kind.TRIAL}'"
+            query += f" and tags.{MLFLOW_PARENT} = '{parent_ids}'"
         if status:
             query += f" and attributes.status = '{status}'"
         runs = (_trial_run(r) for r in self._search(query, ascending=True))
