@@ -279,9 +279,7 @@ def synthetic_vocab_file(path: Path, dim: int = 8) -> Path:
 QUICK = ["+experiment=quick", "tracking.log_model=false", "attention.enabled=false"]
 
 
-def test_a_search_on_file_vectors_logs_coverage_reproduces_and_refuses_other_vectors(
-    store, capsys
-):
+def test_a_search_on_file_vectors_logs_coverage_reproduces_and_refuses_other_vectors(store, capsys):
     from pipeline.errors import SearchError
     from pipeline.search import reproduce_run, run_search
 

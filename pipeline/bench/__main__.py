@@ -1,5 +1,6 @@
-"""`python -m pipeline.bench {pooling,overhead,memory,startup,scaling,pruning}`: benchmarks that
-print ratios measured side by side in one run (never timed assertions in tests)."""
+"""`python -m pipeline.bench {pooling,overhead,memory,startup,scaling,pruning,embeddings}`:
+benchmarks that print ratios measured side by side in one run (never timed assertions in
+tests)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tuner-seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--pruner", default="median", choices=["median", "successive_halving"])
     r.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
+    e = sub.add_parser("embeddings", help="aligning a large vector file; a trial's start")
+    e.add_argument("--data", default="airline_tweets", help="data preset (its vocabulary)")
+    e.add_argument("--words", type=int, default=400_000)
+    e.add_argument("--dim", type=int, default=100)
+    e.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.scaling import run
     elif args.which == "pruning":
         from pipeline.bench.pruning import run
+    elif args.which == "embeddings":
+        from pipeline.bench.embeddings import run
     else:
         from pipeline.bench.startup import run
     run(args)

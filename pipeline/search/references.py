@@ -127,7 +127,7 @@ def fit_and_log(
             )
         tracker.log_params(
             {
-                **flatten({"reference": settings}),
+                **flatten({"reference": {name: settings}}),
                 **{f"chosen.{k}": v for k, v in fitted.chosen.items()},
                 "data.name": data.name,
             }

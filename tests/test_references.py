@@ -1,0 +1,100 @@
+"""The bag-of-words reference: fitted on the search's split, logged as its own child run
+(never a trial, never the best, never refitted on resume), weighed in the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.data.prepare import Tokenizer
+from pipeline.training.references import REFERENCES, ReferenceInputs, fit_tfidf_lr
+
+
+def test_tfidf_lr_picks_its_settings_on_validation():
+    rng = np.random.default_rng(0)
+    words = {0: ["good", "great", "fine"], 1: ["bad", "awful", "poor"]}
+    y = rng.integers(0, 2, 120)
+    texts = [" ".join(rng.choice(words[c], 3).tolist() + ["the", "film"]) for c in y]
+    inputs = ReferenceInputs(
+        train_texts=texts[:80],
+        train_y=y[:80],
+        val_texts=texts[80:100],
+        val_y=y[80:100],
+        test_texts=texts[100:],
+        n_classes=2,
+        tokenize=Tokenizer(r"\w+", True),
+        class_weight="balanced",
+        objective="val_loss",
+    )
+    fitted = fit_tfidf_lr(
+        inputs, {"c_values": [0.01, 10.0], "ngram_max": [1, 2], "min_df": 1, "max_iter": 500}
+    )
+    assert fitted.val_probs.shape == (20, 2) and fitted.test_probs.shape == (20, 2)
+    np.testing.assert_allclose(fitted.val_probs.sum(axis=1), 1.0)
+    assert (fitted.val_probs.argmax(axis=1) == y[80:100]).all()
+    assert len(fitted.tried) == 4
+    best = min(fitted.tried, key=lambda t: t["val_loss"])
+    assert fitted.chosen == {"ngram_max": best["ngram_max"], "C": best["C"]}
+    assert fitted.chosen["C"] == 10.0  # weak regularisation fits separable words best
+    assert "tfidf-lr" in REFERENCES
+
+
+SEARCH = [
+    "+experiment=quick",
+    "tracking.log_model=false",
+    "attention.enabled=false",
+    "search.name=withref",
+    "search.reference=[tfidf-lr]",
+    "search.seeds=[0,1]",
+    "tuner.max_trials=2",
+]
+
+
+def test_the_reference_is_a_child_run_the_report_weighs_and_a_resume_keeps(store, capsys):
+    from pipeline.analysis.search_report import run_report
+    from pipeline.search import run_search
+
+    outcome = run_search(store.compose(*SEARCH))
+    out = capsys.readouterr().out
+    assert "reference tfidf-lr: val_accuracy" in out
+    runs = store.runs()
+    (ref,) = [r for r in runs if r.data.tags.get("kind") == "reference"]
+    parent = next(r for r in runs if r.data.tags["kind"] == "search")
+    trials = [r for r in runs if r.data.tags["kind"] == "trial"]
+    assert ref.info.status == "FINISHED"
+    assert ref.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert ref.data.tags["reference"] == "true" and ref.data.tags["variant"] == "tfidf-lr"
+    assert ref.data.tags["data_fingerprint"] == trials[0].data.tags["data_fingerprint"]
+    wanted = {"val_accuracy", "val_loss", "val_macro_f1", "test_accuracy", "test_macro_f1"}
+    assert wanted <= set(ref.data.metrics)
+    assert {"val_accuracy", "val_loss", "val_macro_f1"} <= set(trials[0].data.metrics)
+    assert ref.data.params["chosen.C"] and ref.data.params["reference.tfidf-lr.min_df"] == "1"
+    artifacts = {a.path for a in store.client().list_artifacts(ref.info.run_id, "predictions")}
+    assert artifacts == {"predictions/val.npz"}
+    # The tuner never saw it: 2 configurations x 2 seeds, best is a trial.
+    assert len(outcome.trials) == 4 and "tfidf-lr" not in set(outcome.trials["variant"])
+    assert parent.data.tags["best_run_id"] in {r.info.run_id for r in trials}
+
+    run_search(store.compose(*SEARCH))  # resumed: finds the reference FINISHED
+    assert "logged before; not refitted" in capsys.readouterr().out
+    assert len([r for r in store.runs() if r.data.tags.get("kind") == "reference"]) == 1
+
+    report = run_report(store.compose(), "withref", out=store.path / "report")
+    board = report.leaderboard
+    assert board[board["reference"]]["configuration"].tolist() == ["tfidf-lr (reference)"]
+    assert board[board["reference"]]["seeds"].tolist() == [1]
+    (versus,) = report.against_references
+    assert versus.b == "tfidf-lr (reference)" and versus.seeds == 2
+    assert versus.verdict in {"beats", "equivalent", "underpowered"}
+    assert versus.method == "two-level bootstrap"
+    assert "Against the bag-of-words reference" in report.markdown
+    assert versus.short() in report.markdown
+
+
+def test_an_unknown_reference_is_one_line(store):
+    from pipeline.errors import SearchError
+    from pipeline.search import run_search
+
+    with pytest.raises(SearchError, match=r"search.reference: unknown \['bert'\]; known: tfidf-lr"):
+        run_search(store.compose(*SEARCH[:-3], "search.reference=[bert]"))
+    assert all(r.info.status != "RUNNING" for r in store.runs())
