@@ -1,7 +1,8 @@
 """`python -m pipeline.reproduce RUN_ID [key=value ...]`: retrain one trial from its logs
 and compare the metrics (see `pipeline.search.reproduction`). `key=value` overrides pick the
 tracking store (e.g. `tracking.uri=...`), as for a search. Exit 0 on a match, 3 when the
-metrics differ, 2 for bad input."""
+metrics differ, 2 for bad input (also a run that did not end FINISHED: a FAILED or
+interrupted trial has no final metrics to compare, so nothing is retrained)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,19 @@ from pipeline.config import minimised
 from pipeline.tracking import Metric
 from pipeline.tracking.records import Predictions
 
+# statsmodels' multipletests methods (`pipeline.report --adjust`) as a report names them.
+ADJUSTMENTS = {
+    "holm": "Holm",
+    "bonferroni": "Bonferroni",
+    "sidak": "Sidak",
+    "holm-sidak": "Holm-Sidak",
+    "simes-hochberg": "Hochberg",
+    "hommel": "Hommel",
+    "fdr_bh": "Benjamini-Hochberg (FDR)",
+    "fdr_by": "Benjamini-Yekutieli (FDR)",
+    "fdr_tsbh": "two-stage Benjamini-Hochberg (FDR)",
+    "fdr_tsbky": "two-stage Benjamini-Krieger-Yekutieli (FDR)",
+}
 ALPHA = 0.05
 POWER = 0.8
 RESAMPLES = 2000
@@ -203,6 +216,7 @@ class Comparison:
     n_tests: int = 1
     verdict: str = ""  # beats | equivalent | underpowered
     seeds_needed: int | None = None
+    adjustment: str = "holm"  # statsmodels' multipletests method the p-values went through
 
     @property
     def scale(self) -> tuple[float, str]:
@@ -245,7 +259,8 @@ class Comparison:
         parts.append(f"95% interval [{self._fmt(lo, True)}, {self._fmt(hi, True)}]")
         parts.append(f"{self.method} p={self.p_value:.3g}")
         if self.n_tests > 1:
-            parts.append(f"Holm-adjusted p={self.p_adjusted:.3g} over {self.n_tests} comparisons")
+            name = ADJUSTMENTS.get(self.adjustment, self.adjustment)
+            parts.append(f"{name}-adjusted p={self.p_adjusted:.3g} over {self.n_tests} comparisons")
         if self.mcnemar:
             parts.append("McNemar per seed p=" + ", ".join(f"{p:.2g}" for p in self.mcnemar))
         size = f"{self.seeds} seeds" + (f" x {self.examples} examples" if self.examples else "")
@@ -267,8 +282,16 @@ class Comparison:
             )
         if self.verdict == "equivalent":
             return f"{self.a} and {self.b} are equivalent within {self.margin_text()} ({interval})"
-        need = f"; about {self.seeds_needed} seeds needed" if self.seeds_needed else ""
+        need = f"; {self.seeds_text()} needed" if self.seeds_needed else ""
         return f"{self.a} vs {self.b} is underpowered ({interval}{need})"
+
+    def seeds_text(self) -> str:
+        """ "about N seeds", never a number the comparison has already run: the seed-level
+        power estimate ignores the validation examples' own noise, which the two-level
+        interval carries, so at or below the seeds run it can only say "more than"."""
+        if self.seeds_needed is not None and self.seeds_needed > self.seeds:
+            return f"about {self.seeds_needed} seeds"
+        return f"more than {self.seeds} seeds"
 
     def sentence(self) -> str:
         """Plain words: the difference with its interval first, then the evidence."""
@@ -290,8 +313,7 @@ class Comparison:
             )
         target = max(abs(self.diff), self.margin)
         need = (
-            f"about {self.seeds_needed} seeds would be needed to detect a gap of "
-            f"{target * scale:.2f}{unit}"
+            f"{self.seeds_text()} would be needed to detect a gap of {target * scale:.2f}{unit}"
             if self.seeds_needed
             else "more seeds are needed (no spread between seeds to plan with)"
         )
@@ -433,7 +455,7 @@ def comparisons(
         elif tested:
             adjusted = multipletests([c.p_value for c in tested], alpha=alpha, method=adjust)[1]
             for c, p in zip(tested, adjusted, strict=True):
-                c.p_adjusted, c.n_tests = float(p), len(tested)
+                c.p_adjusted, c.n_tests, c.adjustment = float(p), len(tested), adjust
         for c in found:
             c.decide(alpha)
         out.extend(found)

@@ -289,15 +289,30 @@ def comparisons_frame(found: list[Comparison]) -> pd.DataFrame:
     )
 
 
-def load_predictions(tracker, runs: pd.DataFrame) -> dict[tuple[str, str], dict[int, object]]:
-    """Each run's logged validation predictions: (data, configuration) -> seed -> them."""
+def load_predictions(
+    tracker, runs: pd.DataFrame, missing: dict[str, str] | None = None
+) -> dict[tuple[str, str], dict[int, object]]:
+    """Each run's logged validation predictions: (data, configuration) -> seed -> them.
+    Runs without readable ones go into `missing` (run id -> why), which the report
+    lists: their comparisons fall back to seeds only, and the report says so. A refused
+    permission or an outage is an error, never "no predictions"."""
+    from pipeline.tracking.store import CorruptArtifact
+
     found: dict[tuple[str, str], dict[int, object]] = {}
     for row in runs.itertuples():
         if pd.isna(row.seed):
             continue
-        predictions = tracker.read_predictions(row.run_id)
-        if predictions is not None:
-            found.setdefault((row.data, row.label), {})[int(row.seed)] = predictions
+        try:
+            predictions = tracker.read_predictions(row.run_id)
+        except CorruptArtifact as err:
+            if missing is not None:
+                missing[row.run_id] = str(err).split(": ", 1)[-1]
+            continue
+        if predictions is None:
+            if missing is not None:
+                missing[row.run_id] = "logged no predictions (tracking.log_predictions=false?)"
+            continue
+        found.setdefault((row.data, row.label), {})[int(row.seed)] = predictions
     return found
 
 
@@ -409,7 +424,8 @@ def build_report(
         raise SearchError(f"--objective: no metric '{objective}' on these runs")
     baseline = baseline or (parent.baseline if parent else None)
     board = leaderboard(runs, objective)
-    predictions = load_predictions(tracker, runs)
+    missing: dict[str, str] = {}
+    predictions = load_predictions(tracker, runs, missing)
     found = comparisons(runs, predictions, objective, baseline, margin, adjust=adjust)
     refs = load_references(tracker, [p.run_id for p in parents])
     versus = (
@@ -469,6 +485,14 @@ def build_report(
             "The best configuration has fewer than two seeds: set `search.seeds` to weigh "
             "it against the references."
         ]
+    if missing:
+        labels = dict(zip(runs["run_id"], runs["label"], strict=True))
+        parts += ["", "## Runs without per-example predictions", ""]
+        parts.append(
+            "Comparisons that involve these runs rest on their seeds only (paired t-test), "
+            "not on the two-level bootstrap:"
+        )
+        parts += [f"- `{rid}` ({labels.get(rid, '?')}): {why}" for rid, why in missing.items()]
     if importance is not None:
         parts += ["", "## Which knobs matter (Optuna: PED-ANOVA and fANOVA, no retraining)", ""]
         parts += importance_markdown(importance)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import progress
 from pipeline.config import CONF_DIR
 from pipeline.errors import SearchError
-from pipeline.tracking import Artifact, Kind, Metric, Tag, TrialRecord, TrialRun
+from pipeline.tracking import Artifact, Kind, Metric, Status, Tag, TrialRecord, TrialRun
 
 # Metrics that measure the machine, not the model: never compared.
 UNCOMPARED = (Metric.TRAIN_SECONDS, Metric.DIAGNOSTICS_SECONDS)
@@ -42,6 +42,12 @@ def load_source(tracker, run_id: str) -> Source:
         raise SearchError(
             f"run {run_id} is not a trial run of a search (kind={run.kind or '?'}); "
             "pass the id of a child run"
+        )
+    if run.status != Status.FINISHED:
+        why = f": {run.error}" if run.error else ""
+        raise SearchError(
+            f"run {run_id} ended {run.status}{why}; it has no final metrics to compare a "
+            "reproduction with (reproduce a FINISHED trial run of the same configuration)"
         )
     try:
         record = tracker.read_trial_record(run_id)

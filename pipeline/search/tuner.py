@@ -24,7 +24,7 @@ from pipeline.data import PreparedData
 from pipeline.errors import SearchError, one_line
 from pipeline.models.registry import variant_label
 from pipeline.search.oracles import make_oracle
-from pipeline.search.outcome import new_row
+from pipeline.search.outcome import new_row, trial_row
 from pipeline.search.pruning import PruningCallback, curves_from_runs, make_mirror
 from pipeline.search.replicates import (
     group_hash,
@@ -200,15 +200,8 @@ class TrackedTuner(kt.Tuner):
         """One seed of one configuration: its own child run (never run or logged twice)."""
         seed = int(train["seed"])
         key = replicate_key(values, seed, self.data.fingerprint)
-        done = next(
-            (
-                r
-                for r in self.rows
-                if r.get("config_hash") == key and r["status"] == Status.FINISHED
-            ),
-            None,
-        )
-        if done is not None:  # finished and logged before a crash
+        done = self._finished_before(key)
+        if done is not None:  # finished and logged before a crash: its score, no retraining
             progress.say(f"    seed {seed}: already finished (run {done['run_id']})")
             return {k: float(done[k]) for k in VALIDATION_METRICS}
         variant = variant_label(model_settings)
@@ -299,6 +292,23 @@ class TrackedTuner(kt.Tuner):
             rss_mb=round(rss_mb(), 1),
         )
         return metrics
+
+    def _finished_before(self, key: str) -> dict[str, Any] | None:
+        """The summary row of a FINISHED run of this replicate (same search, configuration,
+        seed and data), from this process's rows or else the store: a cluster worker (or a
+        chief killed after a run reached FINISHED but before the oracle heard of it) has
+        no rows of the runs other processes logged."""
+        for row in self.rows:
+            if row.get("config_hash") == key and row["status"] == Status.FINISHED:
+                return row
+        if not self.parent_run_id:
+            return None
+        run = self.tracker.finished_replicate(self.parent_run_id, key)
+        if run is None or not all(k in run.metrics for k in VALIDATION_METRICS):
+            return None
+        row = trial_row(run)
+        self.rows.append(row)
+        return row
 
     def _report_score(self, number: int, metrics: dict[str, float], n_seeds: int) -> None:
         name = self.oracle.objective.name

@@ -211,7 +211,12 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
     import tempfile
 
     from pipeline.tracking.redaction import redact
-    from pipeline.tracking.store import TrackingError, initialise_store
+    from pipeline.tracking.store import (
+        TrackingError,
+        check_artifact_uri,
+        has_scheme,
+        initialise_store,
+    )
 
     backend = tracking.uri
     if backend.startswith(("http://", "https://")):
@@ -222,8 +227,12 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
         Path(backend.removeprefix("sqlite:///")).expanduser().parent.mkdir(
             parents=True, exist_ok=True
         )
-    artifacts = Path(tracking.artifact_root).expanduser().resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
+    if has_scheme(tracking.artifact_root):  # s3://...: the server's own to reach
+        check_artifact_uri(tracking.artifact_root)
+        artifacts = tracking.artifact_root
+    else:
+        artifacts = Path(tracking.artifact_root).expanduser().resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="attention-search-server-") as folder:
         extra = auth_config(tracking, Path(folder)) if auth else {}
         initialise_store(backend)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pipeline.errors import UserFacingError
 
-SCHEMES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
+SCHEMES = ("postgresql", "postgres")  # with or without a driver: postgresql+psycopg://
 # Any fixed 64-bit key: every opener of an MLflow store on this database waits on it.
 MIGRATION_LOCK_KEY = 0x6D6C666C6F77  # "mlflow"
 LOCK_TIMEOUT_S = 300
@@ -38,7 +38,10 @@ class PostgresError(UserFacingError, RuntimeError):
 
 
 def is_postgres(uri: str) -> bool:
-    return uri.startswith(SCHEMES)
+    """A PostgreSQL store URI, whichever SQLAlchemy driver it names (`postgresql://`,
+    `postgresql+psycopg://`, `postgresql+psycopg2://`, `postgres://`)."""
+    scheme, sep, _ = uri.partition("://")
+    return bool(sep) and scheme.split("+", 1)[0].lower() in SCHEMES
 
 
 @contextmanager

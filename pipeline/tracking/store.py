@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -52,6 +53,10 @@ MAX_PARAM_CHARS = 6000
 
 class TrackingError(UserFacingError, RuntimeError):
     """The tracking store cannot be used; the message says which and why."""
+
+
+class CorruptArtifact(TrackingError):
+    """A logged artifact is there but cannot be read (truncated, not what it claims)."""
 
 
 def package_versions() -> dict[str, str]:
@@ -232,8 +237,13 @@ class Tracker:
             pass  # reachability was checked just before; MLflow's own calls report the rest
 
     def _prepare_local_store(self) -> str:
-        artifacts = Path(self.artifact_root).expanduser().resolve()
-        paths = [artifacts]
+        if has_scheme(self.artifact_root):  # s3://, gs://, file://...: MLflow's to resolve
+            check_artifact_uri(self.artifact_root)
+            artifacts = None
+            paths = []
+        else:
+            artifacts = Path(self.artifact_root).expanduser().resolve()
+            paths = [artifacts]
         if self.uri.startswith("sqlite:///"):
             paths.append(Path(self.uri.removeprefix("sqlite:///")).expanduser().resolve().parent)
         for path in paths:
@@ -243,7 +253,7 @@ class Tracker:
                 probe.close()
             except OSError as err:
                 raise TrackingError(f"tracking: cannot write to {path} ({err.strerror})") from None
-        return artifacts.as_uri()
+        return self.artifact_root if artifacts is None else artifacts.as_uri()
 
     def ui_command(self) -> str:
         """How to look at this experiment: its runs in MLflow's model-training view
@@ -365,18 +375,31 @@ class Tracker:
         runs = (_trial_run(r) for r in self._search(query, ascending=True))
         return [r for r in runs if r.parent_id in wanted]
 
+    def finished_replicate(self, parent_id: str, config_hash: str) -> TrialRun | None:
+        """The latest FINISHED trial run of one replicate (tag `config_hash`) under a
+        search's parent, or None: one filtered query, so a trial can ask before training."""
+        query = (
+            f"tags.{Tag.KIND} = '{Kind.TRIAL}' and tags.{MLFLOW_PARENT} = '{parent_id}' "
+            f"and tags.{Tag.CONFIG_HASH} = '{config_hash}' "
+            f"and attributes.status = '{Status.FINISHED}'"
+        )
+        runs = [_trial_run(r) for r in self._search(query)]
+        return runs[0] if runs else None
+
     def metric_history(self, run_id: str, key: str) -> dict[int, float]:
         """A run's values of one metric by step (the per-epoch curves: step = epoch)."""
         return {m.step: m.value for m in self._call(client().get_metric_history, run_id, key)}
 
     def get_trial_run(self, run_id: str) -> TrialRun:
-        """Any run by id, or TrackingError naming the id (wrong id, other store)."""
+        """Any run by id, or TrackingError naming the id (wrong id, other store). An
+        outage stays an outage (retried within the budget, then `TrackingOutage`)."""
         try:
             return _trial_run(self._call(client().get_run, run_id))
-        except Exception as err:
-            raise TrackingError(
-                f"run {run_id}: not found in this store ({one_line(err)})"
-            ) from None
+        except TrackingOutage:
+            raise
+        except mlflow.exceptions.MlflowException as err:
+            what = "not found in this store" if _missing(err) else "cannot be read"
+            raise TrackingError(f"run {run_id}: {what} ({one_line(err)})") from None
 
     def close_interrupted(self, parent_id: str, worker: str | None = None) -> int:
         """Children a dead process (or one cluster worker) left RUNNING become FAILED,
@@ -434,7 +457,9 @@ class Tracker:
 
         try:
             return self._call(mlflow.artifacts.load_text, f"runs:/{run_id}/{path}")
-        except Exception as err:
+        except TrackingOutage:
+            raise
+        except (mlflow.exceptions.MlflowException, OSError, UnicodeDecodeError) as err:
             raise TrackingError(
                 f"run {run_id}: cannot read artifact '{path}' ({one_line(err)})"
             ) from None
@@ -443,18 +468,34 @@ class Tracker:
         return TrialRecord.from_json(json.loads(self.read_text(run_id, Artifact.TRIAL_RECORD)))
 
     def read_predictions(self, run_id: str) -> Predictions | None:
-        """A trial's validation predictions, or None when it logged none (older runs)."""
+        """A trial's validation predictions, or None when it logged none (older runs,
+        `tracking.log_predictions=false`). A file that is there but cannot be read raises
+        `CorruptArtifact`; a refused permission or any other store error is a
+        TrackingError, an outage `TrackingOutage`: never "no predictions"."""
+        import zipfile
+
         import numpy as np
 
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = self._call(client().download_artifacts, run_id, Artifact.PREDICTIONS, tmp)
-            except TrackingOutage:
-                raise
-            except Exception:
+        folder, name = Artifact.PREDICTIONS.rsplit("/", 1)
+        try:
+            listed = self._call(client().list_artifacts, run_id, folder)
+            if Artifact.PREDICTIONS not in {f.path for f in listed}:
                 return None
-            with np.load(path) as saved:
-                return Predictions(saved["index"], saved["y"], saved["probs"])
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self._call(client().download_artifacts, run_id, Artifact.PREDICTIONS, tmp)
+                try:
+                    with np.load(path) as saved:
+                        return Predictions(saved["index"], saved["y"], saved["probs"])
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                    raise CorruptArtifact(
+                        f"run {run_id}: {Artifact.PREDICTIONS} is unreadable ({one_line(err)})"
+                    ) from None
+        except (TrackingOutage, CorruptArtifact):
+            raise
+        except mlflow.exceptions.MlflowException as err:
+            raise TrackingError(
+                f"run {run_id}: cannot read {Artifact.PREDICTIONS} ({one_line(err)})"
+            ) from None
 
     def download_artifact(self, run_id: str, path: str, folder: str) -> str:
         return self._call(client().download_artifacts, run_id, path, folder)
@@ -641,6 +682,42 @@ class Tracker:
             tags[MLFLOW_GIT_COMMIT] = commit
         self._call(mlflow.set_tags, tags)
         return versions
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def has_scheme(location: str) -> bool:
+    """A URI (`s3://bucket/x`, `file:///srv/a`), which goes to MLflow untouched; anything
+    else is a local path, resolved here."""
+    return bool(_SCHEME.match(location))
+
+
+def check_artifact_uri(uri: str) -> None:
+    """An artifact root MLflow must reach through its own repository for the scheme: an
+    unknown scheme, a missing client library (boto3 for s3://) or an unreachable store
+    fails here in one line, before any training."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(uri).list_artifacts()
+    except Exception as err:  # re-raised: MLflow's many kinds, named with the location
+        hint = (
+            "; install the client library for this scheme" if isinstance(err, ImportError) else ""
+        )
+        raise TrackingError(
+            f"tracking.artifact_root: cannot use {redact(uri)}: {one_line(err)}{hint}"
+        ) from None
+
+
+def _missing(err: BaseException) -> bool:
+    """MLflow's "no such run/artifact" (a wrong id, another store), not an outage or a
+    refused permission."""
+    code = getattr(err, "error_code", "")
+    return (
+        code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+        or "not found" in str(err).lower()
+    )
 
 
 def _already_exists(err: BaseException) -> bool:
