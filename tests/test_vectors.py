@@ -34,7 +34,10 @@ def known_vectors() -> np.ndarray:
 
 
 def write_glove(path: Path) -> Path:
-    rows = [f"{w} " + " ".join(f"{v:g}" for v in vec) for w, vec in zip(WORDS, known_vectors())]
+    rows = [
+        f"{w} " + " ".join(f"{v:g}" for v in vec)
+        for w, vec in zip(WORDS, known_vectors(), strict=True)
+    ]
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt", encoding="utf-8") as f:
         f.write("\n".join(rows) + "\n")
