@@ -323,3 +323,50 @@ def test_a_search_on_file_vectors_logs_coverage_reproduces_and_refuses_other_vec
         run_search(store.compose(*overrides))
     with pytest.raises(SearchError, match="word vectors differ"):
         reproduce_run(store.compose(), trials[0].info.run_id)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_the_source_is_a_searchable_knob_pinned_by_an_explicit_value():
+    from pipeline.config import compose_config, search_space_dims
+
+    searched = ["+search_space.embeddings.source={type: choice, values: [random, trained]}"]
+    dims = search_space_dims(compose_config(searched).search_space)
+    assert dims["embeddings.source"]["values"] == ["random", "trained"]
+    pinned = compose_config([*searched, "model.embeddings.source=trained"])
+    assert "embeddings.source" not in search_space_dims(pinned.search_space)
+    assert "embeddings" not in pinned.search_space  # no empty group left behind
+    preset = compose_config(["+experiment=pretrained_vectors"])
+    assert search_space_dims(preset.search_space)["embeddings.source"]["values"] == [
+        "random",
+        "trained",
+    ]
+    assert preset.model.embeddings.method == "word2vec"  # a preset's setting pins nothing
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model.embeddings.source=file"], "model.embeddings.path: needed with source=file"),
+        (
+            ["model.embeddings.source=file", "model.embeddings.path=v.txt"],
+            "search_space.embedding_dim: the vector file fixes the embedding size",
+        ),
+        (["model.embeddings.source=glove"], "model.embeddings.source"),
+        (["model.embeddings.format=csv"], "model.embeddings.format"),
+        (["model.embeddings.source=trained", "model.embeddings.epochs=0"], "must be >= 1"),
+        (["model.recurrent_dropout=1.5"], "model.recurrent_dropout: must be in [0, 1)"),
+        (
+            ["+search_space.embeddings.source={type: choice, values: [random, bert]}"],
+            "unknown embeddings.source ['bert']",
+        ),
+    ],
+)
+def test_bad_embedding_settings_are_one_line(overrides, message):
+    from pipeline.config import compose_config
+    from pipeline.models.registry import validate_config
+
+    with pytest.raises(Exception) as err:
+        validate_config(compose_config(overrides))
+    assert message in str(err.value).splitlines()[0] or message in str(err.value)

@@ -21,7 +21,7 @@ from pipeline.config.schema import CONF_DIR, ModelConfig, TrainConfig
 from pipeline.config.validation import NESTED_KNOBS
 
 SECTIONS = {
-    "model": set(ModelConfig.__dataclass_fields__) | set(NESTED_KNOBS),
+    "model": (set(ModelConfig.__dataclass_fields__) - {"embeddings"}) | set(NESTED_KNOBS),
     "train": set(TrainConfig.__dataclass_fields__),
 }
 
@@ -96,7 +96,8 @@ def pin_knobs(cfg: DictConfig, sources: dict[str, str]) -> list[Pin]:
     space = cfg.search_space
     pinned: dict[str, tuple[Any, str]] = {}
     for knob, source in sources.items():
-        if OmegaConf.select(space, knob) is not None:  # also a nested one: embeddings.source
+        node = OmegaConf.select(space, knob)  # also a nested one: embeddings.source
+        if isinstance(node, DictConfig) and "type" in node:
             section = "model" if knob in SECTIONS["model"] else "train"
             pinned[knob] = (OmegaConf.select(cfg[section], knob), source)
     dropped: dict[str, list[str]] = {k: [] for k in pinned}

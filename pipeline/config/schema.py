@@ -172,6 +172,7 @@ class ModelConfig:
     attention_heads: int
     attention_head_merge: str
     dropout: float
+    recurrent_dropout: float
     dense_units: int
 
 

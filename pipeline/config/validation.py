@@ -140,6 +140,11 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     _require(m.embedding_dim > 0, "model.embedding_dim", f"must be > 0, got {m.embedding_dim}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     _require(
+        0 <= m.recurrent_dropout < 1,
+        "model.recurrent_dropout",
+        f"must be in [0, 1), got {m.recurrent_dropout}",
+    )
+    _require(
         m.attention_temperature > 0,
         "model.attention_temperature",
         f"must be > 0, got {m.attention_temperature}",

@@ -1,6 +1,7 @@
 """Build the classifier from model settings; read attention weights out of a trained model.
 
-Embedding(mask_zero) -> [Dropout] -> LSTM/BiLSTM(return_sequences) -> pooling
+Embedding(mask_zero; pretrained weights, frozen or not) -> [Dropout] -> LSTM/BiLSTM
+(return_sequences, optional recurrent dropout) -> pooling
 -> [Dense] -> Dense(n_classes, softmax). The pooling layer and whether the embedding
 masks padding come from the pooling registry (`classic` turns masking off, as the
 original recipe does, so it is numerically the same model).
@@ -48,7 +49,12 @@ def build_model(
     )(tokens)
     if settings.get("dropout", 0.0) > 0:
         x = keras.layers.Dropout(settings["dropout"], name="embedding_dropout")(x)
-    rnn = keras.layers.LSTM(settings["units"], return_sequences=True, name="lstm")
+    rnn = keras.layers.LSTM(
+        settings["units"],
+        return_sequences=True,
+        recurrent_dropout=float(settings.get("recurrent_dropout", 0.0)),
+        name="lstm",
+    )
     if settings.get("bidirectional", False):
         rnn = keras.layers.Bidirectional(rnn, name="bilstm")
     states = rnn(x)

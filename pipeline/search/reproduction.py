@@ -71,6 +71,8 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         # Runs before pretrained vectors started from Keras' initializer, trainable.
         if "embedding_trainable" not in model:
             model.embedding_trainable = True
+        if "recurrent_dropout" not in model:
+            model.recurrent_dropout = 0.0
         if "embeddings" not in model:
             model.embeddings = OmegaConf.load(CONF_DIR / "model" / "default.yaml").embeddings
             model.embeddings.source = "random"
