@@ -87,12 +87,8 @@ def test_balanced_class_weights():
     assert w[0] == pytest.approx(4 / 6) and w[1] == pytest.approx(2.0)
 
 
-def test_csv_loader_with_label_map_and_multiline_quoted_fields(tmp_path):
-    path = write_csv(
-        tmp_path / "d.csv",
-        'txt,lab\n"good, fine\nreally",p\nbad 😠,n\nok,p\nmeh,n\nyes,p\nno,n\n',
-    )
-    cfg = data_cfg(
+def cfg_overrides(path) -> list[str]:
+    return [
         "data=csv",
         f"data.csv.path={path}",
         "data.csv.text_column=txt",
@@ -101,11 +97,22 @@ def test_csv_loader_with_label_map_and_multiline_quoted_fields(tmp_path):
         "+data.csv.label_map.n=neg",
         "data.val_fraction=0.34",
         "data.test_fraction=0",
+    ]
+
+
+def test_csv_loader_with_label_map_and_multiline_quoted_fields(tmp_path):
+    path = write_csv(
+        tmp_path / "d.csv",
+        'txt,lab\n"good, fine\nreally",p\nbad 😠,n\nok,p\nmeh,n\nyes,p\nno,n\n',
     )
+    cfg = data_cfg(*cfg_overrides(path))
     d = prepare(cfg)
     assert d.class_names == ["neg", "pos"]
     assert sum(len(v) for v in d.y.values()) == 6
     assert "😠" in d.vocab or "really" in d.vocab
+    assert d.name == "d"  # the file's name, not the generic preset's `csv`
+    named = prepare(data_cfg(*cfg_overrides(path), "data.name=reviews"))
+    assert named.name == "reviews" and named.fingerprint == d.fingerprint
 
 
 @pytest.mark.parametrize(
@@ -156,6 +163,7 @@ def test_text_dir_loader_keeps_test_split_aside(tmp_path):
     assert len(d.y["test"]) == 4
     assert len(d.y["train"]) + len(d.y["val"]) == 12
     assert all("review" in t for t in d.texts["test"])
+    assert d.name == tmp_path.name
 
 
 def test_text_dir_missing_root():

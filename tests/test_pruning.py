@@ -104,12 +104,26 @@ def test_the_callback_stops_training_and_says_when():
     m.add([Curve(f"c{i}", GOOD, 0.85) for i in range(3)])
     callback = PruningCallback(m, "k")
     callback.set_model(SimpleNamespace(stop_training=False))
+    callback.set_params({"epochs": 4})
     callback.on_epoch_end(0, {"val_accuracy": 0.52})
     assert callback.pruned_at is None and not callback.model.stop_training
     callback.on_epoch_end(1, {"val_accuracy": 0.2})
     assert callback.pruned_at == 1 and callback.model.stop_training
     callback.close(0.52)
     assert m.study.trials[-1].state.name == "PRUNED" and "k" in m.known
+
+
+def test_a_prune_after_the_last_epoch_is_a_full_trial_not_a_pruned_one():
+    m = mirror()
+    m.add([Curve(f"c{i}", GOOD, 0.85) for i in range(3)])
+    callback = PruningCallback(m, "last")
+    callback.set_model(SimpleNamespace(stop_training=False))
+    callback.set_params({"epochs": 2})
+    callback.on_epoch_end(0, {"val_accuracy": 0.52})
+    callback.on_epoch_end(1, {"val_accuracy": 0.2})  # the pruner would stop it: too late
+    assert callback.pruned_at is None and not callback.model.stop_training
+    callback.close(0.52)
+    assert m.study.trials[-1].state.name == "COMPLETE"
 
 
 @pytest.mark.parametrize(

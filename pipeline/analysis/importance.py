@@ -146,12 +146,14 @@ def knob_importance(study) -> KnobImportance:
     if len({t.value for t in study.trials}) == 1:
         return KnobImportance(note=f"all {n} configurations scored the same")
     result = KnobImportance()
-    evaluators = {
-        "ped_anova": PedAnovaImportanceEvaluator(),
-        "fanova": FanovaImportanceEvaluator(seed=0),
-    }
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # experimental-API warnings
+        # experimental-API warnings, Optuna's ExperimentalWarning among them (raised when
+        # PED-ANOVA is constructed): printed on every search and report otherwise
+        warnings.simplefilter("ignore")
+        evaluators = {
+            "ped_anova": PedAnovaImportanceEvaluator(),
+            "fanova": FanovaImportanceEvaluator(seed=0),
+        }
         for name, evaluator in evaluators.items():
             try:
                 scores = optuna.importance.get_param_importances(study, evaluator=evaluator)

@@ -17,7 +17,7 @@ import time
 import keras
 
 from pipeline.config import compose_config, to_plain
-from pipeline.data import PreparedData, prepare
+from pipeline.data import DataError, PreparedData, prepare
 from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
 from pipeline.training.fit import batches
@@ -29,7 +29,7 @@ DEFAULT_VARIANTS = ["attn-tanh", "attn-none", "spattn-tanh", "dot", "mean", "max
 def load(name: str, examples: int) -> PreparedData | None:
     try:
         data = prepare(compose_config([f"data={name}"]).data)
-    except Exception as err:  # a missing shared file is a skip, not a crash
+    except DataError as err:  # a missing shared file is a skip, not a crash
         print(f"skip {name}: {err}")
         return None
     data.x["train"] = data.x["train"][:examples]

@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -107,6 +108,16 @@ def fingerprint(raw: RawData, preprocessing: dict) -> str:
     return h.hexdigest()
 
 
+def data_name(name: str, loader: str, source: str) -> str:
+    """What tables, tags and reports call the data: its preset's name, or for the generic
+    presets (`data=csv`, `data=text_dir`, named after their loader) the file's or
+    folder's own name (`reviews.csv` -> `reviews`)."""
+    if name != loader or loader == "synthetic":
+        return name
+    stem = Path(source).name.split(".")[0]
+    return stem or name
+
+
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     """Inverse class frequency, normalised so the mean weight per example is 1."""
     counts = np.bincount(y, minlength=n_classes).astype(float)
@@ -174,7 +185,7 @@ def prepare(cfg: DictConfig) -> PreparedData:
         section = {k: v for k, v in section.items() if k not in UNHASHED_LOADER_KEYS}
     preprocessing[cfg.loader] = section
     return PreparedData(
-        name=cfg.name,
+        name=data_name(cfg.name, cfg.loader, raw.source),
         x=x,
         y=y,
         class_names=class_names,

@@ -173,7 +173,9 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         value = (logs or {}).get(self.mirror.objective)
-        if value is not None and self.mirror.report(self.trial, epoch, value):
+        pruned = value is not None and self.mirror.report(self.trial, epoch, value)
+        # A "prune" after the last epoch stops nothing: the trial trained in full.
+        if pruned and epoch + 1 < int(self.params.get("epochs") or 0):
             self.pruned_at = epoch
             self.model.stop_training = True
 
