@@ -34,8 +34,11 @@ from tests.conftest import (
     start_server_cli,
 )
 
-# A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch.
+# A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch;
+# during an outage it tries again at least every 2 s, so it carries on soon after one.
+OUTAGE_S = 12  # longer than a trial's training: epochs, artifacts and the run's end wait
 STEADY = [
+    "tracking.outage_backoff_max_s=2",
     "+experiment=quick",
     "tuner.max_trials=3",
     "train.epochs=4",
@@ -167,9 +170,9 @@ def ride_out(server: Server, search: Search, trained_line: str, outage_s: float)
 
 
 @pytest.mark.e2e
-def test_a_30s_outage_mid_trial_loses_nothing(tmp_path, server):
+def test_an_outage_mid_trial_loses_nothing(tmp_path, server):
     search = Search(*search_overrides(tmp_path, server.base, "outage"))
-    ride_out(server, search, "[trial 1/3]", outage_s=30)
+    ride_out(server, search, "[trial 1/3]", outage_s=OUTAGE_S)
     code = search.finish()
     assert code == 0, search.output
     assert "unreachable" in search.output and "is back after" in search.output
@@ -187,13 +190,13 @@ def test_a_30s_outage_mid_trial_loses_nothing(tmp_path, server):
 
 
 @pytest.mark.e2e
-def test_a_30s_outage_in_cluster_mode_loses_nothing(tmp_path, server):
+def test_an_outage_in_cluster_mode_loses_nothing(tmp_path, server):
     search = Search(
         *search_overrides(
             tmp_path, server.base, "cluster-outage", "cluster=workers", "cluster.n_workers=2"
         )
     )
-    ride_out(server, search, "[trial 1/3]", outage_s=30)
+    ride_out(server, search, "[trial 1/3]", outage_s=OUTAGE_S)
     code = search.finish()
     assert code == 0, search.output
     assert "consecutive failures" not in search.output

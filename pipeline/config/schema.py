@@ -253,6 +253,7 @@ class TrackingConfig:
     system_metrics_s: float
     connect_timeout: int
     outage_budget_s: float
+    outage_backoff_max_s: float
     stale_after_s: float
     heartbeat_s: float
     auth_db: str

@@ -52,6 +52,6 @@ class Heartbeat:
                     self.beats += 1
                 # Swallowed on purpose: an outage or a run closed meanwhile; the next beat
                 # will do, and a run is only stale after tracking.stale_after_s without one.
-                # Shown by test_faults.py::test_a_30s_outage_mid_trial_loses_nothing.
+                # Shown by test_faults.py::test_an_outage_mid_trial_loses_nothing.
                 except Exception:
                     continue

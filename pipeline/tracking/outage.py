@@ -47,10 +47,11 @@ class TrackingOutage(UserFacingError, RuntimeError):
 class OutageGuard:
     """Retries calls to one tracking server across outages of up to `budget_s` seconds."""
 
-    def __init__(self, uri: str, budget_s: float):
+    def __init__(self, uri: str, budget_s: float, max_delay_s: float = MAX_DELAY_S):
         self.uri = uri
         self.remote = uri.startswith(("http://", "https://"))
         self.budget_s = float(budget_s)
+        self.max_delay_s = float(max_delay_s)
         self.down_since: float | None = None
         self.lost = False
         self.outages: list[float] = []  # length of each outage ridden out, seconds
@@ -71,7 +72,7 @@ class OutageGuard:
                     raise
                 remaining = self._note_down(err)
                 time.sleep(min(delay, max(remaining, 0.05)))
-                delay = min(delay * 2, MAX_DELAY_S)
+                delay = min(delay * 2, self.max_delay_s)
                 continue
             self._note_up()
             return result

@@ -99,6 +99,7 @@ class Tracker:
         connect_timeout: int = 10,
         *,
         outage_budget_s: float = 0,
+        outage_backoff_max_s: float = 10.0,
         heartbeat_s: float = 0,
         stale_after_s: float = 0,
         system_metrics_s: float = 0,
@@ -112,7 +113,7 @@ class Tracker:
         self._datasets: dict[tuple[str, str], Any] = {}
         # A cluster worker has no parent run of its own: its trials nest under this one.
         self.parent_run_id: str | None = None
-        self.guard = OutageGuard(uri, outage_budget_s)
+        self.guard = OutageGuard(uri, outage_budget_s, outage_backoff_max_s)
         self.heartbeat = Heartbeat(heartbeat_s)
         self.stale_after_s = float(stale_after_s)
         self.system_metrics_s = float(system_metrics_s)
@@ -134,6 +135,7 @@ class Tracker:
             tracking.artifact_root,
             tracking.connect_timeout,
             outage_budget_s=tracking.outage_budget_s,
+            outage_backoff_max_s=tracking.outage_backoff_max_s,
             heartbeat_s=tracking.heartbeat_s,
             stale_after_s=tracking.stale_after_s,
             system_metrics_s=tracking.system_metrics_s,
@@ -323,7 +325,7 @@ class Tracker:
         if monitor is not None:
             # Swallowed on purpose: MLflow's sampler thread logging its last samples (it
             # fails during an outage); the run's own status still follows. Shown by
-            # test_faults.py::test_a_30s_outage_mid_trial_loses_nothing (every run FINISHED).
+            # test_faults.py::test_an_outage_mid_trial_loses_nothing (every run FINISHED).
             with suppress(Exception):
                 monitor.finish()
         try:
