@@ -70,6 +70,15 @@ def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> N
     tracker.log_environment()
 
 
+@dataclass
+class SearchOpening:
+    """A search about to open its parent run: new or resumed, and with which vectors."""
+
+    plan: SearchPlan
+    comparable: str
+    vectors: list  # VectorTable per embedding source a trial can use
+
+
 def open_search(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOpening:
     """What every search (one process or a cluster) does before its parent run opens:
     the data line, the word vectors (built once, their coverage said), new or resumed."""
@@ -79,13 +88,6 @@ def open_search(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> Search
         progress.say(table.line())
     comparable = comparable_hash(cfg, data.fingerprint, tables)
     return SearchOpening(plan_search(cfg, tracker, comparable), comparable, tables)
-
-
-@dataclass
-class SearchOpening:
-    plan: SearchPlan
-    comparable: str
-    vectors: list  # VectorTable per embedding source a trial can use
 
 
 @contextmanager
