@@ -280,6 +280,7 @@ def test_seeds_needed_is_never_the_seeds_already_run():
 # ---------------------------------------------------------------- 8. reproduce a FAILED run
 
 
+@pytest.mark.e2e
 def test_reproduce_of_a_failed_run_says_there_is_nothing_to_compare(store, run_cli):
     from pipeline.search import run_search
 
