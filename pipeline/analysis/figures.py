@@ -231,7 +231,11 @@ def forest_figure(comparisons, objective: str) -> Figure:
     shaded around zero; colour says the verdict."""
     colours = {"beats": "#1a7f37", "equivalent": "#1f5fbf", "underpowered": "#9a6700"}
     rows = list(comparisons)
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(rows)))
+    # Two lines a label (the pair, then data and verdict); the figure widens with the
+    # longest line, so labels of several knobs are not cut at the left edge.
+    labels = [f"{c.a} - {c.b}\n({c.data}): {c.verdict}" for c in reversed(rows)]
+    longest = max((len(part) for label in labels for part in label.split("\n")), default=0)
+    fig, ax = plt.subplots(figsize=(max(7.5, 4.5 + 0.075 * longest), 1.2 + 0.6 * len(rows)))
     for i, c in enumerate(rows):
         scale, unit = c.scale
         lo, hi = c.ci95
@@ -251,9 +255,7 @@ def forest_figure(comparisons, objective: str) -> Figure:
             -margin, margin, color="#dddddd", alpha=0.6, label=f"{rows[0].margin_text()} margin"
         )
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(
-        range(len(rows)), [f"{c.a} - {c.b} ({c.data}): {c.verdict}" for c in reversed(rows)]
-    )
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
     unit_text = rows[0].scale[1].strip() if rows else ""
     ax.set_xlabel(f"difference in {objective} ({unit_text or 'metric units'}), 95% interval")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)

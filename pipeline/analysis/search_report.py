@@ -450,8 +450,8 @@ def build_report(
     comparisons_frame([*found, *versus]).to_csv(out / "comparisons.csv", index=False)
 
     figures = {"replicates.png": replicates_figure(runs, board, objective)}
-    if found:
-        figures["differences.png"] = forest_figure(found, objective)
+    if found or versus:
+        figures["differences.png"] = forest_figure([*found, *versus], objective)
     if "train_seconds_mean" in board:
         figures["tradeoff.png"] = tradeoff_figure(board, objective)
     importance = None

@@ -91,11 +91,18 @@ def fit_tfidf_lr(inputs: ReferenceInputs, settings: Mapping[str, Any]) -> Refere
         )
         x_train = vectorizer.fit_transform(inputs.train_texts)
         x_val = vectorizer.transform(inputs.val_texts)
-        for c in settings["c_values"]:
+        previous = None
+        for c in sorted(settings["c_values"]):
             model = LogisticRegression(
-                C=float(c), max_iter=int(settings["max_iter"]), class_weight=inputs.class_weight
+                C=float(c),
+                max_iter=int(settings["max_iter"]),
+                class_weight=inputs.class_weight,
+                warm_start=True,
             )
+            if previous is not None:  # start from the last C's solution: fewer iterations
+                model.coef_, model.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
             model.fit(x_train, inputs.train_y)
+            previous = model
             probs = _full_probs(model, x_val, inputs.n_classes)
             score = classification_metrics(probs, inputs.val_y, "val_")[inputs.objective]
             chosen = {"ngram_max": int(ngram_max), "C": float(c)}
