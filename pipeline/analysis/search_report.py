@@ -40,6 +40,22 @@ def _hp_text(value) -> str:
     return f"{number:.3g}" if not number.is_integer() else str(int(number))
 
 
+def runs_frame(records: list[TrialRun], **columns: list) -> pd.DataFrame:
+    """One row per run: its id, search, data, seed and start, the given columns, then
+    every metric it logged."""
+    frame = pd.DataFrame(
+        {
+            "run_id": [r.run_id for r in records],
+            "search": [r.search_id for r in records],
+            "data": [r.data or r.data_fingerprint or "data" for r in records],
+            "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
+            "start_time": [r.start_time for r in records],
+            **columns,
+        }
+    )
+    return pd.concat([frame, pd.DataFrame([r.metrics for r in records])], axis=1)
+
+
 def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
     """Finished trial runs (one row per seed) of these searches (parent runs), with
     `data`, `group`, `label`, `seed` and metric columns."""
@@ -48,20 +64,12 @@ def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
     records: list[TrialRun] = tracker.trial_runs(parent_ids, status=Status.FINISHED)
     if not records:
         return pd.DataFrame()
-    runs = pd.DataFrame(
-        {
-            "run_id": [r.run_id for r in records],
-            "search": [r.search_id for r in records],
-            "data": [r.data or r.data_fingerprint or "data" for r in records],
-            "group": [r.group or r.config_hash for r in records],
-            "variant": [canonical_label(r.variant) if r.variant else None for r in records],
-            "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
-            "pruned": [r.pruned for r in records],
-            "start_time": [r.start_time for r in records],
-        }
+    runs = runs_frame(
+        records,
+        group=[r.group or r.config_hash for r in records],
+        variant=[canonical_label(r.variant) if r.variant else None for r in records],
+        pruned=[r.pruned for r in records],
     )
-    metrics = pd.DataFrame([r.metrics for r in records])
-    runs = pd.concat([runs, metrics], axis=1)
     params = pd.DataFrame([r.hyperparameters for r in records])
     in_label = label_knobs()
     varying = [
@@ -101,19 +109,12 @@ def load_references(tracker, parent_ids: list[str]) -> pd.DataFrame:
     )
     if not records:
         return pd.DataFrame()
-    refs = pd.DataFrame(
-        {
-            "run_id": [r.run_id for r in records],
-            "search": [r.search_id for r in records],
-            "data": [r.data or r.data_fingerprint or "data" for r in records],
-            "group": [f"reference:{r.variant}" for r in records],
-            "variant": [r.variant for r in records],
-            "label": [f"{r.variant}{REFERENCE_MARK}" for r in records],
-            "seed": pd.to_numeric(pd.Series([r.seed for r in records]), errors="coerce"),
-            "start_time": [r.start_time for r in records],
-        }
+    refs = runs_frame(
+        records,
+        group=[f"reference:{r.variant}" for r in records],
+        variant=[r.variant for r in records],
+        label=[f"{r.variant}{REFERENCE_MARK}" for r in records],
     )
-    refs = pd.concat([refs, pd.DataFrame([r.metrics for r in records])], axis=1)
     keep = refs.sort_values("start_time").drop_duplicates(["data", "label", "seed"], keep="last")
     return keep.reset_index(drop=True)
 
