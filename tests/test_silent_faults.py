@@ -92,32 +92,26 @@ def test_a_run_id_that_is_not_there_is_still_not_found(store):
 # ---------------------------------------------------------------- 3. predictions
 
 
-@pytest.fixture
-def two_seed_search(store):
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, store_template):
+    """One small search with two seeds, shared by the two predictions tests: the refused
+    read fails before any file is read, so a file corrupted by the other test does not
+    change what it sees, in whichever order they run."""
+    import shutil
+
     from pipeline.search import run_search
+    from tests.conftest import Store
 
-    cfg = store.compose(*QUICK, "search.name=preds", "tuner.max_trials=2", "search.seeds=[0,1]")
-    run_search(cfg)
-    return cfg
-
-
-def test_a_corrupt_predictions_file_is_named_in_the_report(store, two_seed_search):
-    from pipeline.analysis.search_report import run_report
-
-    trial = next(r for r in store.runs() if r.data.tags["kind"] == "trial")
-    path = trial.info.artifact_uri.removeprefix("file://") + "/predictions/val.npz"
-    with open(path, "wb") as f:
-        f.write(b"not an npz")
-    report = run_report(store.compose(), "preds", out=store.path / "r")
-    assert "## Runs without per-example predictions" in report.markdown
-    line = next(ln for ln in report.markdown.splitlines() if trial.info.run_id in ln)
-    assert "predictions/val.npz is unreadable" in line
-    assert any(c.method == "paired t-test over seeds" for c in report.comparisons)
+    path = tmp_path_factory.mktemp("predictions")
+    shutil.copy(store_template, path / "mlflow.db")
+    store = Store(path)
+    run_search(
+        store.compose(*QUICK, "search.name=preds", "tuner.max_trials=2", "search.seeds=[0,1]")
+    )
+    return store
 
 
-def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(
-    store, two_seed_search, monkeypatch
-):
+def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(searched, monkeypatch):
     from mlflow.exceptions import RestException
 
     from pipeline.analysis.search_report import run_report
@@ -139,7 +133,21 @@ def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(
 
     monkeypatch.setattr(store_module, "client", lambda: Refusing())
     with pytest.raises(TrackingError, match="PERMISSION_DENIED|Permission denied"):
-        run_report(store.compose(), "preds", out=store.path / "r")
+        run_report(searched.compose(), "preds", out=searched.path / "refused")
+
+
+def test_a_corrupt_predictions_file_is_named_in_the_report(searched):
+    from pipeline.analysis.search_report import run_report
+
+    trial = next(r for r in searched.runs() if r.data.tags["kind"] == "trial")
+    path = trial.info.artifact_uri.removeprefix("file://") + "/predictions/val.npz"
+    with open(path, "wb") as f:
+        f.write(b"not an npz")
+    report = run_report(searched.compose(), "preds", out=searched.path / "corrupt")
+    assert "## Runs without per-example predictions" in report.markdown
+    line = next(ln for ln in report.markdown.splitlines() if trial.info.run_id in ln)
+    assert "predictions/val.npz is unreadable" in line
+    assert any(c.method == "paired t-test over seeds" for c in report.comparisons)
 
 
 # ---------------------------------------------------------------- 4. artifact roots
