@@ -229,16 +229,21 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     validate_search_space(search_space_dims(cfg.search_space), options)
 
 
+def embedding_sources(source: Any, dims: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every embedding source a trial of this search can use: the searched values of
+    `embeddings.source`, else the fixed `model.embeddings.source`."""
+    spec = dims.get("embeddings.source")
+    if spec is None:
+        return [str(source)]
+    if spec.get("type") == HPType.fixed:
+        return [str(spec.get("value"))]
+    return [str(v) for v in dict.fromkeys(spec.get("values") or [])]
+
+
 def validate_embeddings(m: DictConfig, dims: Mapping[str, Mapping[str, Any]]) -> None:
     """`model.embeddings`: what each source needs, checked before anything is read."""
     e = m.embeddings
-    spec = dims.get("embeddings.source")
-    if spec is None:
-        sources = {str(e.source)}
-    elif spec.get("type") == HPType.fixed:
-        sources = {str(spec.get("value"))}
-    else:
-        sources = {str(v) for v in spec.get("values") or []}
+    sources = set(embedding_sources(e.source, dims))
     if EmbeddingSource.file in sources:
         _require(bool(e.path), "model.embeddings.path", "needed with source=file")
         _require(

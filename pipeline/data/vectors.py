@@ -444,17 +444,3 @@ def _build(
     )
     vocab_share, token_share = coverage(found, data.x["train"])
     return VectorTable(source, matrix, key, vocab_share, token_share, what)
-
-
-def sources_in(model_cfg: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Every embedding source a trial of this search can use (the fixed one, or the
-    searched values)."""
-    spec = space.get(SOURCE_KNOB)
-    if spec is None:
-        return [model_cfg["embeddings"]["source"]]
-    if spec.get("type") == "fixed":
-        return [spec["value"]]
-    return list(dict.fromkeys(spec.get("values") or []))
-
-
-SOURCE_KNOB = "embeddings.source"  # the searchable knob (model.embeddings.source)

@@ -17,7 +17,7 @@ import keras_tuner as kt
 from omegaconf import DictConfig
 
 from pipeline.config import HPType, search_space_dims, to_plain
-from pipeline.config.validation import NESTED_KNOBS
+from pipeline.config.validation import NESTED_KNOBS, embedding_sources
 from pipeline.data import vectors
 
 HYPERBAND_EPOCHS = "tuner/epochs"
@@ -134,7 +134,7 @@ def search_vectors(cfg: DictConfig, data) -> list:
     the vectors' fingerprints. Trained-here tables of a searched integer embedding size
     are built when a trial first asks."""
     space = search_space_dims(cfg.search_space)
-    sources = vectors.sources_in(to_plain(cfg.model), space)
+    sources = embedding_sources(cfg.model.embeddings.source, space)
     dims: list[Any] = [None]
     spec = space.get("embedding_dim")
     if spec is not None and spec.get("type") == HPType.choice:
