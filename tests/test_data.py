@@ -156,7 +156,7 @@ def test_text_dir_loader_keeps_test_split_aside(tmp_path):
             folder = tmp_path / split / label
             folder.mkdir(parents=True)
             for i in range(n):
-                (folder / f"{i}.txt").write_text(f"{label} review number {i}")
+                (folder / f"{i}.txt").write_text(f"{label} {split} review number {i}")
     d = prepare(
         data_cfg("data=text_dir", f"data.text_dir.root={tmp_path}", "data.val_fraction=0.34")
     )
@@ -173,7 +173,7 @@ def test_text_dir_missing_root():
 
 @needs_airline
 def test_airline_tweets_real_file():
-    d = prepare(data_cfg("data=airline_tweets"))
+    d = prepare(data_cfg("data=airline_tweets", "data.dedupe=none"))  # every row
     assert d.class_names == ["negative", "neutral", "positive"]
     total = sum(len(v) for v in d.y.values())
     assert total == 14640

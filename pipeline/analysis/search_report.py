@@ -392,6 +392,77 @@ class Report:
     against_references: list[Comparison] = field(default_factory=list)
 
 
+def load_audit(tracker, parent: SearchRun | None) -> dict | None:
+    """The parent's data_audit.json (None for every-search reports and for searches
+    logged before the audit existed)."""
+    import json
+
+    from pipeline.tracking import TrackingError
+
+    if parent is None:
+        return None
+    try:
+        return json.loads(tracker.read_text(parent.run_id, Artifact.DATA_AUDIT))
+    except TrackingError:
+        return None
+
+
+def audit_markdown(audit: dict) -> list[str]:
+    """What the data audit found, in the words a reader of the scores needs."""
+    s, rows = audit["settings"], audit["rows"]
+    exact, conflict = audit["exact"], audit["conflicting"]
+    lines = [
+        f"- settings: dedupe={s['dedupe']}, conflicting_labels={s['conflicting_labels']}, "
+        f"strip_html={str(s['strip_html']).lower()}; {rows['loaded']} rows loaded, "
+        f"{rows['kept']} kept ({rows['dropped_copies']} repeated rows and "
+        f"{rows['dropped_conflicting']} with conflicting labels dropped, "
+        f"{rows['kept_together']} kept in one split with their copies)",
+        f"- {exact['copies']} rows repeat another row's text after tokenizing "
+        f"({exact['verbatim_copies']} verbatim); {conflict['texts']} texts occur with "
+        f"conflicting labels ({conflict['rows']} rows)",
+    ]
+    if audit.get("near"):
+        near = audit["near"]
+        lines.append(
+            f"- {near['families']} near-copy families (Jaccard >= {near['threshold']:g} of "
+            f"token shingles, MinHash LSH) covering {near['rows']} rows"
+        )
+    if audit["html"]["texts_changed"]:
+        lines.append(f"- {audit['html']['texts_changed']} texts had HTML markup stripped")
+    header = ["split", "rows", "classes", "copy of a training text (exact / near)", "truncated"]
+    table = []
+    for name, st in audit["splits"].items():
+        classes = ", ".join(f"{k} {v}" for k, v in st["classes"].items())
+        leak = "-"
+        if "exact_in_train" in st:
+            near_part = f" / {st['near_in_train']}" if "near_in_train" in st else ""
+            leak = f"{st['exact_in_train']}{near_part} of {st['rows']}"
+        table.append([name, str(st["rows"]), classes, leak, f"{st['truncated']:.1%}"])
+    lines += ["", markdown_table(header, table)]
+    over = [
+        f"{name}: {share:.1%}"
+        for name, st in audit["splits"].items()
+        for kind in ("exact", "near")
+        if f"{kind}_in_train" in st
+        and (share := st[f"{kind}_in_train"] / st["rows"]) > s["max_leak"]
+    ]
+    if over:
+        lines += [
+            "",
+            f"**Leak:** more than {s['max_leak']:.0%} of a held-out split has a copy in "
+            f"training ({', '.join(over)}); its scores flatter every model. "
+            "Re-run with `data.dedupe=near`.",
+        ]
+    issues = audit.get("label_issues")
+    if issues:
+        lines += ["", f"- {issues['count']} likely mislabelled rows (cleanlab), first ones:"]
+        lines += [
+            f"  - `{r['label']}` → `{r['suggested']}` ({r['split']}): {r['text']}"
+            for r in issues["rows"][:5]
+        ]
+    return lines
+
+
 def build_report(
     tracker,
     search: str | None,
@@ -494,6 +565,9 @@ def build_report(
             "not on the two-level bootstrap:"
         )
         parts += [f"- `{rid}` ({labels.get(rid, '?')}): {why}" for rid, why in missing.items()]
+    audit = load_audit(tracker, parent)
+    if audit is not None:
+        parts += ["", "## The data (audit before the first trial)", ""] + audit_markdown(audit)
     if importance is not None:
         parts += ["", "## Which knobs matter (Optuna: PED-ANOVA and fANOVA, no retraining)", ""]
         parts += importance_markdown(importance)

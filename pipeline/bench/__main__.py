@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--words", type=int, default=400_000)
     e.add_argument("--dim", type=int, default=100)
     e.add_argument("--repeats", type=int, default=5)
+    a = sub.add_parser("audit", help="the data audit on 30 near-copies of each tweet")
+    a.add_argument("--texts", type=int, default=3180)
+    a.add_argument("--copies", type=int, default=30)
+    a.add_argument("--epochs", type=int, default=1)
+    a.add_argument("--units", type=int, default=32)
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.pruning import run
     elif args.which == "embeddings":
         from pipeline.bench.embeddings import run
+    elif args.which == "audit":
+        from pipeline.bench.audit import run
     else:
         from pipeline.bench.startup import run
     run(args)

@@ -101,6 +101,38 @@ class TextDirConfig:
     extension: str
 
 
+class Dedupe(StrEnum):
+    none = "none"  # every row stays; split row by row
+    exact = "exact"  # repeated text+label dropped; rows of one text share a split
+    near = "near"  # also near-copy families (MinHash LSH) share a split
+
+
+class ConflictingLabels(StrEnum):
+    keep = "keep"
+    drop = "drop"  # every row of a text seen with two or more labels
+
+
+@dataclass
+class NearDuplicatesConfig:
+    threshold: float  # Jaccard similarity of shingle sets, in (0, 1]
+    shingle_size: int  # tokens per shingle
+    num_perm: int  # MinHash permutations
+    seed: int
+    miss_weight: float  # in (0, 1): weight of missed pairs against false candidates
+
+
+@dataclass
+class AuditConfig:
+    enabled: bool
+    near_duplicates: bool
+    max_leak: float
+    examples: int
+    label_issues: bool
+    label_issues_folds: int
+    label_issues_c: float
+    label_issues_max: int
+
+
 @dataclass
 class DataConfig:
     loader: str
@@ -115,6 +147,11 @@ class DataConfig:
     split_seed: int
     encoding_errors: EncodingErrors
     class_weight: ClassWeight
+    strip_html: bool
+    dedupe: Dedupe
+    conflicting_labels: ConflictingLabels
+    near_duplicates: NearDuplicatesConfig
+    audit: AuditConfig
     # One section per loader; only the chosen loader's YAML fills its own.
     synthetic: SyntheticConfig | None = None
     csv: CsvConfig | None = None

@@ -123,6 +123,19 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "data.val_fraction+test_fraction",
         "must leave examples for training",
     )
+    nd, au = d.near_duplicates, d.audit
+    _require(
+        0 < nd.threshold <= 1,
+        "data.near_duplicates.threshold",
+        f"must be a Jaccard similarity in (0, 1], got {nd.threshold}",
+    )
+    _require(0 < nd.miss_weight < 1, "data.near_duplicates.miss_weight", "must be in (0, 1)")
+    _require(nd.shingle_size >= 1, "data.near_duplicates.shingle_size", "must be >= 1")
+    _require(2 <= nd.num_perm <= 1024, "data.near_duplicates.num_perm", "must be in [2, 1024]")
+    _require(0 <= au.max_leak < 1, "data.audit.max_leak", f"must be in [0, 1), got {au.max_leak}")
+    _require(au.examples >= 0, "data.audit.examples", "must be >= 0")
+    _require(au.label_issues_folds >= 2, "data.audit.label_issues_folds", "must be >= 2")
+    _require(au.label_issues_c > 0, "data.audit.label_issues_c", "must be > 0")
     s = d.synthetic
     if d.loader == "synthetic" and s is not None:
         _require(s.n_classes >= 2, "data.synthetic.n_classes", "needs at least 2 classes")

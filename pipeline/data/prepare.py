@@ -16,12 +16,23 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import to_plain
+from pipeline.data.audit import (
+    DataAudit,
+    audit_data,
+    resolve_duplicates,
+    stratified_group_split,
+    strip_html,
+)
 from pipeline.data.loaders import LOADERS, DataError, RawData
 
 PAD, OOV = "", "[UNK]"  # ids 0 and 1
 # Loader settings left out of the fingerprint: what they change is in the rows themselves
 # (so adding one does not make earlier searches incomparable).
 UNHASHED_LOADER_KEYS = ("drop_missing_labels",)
+# Settings that shape the data only away from these values: at them the fingerprint is
+# the one computed before the settings existed, so earlier runs still reproduce.
+NEUTRAL_SETTINGS = {"strip_html": False, "dedupe": "none", "conflicting_labels": "keep"}
+UNHASHED_SETTINGS = ("audit",)  # counts what is there, changes nothing
 
 
 @dataclass
@@ -38,6 +49,7 @@ class PreparedData:
     # split -> example ids in the loaded data set (stable whatever the split)
     indices: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # the loader's, for the data line
+    audit: DataAudit | None = None  # data.audit: duplicates, leaks, labels (data_audit.json)
 
     @property
     def n_classes(self) -> int:
@@ -124,8 +136,47 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {c: float(len(y) / (n_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
 
 
+def hashed_preprocessing(plain: dict, loader: str) -> dict:
+    """The data settings the fingerprint covers: the active loader's section (editing an
+    unused one changes nothing), dedupe & co. only where they change the rows."""
+    out = {k: v for k, v in plain.items() if k not in ("name", *UNHASHED_SETTINGS, *LOADERS)}
+    for key, neutral in NEUTRAL_SETTINGS.items():
+        if out.get(key, neutral) == neutral:
+            out.pop(key, None)
+    if out.get("dedupe") != "near":
+        out.pop("near_duplicates", None)
+    section = plain.get(loader)
+    if isinstance(section, dict):  # switches whose effect already shows in the raw rows
+        section = {k: v for k, v in section.items() if k not in UNHASHED_LOADER_KEYS}
+    out[loader] = section
+    return out
+
+
+def split_rows(
+    raw: RawData, y_all: np.ndarray, kept: np.ndarray, groups: np.ndarray | None, cfg: DictConfig
+) -> dict[str, np.ndarray]:
+    """Train/val/test row indices among `kept`; rows sharing a group share a split."""
+
+    def split(rows: np.ndarray, val_fraction: float, test_fraction: float):
+        if groups is None:
+            inner = stratified_split(y_all[rows], val_fraction, test_fraction, cfg.split_seed)
+        else:
+            inner = stratified_group_split(
+                y_all[rows], groups[rows], val_fraction, test_fraction, cfg.split_seed
+            )
+        return {k: rows[v] for k, v in inner.items()}
+
+    if raw.fixed_split is not None and "test" in raw.fixed_split:
+        is_test = np.asarray([s == "test" for s in raw.fixed_split])
+        parts = split(kept[~is_test[kept]], cfg.val_fraction, 0.0)
+        parts["test"] = kept[is_test[kept]]
+        return parts
+    return split(kept, cfg.val_fraction, cfg.test_fraction)
+
+
 def prepare(cfg: DictConfig) -> PreparedData:
-    """Load with the configured loader, split, fit the vocabulary on train, encode."""
+    """Load with the configured loader, resolve duplicates, split, fit the vocabulary on
+    train, encode, audit."""
     if cfg.loader not in LOADERS:
         raise DataError(f"data.loader: unknown loader '{cfg.loader}' (known: {', '.join(LOADERS)})")
     if cfg.max_len <= 0:
@@ -141,20 +192,12 @@ def prepare(cfg: DictConfig) -> PreparedData:
         )
     y_all = np.asarray([class_names.index(lab) for lab in raw.labels], dtype=np.int32)
 
-    if raw.fixed_split is not None and "test" in raw.fixed_split:
-        is_test = np.asarray([s == "test" for s in raw.fixed_split])
-        pool = np.flatnonzero(~is_test)
-        inner = stratified_split(y_all[pool], cfg.val_fraction, 0.0, cfg.split_seed)
-        splits = {
-            "train": pool[inner["train"]],
-            "val": pool[inner["val"]],
-            "test": np.flatnonzero(is_test),
-        }
-    else:
-        splits = stratified_split(y_all, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-    for name in ("train", "val"):
-        if len(splits[name]) == 0:
-            raise DataError(f"{raw.source}: too few examples for a non-empty {name} split")
+    raw_texts = raw.texts
+    html_changed = 0
+    if cfg.strip_html:
+        texts = [strip_html(t) if "<" in t or "&" in t else t for t in raw.texts]
+        html_changed = sum(a != b for a, b in zip(texts, raw.texts, strict=True))
+        raw = RawData(texts, raw.labels, raw.source, raw.key_positions, raw.fixed_split, raw.notes)
 
     tokenizer = Tokenizer(cfg.token_pattern, cfg.lowercase)
     tokens = [tokenizer(t) for t in raw.texts]
@@ -163,6 +206,31 @@ def prepare(cfg: DictConfig) -> PreparedData:
             f"{raw.source}: every text is empty (no tokens in {len(tokens)} examples); "
             "check the text column"
         )
+    fixed_test = None
+    if raw.fixed_split is not None:
+        fixed_test = np.asarray([s == "test" for s in raw.fixed_split])
+    resolution = resolve_duplicates(tokens, y_all, cfg, fixed_test)
+    splits = split_rows(raw, y_all, resolution.kept, resolution.groups, cfg)
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise DataError(f"{raw.source}: too few examples for a non-empty {name} split")
+    notes = list(raw.notes)
+    if line := resolution.line(str(cfg.dedupe)):
+        notes.append(line)
+    audit = None
+    if cfg.audit.enabled:
+        audit = audit_data(
+            raw.texts,
+            tokens,
+            y_all,
+            class_names,
+            splits,
+            resolution,
+            cfg,
+            html_changed,
+            raw_texts,
+        )
+
     vocab = build_vocab([tokens[i] for i in splits["train"]], cfg.vocab_size, cfg.min_count)
     x = {k: encode([tokens[i] for i in idx], vocab, cfg.max_len) for k, idx in splits.items()}
     y = {k: y_all[idx] for k, idx in splits.items()}
@@ -177,13 +245,7 @@ def prepare(cfg: DictConfig) -> PreparedData:
                 mask[row, pos] = True
             key_masks[k] = mask
 
-    # Only the active loader's section counts: editing an unused one changes nothing.
-    plain = to_plain(cfg)
-    preprocessing = {k: v for k, v in plain.items() if k not in ("name", *LOADERS)}
-    section = plain.get(cfg.loader)
-    if isinstance(section, dict):  # switches whose effect already shows in the raw rows
-        section = {k: v for k, v in section.items() if k not in UNHASHED_LOADER_KEYS}
-    preprocessing[cfg.loader] = section
+    preprocessing = hashed_preprocessing(to_plain(cfg), cfg.loader)
     return PreparedData(
         name=data_name(cfg.name, cfg.loader, raw.source),
         x=x,
@@ -194,5 +256,6 @@ def prepare(cfg: DictConfig) -> PreparedData:
         key_masks=key_masks,
         texts={k: [raw.texts[i] for i in idx] for k, idx in splits.items()},
         indices={k: np.asarray(idx, dtype=np.int64) for k, idx in splits.items()},
-        notes=list(raw.notes),
+        notes=notes,
+        audit=audit,
     )

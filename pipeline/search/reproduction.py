@@ -66,6 +66,18 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         del tuner["executions_per_trial"]  # one execution per run; search.seeds replaced it
     if "plugins" not in logged:
         logged.plugins = []
+    data = logged.get("data")
+    if data is not None:
+        # Runs before the data audit kept every row, split row by row, kept the markup.
+        from pipeline.data.prepare import NEUTRAL_SETTINGS
+
+        defaults = OmegaConf.load(CONF_DIR / "config.yaml").data
+        for key, before in NEUTRAL_SETTINGS.items():
+            if key not in data:
+                data[key] = before
+        for key in ("near_duplicates", "audit"):
+            if key not in data:
+                data[key] = defaults[key]
     model = logged.get("model")
     if model is not None:
         # Runs before pretrained vectors started from Keras' initializer, trainable.

@@ -58,6 +58,7 @@ def search_parent_tags(cfg: DictConfig, data: PreparedData, name: str, comparabl
         Tag.OBJECTIVE: cfg.tuner.objective,
         Tag.CLUSTER: cfg.cluster.mode,
         Tag.COMMAND: " ".join(["python -m pipeline.search", *hydra_overrides()]),
+        **({Tag.DATA_LEAK: leak} if data.audit and (leak := data.audit.leak_tag()) else {}),
     }
 
 
@@ -67,6 +68,11 @@ def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> N
     tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
     tracker.log_dict(search_space_dims(cfg.search_space), Artifact.SEARCH_SPACE)
     tracker.log_text("\n".join(data.vocab), Artifact.VOCAB)
+    if data.audit is not None:
+        tracker.log_dict(data.audit.report, Artifact.DATA_AUDIT)
+        tracker.log_metrics(data.audit.metrics())
+        if issues := (data.audit.report.get("label_issues") or {}).get("rows"):
+            tracker.log_table(pd.DataFrame(issues), Artifact.LABEL_ISSUES)
     tracker.log_environment()
 
 
@@ -83,6 +89,10 @@ def open_search(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> Search
     """What every search (one process or a cluster) does before its parent run opens:
     the data line, the word vectors (built once, their coverage said), new or resumed."""
     progress.say(describe_data(data))
+    if data.audit is not None:
+        progress.say(data.audit.line())
+        for warning in data.audit.warnings:
+            progress.say(f"warning: {warning}")
     tables = search_vectors(cfg, data)
     for table in tables:
         progress.say(table.line())

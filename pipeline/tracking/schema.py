@@ -49,6 +49,7 @@ class Tag:
     OBJECTIVE = "objective"
     CLUSTER = "cluster"
     COMMAND = "command"  # the search command line
+    DATA_LEAK = "data_leak"  # "val exact 2.5%, ...": shares over data.audit.max_leak
     BEST_RUN_ID = "best_run_id"
     BEST_TRIAL_ID = "best_trial_id"
     BEST_PREFIX = "best."  # best.<hyperparameter>
@@ -133,6 +134,8 @@ class Artifact:
     CONFIG = "config.yaml"  # the resolved config
     SEARCH_SPACE = "search_space.json"
     VOCAB = "vocab.txt"
+    DATA_AUDIT = "data_audit.json"  # pipeline.data.audit: duplicates, leaks, labels
+    LABEL_ISSUES = "label_issues.json"  # mlflow.log_table: likely mislabelled rows
     ENVIRONMENT = "environment.json"
     SUMMARY = "search_summary.csv"
     COMPARISON = "comparison.png"
