@@ -22,6 +22,7 @@ ENTRY_POINTS = {
     "pipeline.server",
     "pipeline.ui_capture",
     "pipeline.bench.__main__",
+    "pipeline.predict",
 }
 # package -> project packages it may import (besides SHARED and itself)
 ALLOWED = {
@@ -31,8 +32,12 @@ ALLOWED = {
     "training": {"config", "data", "models"},
     "tracking": {"config"},
     "analysis": {"config", "tracking", "models"},
-    "search": {"config", "data", "models", "training", "tracking", "analysis"},
+    "search": {"config", "data", "models", "training", "tracking", "analysis", "serving"},
     "cluster": {"config", "data", "models", "training", "tracking", "search"},
+    # the text-in model: the tokenizer (data), layers and attention probe (models), the
+    # heatmaps' occlusion saliency (analysis.faithfulness, numpy only), the process
+    # helpers `mlflow models serve` shares with the tracking server
+    "serving": {"config", "data", "models", "analysis", "tracking"},
 }
 
 
@@ -72,13 +77,25 @@ def test_packages_import_only_what_the_design_allows(module):
     assert not forbidden, f"{module} imports pipeline.{sorted(forbidden)}"
 
 
-def test_mlflow_is_imported_only_inside_the_tracking_package():
+SERVING_MLFLOW = {"mlflow.pyfunc", "mlflow.models", "mlflow.types", "mlflow.exceptions",
+                  "mlflow.protos.databricks_pb2"}  # fmt: skip
+
+
+def test_mlflow_is_imported_only_inside_tracking_and_serving_through_pyfunc():
     outside = [
         m
         for m, path in MODULES.items()
-        if package_of(m) != "tracking" and any(i.split(".")[0] == "mlflow" for i in imports(path))
+        if package_of(m) not in ("tracking", "serving")
+        and any(i.split(".")[0] == "mlflow" for i in imports(path))
     ]
     assert outside == []
+    for module, path in MODULES.items():
+        if package_of(module) == "serving":
+            used = {i for i in imports(path) if i.split(".")[0] == "mlflow"}
+            beyond = {i for i in used if not any(i.startswith(p) for p in SERVING_MLFLOW)}
+            assert not beyond, f"{module} uses MLflow beyond pyfunc: {sorted(beyond)}"
+            roots = {i.split(".")[0] for i in imports(path, top_level_only=True)}
+            assert not roots & {"tensorflow", "keras"}, f"{module} imports TensorFlow at load"
 
 
 @pytest.mark.parametrize(

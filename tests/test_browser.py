@@ -66,12 +66,13 @@ def test_the_ui_compares_runs_across_searches(store):
     artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id)}
     assert "leaderboard.json" in artifacts  # mlflow.log_table: a table in the UI
     import mlflow
-
-    import pipeline.models.layers  # noqa: F401  (the custom layers a saved model names)
+    import mlflow.pyfunc
 
     mlflow.set_tracking_uri(store.uri)
-    model = mlflow.keras.load_model("models:/attention-best/latest")
-    assert model.output_shape[-1] == 3
+    model = mlflow.pyfunc.load_model("models:/attention-best/latest")  # raw text in
+    assert model.unwrap_python_model().keras_model.output_shape[-1] == 3
+    answer = model.predict(["k0_1 k0_2 w1"])
+    assert list(answer.columns[:4]) == ["label", "p_class_0", "p_class_1", "p_class_2"]
     heatmap = "attention/final_attention.png"
     exp_id = children[0].info.experiment_id
 

@@ -114,14 +114,14 @@ def test_search_logs_parent_and_nested_children(store, capsys):
     views = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
     assert {"search/importance.json", "search/optimization_history.png"} <= views
 
-    # The logged model reloads with safe_mode and predicts.
+    # The Keras model inside the logged text model reloads with safe_mode and predicts.
     import mlflow.keras
 
     import pipeline.models.layers  # noqa: F401  (registers the custom layers)
 
     best = client.get_run(parent.data.tags["best_run_id"])
     mlflow.set_tracking_uri(store.uri)
-    model = mlflow.keras.load_model(f"runs:/{best.info.run_id}/model")
+    model = mlflow.keras.load_model(f"runs:/{best.info.run_id}/model/artifacts/keras_model")
     probs = model.predict(np.array([[5, 6, 7, 0, 0]], dtype=np.int32), verbose=0)
     assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-5
 

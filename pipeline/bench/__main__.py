@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--copies", type=int, default=30)
     a.add_argument("--epochs", type=int, default=1)
     a.add_argument("--units", type=int, default=32)
+    v = sub.add_parser("serve", help="the text-in model: equality, batch rate, served latency")
+    v.add_argument("--data", default="airline_tweets")
+    v.add_argument("--epochs", type=int, default=2)
+    v.add_argument("--units", type=int, default=32)
+    v.add_argument("--repeat-texts", type=int, default=4, help="copies of the validation texts")
+    v.add_argument("--rounds", type=int, default=3)
+    v.add_argument("--requests", type=int, default=200)
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.embeddings import run
     elif args.which == "audit":
         from pipeline.bench.audit import run
+    elif args.which == "serve":
+        from pipeline.bench.serve import run
     else:
         from pipeline.bench.startup import run
     run(args)

@@ -71,6 +71,55 @@ class Tokenizer:
         return self.regex.findall(text.lower() if self.lowercase else text)
 
 
+@dataclass
+class TextEncoder:
+    """Raw text to token ids exactly as the search prepared its data: markup stripped
+    (`data.strip_html`), the regex tokenizer, the training vocabulary, cut at `max_len`.
+    What a served model carries (as JSON) to take raw text."""
+
+    vocab: list[str]
+    token_pattern: str
+    lowercase: bool
+    strip_html: bool
+    max_len: int
+
+    def __post_init__(self) -> None:
+        self._tokenize = Tokenizer(self.token_pattern, self.lowercase)
+        self._index = {w: i for i, w in enumerate(self.vocab)}
+
+    @classmethod
+    def of(cls, data_cfg: DictConfig, vocab: list[str]) -> TextEncoder:
+        return cls(
+            list(vocab),
+            str(data_cfg.token_pattern),
+            bool(data_cfg.lowercase),
+            bool(data_cfg.get("strip_html", False)),
+            int(data_cfg.max_len),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "vocab": self.vocab,
+            "token_pattern": self.token_pattern,
+            "lowercase": self.lowercase,
+            "strip_html": self.strip_html,
+            "max_len": self.max_len,
+        }
+
+    def tokens(self, text: str) -> list[str]:
+        return self._tokenize(strip_html(text) if self.strip_html else text)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+        """(ids (n, max_len), each text's tokens before the cut)."""
+        token_lists = [self.tokens(t) for t in texts]
+        out = np.zeros((len(texts), self.max_len), dtype=np.int32)
+        index = self._index
+        for row, toks in enumerate(token_lists):
+            ids = [index.get(t, 1) for t in toks[: self.max_len]]
+            out[row, : len(ids)] = ids
+        return out, token_lists
+
+
 def build_vocab(token_lists: list[list[str]], vocab_size: int, min_count: int) -> list[str]:
     """Index 0 padding, 1 OOV, then the most frequent training tokens (ties by name)."""
     counts = Counter(tok for toks in token_lists for tok in toks)

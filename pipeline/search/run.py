@@ -224,8 +224,9 @@ def register_best(
     version = tracker.register_model(model, best_row["run_id"], tags)
     tracker.set_tags({Tag.REGISTERED_MODEL: f"{model}/{version}"})
     progress.say(
-        f"registered the best trial's model as '{model}' version {version}: "
-        f"mlflow.keras.load_model('models:/{model}/{version}') (or models:/{model}/latest)"
+        f"registered the best trial's model as '{model}' version {version}: raw text in, "
+        f"mlflow.pyfunc.load_model('models:/{model}/{version}') (or models:/{model}/latest; "
+        f"python -m pipeline.predict models:/{model}/latest --input FILE.csv)"
     )
     return version
 

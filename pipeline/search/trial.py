@@ -7,9 +7,11 @@ reproduction trains and logs through exactly the code path the original run took
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -207,6 +209,35 @@ def log_datasets(data: PreparedData, tracker: Tracker) -> None:
         )
 
 
+def log_text_model(
+    logging: TrialLogging,
+    model: keras.Model,
+    variant: PoolingVariant,
+    label: str,
+    train: dict[str, Any],
+) -> None:
+    """The trial's model as a text-in MLflow pyfunc (`pipeline.serving`), logged as
+    `model/`: raw text in, label and probabilities out."""
+    from pipeline.data.prepare import TextEncoder
+    from pipeline.serving.text_model import save_text_model
+    from pipeline.tracking.store import model_pip_requirements
+
+    cfg, data, tracker = logging.cfg, logging.data, logging.tracker
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_dir = tracker.save_keras_model(model, Path(tmp) / "keras_model")
+        folder = save_text_model(
+            Path(tmp) / "model",
+            keras_dir,
+            TextEncoder.of(cfg.data, data.vocab),
+            data.class_names,
+            variant.name,
+            label,
+            int(train["batch_size"]) * 4,
+            model_pip_requirements(),
+        )
+        tracker.log_model_folder(folder)
+
+
 @dataclass
 class TrainedTrial:
     metrics: dict[str, float]
@@ -284,5 +315,5 @@ def train_and_log(
             )
         tracker.log_predictions(Predictions(data.indices["val"], data.y["val"], probs))
     if cfg.tracking.log_model:
-        tracker.log_keras_model(model, data.x["val"][:2])
+        log_text_model(logging, model, variant, label, train)
     return TrainedTrial(final, model, fit_seconds, diagnostics_seconds)

@@ -634,28 +634,19 @@ class Tracker:
                 raise
             self._call(mlflow.log_input, self._datasets[key], context=context)
 
-    def log_keras_model(self, model, input_example) -> None:
-        """Log a loadable Keras model with signature and input example under `model/`.
-
-        mlflow.keras.log_model writes the input example before it creates its folder
-        (MLflow 3.17), so the model is saved to a folder made here and logged as run
-        artifacts; `runs:/<id>/model` loads with mlflow.keras/pyfunc as usual.
-        """
+    @staticmethod
+    def save_keras_model(model, path: Path) -> Path:
+        """An MLflow Keras model folder at `path` (what the text-in model wraps, and what
+        `mlflow.keras.load_model(".../model/artifacts/keras_model")` loads)."""
         import mlflow.keras
-        from mlflow.models import infer_signature
 
-        preds = model.predict(input_example, verbose=0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model"
-            path.mkdir()
-            mlflow.keras.save_model(
-                model,
-                str(path),
-                signature=infer_signature(input_example, preds),
-                input_example=input_example,
-                pip_requirements=model_pip_requirements(),
-            )
-            self._call(mlflow.log_artifacts, str(path), Artifact.MODEL_DIR)
+        mlflow.keras.save_model(model, str(path), pip_requirements=model_pip_requirements())
+        return path
+
+    def log_model_folder(self, folder: Path) -> None:
+        """A saved MLflow model folder as the active run's `model/` artifacts (loadable as
+        `runs:/<id>/model`; registered as the best trial's model)."""
+        self._call(mlflow.log_artifacts, str(folder), Artifact.MODEL_DIR)
 
     def log_table(self, frame, artifact_file: str) -> None:
         """A DataFrame as an MLflow table artifact (rendered as a table in the UI)."""
