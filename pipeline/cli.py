@@ -28,15 +28,24 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def composed(overrides: list[str]) -> DictConfig:
-    """The real `conf/` plus `key=value` overrides, checked; bad ones fail in one line."""
+def composed_or_fail(overrides: list[str]) -> DictConfig:
+    """The real `conf/` plus `key=value` overrides; an override Hydra or the schema
+    refuses (an unknown key, a value outside an enumeration) fails in one line, exit 2,
+    naming the allowed values, instead of Hydra's multi-line message and exit 1."""
     from pipeline.config import compose_config
     from pipeline.errors import one_line
 
     try:
-        cfg = compose_config(overrides)
+        return compose_config(overrides)
     except Exception as err:  # Hydra's override/composition errors
-        fail(f"config: {one_line(err)}")
+        cause = f": {one_line(err.__cause__)}" if err.__cause__ is not None else ""
+        fail(f"config: {one_line(err)}{cause}")
+        raise  # unreachable: fail exits
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """The real `conf/` plus `key=value` overrides, checked; bad ones fail in one line."""
+    cfg = composed_or_fail(overrides)
     check(cfg)
     return cfg
 

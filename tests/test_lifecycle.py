@@ -197,6 +197,8 @@ def test_rerun_of_a_finished_search_adds_no_duplicate(store):
         ),
         (["tracking.artifact_root=/dev/null/artifacts"], "cannot write"),
         (["data.synthetic.n_classes=1"], "data.synthetic.n_classes"),
+        (["data.dedupe=fuzzy"], "expected one of [none, exact, near]"),
+        (["data.near_duplicates.threshold=0"], "data.near_duplicates.threshold"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_running(store, overrides, needle):

@@ -129,7 +129,6 @@ def test_a_prune_after_the_last_epoch_is_a_full_trial_not_a_pruned_one():
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("tuner.pruning=sometimes", "tuner.pruning"),
         ("tuner=hyperband tuner.pruning=median", "Hyperband prunes by itself"),
         ("tuner.pruning=wilcoxon", "needs search.seeds"),
     ],
@@ -140,6 +139,12 @@ def test_bad_pruning_settings_fail_in_one_line(store, override, needle):
 
     with pytest.raises(ConfigError, match=needle):
         validate_config(store.compose(*override.split()))
+
+
+def test_an_unknown_pruner_fails_while_composing_naming_the_key(store):
+    with pytest.raises(Exception, match=r"tuner\.pruning") as err:  # the schema's enum
+        store.compose("tuner.pruning=sometimes")
+    assert "median" in str(err.value.__cause__)  # and says which names exist
 
 
 # A grid whose second configuration cannot learn: the pruner must stop it after the
@@ -197,3 +202,14 @@ def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, cap
     assert row["pruned"] == 2
     summary = "\n".join(summary_lines(outcome, "val_accuracy", 5, 3))
     assert "pruned) by val_accuracy" in summary and "pruned" in summary.splitlines()[2]
+
+
+def test_every_pruner_and_tuner_name_of_the_schema_has_one_factory():
+    from pipeline.config import PrunerKind, TunerKind
+    from pipeline.search.oracles import ORACLES
+    from pipeline.search.pruning import PRUNERS, make_pruner
+
+    assert set(PRUNERS) == set(PrunerKind) - {PrunerKind.none}
+    assert set(ORACLES) == set(TunerKind)
+    assert make_pruner("none", 1, 1) is None
+    assert type(make_pruner("median", 2, 1)).__name__ == "MedianPruner"

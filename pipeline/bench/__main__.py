@@ -9,6 +9,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.config.schema import PrunerKind
+
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__)
     sub = parser.add_subparsers(dest="which", required=True)
     p = sub.add_parser("pooling", help="training throughput of each pooling variant vs classic")
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--trials", type=int, default=20)
     r.add_argument("--epochs", type=int, default=6)
     r.add_argument("--tuner-seeds", type=int, nargs="+", default=[0, 1, 2])
-    r.add_argument("--pruner", default="median", choices=["median", "successive_halving"])
+    r.add_argument(
+        "--pruner", default="median", choices=[k.value for k in PrunerKind if k.over_epochs]
+    )
     r.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     e = sub.add_parser("embeddings", help="aligning a large vector file; a trial's start")
     e.add_argument("--data", default="airline_tweets", help="data preset (its vocabulary)")

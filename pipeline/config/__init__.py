@@ -29,6 +29,7 @@ from pipeline.config.schema import (
     ClusterRole,
     Config,
     HPType,
+    PrunerKind,
     TunerKind,
 )
 from pipeline.config.validation import ConfigError, validate, validate_search_space
@@ -44,6 +45,7 @@ __all__ = [
     "HPType",
     "Objective",
     "Pin",
+    "PrunerKind",
     "TunerKind",
     "VALIDATION_METRICS",
     "compose_config",

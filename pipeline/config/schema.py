@@ -50,6 +50,19 @@ class HPType(StrEnum):
     fixed = "fixed"
 
 
+class PrunerKind(StrEnum):
+    """`tuner.pruning`; each name has one factory in pipeline/search/pruning.py."""
+
+    none = "none"
+    median = "median"  # Optuna's MedianPruner, over epochs
+    successive_halving = "successive_halving"  # over epochs
+    wilcoxon = "wilcoxon"  # WilcoxonPruner, over seeds (needs search.seeds >= 3)
+
+    @property
+    def over_epochs(self) -> bool:
+        return self in (PrunerKind.median, PrunerKind.successive_halving)
+
+
 class Sampling(StrEnum):
     linear = "linear"
     log = "log"
@@ -264,8 +277,7 @@ class TunerConfig:
     objective: Objective
     max_consecutive_failed_trials: int
     directory: str
-    # none | median | successive_halving | wilcoxon (pipeline/search/pruning.py)
-    pruning: str
+    pruning: PrunerKind
     pruning_startup_trials: int
     pruning_warmup_epochs: int
     # bayesian only

@@ -202,11 +202,6 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     )
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     _require(
-        tu.pruning in ("none", "median", "successive_halving", "wilcoxon"),
-        "tuner.pruning",
-        f"'{tu.pruning}' not in none, median, successive_halving, wilcoxon",
-    )
-    _require(
         tu.pruning == "none" or tu.kind != TunerKind.hyperband,
         "tuner.pruning",
         "Hyperband prunes by itself: use tuner.pruning=none with tuner=hyperband",

@@ -143,13 +143,7 @@ def effective_job_config(args: list[str]) -> str | None:
     overrides = [a for i, a in enumerate(args) if not a.startswith("-") and i != at + 1]
     from omegaconf import OmegaConf
 
-    from pipeline.config import compose_config
-    from pipeline.errors import one_line
-
-    try:
-        cfg = compose_config(overrides)
-    except Exception as err:  # Hydra's override/composition errors
-        fail(f"config: {one_line(err)}")
+    cfg = composed_or_fail(overrides)
     return OmegaConf.to_yaml(cfg, resolve="--resolve" in flags)
 
 
@@ -166,7 +160,9 @@ if __name__ == "__main__":
     if job is not None:
         print(job, end="")
         sys.exit(0)
-    from pipeline.cli import pin_to_cpu_from_env
+    from pipeline.cli import composed_or_fail, pin_to_cpu_from_env
 
+    if not any(a.startswith("-") for a in sys.argv[1:]):  # Hydra's own flags: its own errors
+        composed_or_fail([a for a in sys.argv[1:] if not a.startswith("hydra.")])
     pin_to_cpu_from_env()  # cluster workers only: their CPU, before any thread starts
     main()

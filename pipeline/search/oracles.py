@@ -2,10 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras_tuner as kt
 from omegaconf import DictConfig
 
 from pipeline.config import TunerKind, direction
+
+OracleFactory = Callable[[DictConfig, dict[str, Any]], kt.Oracle]
+ORACLES: dict[str, OracleFactory] = {}  # tuner.kind -> factory(tuner config, common kwargs)
+
+
+def register_oracle(kind: str) -> Callable[[OracleFactory], OracleFactory]:
+    """One entry per `TunerKind` (the schema's enum is the list of names)."""
+
+    def deco(factory: OracleFactory) -> OracleFactory:
+        ORACLES[kind] = factory
+        return factory
+
+    return deco
+
+
+@register_oracle(TunerKind.random)
+def _random(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
+    return kt.oracles.RandomSearchOracle(max_trials=tuner.max_trials, **common)
+
+
+@register_oracle(TunerKind.grid)
+def _grid(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
+    return kt.oracles.GridSearchOracle(max_trials=tuner.max_trials, **common)
+
+
+@register_oracle(TunerKind.bayesian)
+def _bayesian(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
+    return kt.oracles.BayesianOptimizationOracle(
+        max_trials=tuner.max_trials,
+        num_initial_points=tuner.num_initial_points,
+        alpha=tuner.alpha,
+        beta=tuner.beta,
+        **common,
+    )
+
+
+@register_oracle(TunerKind.hyperband)
+def _hyperband(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
+    return kt.oracles.HyperbandOracle(
+        max_epochs=tuner.max_epochs,
+        factor=tuner.factor,
+        hyperband_iterations=tuner.hyperband_iterations,
+        **common,
+    )
 
 
 def make_oracle(tuner: DictConfig) -> kt.Oracle:
@@ -18,21 +65,4 @@ def make_oracle(tuner: DictConfig) -> kt.Oracle:
         max_retries_per_trial=0,
         max_consecutive_failed_trials=tuner.max_consecutive_failed_trials,
     )
-    if tuner.kind == TunerKind.random:
-        return kt.oracles.RandomSearchOracle(max_trials=tuner.max_trials, **common)
-    if tuner.kind == TunerKind.grid:
-        return kt.oracles.GridSearchOracle(max_trials=tuner.max_trials, **common)
-    if tuner.kind == TunerKind.bayesian:
-        return kt.oracles.BayesianOptimizationOracle(
-            max_trials=tuner.max_trials,
-            num_initial_points=tuner.num_initial_points,
-            alpha=tuner.alpha,
-            beta=tuner.beta,
-            **common,
-        )
-    return kt.oracles.HyperbandOracle(
-        max_epochs=tuner.max_epochs,
-        factor=tuner.factor,
-        hyperband_iterations=tuner.hyperband_iterations,
-        **common,
-    )
+    return ORACLES[str(tuner.kind)](tuner, common)

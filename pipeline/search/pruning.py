@@ -18,35 +18,57 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
-from pipeline.config import minimised
+from pipeline.config import PrunerKind, minimised
 
-EPOCH_PRUNERS = ("median", "successive_halving")
-PRUNERS = ("none", *EPOCH_PRUNERS, "wilcoxon")
+PrunerFactory = Callable[[int, int], Any]  # (startup trials, warm-up epochs) -> pruner
+PRUNERS: dict[PrunerKind, PrunerFactory] = {}  # one per PrunerKind (the schema's names)
+
+
+def register_pruner(kind: PrunerKind) -> Callable[[PrunerFactory], PrunerFactory]:
+    def deco(factory: PrunerFactory) -> PrunerFactory:
+        PRUNERS[kind] = factory
+        return factory
+
+    return deco
+
+
+@register_pruner(PrunerKind.median)
+def _median(startup_trials: int, warmup_epochs: int):
+    import optuna
+
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs
+    )
+
+
+@register_pruner(PrunerKind.successive_halving)
+def _successive_halving(startup_trials: int, warmup_epochs: int):
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
+
+
+@register_pruner(PrunerKind.wilcoxon)
+def _wilcoxon(startup_trials: int, warmup_epochs: int):
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
 
 
 def make_pruner(kind: str, startup_trials: int, warmup_epochs: int):
     """The Optuna pruner of `tuner.pruning` (None for `none`)."""
-    import optuna
-
-    if kind == "none":
+    kind = PrunerKind(kind)
+    if kind == PrunerKind.none:
         return None
-    if kind == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs
-        )
-    if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
-    if kind == "wilcoxon":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
-    raise ValueError(f"tuner.pruning: unknown pruner {kind!r}; known: {', '.join(PRUNERS)}")
+    return PRUNERS[kind](startup_trials, warmup_epochs)
 
 
 def make_mirror(cfg) -> PruningMirror | None:
