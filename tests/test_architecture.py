@@ -104,6 +104,7 @@ def test_mlflow_is_imported_only_inside_tracking_and_serving_through_pyfunc():
         ("pipeline.config", HEAVY),
         ("pipeline.data", HEAVY),
         ("pipeline.models.registry", HEAVY),
+        ("pipeline.models.scores", HEAVY),
         ("pipeline.tracking.schema", HEAVY),
         ("pipeline.tracking.records", HEAVY),
         ("pipeline.analysis.search_report", {"tensorflow", "keras", "keras_tuner"}),

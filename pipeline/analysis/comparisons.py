@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.config import minimised
+from pipeline.models.scores import example_losses, macro_f1
 from pipeline.tracking import Metric
 from pipeline.tracking.records import Predictions
 
@@ -60,17 +61,6 @@ PER_EXAMPLE = {
 # ---------------------------------------------------------------- per-example scores
 
 
-def _macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Macro-F1 over the last axis, for any leading (batch) shape; absent classes count 0
-    (as `training.evaluation.macro_f1`)."""
-    f1 = []
-    for k in range(n_classes):
-        tp = np.sum((y == k) & (pred == k), axis=-1)
-        denom = np.sum(pred == k, axis=-1) + np.sum(y == k, axis=-1)
-        f1.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
-    return np.mean(f1, axis=0)
-
-
 @dataclass
 class PairedEvidence:
     """Two configurations' validation predictions on the seeds both have, aligned by
@@ -94,7 +84,7 @@ class PairedEvidence:
             k = self.probs_a.shape[-1]
             pa = self.probs_a.argmax(-1)[rows, idx_example]
             pb = self.probs_b.argmax(-1)[rows, idx_example]
-            return (_macro_f1(y, pa, k) - _macro_f1(y, pb, k)).mean(axis=-1)
+            return (macro_f1(y, pa, k) - macro_f1(y, pb, k)).mean(axis=-1)
         per_example = self._per_example(kind)
         return per_example[rows, idx_example].mean(axis=(-1, -2))
 
@@ -105,10 +95,7 @@ class PairedEvidence:
             right_b = self.probs_b.argmax(-1) == self.y
             return right_a.astype(float) - right_b.astype(float)
         if kind == "loss":
-            pick = self.y[..., None]
-            pa = np.take_along_axis(self.probs_a, pick, axis=-1)[..., 0]
-            pb = np.take_along_axis(self.probs_b, pick, axis=-1)[..., 0]
-            return -np.log(np.clip(pa, 1e-7, 1.0)) + np.log(np.clip(pb, 1e-7, 1.0))
+            return example_losses(self.probs_a, self.y) - example_losses(self.probs_b, self.y)
         raise ValueError(f"no per-example form for {kind!r}")
 
     def per_seed(self, kind: str) -> np.ndarray:

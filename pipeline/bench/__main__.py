@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         help="variant labels (classic always runs; 'all' for every registered one)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="weight and batch-order seeds")
+    p.add_argument(
+        "--jit",
+        action="store_true",
+        help="each variant without and with XLA (quantile buckets for those that trim)",
+    )
     p.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)
@@ -77,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--repeat-texts", type=int, default=4, help="copies of the validation texts")
     v.add_argument("--rounds", type=int, default=3)
     v.add_argument("--requests", type=int, default=200)
+    x = sub.add_parser("xla", help="one long fit with train.jit_compile=auto vs false")
+    x.add_argument("--examples", type=int, default=100_000)
+    x.add_argument("--max-len", type=int, default=128)
+    x.add_argument("--epochs", type=int, default=5)
+    x.add_argument("--units", type=int, default=64)
+    x.add_argument("--modes", nargs="+", default=["auto", "false"])
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -100,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.audit import run
     elif args.which == "serve":
         from pipeline.bench.serve import run
+    elif args.which == "xla":
+        from pipeline.bench.xla import run
     else:
         from pipeline.bench.startup import run
     run(args)

@@ -40,8 +40,16 @@ def load(name: str, examples: int) -> PreparedData | None:
 class Contender:
     """One (variant, units, bucketing) model, built and warmed up once, timed per round."""
 
-    def __init__(self, label: str, data: PreparedData, settings: dict, train: dict, seed: int = 0):
-        self.label = label
+    def __init__(
+        self,
+        label: str,
+        data: PreparedData,
+        settings: dict,
+        train: dict,
+        seed: int = 0,
+        jit: bool = False,
+    ):
+        self.label = label + (" +xla" if jit else "")
         bucketing = train["bucketing"]
         self.bucketing = "exact" if bucketing["exact"] else "on" if bucketing["enabled"] else "off"
         keras.utils.set_random_seed(seed)
@@ -52,12 +60,15 @@ class Contender:
             learning_rate=0.003,
             steps_per_execution=train["steps_per_execution"],
         )
+        self.model.jit_compile = jit  # before the first fit (op determinism is off here)
         trim = variant_of(settings).trims_padding
         plan = batches(data, "train", train, trim_padding=trim, shuffle=True, seed=seed)
         self.ds = plan.dataset()
         self.val = batches(data, "val", train, trim_padding=trim, shuffle=False).dataset()
         self.n = len(data.y["train"])
-        self.model.fit(self.ds, epochs=1, verbose=0)  # warm-up: traces the train step
+        started = time.perf_counter()
+        self.model.fit(self.ds, epochs=1, verbose=0)  # warm-up: traces (compiles) the step
+        self.first_epoch_s = time.perf_counter() - started
         self.rates: list[float] = []
 
     def time_epoch(self) -> None:
@@ -87,7 +98,7 @@ def run(args) -> None:
         )
         print(
             f"{'units':>5} {'variant':<16}{'bucketing':>10}{'samples/s':>11}{'vs classic':>11}"
-            f"{'val acc':>9}"
+            f"{'val acc':>9}{'first epoch s':>15}"
         )
         # The baseline first: every ratio is against it.
         wanted = set(args.variants or DEFAULT_VARIANTS) | {BASELINE}
@@ -107,14 +118,19 @@ def run(args) -> None:
                 # Variants that never trim padding run as they always do: full padded width.
                 trims = variant_of(settings).trims_padding
                 modes = [(False, False), (True, False), (True, True)] if trims else [(False, False)]
+                if args.jit:  # each model as it trains best, without and with XLA
+                    modes = [(True, False)] if trims else [(False, False)]
                 for enabled, exact in modes:
                     b = {**train["bucketing"], "enabled": enabled, "exact": exact}
-                    contenders.append(
-                        [
-                            Contender(label, data, settings, {**train, "bucketing": b}, seed)
-                            for seed in args.seeds
-                        ]
-                    )
+                    for jit in (False, True) if args.jit else (False,):
+                        contenders.append(
+                            [
+                                Contender(
+                                    label, data, settings, {**train, "bucketing": b}, seed, jit
+                                )
+                                for seed in args.seeds
+                            ]
+                        )
             for _ in range(args.epochs):  # round robin: drift hits every variant alike
                 for replicas in contenders:
                     for c in replicas:
@@ -124,8 +140,10 @@ def run(args) -> None:
                 rate = statistics.median(r for c in replicas for r in c.rates)
                 accuracies = [c.accuracy() for c in replicas]
                 spread = f" +-{statistics.stdev(accuracies):.4f}" if len(accuracies) > 1 else ""
+                first = statistics.median(c.first_epoch_s for c in replicas)
                 print(
                     f"{units:>5} {replicas[0].label:<16}{replicas[0].bucketing:>10}{rate:>11.0f}"
-                    f"{rate / classic:>10.2f}x{statistics.mean(accuracies):>9.4f}{spread}",
+                    f"{rate / classic:>10.2f}x{statistics.mean(accuracies):>9.4f}{spread}"
+                    f"{first:>15.1f}",
                     flush=True,
                 )

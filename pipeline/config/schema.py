@@ -242,6 +242,15 @@ class BucketingConfig:
 
 
 @dataclass
+class XlaConfig:
+    """What `train.jit_compile=auto` weighs, measured on this machine."""
+
+    compile_s_per_shape: float
+    speedup: float
+    samples_per_s: float
+
+
+@dataclass
 class TrainConfig:
     epochs: int
     batch_size: int
@@ -253,6 +262,8 @@ class TrainConfig:
     class_weight: ClassWeight
     early_stopping: EarlyStoppingConfig
     bucketing: BucketingConfig
+    jit_compile: Any  # auto | true | false (YAML booleans allowed; pipeline/training/xla.py)
+    xla: XlaConfig
 
 
 @dataclass

@@ -200,6 +200,22 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "attention.faithfulness.fractions",
         f"need shares in (0, 1), got {list(f.fractions)}",
     )
+    _require(
+        str(t.jit_compile).lower() in ("auto", "true", "false"),
+        "train.jit_compile",
+        f"'{t.jit_compile}' is not one of auto, true, false",
+    )
+    _require(
+        not (str(t.jit_compile).lower() == "true" and t.deterministic),
+        "train.jit_compile",
+        "true needs train.deterministic=false: TensorFlow's op determinism excludes XLA "
+        "(XLA fits measured bit-identical run to run on this CPU anyway)",
+    )
+    _require(
+        t.xla.compile_s_per_shape >= 0 and t.xla.speedup > 0 and t.xla.samples_per_s > 0,
+        "train.xla",
+        "compile_s_per_shape >= 0, speedup > 0 and samples_per_s > 0",
+    )
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     _require(
         tu.pruning == "none" or tu.kind != TunerKind.hyperband,

@@ -94,6 +94,9 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         # quantile buckets. (Today's defaults would retrain on another floating-point path.)
         if "steps_per_execution" not in train:
             train.steps_per_execution = 1
+        if "jit_compile" not in train:  # before XLA was an option: never compiled
+            train.jit_compile = "false"
+            train.xla = OmegaConf.load(CONF_DIR / "train" / "default.yaml").xla
         if "bucketing" in train and "exact" not in train.bucketing:
             train.bucketing.exact = False
     return logged
@@ -173,11 +176,18 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
 
     tracker, source, data = plan.tracker, plan.source, plan.data
     cfg, record, run_id = source.cfg, source.record, source.run.run_id
-    if not cfg.train.deterministic:
+    if source.run.xla:  # op determinism would make Keras drop XLA: retrain as the run trained
         progress.say(
-            "note: the original run had train.deterministic=false; metrics may differ slightly"
+            "note: the original run trained under XLA (op determinism off, as XLA needs); "
+            "XLA fits measured bit-identical run to run on this CPU"
         )
-    enable_determinism(True)
+        enable_determinism(False)
+    else:
+        if not cfg.train.deterministic:
+            progress.say(
+                "note: the original run had train.deterministic=false; metrics may differ slightly"
+            )
+        enable_determinism(True)
     model_settings, train = trial_settings(cfg, record.hyperparameters)
     train["seed"] = record.seed
     table = trial_vectors(cfg, data, model_settings)

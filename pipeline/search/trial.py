@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
+from pipeline import progress
 from pipeline.analysis.attention import (
     AttentionView,
     FaithfulnessPlan,
@@ -271,7 +272,15 @@ def train_and_log(
             AttentionEpochLogger(logging, variant, label, cfg.attention.plot_every, train)
         )
     started = time.perf_counter()
-    history = fit(model, data, train, trim_padding=variant.trims_padding, callbacks=callbacks)
+    history = fit(
+        model,
+        data,
+        train,
+        trim_padding=variant.trims_padding,
+        callbacks=callbacks,
+        announce=lambda line: progress.say(f"    {line}"),
+    )
+    tracker.set_tags({Tag.XLA: "on" if history.xla.on else "off"})
     fit_seconds = time.perf_counter() - started
     # fit's own validation pass already scored the weights the model ends with.
     kept = final_epoch(history, train)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.tracking.sqlite_store import sqlite_path
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -181,8 +183,7 @@ def auth_config(tracking, folder: Path) -> dict[str, str]:
             + ", ".join(AUTH_PERMISSIONS)
         )
     db = str(tracking.auth_db)
-    if db.startswith("sqlite:///"):
-        path = Path(db.removeprefix("sqlite:///")).expanduser().resolve()
+    if (path := sqlite_path(db)) is not None:
         password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
         if not path.exists() and len(password) < MIN_ADMIN_PASSWORD:
             raise TrackingError(
@@ -223,10 +224,8 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
         raise TrackingError(
             f"tracking.uri: the server needs a database URI as its store, not {backend}"
         )
-    if backend.startswith("sqlite:///"):
-        Path(backend.removeprefix("sqlite:///")).expanduser().parent.mkdir(
-            parents=True, exist_ok=True
-        )
+    if (db_file := sqlite_path(backend)) is not None:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
     if has_scheme(tracking.artifact_root):  # s3://...: the server's own to reach
         check_artifact_uri(tracking.artifact_root)
         artifacts = tracking.artifact_root

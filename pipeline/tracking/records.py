@@ -59,6 +59,7 @@ class TrialRun:
     worker: str | None = None
     interrupted: bool = False
     pruned: bool = False  # stopped early by the pruner
+    xla: bool = False  # the fit ran under XLA (train.jit_compile)
     error: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

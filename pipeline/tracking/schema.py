@@ -70,6 +70,7 @@ class Tag:
     PRUNED_EPOCH = "pruned_epoch"  # the last epoch it trained (1-based)
     WORKER = "worker"  # cluster worker id
     VECTORS = "vectors"  # the aligned word vectors' fingerprint (source file|trained)
+    XLA = "xla"  # on | off: whether the fit ran under XLA (train.jit_compile)
     # reference runs (also kind=reference): never a trial, never the best
     REFERENCE = "reference"  # "true"
     # reproduce runs

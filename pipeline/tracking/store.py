@@ -246,8 +246,8 @@ class Tracker:
         else:
             artifacts = Path(self.artifact_root).expanduser().resolve()
             paths = [artifacts]
-        if self.uri.startswith("sqlite:///"):
-            paths.append(Path(self.uri.removeprefix("sqlite:///")).expanduser().resolve().parent)
+        if (db_file := sqlite_store.sqlite_path(self.uri)) is not None:
+            paths.append(db_file.parent)
         for path in paths:
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -820,6 +820,7 @@ def _trial_run(run) -> TrialRun:
         worker=tags.get(Tag.WORKER),
         interrupted=tags.get(Tag.INTERRUPTED) == "true",
         pruned=tags.get(Tag.PRUNED) == "true",
+        xla=tags.get(Tag.XLA) == "on",
         error=tags.get(Tag.ERROR),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.models import scores
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
@@ -18,25 +20,16 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """Unweighted mean of per-class F1; a class never predicted nor present counts 0."""
-    cm = confusion_matrix(y_true, y_pred, n_classes)
-    tp = np.diag(cm).astype(float)
-    precision_den = cm.sum(axis=0)
-    recall_den = cm.sum(axis=1)
-    f1 = np.zeros(n_classes)
-    for c in range(n_classes):
-        denom = precision_den[c] + recall_den[c]
-        f1[c] = 2 * tp[c] / denom if denom else 0.0
-    return float(f1.mean())
+    return float(scores.macro_f1(y_true, y_pred, n_classes))
 
 
 def classification_metrics(probs: np.ndarray, y_true: np.ndarray, prefix: str) -> dict[str, float]:
     """accuracy, cross-entropy loss and macro-F1 under `prefix` (e.g. "val_")."""
     n_classes = probs.shape[1]
     y_pred = probs.argmax(axis=1)
-    picked = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
     return {
         f"{prefix}accuracy": float((y_pred == y_true).mean()),
-        f"{prefix}loss": float(-np.log(picked).mean()),
+        f"{prefix}loss": float(scores.example_losses(probs, y_true).mean()),
         f"{prefix}macro_f1": macro_f1(y_true, y_pred, n_classes),
     }
 

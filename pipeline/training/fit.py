@@ -3,7 +3,7 @@ and the benchmarks, so every path trains the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.data import PreparedData, balanced_class_weights
 from pipeline.training.batching import BucketedBatches
+from pipeline.training.xla import choose_xla
 
 
 class Diverged(RuntimeError):
@@ -19,11 +20,23 @@ class Diverged(RuntimeError):
 
 
 def enable_determinism(enabled: bool) -> None:
-    """TensorFlow op determinism (process-wide): same seed, same data -> same metrics."""
-    if enabled:
-        import tensorflow as tf
+    """TensorFlow op determinism (process-wide): same seed, same data -> same metrics.
+    Off when the config says so, also in a process that had it on (tests, notebooks):
+    XLA needs it off."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
 
+    if enabled:
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
+
+
+def op_determinism_on() -> bool:
+    """What Keras checks before it honours jit_compile (it drops XLA silently when on)."""
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(tf_config.is_op_determinism_enabled())
 
 
 def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray | None:
@@ -82,8 +95,11 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     epochs: int | None = None,
     verbose: int = 0,
+    announce: Callable[[str], None] | None = None,
 ) -> keras.callbacks.History:
-    """Train on the train split, validate on val; raise Diverged on a non-finite loss."""
+    """Train on the train split, validate on val; raise Diverged on a non-finite loss.
+    XLA as `train.jit_compile` says (`announce` gets the line saying what it chose; the
+    choice is `history.xla`)."""
     training = batches(
         data,
         "train",
@@ -94,13 +110,26 @@ def fit(
         weights=sample_weights(data, train),
     )
     validation = batches(data, "val", train, trim_padding=trim_padding, shuffle=False)
+    epochs = epochs or train["epochs"]
+    choice = choose_xla(
+        train.get("jit_compile", "false"),
+        training,
+        validation,
+        epochs,
+        train.get("xla") or {},
+        deterministic=bool(train.get("deterministic", False)) or op_determinism_on(),
+    )
+    model.jit_compile = choice.on  # before the first fit: Keras compiles its step with it
+    if announce is not None and (choice.on or choice.blocked):
+        announce(choice.line())
     history = model.fit(
         training.dataset(),
         validation_data=validation.dataset(),
-        epochs=epochs or train["epochs"],
+        epochs=epochs,
         callbacks=[*standard_callbacks(train), *callbacks],
         verbose=verbose,
     )
+    history.xla = choice
     losses = history.history.get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         epoch = next((i + 1 for i, v in enumerate(losses) if not np.isfinite(v)), len(losses))

@@ -1,0 +1,82 @@
+"""Whether a trial's fit runs under XLA (`train.jit_compile: auto | true | false`).
+
+XLA compiles one program per distinct batch shape (batch size x bucket width) of the
+training and validation batches, so it pays on long trials and loses on short ones.
+`auto` weighs, before the fit, the time it would save (the fit estimated from the
+number of samples it will see, times 1 - 1/speedup) against what compiling the shapes
+costs (`train.xla`, measured on this machine); the trial line says what it chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("auto", "true", "false")
+
+
+def jit_mode(value: Any) -> str:
+    """`train.jit_compile` as one of MODES (YAML reads true/false as booleans)."""
+    text = str(value).strip().lower()
+    if text not in MODES:
+        raise ValueError(f"train.jit_compile: '{value}' is not one of auto, true, false")
+    return text
+
+
+@dataclass(frozen=True)
+class XlaChoice:
+    on: bool
+    mode: str  # auto | true | false
+    shapes: int  # distinct batch shapes the fit would compile
+    fit_s: float  # estimated fit without XLA
+    saving_s: float  # estimated time XLA saves on it
+    compile_s: float  # estimated compile cost
+    blocked: bool = False  # op determinism on: TensorFlow runs no XLA under it
+
+    def line(self) -> str:
+        state = "on" if self.on else "off"
+        if self.blocked:
+            return (
+                f"xla: off (train.deterministic=true: TensorFlow's op determinism excludes "
+                f"XLA; auto would save ~{self.saving_s:.0f} s against ~{self.compile_s:.0f} s "
+                "compiling)"
+            )
+        if self.mode != "auto":
+            return f"xla: {state} (train.jit_compile={self.mode})"
+        verb = ">" if self.on else "<="
+        return (
+            f"xla: {state} (auto: saves ~{self.saving_s:.0f} s of a ~{self.fit_s:.0f} s fit "
+            f"{verb} ~{self.compile_s:.0f} s compiling {self.shapes} batch shapes)"
+        )
+
+
+def distinct_shapes(*plans) -> int:
+    """(rows, width) pairs over BucketedBatches plans: one XLA program each."""
+    return len({(len(idx), int(width)) for plan in plans for width, idx in plan.batches})
+
+
+def choose_xla(
+    mode: str,
+    train_plan,
+    val_plan,
+    epochs: int,
+    xla: Mapping[str, Any],
+    deterministic: bool = False,
+) -> XlaChoice:
+    """The decision for one fit; `auto` from the estimate above (no timing here). Keras
+    silently drops XLA when TensorFlow's op determinism is on (`train.deterministic`),
+    so `auto` is off there, and says what XLA would have saved when it would pay."""
+    mode = jit_mode(mode)
+    if mode == "false":
+        return XlaChoice(False, mode, 0, 0.0, 0.0, 0.0)
+    shapes = distinct_shapes(train_plan, val_plan)
+    samples = epochs * (len(train_plan.x) + len(val_plan.x))
+    fit_s = samples / float(xla["samples_per_s"])
+    saving_s = fit_s * (1.0 - 1.0 / float(xla["speedup"]))
+    compile_s = shapes * float(xla["compile_s_per_shape"])
+    pays = saving_s > compile_s
+    if deterministic:
+        return XlaChoice(False, mode, shapes, fit_s, saving_s, compile_s, blocked=pays)
+    on = mode == "true" or (mode == "auto" and pays)
+    return XlaChoice(on, mode, shapes, fit_s, saving_s, compile_s)

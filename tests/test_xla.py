@@ -1,0 +1,89 @@
+"""`train.jit_compile` (pipeline/training/xla.py): auto decides from the rule, op
+determinism blocks XLA (Keras would drop it silently), an XLA trial says so, is tagged
+and reproduces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import compose_config
+from pipeline.config.validation import ConfigError, validate
+from pipeline.training.batching import BucketedBatches
+from pipeline.training.xla import choose_xla, jit_mode
+
+XLA = {"compile_s_per_shape": 3.3, "speedup": 1.7, "samples_per_s": 5000}
+
+
+def plans(n: int, max_len: int = 40, batch: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, max_len), dtype=np.int32)
+    for row, length in enumerate(rng.integers(3, max_len, n)):
+        x[row, :length] = 5
+    train = BucketedBatches(x, np.zeros(n, dtype=np.int32), batch, 4)
+    val = BucketedBatches(x[: n // 5], None, batch, 4)
+    return train, val
+
+
+def test_auto_is_off_for_a_tiny_trial_and_on_for_a_long_one():
+    tiny = choose_xla("auto", *plans(300), epochs=1, xla=XLA)
+    assert not tiny.on and "auto" in tiny.line() and "<=" in tiny.line()
+    long = choose_xla("auto", *plans(100_000), epochs=5, xla=XLA)
+    assert long.on and long.saving_s > long.compile_s and ">" in long.line()
+    # what it weighs: shapes of train and validation batches, the samples it will see
+    assert 4 <= long.shapes <= 16
+    assert long.fit_s == pytest.approx(5 * (100_000 + 20_000) / 5000)
+
+
+def test_explicit_modes_and_op_determinism():
+    assert choose_xla("true", *plans(300), epochs=1, xla=XLA).on
+    assert not choose_xla("false", *plans(100_000), epochs=5, xla=XLA).on
+    blocked = choose_xla("auto", *plans(100_000), epochs=5, xla=XLA, deterministic=True)
+    assert not blocked.on and blocked.blocked and "deterministic" in blocked.line()
+    assert jit_mode(True) == "true" and jit_mode("Auto") == "auto"
+    with pytest.raises(ValueError, match="jit_compile"):
+        jit_mode("sometimes")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.jit_compile=sometimes"], "train.jit_compile"),
+        (["train.jit_compile=true"], "needs train.deterministic=false"),
+        (["train.xla.speedup=0"], "train.xla"),
+    ],
+)
+def test_bad_xla_settings_are_refused_naming_the_key(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate(compose_config(overrides))
+
+
+def test_an_xla_trial_says_so_is_tagged_and_reproduces(store, capsys):
+    from pipeline.search.reproduction import reproduce_run
+    from pipeline.search.run import run_search
+    from pipeline.training.fit import enable_determinism, op_determinism_on
+
+    was_on = op_determinism_on()
+    try:
+        run_search(
+            store.compose(
+                "+experiment=quick",
+                "attention.enabled=false",
+                "tracking.log_model=false",
+                "tuner.max_trials=1",
+                "search_space.pooling.values=[mean]",
+                "~search_space.attention_activation",
+                "~search_space.attention_normalizer",
+                "train.deterministic=false",
+                "train.jit_compile=true",
+                "search.name=xla",
+            )
+        )
+        assert "xla: on (train.jit_compile=true)" in capsys.readouterr().out
+        (trial,) = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
+        assert trial.data.tags["xla"] == "on"
+        again = reproduce_run(store.compose(), trial.info.run_id)
+        assert again.matches, again.table
+        assert "trained under XLA" in capsys.readouterr().out
+    finally:
+        enable_determinism(was_on)
