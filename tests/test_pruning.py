@@ -213,3 +213,62 @@ def test_every_pruner_and_tuner_name_of_the_schema_has_one_factory():
     assert set(ORACLES) == set(TunerKind)
     assert make_pruner("none", 1, 1) is None
     assert type(make_pruner("median", 2, 1)).__name__ == "MedianPruner"
+
+
+class RecordedStore:
+    """Finished runs with their end times and curves, as the tracker returns them."""
+
+    def __init__(self):
+        self.runs: list[TrialRun] = []
+        self.histories: dict[str, dict[int, float]] = {}
+        self.reads = 0
+
+    def finish(self, i: int, curve: dict[int, float], end_ms: int) -> None:
+        metrics = {"val_accuracy": curve[max(curve)], "epochs_trained": len(curve)}
+        run = TrialRun(f"r{i}", f"t{i}", "1", "FINISHED", 0, end_ms, config_hash=f"k{i}",
+                       metrics=metrics)  # fmt: skip
+        self.runs.append(run)
+        self.histories[run.run_id] = curve
+
+    def trial_runs(self, parent, status=None, ended_since_ms=None):
+        self.reads += 1
+        found = [r for r in self.runs if ended_since_ms is None or r.end_time >= ended_since_ms]
+        self.returned = len(found)
+        return found
+
+    def metric_history(self, run_id, key):
+        return self.histories[run_id]
+
+
+def test_the_incremental_mirror_prunes_exactly_as_a_full_re_read():
+    import random
+
+    from pipeline.search.tuner import TrackedTuner
+
+    rng = random.Random(0)
+    store = RecordedStore()
+    cfg = SimpleNamespace(tuner=SimpleNamespace(objective="val_accuracy"))
+    incremental = SimpleNamespace(pruning=mirror(startup=2), parent_run_id="p", cfg=cfg,
+                                  tracker=store, _pruning_read_ms=None)  # fmt: skip
+    for i in range(40):
+        level = rng.uniform(0.3, 0.9)
+        curve = {e: level * (0.6 + 0.1 * e) + rng.uniform(-0.02, 0.02) for e in range(4)}
+        end = 1000 + 10 * (i // 3)  # three runs end in the same millisecond now and then
+        store.finish(i, curve, end)
+        TrackedTuner._sync_pruning(incremental)
+        assert store.returned <= 4  # what ended since the last read (and in its ms), not all
+    full = SimpleNamespace(pruning=mirror(startup=2), parent_run_id="p", cfg=cfg,
+                           tracker=store, _pruning_read_ms=None)  # fmt: skip
+    full._pruning_read_ms = None
+    TrackedTuner._sync_pruning(full)
+    assert incremental.pruning.known == full.pruning.known and len(full.pruning.known) == 40
+    # the same study: every probe curve is pruned (or not) at the same epoch by both
+    for probe in range(20):
+        level = 0.3 + 0.03 * probe
+        verdicts = []
+        for m in (incremental.pruning, full.pruning):
+            trial = m.start(f"probe{probe}")
+            verdicts.append([m.report(trial, e, level * (0.6 + 0.1 * e)) for e in range(4)])
+        assert verdicts[0] == verdicts[1]
+    # later reads ask only for runs that ended since the last one read
+    assert incremental._pruning_read_ms == 1000 + 10 * (39 // 3)

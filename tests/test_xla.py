@@ -12,7 +12,7 @@ from pipeline.config.validation import ConfigError, validate
 from pipeline.training.batching import BucketedBatches
 from pipeline.training.xla import choose_xla, jit_mode
 
-XLA = {"compile_s_per_shape": 3.3, "speedup": 1.7, "samples_per_s": 5000}
+XLA = {"compile_s_per_shape": 3.3, "speedup": 1.7, "tokens_per_s": 128_000}
 
 
 def plans(n: int, max_len: int = 40, batch: int = 64, seed: int = 0):
@@ -32,7 +32,9 @@ def test_auto_is_off_for_a_tiny_trial_and_on_for_a_long_one():
     assert long.on and long.saving_s > long.compile_s and ">" in long.line()
     # what it weighs: shapes of train and validation batches, the samples it will see
     assert 4 <= long.shapes <= 16
-    assert long.fit_s == pytest.approx(5 * (100_000 + 20_000) / 5000)
+    train, val = plans(100_000)
+    steps = sum(len(i) * w for w, i in train.batches) + sum(len(i) * w for w, i in val.batches) / 3
+    assert long.fit_s == pytest.approx(5 * steps / 128_000)
 
 
 def test_explicit_modes_and_op_determinism():

@@ -247,7 +247,7 @@ class XlaConfig:
 
     compile_s_per_shape: float
     speedup: float
-    samples_per_s: float
+    tokens_per_s: float
 
 
 @dataclass

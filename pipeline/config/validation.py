@@ -212,9 +212,9 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "(XLA fits measured bit-identical run to run on this CPU anyway)",
     )
     _require(
-        t.xla.compile_s_per_shape >= 0 and t.xla.speedup > 0 and t.xla.samples_per_s > 0,
+        t.xla.compile_s_per_shape >= 0 and t.xla.speedup > 0 and t.xla.tokens_per_s > 0,
         "train.xla",
-        "compile_s_per_shape >= 0, speedup > 0 and samples_per_s > 0",
+        "compile_s_per_shape >= 0, speedup > 0 and tokens_per_s > 0",
     )
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     _require(

@@ -111,15 +111,24 @@ class TrackedTuner(kt.Tuner):
         self.worker_id: str | None = None  # set on cluster workers, tagged on their runs
         self.parent_run_id: str | None = None  # the search's parent run (pruning reads it)
         self.pruning = make_mirror(cfg)
+        self._pruning_read_ms: int | None = None  # end time of the newest run the mirror read
 
     def _sync_pruning(self) -> None:
         """Add the store's finished curves (a resumed search's, other workers') to the
-        pruning mirror: every replicate once."""
+        pruning mirror: every replicate once. Per-epoch pruners read only the runs that
+        ended since the last read (and their curves), so the pause between trials stays
+        flat over a long search; wilcoxon regroups every configuration's seeds."""
         if self.pruning is None or not self.parent_run_id:
             return
         objective = self.cfg.tuner.objective
-        runs = self.tracker.trial_runs(self.parent_run_id, status=Status.FINISHED)
+        since = None if self.pruning.per_seed else self._pruning_read_ms
+        runs = self.tracker.trial_runs(
+            self.parent_run_id, status=Status.FINISHED, ended_since_ms=since
+        )
         if not self.pruning.per_seed:
+            ends = [r.end_time for r in runs if r.end_time is not None]
+            if ends:  # ">=" next time: a run ending in the same millisecond is not lost
+                self._pruning_read_ms = max(ends + [self._pruning_read_ms or 0])
             runs = [r for r in runs if (r.config_hash or r.run_id) not in self.pruning.known]
         self.pruning.add(
             curves_from_runs(

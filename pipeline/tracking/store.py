@@ -371,16 +371,23 @@ class Tracker:
         return runs[0] if runs else None
 
     def trial_runs(
-        self, parent_ids: str | list[str], status: str | None = None, kind: str = Kind.TRIAL
+        self,
+        parent_ids: str | list[str],
+        status: str | None = None,
+        kind: str = Kind.TRIAL,
+        ended_since_ms: int | None = None,
     ) -> list[TrialRun]:
         """Trial runs (or other children: `kind=reference`) of these searches (parent run
-        ids), oldest first."""
+        ids), oldest first; with `ended_since_ms`, only runs that ended at or after it (an
+        incremental read: the pruning mirror asks only for what is new)."""
         wanted = {parent_ids} if isinstance(parent_ids, str) else set(parent_ids)
         query = f"tags.{Tag.KIND} = '{kind}'"
         if isinstance(parent_ids, str):
             query += f" and tags.{MLFLOW_PARENT} = '{parent_ids}'"
         if status:
             query += f" and attributes.status = '{status}'"
+        if ended_since_ms is not None:
+            query += f" and attributes.end_time >= {int(ended_since_ms)}"
         runs = (_trial_run(r) for r in self._search(query, ascending=True))
         return [r for r in runs if r.parent_id in wanted]
 

@@ -2,9 +2,10 @@
 
 XLA compiles one program per distinct batch shape (batch size x bucket width) of the
 training and validation batches, so it pays on long trials and loses on short ones.
-`auto` weighs, before the fit, the time it would save (the fit estimated from the
-number of samples it will see, times 1 - 1/speedup) against what compiling the shapes
-costs (`train.xla`, measured on this machine); the trial line says what it chose.
+`auto` weighs, before the fit, the time it would save (the fit estimated from the token
+steps it will run: rows x bucket width of every batch, a validation pass counted at a
+third, at `tokens_per_s`; times 1 - 1/speedup) against what compiling the shapes costs
+(`train.xla`, measured on this machine); the trial line says what it chose.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ class XlaChoice:
         )
 
 
+def token_steps(plan) -> int:
+    """LSTM steps an epoch over `plan` runs: rows x (trimmed) width of every batch."""
+    return int(sum(len(idx) * int(width) for width, idx in plan.batches))
+
+
+VALIDATION_SHARE = 1 / 3  # a forward pass costs about a third of a train step
+
+
 def distinct_shapes(*plans) -> int:
     """(rows, width) pairs over BucketedBatches plans: one XLA program each."""
     return len({(len(idx), int(width)) for plan in plans for width, idx in plan.batches})
@@ -71,8 +80,8 @@ def choose_xla(
     if mode == "false":
         return XlaChoice(False, mode, 0, 0.0, 0.0, 0.0)
     shapes = distinct_shapes(train_plan, val_plan)
-    samples = epochs * (len(train_plan.x) + len(val_plan.x))
-    fit_s = samples / float(xla["samples_per_s"])
+    steps = epochs * (token_steps(train_plan) + VALIDATION_SHARE * token_steps(val_plan))
+    fit_s = steps / float(xla["tokens_per_s"])
     saving_s = fit_s * (1.0 - 1.0 / float(xla["speedup"]))
     compile_s = shapes * float(xla["compile_s_per_shape"])
     pays = saving_s > compile_s
