@@ -182,34 +182,64 @@ def test_rerun_of_a_finished_search_adds_no_duplicate(store):
     assert len([r for r in runs if r.data.tags["kind"] == "trial"]) == 2
 
 
-@pytest.mark.parametrize(
-    ("overrides", "needle"),
-    [
-        (["search.resume=true", "search.name=nope"], "search.resume: no search named 'nope'"),
-        (["search.resume=true"], "search.resume: no earlier search"),
-        (["model.dropout=1.5"], "model.dropout"),
-        (["search_space.pooling.values=[]"], "search_space.pooling.values"),
-        (["search_space.pooling.values=[attention,lstm]"], "unknown pooling"),
-        (["model.attention_activation=relu"], "model.attention_activation"),
-        (
-            ["data=csv", "data.csv.path={tmp}/reviews.csv", "data.csv.text_column=body"],
-            "data.csv.label_column: column 'label'",
-        ),
-        (["tracking.artifact_root=/dev/null/artifacts"], "cannot write"),
-        (["data.synthetic.n_classes=1"], "data.synthetic.n_classes"),
-        (["data.dedupe=fuzzy"], "expected one of [none, exact, near]"),
-        (["data.near_duplicates.threshold=0"], "data.near_duplicates.threshold"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_nothing_running(store, overrides, needle):
+def search_in_process(tmp_path, *overrides: str) -> int:
+    """What `python -m pipeline.search` does with these overrides, in this process: the
+    same compose (one line for what Hydra refuses), checks and `guarded` exit codes."""
+    from pipeline.cli import composed_or_fail, guarded
+    from pipeline.search.__main__ import run as run_cli_search
+
+    own = [o for o in store_overrides(tmp_path) if not o.startswith("hydra.")]
+    try:
+        cfg = composed_or_fail([*BASE, *own, *overrides])
+        return guarded(lambda: run_cli_search(cfg))
+    except SystemExit as err:
+        return int(err.code)
+
+
+BAD_INPUT = [
+    (["search.resume=true", "search.name=nope"], "search.resume: no search named 'nope'"),
+    (["search.resume=true"], "search.resume: no earlier search"),
+    (["model.dropout=1.5"], "model.dropout"),
+    (["search_space.pooling.values=[]"], "search_space.pooling.values"),
+    (["search_space.pooling.values=[attention,lstm]"], "unknown pooling"),
+    (["model.attention_activation=relu"], "model.attention_activation"),
+    (
+        ["data=csv", "data.csv.path={tmp}/reviews.csv", "data.csv.text_column=body"],
+        "data.csv.label_column: column 'label'",
+    ),
+    (["tracking.artifact_root=/dev/null/artifacts"], "cannot write"),
+    (["data.synthetic.n_classes=1"], "data.synthetic.n_classes"),
+    (["data.dedupe=fuzzy"], "expected one of [none, exact, near]"),
+    (["data.near_duplicates.threshold=0"], "data.near_duplicates.threshold"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needle"), BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_nothing_running(store, capsys, overrides, needle):
+    """The one-line / exit-code contract, in-process (the CLI's own path below)."""
     tmp_path = store.path
     (tmp_path / "reviews.csv").write_text("body,category\ngood,pos\nbad,neg\n")
     overrides = [o.format(tmp=tmp_path) for o in overrides]
-    result = run(tmp_path, *overrides, timeout=120)
+    code = search_in_process(tmp_path, *overrides)
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert needle in err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert all(r.info.status != "RUNNING" for r in runs_of(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["data.dedupe=fuzzy"], "expected one of [none, exact, near]"),  # Hydra's own compose
+        (["tracking.artifact_root=/dev/null/artifacts"], "cannot write"),  # a Hydra callback
+    ],
+)
+def test_the_search_command_keeps_the_contract_in_a_subprocess(store, overrides, needle):
+    result = run(store.path, *overrides, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert needle in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert all(r.info.status != "RUNNING" for r in runs_of(tmp_path))
 
 
 def test_one_class_csv_is_rejected(store):
