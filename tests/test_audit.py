@@ -254,3 +254,38 @@ def test_the_parent_run_logs_the_audit_a_resume_with_other_dedupe_is_refused(sto
     )
     with pytest.raises(SearchError, match="different search space, data or training"):
         run_search(resumed)
+
+
+def test_the_numpy_buckets_are_datasketchs_lsh_buckets():
+    """The banding over all signatures at once finds exactly the pairs MinHashLSH's own
+    index returns for the same MinHash values and bands."""
+    from datasketch import MinHash, MinHashLSH
+
+    from pipeline.data.audit import _prehashed, lsh_buckets, signatures
+
+    rng = np.random.default_rng(1)
+    base = [list(rng.integers(0, 300, 15)) for _ in range(40)]
+    docs = [list(set(b)) for b in base]
+    docs += [list(set(b[:-1] + [int(rng.integers(300, 400))])) for b in base]  # near-copies
+    matrix = signatures(docs, 64, seed=1)
+    scheme = MinHash(num_perm=64, seed=1).scheme
+    lsh = MinHashLSH(0.7, 64, weights=(0.05, 0.95))
+    for i, row in enumerate(matrix):
+        m = MinHash(num_perm=64, seed=1, hashfunc=_prehashed)
+        m.update_batch(docs[i])
+        assert np.array_equal(m.hashvalues, row)  # the same MinHash values
+        lsh.insert(i, m)
+    theirs = {
+        (min(i, j), max(i, j))
+        for i, row in enumerate(matrix)
+        for j in lsh.query(MinHash(64, seed=1, hashvalues=row, scheme=scheme))
+        if i != j
+    }
+    ours = {
+        (min(a, b), max(a, b))
+        for members in lsh_buckets(matrix, np.arange(len(docs)), lsh.hashranges)
+        for a in members
+        for b in members
+        if a != b
+    }
+    assert ours == theirs and len(ours) >= 30

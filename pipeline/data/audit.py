@@ -103,6 +103,38 @@ def _prehashed(value: int) -> int:
     return value
 
 
+def signatures(hashed_sets: Sequence[Sequence[int]], num_perm: int, seed: int) -> np.ndarray:
+    """datasketch MinHash values of each set of pre-hashed shingles, one row per set (one
+    MinHash reused: only its values are kept)."""
+    from datasketch import MinHash
+
+    signature = MinHash(num_perm=num_perm, seed=seed, hashfunc=_prehashed)
+    blank = signature.hashvalues.copy()
+    matrix = np.empty((len(hashed_sets), num_perm), dtype=blank.dtype)
+    for i, values in enumerate(hashed_sets):
+        signature.hashvalues = blank.copy()
+        signature.update_batch(list(values))
+        matrix[i] = signature.hashvalues
+    return matrix
+
+
+def lsh_buckets(matrix: np.ndarray, rows: np.ndarray, bands) -> list[list[int]]:
+    """LSH buckets of two or more rows: rows whose signature agrees on a whole band,
+    band by band (`bands`: datasketch's (start, end) ranges)."""
+    out: list[list[int]] = []
+    for start, end in bands:
+        band = np.ascontiguousarray(matrix[:, start:end]).view(
+            np.dtype((np.void, matrix.dtype.itemsize * (end - start)))
+        )[:, 0]
+        _, bucket, counts = np.unique(band, return_inverse=True, return_counts=True)
+        shared = counts[bucket] > 1
+        members_of: dict[int, list[int]] = defaultdict(list)
+        for b, r in zip(bucket[shared].tolist(), rows[shared].tolist(), strict=True):
+            members_of[b].append(r)
+        out.extend(members_of.values())
+    return out
+
+
 def near_families(
     tokens: Sequence[Sequence[str]],
     rows: np.ndarray,
@@ -122,7 +154,7 @@ def near_families(
     tweets (the same buckets: tested against its index). A candidate already in the
     row's family is not checked again, so a family of k copies costs about k checks.
     """
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
     from datasketch.hashfunc import sha1_hash32
 
     uf = _UnionFind(len(tokens))
@@ -137,43 +169,25 @@ def near_families(
     # datasketch picks its bands to minimise weighted misses and false candidates; every
     # candidate is checked exactly, so a false one costs a check and a miss a leak
     bands = MinHashLSH(threshold, num_perm, weights=(1 - miss_weight, miss_weight)).hashranges
-    signature = MinHash(num_perm=num_perm, seed=seed, hashfunc=_prehashed)
-    blank = signature.hashvalues.copy()
-    matrix = np.empty((len(order), num_perm), dtype=blank.dtype)
-    for i, r in enumerate(order):  # one MinHash reused: only its values are kept
-        signature.hashvalues = blank.copy()
-        signature.update_batch([hashed[sh] for sh in sets[r]])
-        matrix[i] = signature.hashvalues
+    matrix = signatures([[hashed[sh] for sh in sets[r]] for r in order], num_perm, seed)
     checked = joined = 0
     examples: list[tuple[int, int, float]] = []
-    rows_of = np.asarray(order)
-    for start, end in bands:  # LSH buckets: rows whose band of the signature is equal
-        band = np.ascontiguousarray(matrix[:, start:end]).view(
-            np.dtype((np.void, matrix.dtype.itemsize * (end - start)))
-        )[:, 0]
-        _, bucket, counts = np.unique(band, return_inverse=True, return_counts=True)
-        shared = counts[bucket] > 1
-        if not shared.any():
-            continue
-        members_of: dict[int, list[int]] = defaultdict(list)
-        for b, r in zip(bucket[shared].tolist(), rows_of[shared].tolist(), strict=True):
-            members_of[b].append(r)
-        for members in members_of.values():
-            if len({uf.find(m) for m in members}) == 1:
-                continue  # one family already (an earlier band joined them)
-            for i, r in enumerate(members):
-                mine = sets[r]
-                for other in members[:i]:
-                    if uf.find(other) == uf.find(r):
-                        continue
-                    checked += 1
-                    theirs = sets[other]
-                    jaccard = len(mine & theirs) / len(mine | theirs)
-                    if jaccard >= threshold:
-                        uf.union(r, other)
-                        joined += 1
-                        if jaccard < 1.0 and len(examples) < n_examples:
-                            examples.append((other, r, round(jaccard, 3)))
+    for members in lsh_buckets(matrix, np.asarray(order), bands):
+        if len({uf.find(m) for m in members}) == 1:
+            continue  # one family already (an earlier band joined them)
+        for i, r in enumerate(members):
+            mine = sets[r]
+            for other in members[:i]:
+                if uf.find(other) == uf.find(r):
+                    continue
+                checked += 1
+                theirs = sets[other]
+                jaccard = len(mine & theirs) / len(mine | theirs)
+                if jaccard >= threshold:
+                    uf.union(r, other)
+                    joined += 1
+                    if jaccard < 1.0 and len(examples) < n_examples:
+                        examples.append((other, r, round(jaccard, 3)))
     return NearFamilies(uf.roots(), checked, joined, examples)
 
 
