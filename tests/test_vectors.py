@@ -342,7 +342,7 @@ def test_the_source_is_a_searchable_knob_pinned_by_an_explicit_value():
         "random",
         "trained",
     ]
-    assert preset.model.embeddings.method == "word2vec"  # a preset's setting pins nothing
+    assert preset.model.embeddings.method == "fasttext"  # a preset's setting pins nothing
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,8 @@ def effective_job_config(args: list[str]) -> str | None:
     overrides = [a for i, a in enumerate(args) if not a.startswith("-") and i != at + 1]
     from omegaconf import OmegaConf
 
+    from pipeline.cli import composed_or_fail
+
     cfg = composed_or_fail(overrides)
     return OmegaConf.to_yaml(cfg, resolve="--resolve" in flags)
 
