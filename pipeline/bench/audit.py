@@ -36,14 +36,14 @@ RSS_GOAL_MB = 1024.0
 def write_near_copies(
     source, out: Path, texts: int, copies: int, min_tokens: int = 4, seed: int = 0
 ) -> int:
-    """`texts` distinct tweets (after tokenizing) of at least `min_tokens` tokens x
-    `copies`, one word replaced in each."""
+    """`texts` distinct tweets (after tokenizing) of at least `min_tokens` distinct tokens
+    x `copies`, one word replaced in each (Jaccard is over token sets: "? ? ? ?" is one)."""
     import pandas as pd
 
     frame = pd.read_csv(source)
     tokenize = Tokenizer(r"[\w@#']+|[^\w\s]", True)
     frame["tokens"] = frame["text"].map(lambda t: tokenize(str(t)))
-    frame = frame[frame["tokens"].map(len) >= min_tokens]
+    frame = frame[frame["tokens"].map(lambda t: len(set(t))) >= min_tokens]  # distinct ones
     frame = frame.loc[~frame["tokens"].map(" ".join).duplicated()]
     rng = np.random.default_rng(seed)
     chosen = frame.iloc[rng.permutation(len(frame))[:texts]]
