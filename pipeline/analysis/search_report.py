@@ -600,11 +600,10 @@ def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    grouped = frame.groupby("group", sort=False)
-    table = grouped.first()
-    table[objective] = grouped[objective].mean()
-    table["seconds"] = grouped["seconds"].sum()
-    return table.reset_index(drop=True)
+    from pipeline.analysis.statistics import per_configuration
+
+    table = per_configuration(frame, "group", mean=[objective], total=["seconds"])
+    return table.drop(columns=["group", "seeds"])
 
 
 def knob_importance_of(tracker, parent, objective: str):

@@ -9,6 +9,7 @@ so reports never need TensorFlow.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,30 @@ def ci95(values: np.ndarray) -> float:
     if n < 2:
         return float("nan")
     return float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def per_configuration(
+    frame: pd.DataFrame,
+    by: str,
+    mean: Sequence[str] = (),
+    total: Sequence[str] = (),
+    spread: Sequence[str] = (),
+    sort: bool = False,
+) -> pd.DataFrame:
+    """One row per configuration (`by`: trial number, group, ...) over its seeds: the
+    first run's other columns, `mean` columns averaged, `total` summed, `spread` with a
+    `<col>_std`, and `seeds` counted. The one seed aggregation of the search summary and
+    the knob-importance table."""
+    grouped = frame.groupby(by, sort=sort)
+    table = grouped.first()
+    if mean:
+        table[list(mean)] = grouped[list(mean)].mean()
+    for col in total:
+        table[col] = grouped[col].sum()
+    for col in spread:
+        table[f"{col}_std"] = grouped[col].std(ddof=1)
+    table["seeds"] = grouped.size()
+    return table.reset_index()
 
 
 def leaderboard(runs: pd.DataFrame, objective: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.analysis.statistics import per_configuration
 from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.models.registry import canonical_label
 from pipeline.tracking import Metric, Status, TrialRun
@@ -108,16 +109,14 @@ def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
         if (c in VALIDATION_METRICS or c.startswith(DIAGNOSTIC_PREFIXES))
         and pd.api.types.is_numeric_dtype(finished[c])
     ]
-    grouped = finished.groupby("trial", sort=True)
-    table = grouped.first()
-    table[metric_cols] = grouped[metric_cols].mean()
-    for col in VALIDATION_METRICS:
-        if col in finished:
-            table[f"{col}_std"] = grouped[col].std(ddof=1)
-    table["seeds"] = grouped.size()
-    if "seconds" in finished:
-        table["seconds"] = grouped["seconds"].sum()
-    return table.reset_index()
+    return per_configuration(
+        finished,
+        "trial",
+        mean=metric_cols,
+        total=["seconds"] if "seconds" in finished else [],
+        spread=[c for c in VALIDATION_METRICS if c in finished],
+        sort=True,
+    )
 
 
 def ranked(table: pd.DataFrame, objective: str) -> pd.DataFrame:
