@@ -36,9 +36,15 @@ from pipeline.config import ClusterRole, TunerKind
 from pipeline.data import PreparedData
 from pipeline.errors import SearchError
 from pipeline.search.ledger import previous_rows
-from pipeline.search.outcome import SearchOutcome, per_trial, ranked
+from pipeline.search.outcome import SearchOutcome
 from pipeline.search.references import run_references
-from pipeline.search.run import count_trials, finish_search, open_search, parent_run
+from pipeline.search.run import (
+    best_configuration,
+    count_trials,
+    finish_search,
+    open_search,
+    parent_run,
+)
 from pipeline.tracking import Artifact
 from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
 from pipeline.tracking.store import Tracker
@@ -249,10 +255,9 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutco
         if not trials.empty:
             tracker.log_table_csv(trials, Artifact.SUMMARY)
         count_trials(tracker, trials)
-        best = ranked(per_trial(trials), cfg.tuner.objective).iloc[0]
-        best_values = tracker.read_trial_record(best["run_id"]).hyperparameters
+        best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
         outcome = finish_search(
-            cfg, data, tracker, name, parent_id, trials, best_values, str(best["trial_id"])
+            cfg, data, tracker, name, parent_id, trials, best_values, best_trial_id
         )
         outcome.references = references
         return outcome

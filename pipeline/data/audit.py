@@ -51,12 +51,10 @@ class _UnionFind:
 
     def find(self, i: int) -> int:
         parent = self.parent
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:  # path compression
-            parent[i], i = root, parent[i]
-        return root
+        while parent[i] != i:  # path halving: every other node points to its grandparent
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
     def union(self, a: int, b: int) -> bool:
         ra, rb = self.find(a), self.find(b)
@@ -170,24 +168,50 @@ def near_families(
     # candidate is checked exactly, so a false one costs a check and a miss a leak
     bands = MinHashLSH(threshold, num_perm, weights=(1 - miss_weight, miss_weight)).hashranges
     matrix = signatures([[hashed[sh] for sh in sets[r]] for r in order], num_perm, seed)
+    find = uf.find
     checked = joined = 0
     examples: list[tuple[int, int, float]] = []
-    for members in lsh_buckets(matrix, np.asarray(order), bands):
-        if len({uf.find(m) for m in members}) == 1:
-            continue  # one family already (an earlier band joined them)
-        for i, r in enumerate(members):
-            mine = sets[r]
-            for other in members[:i]:
-                if uf.find(other) == uf.find(r):
-                    continue
+
+    def linked(group: list[int], other: list[int]) -> bool:
+        """Some pair across the two families is a near-copy (checked exactly)."""
+        nonlocal checked
+        for a in group:
+            mine = sets[a]
+            for b in other:
                 checked += 1
-                theirs = sets[other]
+                theirs = sets[b]
                 jaccard = len(mine & theirs) / len(mine | theirs)
                 if jaccard >= threshold:
-                    uf.union(r, other)
-                    joined += 1
                     if jaccard < 1.0 and len(examples) < n_examples:
-                        examples.append((other, r, round(jaccard, 3)))
+                        examples.append((min(a, b), max(a, b), round(jaccard, 3)))
+                    return True
+        return False
+
+    for members in lsh_buckets(matrix, np.asarray(order), bands):
+        by_root: dict[int, list[int]] = defaultdict(list)
+        for m in members:
+            by_root[find(m)].append(m)
+        if len(by_root) == 1:
+            continue  # one family already (an earlier band joined them)
+        # Families meeting in this bucket merge when any cross pair is a near-copy: the
+        # pairwise rule, with O(families) root lookups instead of O(members^2).
+        merged: list[list[int]] = []
+        for group in by_root.values():
+            target: list[int] | None = None
+            for other in merged:
+                if other and linked(group, other):
+                    joined += 1
+                    if target is None:
+                        uf.union(group[0], other[0])
+                        other.extend(group)
+                        target = other
+                    else:
+                        uf.union(target[0], other[0])
+                        target.extend(other)
+                        other.clear()
+            if target is None:
+                merged.append(list(group))
+            merged = [m for m in merged if m]
     return NearFamilies(uf.roots(), checked, joined, examples)
 
 

@@ -36,7 +36,6 @@ from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, r
 from pipeline.search.references import run_references
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import (
-    active_values,
     build_trial_model,
     search_vectors,
     trial_settings,
@@ -114,6 +113,13 @@ def parent_run(
             for table in opening.vectors:
                 tracker.log_metrics(table.metrics())
         yield parent.info.run_id
+
+
+def best_configuration(tracker: Tracker, trials: pd.DataFrame, objective: str) -> tuple[dict, str]:
+    """(hyperparameters, trial id) of the best configuration as the summary ranks it
+    (mean over seeds, from the store): the same pick in one process and in a cluster."""
+    best = ranked(per_trial(trials), objective).iloc[0]
+    return tracker.read_trial_record(best["run_id"]).hyperparameters, str(best["trial_id"])
 
 
 def count_trials(tracker: Tracker, trials: pd.DataFrame) -> int:
@@ -269,16 +275,9 @@ def run_search(
             if not trials.empty:
                 tracker.log_table_csv(trials, Artifact.SUMMARY)
         count_trials(tracker, trials)
-        best_trial = tuner.oracle.get_best_trials(1)[0]
+        best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
         outcome = finish_search(
-            cfg,
-            data,
-            tracker,
-            name,
-            parent_id,
-            trials,
-            active_values(best_trial.hyperparameters),
-            best_trial.trial_id,
+            cfg, data, tracker, name, parent_id, trials, best_values, best_trial_id
         )
         outcome.references = references
         return outcome
