@@ -134,11 +134,31 @@ def test_conflicting_labels_drop_removes_every_row_of_such_a_text(tmp_path):
     assert data.audit.report["rows"]["dropped_conflicting"] == 4
 
 
-def test_group_split_with_one_row_per_group_is_the_plain_stratified_split():
-    labels = np.random.default_rng(3).integers(0, 3, 500)
-    plain = stratified_split(labels, 0.15, 0.15, seed=7)
-    grouped = stratified_group_split(labels, np.arange(500), 0.15, 0.15, seed=7)
-    assert all(np.array_equal(plain[k], grouped[k]) for k in plain)
+def split_before_groups(labels, val_fraction, test_fraction, seed):
+    """`stratified_split` as versions before group-aware splitting wrote it: the splits
+    of every run logged then, which `pipeline.reproduce` must draw again."""
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = int(round(val_fraction * len(idx))) or int(val_fraction > 0 and len(idx) >= 2)
+        n_test = int(round(test_fraction * len(idx))) or int(
+            test_fraction > 0 and len(idx) - n_val >= 2
+        )
+        parts["val"].extend(idx[:n_val])
+        parts["test"].extend(idx[n_val : n_val + n_test])
+        parts["train"].extend(idx[n_val + n_test :])
+    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in parts.items()}
+
+
+@pytest.mark.parametrize("n, fractions", [(500, (0.15, 0.15)), (7, (0.3, 0.0)), (40, (0.2, 0.1))])
+def test_one_row_per_group_draws_the_split_of_earlier_versions(n, fractions):
+    labels = np.random.default_rng(n).integers(0, 3, n)
+    before = split_before_groups(labels, *fractions, seed=7)
+    now = stratified_split(labels, *fractions, seed=7)
+    assert all(np.array_equal(before[k], now[k]) for k in before)
+    grouped = stratified_group_split(labels, np.arange(n), *fractions, seed=7)
+    assert all(np.array_equal(before[k], grouped[k]) for k in before)
 
 
 def test_a_fixed_test_split_keeps_its_rows_over_their_training_copies(tmp_path):

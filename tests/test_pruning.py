@@ -259,7 +259,6 @@ def test_the_incremental_mirror_prunes_exactly_as_a_full_re_read():
         assert store.returned <= 4  # what ended since the last read (and in its ms), not all
     full = SimpleNamespace(pruning=mirror(startup=2), parent_run_id="p", cfg=cfg,
                            tracker=store, _pruning_read_ms=None)  # fmt: skip
-    full._pruning_read_ms = None
     TrackedTuner._sync_pruning(full)
     assert incremental.pruning.known == full.pruning.known and len(full.pruning.known) == 40
     # the same study: every probe curve is pruned (or not) at the same epoch by both

@@ -241,6 +241,9 @@ class BucketingConfig:
     exact: bool
 
 
+JIT_MODES = ("auto", "true", "false")  # train.jit_compile (YAML may give true/false)
+
+
 @dataclass
 class XlaConfig:
     """What `train.jit_compile=auto` weighs, measured on this machine."""

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config.schema import (
+    JIT_MODES,
     EmbeddingSource,
     HPType,
     HyperParamSpec,
@@ -201,9 +202,9 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         f"need shares in (0, 1), got {list(f.fractions)}",
     )
     _require(
-        str(t.jit_compile).lower() in ("auto", "true", "false"),
+        str(t.jit_compile).lower() in JIT_MODES,
         "train.jit_compile",
-        f"'{t.jit_compile}' is not one of auto, true, false",
+        f"'{t.jit_compile}' is not one of {', '.join(JIT_MODES)}",
     )
     _require(
         not (str(t.jit_compile).lower() == "true" and t.deterministic),

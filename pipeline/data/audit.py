@@ -321,11 +321,12 @@ def stratified_group_split(
     test_fraction: float,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """`stratified_split` over groups: every row of a group lands in one split, each
-    class's share as close to the fractions as whole groups allow. A group counts for
-    the class of its first row. With one row per group the result is exactly
-    `stratified_split`'s (same random draws in the same order)."""
-    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    """Deterministic stratified split over groups: every row of a group lands in one
+    split, each class's share as close to the fractions as whole groups allow (a group
+    counts for the class of its first row; small classes still get one example in each
+    requested split while train keeps one). With one row per group (`stratified_split`)
+    it draws exactly the split of versions before groups existed."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     sizes = np.bincount(inverse)
     group_label = labels[first]
     rng = np.random.default_rng(seed)
@@ -350,7 +351,6 @@ def stratified_group_split(
     row_of_group = defaultdict(list)
     for row, g in enumerate(inverse.tolist()):
         row_of_group[g].append(row)
-    del uniq
     return {
         k: np.sort(np.asarray([r for g in v for r in row_of_group[g]], dtype=np.int64))
         for k, v in parts.items()

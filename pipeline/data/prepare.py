@@ -112,11 +112,7 @@ class TextEncoder:
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
         """(ids (n, max_len), each text's tokens before the cut)."""
         token_lists = [self.tokens(t) for t in texts]
-        out = np.zeros((len(texts), self.max_len), dtype=np.int32)
-        index = self._index
-        for row, toks in enumerate(token_lists):
-            ids = [index.get(t, 1) for t in toks[: self.max_len]]
-            out[row, : len(ids)] = ids
+        out = encode(token_lists, self.vocab, self.max_len, self._index)
         return out, token_lists
 
 
@@ -127,8 +123,15 @@ def build_vocab(token_lists: list[list[str]], vocab_size: int, min_count: int) -
     return [PAD, OOV] + words[: vocab_size - 2]
 
 
-def encode(token_lists: list[list[str]], vocab: list[str], max_len: int) -> np.ndarray:
-    index = {w: i for i, w in enumerate(vocab)}
+def encode(
+    token_lists: list[list[str]],
+    vocab: list[str],
+    max_len: int,
+    index: dict[str, int] | None = None,
+) -> np.ndarray:
+    """Token ids (n, max_len), 0-padded, cut at max_len; `index` (word -> id) when the
+    caller keeps one (a served model encodes every request with the same vocabulary)."""
+    index = index if index is not None else {w: i for i, w in enumerate(vocab)}
     out = np.zeros((len(token_lists), max_len), dtype=np.int32)
     for row, toks in enumerate(token_lists):
         ids = [index.get(t, 1) for t in toks[:max_len]]
@@ -139,20 +142,9 @@ def encode(token_lists: list[list[str]], vocab: list[str], max_len: int) -> np.n
 def stratified_split(
     labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Deterministic per-class split of indices into train/val/test."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        # Small classes still get one example in each requested split while train keeps one.
-        n_val = int(round(val_fraction * len(idx))) or int(val_fraction > 0 and len(idx) >= 2)
-        n_test = int(round(test_fraction * len(idx))) or int(
-            test_fraction > 0 and len(idx) - n_val >= 2
-        )
-        parts["val"].extend(idx[:n_val])
-        parts["test"].extend(idx[n_val : n_val + n_test])
-        parts["train"].extend(idx[n_val + n_test :])
-    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in parts.items()}
+    """Deterministic per-class split of indices into train/val/test: the group-aware split
+    with one row per group (the same draws as before groups existed, tested)."""
+    return stratified_group_split(labels, np.arange(len(labels)), val_fraction, test_fraction, seed)
 
 
 def fingerprint(raw: RawData, preprocessing: dict) -> str:
@@ -207,12 +199,10 @@ def split_rows(
     """Train/val/test row indices among `kept`; rows sharing a group share a split."""
 
     def split(rows: np.ndarray, val_fraction: float, test_fraction: float):
-        if groups is None:
-            inner = stratified_split(y_all[rows], val_fraction, test_fraction, cfg.split_seed)
-        else:
-            inner = stratified_group_split(
-                y_all[rows], groups[rows], val_fraction, test_fraction, cfg.split_seed
-            )
+        own = np.arange(len(rows)) if groups is None else groups[rows]
+        inner = stratified_group_split(
+            y_all[rows], own, val_fraction, test_fraction, cfg.split_seed
+        )
         return {k: rows[v] for k, v in inner.items()}
 
     if raw.fixed_split is not None and "test" in raw.fixed_split:

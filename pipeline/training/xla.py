@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MODES = ("auto", "true", "false")
+from pipeline.config.schema import JIT_MODES
 
 
 def jit_mode(value: Any) -> str:
-    """`train.jit_compile` as one of MODES (YAML reads true/false as booleans)."""
+    """`train.jit_compile` as one of JIT_MODES (YAML reads true/false as booleans)."""
     text = str(value).strip().lower()
-    if text not in MODES:
+    if text not in JIT_MODES:
         raise ValueError(f"train.jit_compile: '{value}' is not one of auto, true, false")
     return text
 
