@@ -9,21 +9,59 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config.schema import CONF_DIR
+from pipeline.config.schema import CONF_DIR, register_configs, register_open_schema
 from pipeline.config.validation import ConfigError
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose the real `conf/` with overrides, as the CLI would (for tests and tools):
-    knobs the overrides (or a preset) set explicitly are pinned (`pins.py`)."""
-    from hydra import compose, initialize_config_dir
+    knobs the overrides (or a preset) set explicitly are pinned (`pins.py`).
 
+    The `plugins` the config names are imported first when they bring config sections
+    (`schema.register_section`), so the schema Hydra composes onto (here and in the
+    `@hydra.main` that follows on the command line) types them and fills their defaults."""
     from pipeline.config.pins import pin_explicit_knobs
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides or []))
-    pin_explicit_knobs(cfg, overrides or [])
+    overrides = list(overrides or [])
+    try:
+        cfg = _compose(overrides)
+    except Exception:
+        plugins = _plugins_named(overrides)
+        if not plugins:
+            raise
+        import_plugins(plugins)
+        if not register_configs(plugins):
+            raise
+        cfg = _compose(overrides)  # a failure now is the config's own
+    else:
+        plugins = list(cfg.get("plugins") or [])
+        import_plugins(plugins)
+        if register_configs(plugins):  # the sections differ from the last composition's
+            cfg = _compose(overrides)
+    pin_explicit_knobs(cfg, overrides)
     return cfg
+
+
+def _plugins_named(overrides: list[str]) -> list[str]:
+    """`plugins` of a config the typed schema refused: composed without the schema."""
+    register_open_schema()
+    forced = [  # a plugin's keys do not exist yet in an untyped config: add them
+        f"++{o}" if "=" in o and "." in o.split("=")[0] and o[0] not in "+~" else o
+        for o in overrides
+    ]
+    try:
+        return list(_compose(forced).get("plugins") or [])
+    except Exception:
+        return []
+    finally:
+        register_configs([])
 
 
 def hydra_overrides() -> list[str]:

@@ -40,10 +40,18 @@ def _require(ok: bool, key: str, problem: str) -> None:
 NESTED_KNOBS = {"embeddings.source": [s.value for s in EmbeddingSource]}
 
 
-def searchable_knobs() -> set[str]:
-    """Every model.* and train.* knob a search dimension may name."""
+def searchable_knobs(plugins: list[str] | None = None) -> set[str]:
+    """Every model.* and train.* knob a search dimension may name, with the keys of the
+    model sections `plugins` bring (`<variant>.<key>`)."""
+    from pipeline.config.schema import plugin_sections
+
     model = set(ModelConfig.__dataclass_fields__) - {"embeddings"}
-    return model | set(NESTED_KNOBS) | set(TrainConfig.__dataclass_fields__)
+    own = {
+        f"{section}.{key}"
+        for section, schema in plugin_sections(list(plugins or []))["model"].items()
+        for key in schema.__dataclass_fields__
+    }
+    return model | set(NESTED_KNOBS) | own | set(TrainConfig.__dataclass_fields__)
 
 
 def _check_choices(
@@ -67,11 +75,13 @@ def typed_spec(key: str, spec: Mapping[str, Any]) -> DictConfig:
 
 
 def validate_search_space(
-    dims: Mapping[str, Mapping[str, Any]], options: Mapping[str, Collection[str]] | None = None
+    dims: Mapping[str, Mapping[str, Any]],
+    options: Mapping[str, Collection[str]] | None = None,
+    plugins: list[str] | None = None,
 ) -> None:
     """Every dimension is a `HyperParamSpec` (field names, types, enumerations: checked
     by OmegaConf), names a known knob, and has a usable range or choice list."""
-    known = searchable_knobs()
+    known = searchable_knobs(plugins)
     options = {**NESTED_KNOBS, **(options or {})}
     for name, spec in dims.items():
         key = f"search_space.{name}"
@@ -251,7 +261,9 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "search.seeds",
         "search_space.seed is searched too; use one of them",
     )
-    validate_search_space(search_space_dims(cfg.search_space), options)
+    validate_search_space(
+        search_space_dims(cfg.search_space), options, list(cfg.get("plugins") or [])
+    )
 
 
 def embedding_sources(source: Any, dims: Mapping[str, Mapping[str, Any]]) -> list[str]:

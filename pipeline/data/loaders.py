@@ -2,7 +2,8 @@
 
 A loader turns its config section into `RawData` (texts + labels, optional ground-truth
 key positions and fixed splits); `pipeline.data.prepare` does everything else the same
-way for all of them. A plugin module registers its own with `@register_loader("name")`.
+way for all of them. A plugin module registers its own with `@register_loader("name")`,
+optionally with a dataclass for its own `data.<name>` section.
 """
 
 from __future__ import annotations
@@ -38,8 +39,16 @@ LoaderFn = Callable[[DictConfig, str], RawData]
 LOADERS: dict[str, LoaderFn] = {}
 
 
-def register_loader(name: str) -> Callable[[LoaderFn], LoaderFn]:
+def register_loader(name: str, config: type | None = None) -> Callable[[LoaderFn], LoaderFn]:
+    """`@register_loader("parquet", config=ParquetConfig)`: `data.loader=parquet` calls the
+    function; `config` (a dataclass with defaults) is its own typed section `data.parquet`
+    in every config whose `plugins` list the registering module."""
+
     def deco(fn: LoaderFn) -> LoaderFn:
+        if config is not None:
+            from pipeline.config.schema import register_section
+
+            register_section("data", name, config, module=fn.__module__)
         LOADERS[name] = fn
         return fn
 

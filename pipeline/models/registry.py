@@ -49,6 +49,9 @@ class PoolingVariant:
     # How the label is spelled from the settings, when joining the label knobs with "-"
     # would not keep labels apart within LABEL_LENGTH_SHOWN characters.
     labeller: Callable[[Mapping[str, Any]], str] | None = None
+    # A dataclass with defaults: the variant's own typed section `model.<name>`, which the
+    # layer factory reads from its settings (`settings[name]`); searchable as `name.key`.
+    config: type | None = None
 
     @property
     def trims_padding(self) -> bool:
@@ -67,6 +70,10 @@ POOLINGS: dict[str, PoolingVariant] = {}
 def register_pooling(variant: PoolingVariant, replace: bool = False) -> PoolingVariant:
     if variant.name in POOLINGS and not replace:
         raise ValueError(f"pooling '{variant.name}' is already registered")
+    if variant.config is not None:
+        from pipeline.config.schema import register_section
+
+        register_section("model", variant.name, variant.config)
     POOLINGS[variant.name] = variant
     return variant
 

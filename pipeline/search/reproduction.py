@@ -34,7 +34,8 @@ class Source:
 
 
 def load_source(tracker, run_id: str) -> Source:
-    from pipeline.config import Config
+    from pipeline.config import import_plugins
+    from pipeline.config.schema import config_class
     from pipeline.tracking.records import StaleRecordError
 
     run = tracker.get_trial_run(run_id)
@@ -54,7 +55,9 @@ def load_source(tracker, run_id: str) -> Source:
     except StaleRecordError as err:
         raise SearchError(f"run {run_id}: {err}") from None
     logged = OmegaConf.create(tracker.read_text(run.parent_id, Artifact.CONFIG))
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(logged))
+    logged = _current_layout(logged)
+    import_plugins(list(logged.plugins))  # their config sections join the schema
+    cfg = OmegaConf.merge(OmegaConf.structured(config_class(list(logged.plugins))), logged)
     vocab = tracker.read_text(run.parent_id, Artifact.VOCAB).split("\n")
     return Source(run=run, cfg=cfg, record=record, vocab=vocab)
 

@@ -83,12 +83,18 @@ def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
     }
 
 
+def _in_section(model: Any, name: str) -> bool:
+    """`<section>.<key>`: a key of a section of the model config (a plugin's own)."""
+    section, _, knob = name.partition(".")
+    return bool(knob) and section in model and knob in (model[section] or {})
+
+
 def param_key(cfg: DictConfig, name: str) -> str | None:
     """The dotted config key a searched knob sets (`units` -> `model.units`); None for
     keras-tuner's own `tuner/*` values."""
     if name.startswith("tuner/"):
         return None
-    if name in cfg.model or name in NESTED_KNOBS:
+    if name in cfg.model or name in NESTED_KNOBS or _in_section(cfg.model, name):
         return f"model.{name}"
     if name in cfg.train:
         return f"train.{name}"
@@ -101,7 +107,7 @@ def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]
     for name, value in values.items():
         if name == HYPERBAND_EPOCHS:
             train["epochs"] = int(value)
-        elif name in NESTED_KNOBS:
+        elif name in NESTED_KNOBS or _in_section(model, name):
             section, knob = name.split(".", 1)
             model[section][knob] = value
         elif name in model:
