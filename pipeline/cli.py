@@ -20,7 +20,16 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig
 
-NOISY_LOGGERS = ("tensorflow", "absl", "mlflow", "alembic", "h5py", "matplotlib", "urllib3")
+NOISY_LOGGERS = (
+    "tensorflow",
+    "absl",
+    "mlflow",
+    "alembic",
+    "h5py",
+    "matplotlib",
+    "urllib3",
+    "gensim",
+)
 
 
 def fail(message: str, code: int = 2) -> None:
