@@ -115,7 +115,7 @@ def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(searched, monk
     from mlflow.exceptions import RestException
 
     from pipeline.analysis.search_report import run_report
-    from pipeline.tracking import store as store_module
+    from pipeline.tracking import connection as store_module
     from pipeline.tracking.store import TrackingError
 
     real = store_module.client

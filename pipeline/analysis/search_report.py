@@ -644,10 +644,9 @@ def run_report(
 ) -> Report:
     """The report of `search` (default: the latest), or of every live search."""
     from pipeline.config import PROJECT_ROOT
-    from pipeline.tracking import Tracker
+    from pipeline.tracking import open_tracker
 
-    tracker = Tracker.from_config(cfg.tracking)
-    tracker.connect()
+    tracker = open_tracker(cfg.tracking)
     if every_search:
         search = None
     elif not search:

@@ -18,7 +18,7 @@ from pipeline.config import compose_config
 from pipeline.data import prepare
 from pipeline.progress import say
 from pipeline.search.run import run_search
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.store import open_tracker
 
 GOAL = 0.05
 
@@ -41,8 +41,7 @@ def run(args) -> None:
                 "tuner": {"directory": f"{tmp}/tuner"},
             },
         )
-        tracker = Tracker.from_config(cfg.tracking)
-        tracker.connect()
+        tracker = open_tracker(cfg.tracking)
         with contextlib.redirect_stdout(io.StringIO()), frozen_heap():
             outcome = run_search(cfg, data, tracker)
     trials = outcome.trials[outcome.trials["status"] == "FINISHED"]

@@ -25,7 +25,7 @@ from pipeline.models.registry import label_knobs, variant_of
 from pipeline.progress import say
 from pipeline.search.run import run_search
 from pipeline.search.space import build_trial_model, trial_settings
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.store import open_tracker
 from pipeline.training.fit import fit
 
 GOAL = 1.05
@@ -68,8 +68,7 @@ def tracked_trial(
                 "attention": {"enabled": attention, "faithfulness": {"enabled": faithfulness}},
             },
         )
-        tracker = Tracker.from_config(run_cfg.tracking)
-        tracker.connect()
+        tracker = open_tracker(run_cfg.tracking)
         with frozen_heap():
             outcome = run_search(run_cfg, data, tracker)
         row = outcome.trials.iloc[0]

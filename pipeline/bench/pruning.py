@@ -25,7 +25,7 @@ GOAL_SCORE_POINTS = 0.5  # ... with the best score within 0.5 points (mean over 
 def one_search(args, pruning: str, tuner_seed: int, data) -> tuple[float, float, int, str]:
     """(wall seconds, best objective, pruned runs, best trial's label) of one search."""
     from pipeline.search.run import run_search
-    from pipeline.tracking.store import Tracker
+    from pipeline.tracking.store import open_tracker
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config(
@@ -48,8 +48,7 @@ def one_search(args, pruning: str, tuner_seed: int, data) -> tuple[float, float,
                 *args.set,
             ]
         )
-        tracker = Tracker.from_config(cfg.tracking)
-        tracker.connect()
+        tracker = open_tracker(cfg.tracking)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             outcome = run_search(cfg, data, tracker)

@@ -35,7 +35,7 @@ def run(args) -> None:
     from pipeline.serving.batch import score
     from pipeline.serving.model_server import model_server
     from pipeline.serving.text_model import load_text_model
-    from pipeline.tracking.store import Tracker
+    from pipeline.tracking.store import open_tracker
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
@@ -57,8 +57,7 @@ def run(args) -> None:
             ]
         )
         run_search(cfg)
-        tracker = Tracker.from_config(cfg.tracking)
-        tracker.connect()
+        tracker = open_tracker(cfg.tracking)
         logged = tracker.read_predictions(tracker.find_search("serve").best_run_id)
         data = prepare(cfg.data)
         model = load_text_model(f"models:/{MODEL}/latest", uri)

@@ -47,7 +47,7 @@ from pipeline.search.run import (
 )
 from pipeline.tracking import Artifact
 from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.protocol import TrackingStore
 
 STOP_GRACE_SECONDS = 20
 
@@ -168,7 +168,7 @@ def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
     (job_dir / "job.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def supervise(cluster: Cluster, tracker: Tracker) -> None:
+def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
     """Until the chief ends: restart dead workers (their trial is handed back to them)."""
     chief = cluster.processes["chief"].popen
     while chief.poll() is None:
@@ -204,7 +204,7 @@ def supervise(cluster: Cluster, tracker: Tracker) -> None:
             pass
 
 
-def launch(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOutcome:
+def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> SearchOutcome:
     """Run the search on a chief and `cluster.n_workers` workers; return its outcome."""
     opening = open_search(cfg, data, tracker)
     plan = opening.plan

@@ -11,7 +11,7 @@ from pipeline.config import ClusterRole
 from pipeline.data import PreparedData
 from pipeline.models.registry import validate_config
 from pipeline.search.tuner import drive, make_tuner
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.protocol import TrackingStore
 from pipeline.training.fit import enable_determinism
 
 
@@ -44,7 +44,7 @@ def limit_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def serve_role(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> None:
+def serve_role(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> None:
     """Run this process's part of a cluster search (`cluster.role`)."""
     from keras_tuner.src import config as kt_config
 
@@ -62,7 +62,7 @@ def serve_role(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> None:
         progress.say("chief: oracle serving" + (" (reloaded)" if cfg.cluster.resume else ""))
         drive(tuner, cfg)  # keras-tuner's chief: blocks until every worker is done
         return
-    tracker.parent_run_id = cfg.cluster.parent_run_id
+    tracker.nest_under(cfg.cluster.parent_run_id)
     tuner = make_tuner(cfg, data, tracker, name, overwrite=False)
     tuner.worker_id = cfg.cluster.worker_id
     tuner.parent_run_id = cfg.cluster.parent_run_id

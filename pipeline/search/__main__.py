@@ -42,11 +42,10 @@ def run(cfg: DictConfig) -> int:
     from pipeline.data import prepare
     from pipeline.search.ledger import plan_search_name
     from pipeline.tracking.outage import TrackingOutage
-    from pipeline.tracking.store import Tracker
+    from pipeline.tracking.store import open_tracker
 
     data = prepare(cfg.data)
-    tracker = Tracker.from_config(cfg.tracking)
-    tracker.connect()
+    tracker = open_tracker(cfg.tracking)
     cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
     role = cfg.cluster.role
     import_quietly(cfg.search.verbose, "pipeline.search.run", "pipeline.cluster.roles")

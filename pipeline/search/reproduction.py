@@ -146,10 +146,9 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
     """Load what `run_id` logged and check the data still matches (no TensorFlow)."""
     from pipeline.data import prepare
     from pipeline.models.registry import validate_config
-    from pipeline.tracking.store import Tracker
+    from pipeline.tracking.store import open_tracker
 
-    tracker = Tracker.from_config(base.tracking)
-    tracker.connect()
+    tracker = open_tracker(base.tracking)
     source = load_source(tracker, run_id)
     cfg = source.cfg
     cfg.tracking = base.tracking  # the store the run was found in, not the one it logged
@@ -208,7 +207,7 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
         f"reproducing run {run_id} ({name}, {variant}, seed {record.seed}) "
         f"of search '{source.run.search_id}'"
     )
-    tracker.experiment_id = source.run.experiment_id
+    tracker.use_experiment(source.run.experiment_id)
     tags = {
         Tag.KIND: Kind.REPRODUCE,
         Tag.REPRODUCES: run_id,

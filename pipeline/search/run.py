@@ -42,7 +42,8 @@ from pipeline.search.space import (
 )
 from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.protocol import TrackingStore
+from pipeline.tracking.store import open_tracker
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import enable_determinism
 
@@ -61,7 +62,7 @@ def search_parent_tags(cfg: DictConfig, data: PreparedData, name: str, comparabl
     }
 
 
-def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> None:
+def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> None:
     """What a new search records once on its parent run (params are immutable in MLflow)."""
     tracker.log_params(flatten(to_plain(cfg)))
     tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
@@ -84,7 +85,7 @@ class SearchOpening:
     vectors: list  # VectorTable per embedding source a trial can use
 
 
-def open_search(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> SearchOpening:
+def open_search(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> SearchOpening:
     """What every search (one process or a cluster) does before its parent run opens:
     the data line, the word vectors (built once, their coverage said), new or resumed."""
     progress.say(describe_data(data))
@@ -101,7 +102,7 @@ def open_search(cfg: DictConfig, data: PreparedData, tracker: Tracker) -> Search
 
 @contextmanager
 def parent_run(
-    cfg: DictConfig, data: PreparedData, tracker: Tracker, opening: SearchOpening
+    cfg: DictConfig, data: PreparedData, tracker: TrackingStore, opening: SearchOpening
 ) -> Iterator[str]:
     """Open a new parent run or reopen the one a resume continues; yields its id. A new
     search records its set-up once (params are immutable in MLflow)."""
@@ -115,14 +116,16 @@ def parent_run(
         yield parent.info.run_id
 
 
-def best_configuration(tracker: Tracker, trials: pd.DataFrame, objective: str) -> tuple[dict, str]:
+def best_configuration(
+    tracker: TrackingStore, trials: pd.DataFrame, objective: str
+) -> tuple[dict, str]:
     """(hyperparameters, trial id) of the best configuration as the summary ranks it
     (mean over seeds, from the store): the same pick in one process and in a cluster."""
     best = ranked(per_trial(trials), objective).iloc[0]
     return tracker.read_trial_record(best["run_id"]).hyperparameters, str(best["trial_id"])
 
 
-def count_trials(tracker: Tracker, trials: pd.DataFrame) -> int:
+def count_trials(tracker: TrackingStore, trials: pd.DataFrame) -> int:
     done = int((trials["status"] == Status.FINISHED).sum()) if not trials.empty else 0
     tracker.log_metrics({Metric.TRIALS_FINISHED: done, Metric.TRIALS_FAILED: len(trials) - done})
     if done == 0:
@@ -152,7 +155,7 @@ def evaluate_on_test(
 def finish_search(
     cfg: DictConfig,
     data: PreparedData,
-    tracker: Tracker,
+    tracker: TrackingStore,
     name: str,
     parent_id: str,
     trials: pd.DataFrame,
@@ -197,7 +200,7 @@ def leaderboard_table(table: pd.DataFrame, objective: str) -> pd.DataFrame:
     return board.drop(columns=[c for c in ("trial_id", "status") if c in board])
 
 
-def log_knob_importance(cfg: DictConfig, tracker: Tracker, table: pd.DataFrame) -> None:
+def log_knob_importance(cfg: DictConfig, tracker: TrackingStore, table: pd.DataFrame) -> None:
     """Which knobs mattered (Optuna's PED-ANOVA and fANOVA over the finished
     configurations) and the search views, under `search/` on the parent run."""
     from pipeline.analysis.importance import explain_search, importance_line
@@ -215,7 +218,7 @@ def log_knob_importance(cfg: DictConfig, tracker: Tracker, table: pd.DataFrame) 
 
 
 def register_best(
-    cfg: DictConfig, tracker: Tracker, name: str, best_row: dict, test_metrics: dict
+    cfg: DictConfig, tracker: TrackingStore, name: str, best_row: dict, test_metrics: dict
 ) -> str:
     """The best trial's model as a new version of `tracking.register_best`."""
     model = cfg.tracking.register_best
@@ -247,7 +250,7 @@ def describe_data(data: PreparedData) -> str:
 
 
 def run_search(
-    cfg: DictConfig, data: PreparedData | None = None, tracker: Tracker | None = None
+    cfg: DictConfig, data: PreparedData | None = None, tracker: TrackingStore | None = None
 ) -> SearchOutcome:
     """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials."""
     validate_config(cfg)
@@ -255,8 +258,7 @@ def run_search(
     data = data or prepare(cfg.data)
     enable_determinism(cfg.train.deterministic)
     if tracker is None:
-        tracker = Tracker.from_config(cfg.tracking)
-        tracker.connect()
+        tracker = open_tracker(cfg.tracking)
     opening = open_search(cfg, data, tracker)
     plan = opening.plan
     name, resuming = plan.name, plan.resuming

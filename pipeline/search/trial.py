@@ -33,7 +33,7 @@ from pipeline.data.loaders import LOADERS
 from pipeline.models.registry import PoolingVariant, variant_label, variant_of
 from pipeline.search.space import param_key
 from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.protocol import TrackingStore
 from pipeline.training.batching import Forward
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
 from pipeline.training.evaluation import evaluate
@@ -45,7 +45,7 @@ class MetricsLogger(keras.callbacks.Callback):
     first, then the other validation metrics: MLflow keeps a run's metrics in the order
     they were first logged, and its compare page plots the first one by default."""
 
-    def __init__(self, tracker: Tracker, objective: str):
+    def __init__(self, tracker: TrackingStore, objective: str):
         super().__init__()
         self.tracker = tracker
         self.objective = objective
@@ -62,12 +62,14 @@ class TrialLogging:
 
     cfg: DictConfig
     data: PreparedData
-    tracker: Tracker
+    tracker: TrackingStore
     panel: np.ndarray  # validation examples of the heatmaps, the same for every trial
     faithfulness: FaithfulnessPlan | None = None  # the same subset for every trial
 
     @classmethod
-    def for_search(cls, cfg: DictConfig, data: PreparedData, tracker: Tracker) -> TrialLogging:
+    def for_search(
+        cls, cfg: DictConfig, data: PreparedData, tracker: TrackingStore
+    ) -> TrialLogging:
         a = cfg.attention
         panel = choose_panel(data.y["val"], data.n_classes, a.panel_size, a.panel_seed)
         plan = None
@@ -187,7 +189,7 @@ def trial_params(
 
 
 def log_trial_inputs(
-    tracker: Tracker, cfg: DictConfig, record: TrialRecord, model_settings: dict, train: dict
+    tracker: TrackingStore, cfg: DictConfig, record: TrialRecord, model_settings: dict, train: dict
 ) -> None:
     """A trial run's full configuration (params, `searched` tag) and its `trial.json`,
     before training."""
@@ -197,7 +199,7 @@ def log_trial_inputs(
     tracker.log_trial_record(record)
 
 
-def log_datasets(data: PreparedData, tracker: Tracker) -> None:
+def log_datasets(data: PreparedData, tracker: TrackingStore) -> None:
     """The train/val splits as MLflow datasets, so the UI shows what a run used."""
     for split, context in (("train", "training"), ("val", "validation")):
         tracker.log_dataset(

@@ -45,7 +45,7 @@ from pipeline.search.space import (
 from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
 from pipeline.tracking.outage import TrackingOutage
-from pipeline.tracking.store import Tracker
+from pipeline.tracking.protocol import TrackingStore
 
 WEIGHTS_FILE = "best.weights.h5"
 
@@ -94,7 +94,7 @@ class TrackedTuner(kt.Tuner):
         *,
         cfg: DictConfig,
         data: PreparedData,
-        tracker: Tracker,
+        tracker: TrackingStore,
         search_id: str,
         **kwargs,
     ):
@@ -344,7 +344,7 @@ class TrackedTuner(kt.Tuner):
 
 
 def make_tuner(
-    cfg: DictConfig, data: PreparedData, tracker: Tracker, name: str, overwrite: bool
+    cfg: DictConfig, data: PreparedData, tracker: TrackingStore, name: str, overwrite: bool
 ) -> TrackedTuner:
     # keras-tuner prints "Reloading Tuner from ..." when it picks up an existing project;
     # the search's own line already says "resumed".

@@ -2,11 +2,12 @@
 
 - `schema`: every tag, metric, param and artifact name the pipeline writes.
 - `records`: typed records readers get (`SearchRun`, `TrialRun`, `TrialRecord`).
-- `store`: `Tracker`, run lifecycle, logging, readers (imports MLflow).
+- `store`: `Tracker` and `open_tracker`, made of `connection`, `runs`, `readers` and
+  `artifacts` (each imports MLflow); `protocol`: the contract a store meets.
 - `mlflow_server`: an `mlflow server` over the store; `ui`: the MLflow UI in a browser.
 - `redaction`: credentials never logged.
 
-`from pipeline.tracking import Tracker` loads MLflow only when asked for.
+`from pipeline.tracking import open_tracker` loads MLflow only when asked for.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ __all__ = [
     "TrackingError",
     "TrialRecord",
     "TrialRun",
+    "open_tracker",
     "redact",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Tracker", "TrackingError"):
+    if name in ("Tracker", "TrackingError", "open_tracker"):
         from pipeline.tracking import store
 
         return getattr(store, name)
