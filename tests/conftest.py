@@ -74,6 +74,31 @@ class Store:
         return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
 
 
+@pytest.fixture
+def registry_restored():
+    """The registries are process-wide (pooling variants, loaders, plugin config sections):
+    what a test's plugins register is gone after it, and the plugin modules are imported
+    afresh by the next config naming them (an xdist worker runs many test modules)."""
+    from pipeline.config.schema import PLUGIN_SECTIONS, register_configs
+    from pipeline.data.loaders import LOADERS
+    from pipeline.models.registry import POOLINGS
+
+    saved = [(POOLINGS, dict(POOLINGS)), (LOADERS, dict(LOADERS))]
+    sections = {group: dict(own) for group, own in PLUGIN_SECTIONS.items()}
+    modules = set(sys.modules)
+    yield
+    for registry, before in saved:
+        registry.clear()
+        registry.update(before)
+    for group, own in sections.items():
+        PLUGIN_SECTIONS[group].clear()
+        PLUGIN_SECTIONS[group].update(own)
+    for name in set(sys.modules) - modules:
+        if name.startswith("tests.plugins."):
+            del sys.modules[name]
+    register_configs([])
+
+
 @pytest.fixture(scope="session")
 def store_template(tmp_path_factory) -> Path:
     """An empty SQLite store with MLflow's schema already migrated: each test copies it

@@ -32,7 +32,7 @@ def reviews(tmp_path):
     return path
 
 
-def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews):
+def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews, registry_restored):
     from pipeline.config import ConfigError
     from pipeline.models.registry import validate_config
 
@@ -57,7 +57,9 @@ def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews):
         compose_config(["plugins=[no_such_plugin]", "data.jsonl.path=x"])
 
 
-def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(store, reviews):
+def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
+    store, reviews, registry_restored
+):
     from pipeline.analysis.search_report import run_report
     from pipeline.search import run_search
     from pipeline.search.reproduction import reproduce_run

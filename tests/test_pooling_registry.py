@@ -75,15 +75,6 @@ def test_config_check_reads_the_registry(override, key):
     assert str(err.value).startswith(key)
 
 
-@pytest.fixture
-def registry_restored():
-    """The registry is process-wide: what a test registers is gone after it."""
-    before = dict(POOLINGS)
-    yield
-    POOLINGS.clear()
-    POOLINGS.update(before)
-
-
 def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_row(
     store, registry_restored
 ):
