@@ -36,13 +36,13 @@ from tests.conftest import (
 
 # A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch;
 # during an outage it tries again at least every 2 s, so it carries on soon after one.
-OUTAGE_S = 12  # longer than a trial's training: epochs, artifacts and the run's end wait
+OUTAGE_S = 7  # longer than a trial's training: epochs, artifacts and the run's end wait
 STEADY = [
     "tracking.outage_backoff_max_s=2",
     "+experiment=quick",
     "tuner.max_trials=3",
     "train.epochs=4",
-    "data.synthetic.n_examples=1500",
+    "data.synthetic.n_examples=800",
     "tracking.log_model=false",
     "attention.enabled=false",
 ]

@@ -78,6 +78,7 @@ def test_an_xla_trial_says_so_is_tagged_and_reproduces(store, capsys):
                 "~search_space.attention_normalizer",
                 "train.deterministic=false",
                 "train.jit_compile=true",
+                "train.bucketing.enabled=false",  # one batch width: fewer programs to compile
                 "search.name=xla",
             )
         )
