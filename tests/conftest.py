@@ -19,11 +19,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# One TensorFlow thread pool slot per process: pytest-xdist runs one worker per core, and
-# the end-to-end tests start servers, searches and cluster workers beside them, so default
-# pools (one thread per core each) would oversubscribe the 2 cores they share.
-for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AIRLINE_CSV = PROJECT_ROOT.parent / "shared" / "data" / "airline_tweets.csv"
