@@ -167,3 +167,39 @@ def test_baseline_names_resolve_to_one_configuration():
 
     with pytest.raises(SearchError, match="matches 2 configurations"):
         resolve_baseline("attn-tanh", labels)
+
+
+def _evidence(n_examples: int, flip: float, seeds: int = 3, seed: int = 0):
+    """a and b right on the same examples except `flip` of them each, drawn per seed:
+    a small true gap (a's flips are fewer), seeds that barely disagree."""
+    from pipeline.analysis.comparisons import PairedEvidence
+
+    rng = np.random.default_rng(seed)
+    y = np.tile(rng.integers(0, 2, n_examples), (seeds, 1))
+    one_hot = np.eye(2)[y]
+
+    def model(share: float) -> np.ndarray:
+        wrong = rng.random((seeds, n_examples)) < share
+        return np.where(wrong[..., None], 1 - one_hot, one_hot)
+
+    return PairedEvidence(list(range(seeds)), y, model(flip * 0.9), model(flip))
+
+
+def test_a_gap_the_validation_split_cannot_resolve_asks_for_a_bigger_split_not_seeds():
+    """The two-level interval carries the examples' noise, which more seeds leave as it is:
+    on a small split no number of seeds settles a small gap, and the report says so
+    instead of promising "about N seeds"; on a split 40x larger, seeds can."""
+    from pipeline.analysis.comparisons import compare_predictions
+
+    small = compare_predictions("d", "a", "b", "val_accuracy", _evidence(2000, 0.1), 0.01)
+    small.p_adjusted = small.p_value
+    small.decide()
+    assert small.verdict == "underpowered" and small.split_limited
+    assert small.seeds_needed is None and small.example_sd > small.seed_spread / np.sqrt(3)
+    assert "no number of seeds settles it on 2000 validation examples" in small.short()
+    assert "a larger validation split (data.val_fraction)" in small.sentence()
+    large = compare_predictions("d", "a", "b", "val_accuracy", _evidence(80_000, 0.1), 0.001)
+    large.p_adjusted = 1.0  # as if adjusted away: the power plan is what is checked
+    large.decide()
+    assert not large.split_limited and large.seeds_needed is not None
+    assert large.example_sd < small.example_sd / 5

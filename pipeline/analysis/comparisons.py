@@ -203,6 +203,12 @@ class Comparison:
     n_tests: int = 1
     verdict: str = ""  # beats | equivalent | underpowered
     seeds_needed: int | None = None
+    # The part of the interval's spread more seeds do not shrink: the validation examples'
+    # own noise (two-level bootstrap variance minus the seed mean's); nan: seed-level only.
+    example_sd: float = float("nan")
+    # True: no number of seeds can settle it on this validation split (the examples' noise
+    # alone is wider than the gap to detect); a larger split or search.vary_split is needed.
+    split_limited: bool = False
     adjustment: str = "holm"  # statsmodels' multipletests method the p-values went through
 
     @property
@@ -234,6 +240,7 @@ class Comparison:
         else:
             self.verdict = "underpowered"
             self.seeds_needed = seeds_needed(self, alpha)
+            self.split_limited = self.seeds_needed is None and self.example_sd > 0
 
     def _fmt(self, value: float, signed: bool = False) -> str:
         scale, _ = self.scale
@@ -270,6 +277,8 @@ class Comparison:
         if self.verdict == "equivalent":
             return f"{self.a} and {self.b} are equivalent within {self.margin_text()} ({interval})"
         need = f"; {self.seeds_text()} needed" if self.seeds_needed else ""
+        if self.split_limited:
+            need = f"; no number of seeds settles it on {self.examples} validation examples"
         return f"{self.a} vs {self.b} is underpowered ({interval}{need})"
 
     def seeds_text(self) -> str:
@@ -304,6 +313,15 @@ class Comparison:
             if self.seeds_needed
             else "more seeds are needed (no spread between seeds to plan with)"
         )
+        if self.split_limited:
+            z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
+            need = (
+                f"no number of seeds is enough: the {self.examples} validation examples alone "
+                f"leave a standard error of {self.example_sd * scale:.2f}{unit}, and detecting "
+                f"a gap of {target * scale:.2f}{unit} with {POWER:.0%} power needs at most "
+                f"{target / z * scale:.2f}; a larger validation split (data.val_fraction) or "
+                "search.vary_split=true (each seed its own split) is what would settle it"
+            )
         return (
             f"underpowered: the data cannot tell {self.a} from {self.b} "
             f"({self._fmt(self.diff, True)}{unit}, neither a difference nor equivalent within "
@@ -312,13 +330,22 @@ class Comparison:
 
 
 def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> int | None:
-    """Seeds for a paired t-test over seeds to detect max(|diff|, margin) with `power`."""
+    """Seeds to detect max(|diff|, margin) with `power`: a paired t-test over seeds, or,
+    when the interval also carries the validation examples' noise (`example_sd`, which
+    more seeds leave as it is), the normal approximation with that noise as a floor:
+    se(n)^2 = spread^2 / n + example_sd^2. None: no spread to plan with, or no number of
+    seeds is enough (the floor alone is too wide)."""
     from statsmodels.stats.power import TTestPower
 
     spread = c.seed_spread
     if not np.isfinite(spread) or spread <= 0:
         return None
     target = max(abs(c.diff), c.margin)
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    floor = c.example_sd if np.isfinite(c.example_sd) else 0.0
+    if floor > 0:
+        room = (target / z) ** 2 - floor**2
+        return None if room <= 0 else max(2, math.ceil(spread**2 / room))
     effect = target / spread
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels warns when its root finder gives up
@@ -327,7 +354,6 @@ def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> i
         except (ValueError, RuntimeError):
             n = float("nan")
     if not np.isfinite(n):  # beyond the solver's bracket: the normal approximation
-        z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
         n = (z / effect) ** 2 + 1
     return max(2, math.ceil(n))
 
@@ -345,6 +371,9 @@ def compare_predictions(
     per_seed = evidence.per_seed(kind)
     estimate = float(per_seed.mean())
     distribution = two_level_bootstrap(evidence, kind, resamples)
+    spread = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
+    seed_var = spread**2 / len(per_seed) if len(per_seed) > 1 else 0.0
+    example_sd = math.sqrt(max(float(distribution.var()) - seed_var, 0.0))
     return Comparison(
         data=data,
         a=a,
@@ -356,7 +385,8 @@ def compare_predictions(
         ci95=tuple(float(v) for v in np.percentile(distribution, [2.5, 97.5])),
         ci90=tuple(float(v) for v in np.percentile(distribution, [5, 95])),
         p_value=bootstrap_p(distribution, estimate),
-        seed_spread=float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"),
+        seed_spread=spread,
+        example_sd=example_sd,
         margin=margin,
         method="two-level bootstrap",
         sources="seeds and validation examples",

@@ -281,6 +281,7 @@ def comparisons_frame(found: list[Comparison]) -> pd.DataFrame:
                 "seeds": c.seeds,
                 "examples_per_seed": c.examples,
                 "seeds_needed": c.seeds_needed,
+                "split_limited": c.split_limited,
                 "method": c.method,
                 "intervals_resample": c.sources,
                 "statement": c.sentence(),
