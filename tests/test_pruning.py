@@ -249,7 +249,8 @@ def test_the_incremental_mirror_prunes_exactly_as_a_full_re_read():
     store = RecordedStore()
     cfg = SimpleNamespace(tuner=SimpleNamespace(objective="val_accuracy"))
     incremental = SimpleNamespace(pruning=mirror(startup=2), parent_run_id="p", cfg=cfg,
-                                  tracker=store, _pruning_read_ms=None)  # fmt: skip
+                                  tracker=store, _pruning_read_ms=None,
+                                  reads_store=True)  # fmt: skip
     for i in range(40):
         level = rng.uniform(0.3, 0.9)
         curve = {e: level * (0.6 + 0.1 * e) + rng.uniform(-0.02, 0.02) for e in range(4)}
@@ -258,7 +259,7 @@ def test_the_incremental_mirror_prunes_exactly_as_a_full_re_read():
         TrackedTuner._sync_pruning(incremental)
         assert store.returned <= 4  # what ended since the last read (and in its ms), not all
     full = SimpleNamespace(pruning=mirror(startup=2), parent_run_id="p", cfg=cfg,
-                           tracker=store, _pruning_read_ms=None)  # fmt: skip
+                           tracker=store, _pruning_read_ms=None, reads_store=True)  # fmt: skip
     TrackedTuner._sync_pruning(full)
     assert incremental.pruning.known == full.pruning.known and len(full.pruning.known) == 40
     # the same study: every probe curve is pruned (or not) at the same epoch by both
@@ -271,3 +272,42 @@ def test_the_incremental_mirror_prunes_exactly_as_a_full_re_read():
         assert verdicts[0] == verdicts[1]
     # later reads ask only for runs that ended since the last one read
     assert incremental._pruning_read_ms == 1000 + 10 * (39 // 3)
+
+
+def test_a_new_search_reads_no_runs_per_trial_and_a_resumed_one_does(store):
+    """A new search in one process knows every run under its parent (its rows, the
+    pruner's callbacks), so a trial asks the store nothing before training; a resumed
+    search asks (a run may have finished before the crash), incrementally."""
+    from pipeline.search import run_search
+    from pipeline.tracking.store import Tracker
+
+    class Counting(Tracker):
+        asked: Counter = Counter()
+
+        def finished_replicate(self, *args, **kwargs):
+            self.asked["finished_replicate"] += 1
+            return super().finished_replicate(*args, **kwargs)
+
+        def trial_runs(self, *args, **kwargs):
+            if "ended_since_ms" in kwargs:
+                self.asked["pruning"] += 1  # the pruning mirror's reads (the first: all)
+            return super().trial_runs(*args, **kwargs)
+
+    overrides = [
+        "+experiment=quick",
+        "tuner.pruning=median",
+        "train.epochs=2",
+        "tracking.log_model=false",
+        "attention.enabled=false",
+        "search.name=reads",
+    ]
+    cfg = store.compose(*overrides)
+    tracker = Counting.from_config(cfg.tracking)
+    tracker.connect()
+    outcome = run_search(cfg, tracker=tracker)
+    assert len(outcome.trials) == 3 and dict(Counting.asked) == {}
+    cfg = store.compose(*overrides, "tuner.max_trials=5")
+    tracker = Counting.from_config(cfg.tracking)
+    tracker.connect()
+    run_search(cfg, tracker=tracker)
+    assert Counting.asked["finished_replicate"] == 2 and Counting.asked["pruning"] == 2

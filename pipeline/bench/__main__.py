@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench {pooling,overhead,memory,startup,scaling,pruning,embeddings}`:
+"""`python -m pipeline.bench {pooling,overhead,memory,...,pause}`:
 benchmarks that print ratios measured side by side in one run (never timed assertions in
 tests)."""
 
@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--epochs", type=int, default=5)
     x.add_argument("--units", type=int, default=64)
     x.add_argument("--modes", nargs="+", default=["auto", "false"])
+    q = sub.add_parser("pause", help="the pause between trials over a long faked search")
+    q.add_argument("--trials", type=int, default=500)
+    q.add_argument("--epochs", type=int, default=3)
+    q.add_argument(
+        "--pruner", default="median", choices=[k.value for k in PrunerKind if k.over_epochs]
+    )
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.serve import run
     elif args.which == "xla":
         from pipeline.bench.xla import run
+    elif args.which == "pause":
+        from pipeline.bench.pause import run
     else:
         from pipeline.bench.startup import run
     run(args)

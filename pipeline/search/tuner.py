@@ -112,6 +112,10 @@ class TrackedTuner(kt.Tuner):
         self.parent_run_id: str | None = None  # the search's parent run (pruning reads it)
         self.pruning = make_mirror(cfg)
         self._pruning_read_ms: int | None = None  # end time of the newest run the mirror read
+        # False for a new search in one process: every run under its parent is this
+        # process's own (its rows, its pruning mirror), so the store holds no news and the
+        # per-trial reads are skipped. Resumed searches and cluster workers read it.
+        self.reads_store = True
 
     def _sync_pruning(self) -> None:
         """Add the store's finished curves (a resumed search's, other workers') to the
@@ -120,6 +124,8 @@ class TrackedTuner(kt.Tuner):
         flat over a long search; wilcoxon regroups every configuration's seeds."""
         if self.pruning is None or not self.parent_run_id:
             return
+        if not self.reads_store and not self.pruning.per_seed:
+            return  # the callbacks told the mirror every curve this search has
         objective = self.cfg.tuner.objective
         since = None if self.pruning.per_seed else self._pruning_read_ms
         runs = self.tracker.trial_runs(
@@ -310,7 +316,7 @@ class TrackedTuner(kt.Tuner):
         for row in self.rows:
             if row.get("config_hash") == key and row["status"] == Status.FINISHED:
                 return row
-        if not self.parent_run_id:
+        if not self.parent_run_id or not self.reads_store:
             return None
         run = self.tracker.finished_replicate(self.parent_run_id, key)
         if run is None or not all(k in run.metrics for k in VALIDATION_METRICS):
@@ -349,7 +355,7 @@ def make_tuner(
     # keras-tuner prints "Reloading Tuner from ..." when it picks up an existing project;
     # the search's own line already says "resumed".
     with contextlib.redirect_stdout(io.StringIO()):
-        return TrackedTuner(
+        tuner = TrackedTuner(
             make_oracle(cfg.tuner),
             SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes),
             cfg=cfg,
@@ -360,6 +366,8 @@ def make_tuner(
             project_name=name,
             overwrite=overwrite,
         )
+    tuner.reads_store = not overwrite or cfg.cluster.role is not None
+    return tuner
 
 
 def drive(tuner: TrackedTuner, cfg: DictConfig) -> None:
