@@ -21,10 +21,10 @@ from tests.conftest import PROJECT_ROOT, store_overrides
 
 pytestmark = pytest.mark.e2e
 
+EPOCHS = 3
 BASE = [
     "+experiment=quick",
-    "data.synthetic.n_examples=1200",
-    "train.epochs=12",  # trials last several seconds: the signals must land mid-trial
+    f"train.epochs={EPOCHS}",
     "train.early_stopping.enabled=false",
     "tracking.log_model=false",
     "tracking.log_datasets=false",
@@ -42,13 +42,30 @@ def runs_of(tmp_path):
     return client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def start(tmp_path, *overrides: str) -> subprocess.Popen:
+def start(tmp_path, *overrides: str, blocked_in_trial: int) -> subprocess.Popen:
+    """The search CLI, its trials tiny; it stops mid-trial `blocked_in_trial` (after that
+    trial's first logged epoch) and stays there: a barrier file the test never creates
+    (tests/plugins/epoch_barrier.py), not long training, keeps it there."""
+    env = {
+        **os.environ,
+        "EPOCH_BARRIER": str(tmp_path / "never"),
+        "EPOCH_BARRIER_AFTER": str((blocked_in_trial - 1) * EPOCHS + 1),
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.search", *BASE, *store_overrides(tmp_path), *overrides],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.search",
+            *BASE,
+            "plugins=[tests.plugins.epoch_barrier]",
+            *store_overrides(tmp_path),
+            *overrides,
+        ],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -100,7 +117,7 @@ def resume(store, *overrides: str):
 
 def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
     tmp_path = store.path
-    proc = start(tmp_path, "search.name=crashy", "tuner.max_trials=3")
+    proc = start(tmp_path, "search.name=crashy", "tuner.max_trials=3", blocked_in_trial=2)
     wait_for_running_trial(tmp_path, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -130,7 +147,7 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_marks_runs_killed_and_says_how_to_resume(store, sig, code):
     tmp_path = store.path
-    proc = start(tmp_path, "search.name=stopped", "tuner.max_trials=3")
+    proc = start(tmp_path, "search.name=stopped", "tuner.max_trials=3", blocked_in_trial=1)
     wait_for_running_trial(tmp_path, 1, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
