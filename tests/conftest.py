@@ -74,6 +74,28 @@ class Store:
         return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """One private PostgreSQL cluster per test module (and xdist worker); its password
+    reaches every client and server through PGPASSWORD, as README "Team set-up" says."""
+    from pipeline.tracking.mlflow_server import free_port
+    from pipeline.tracking.postgres import missing_reason, throwaway_postgres
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"no PostgreSQL: {reason}")
+    with throwaway_postgres(free_port(), durable=False) as pg:
+        saved = os.environ.get("PGPASSWORD")
+        os.environ.update(pg.env)
+        try:
+            yield pg
+        finally:
+            if saved is None:
+                os.environ.pop("PGPASSWORD", None)
+            else:
+                os.environ["PGPASSWORD"] = saved
+
+
 @pytest.fixture
 def registry_restored():
     """The registries are process-wide (pooling variants, loaders, plugin config sections):

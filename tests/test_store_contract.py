@@ -28,25 +28,8 @@ def server_uri(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def postgresql_uri():
-    import os
-
-    from pipeline.tracking.mlflow_server import free_port
-    from pipeline.tracking.postgres import missing_reason, throwaway_postgres
-
-    reason = missing_reason()
-    if reason:
-        pytest.skip(f"no PostgreSQL: {reason}")
-    with throwaway_postgres(free_port(), durable=False) as pg:
-        saved = os.environ.get("PGPASSWORD")
-        os.environ.update(pg.env)
-        try:
-            yield pg.uri
-        finally:
-            if saved is None:
-                os.environ.pop("PGPASSWORD", None)
-            else:
-                os.environ["PGPASSWORD"] = saved
+def postgresql_uri(postgres):
+    return postgres.uri
 
 
 @pytest.fixture(params=["sqlite", "server", "postgresql"])

@@ -12,31 +12,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.tracking.mlflow_server import free_port, mlflow_server, wait_for
-from pipeline.tracking.postgres import missing_reason, throwaway_postgres
 from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running, run_searches_together
 
 pytestmark = pytest.mark.e2e
 
 QUICK = ["+experiment=quick", "tracking.log_model=false", "attention.enabled=false"]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """One private PostgreSQL cluster for this module (per xdist worker); its password
-    reaches every client and server through PGPASSWORD, as README "Team set-up" says."""
-    reason = missing_reason()
-    if reason:
-        pytest.skip(f"no PostgreSQL: {reason}")
-    with throwaway_postgres(free_port(), durable=False) as pg:
-        saved = os.environ.get("PGPASSWORD")
-        os.environ.update(pg.env)
-        try:
-            yield pg
-        finally:
-            if saved is None:
-                os.environ.pop("PGPASSWORD", None)
-            else:
-                os.environ["PGPASSWORD"] = saved
 
 
 def runs_of(uri: str) -> list:
