@@ -98,3 +98,41 @@ def test_an_unknown_reference_is_one_line(store):
     with pytest.raises(SearchError, match=r"search.reference: unknown \['bert'\]; known: tfidf-lr"):
         run_search(store.compose(*SEARCH[:-3], "search.reference=[bert]"))
     assert all(r.info.status != "RUNNING" for r in store.runs())
+
+
+def test_the_summary_weighs_the_best_against_the_reference_mean_over_splits():
+    """With search.vary_split each seed's split has its own reference fit: the summary
+    line compares the best configuration's mean over seeds with the references' mean."""
+    from types import SimpleNamespace
+
+    from pipeline.search.outcome import reference_lines
+    from pipeline.search.references import ReferenceScore
+
+    refs = [
+        ReferenceScore("tfidf-lr", seed, {"val_accuracy": acc}, {}, 1.0, f"r{seed}")
+        for seed, acc in enumerate([0.80, 0.82, 0.84])
+    ]
+    outcome = SimpleNamespace(best={"val_accuracy": 0.825}, references=refs)
+    (line,) = reference_lines(outcome, "val_accuracy")
+    assert line.startswith("reference tfidf-lr: val_accuracy 0.8200 (mean over 3 splits)")
+    assert "0.50 points above it" in line
+    outcome.references = refs[:1]
+    assert reference_lines(outcome, "val_accuracy") == [
+        "reference tfidf-lr: val_accuracy 0.8000; the best configuration is 2.50 points "
+        "above it (python -m pipeline.report weighs it)"
+    ]
+
+
+def test_a_single_configuration_is_weighed_only_against_the_references():
+    import pandas as pd
+
+    from pipeline.analysis.search_report import answer_lines
+
+    board = pd.DataFrame({"data": ["tweets"], "configuration": ["spattn-tanh"]})
+    (line,) = answer_lines(board, [], "val_accuracy", None)
+    assert line == (
+        "On tweets, spattn-tanh is the only configuration: there is nothing to compare it "
+        "with but the references."
+    )
+    two = pd.DataFrame({"data": ["tweets"] * 2, "configuration": ["a", "b"]})
+    assert "set `search.seeds`" in answer_lines(two, [], "val_accuracy", None)[0]

@@ -332,7 +332,12 @@ def answer_lines(
     for data, rows in board.groupby("data", sort=False):
         here = [c for c in found if c.data == data]
         leader = rows.iloc[0]["configuration"]
-        if not here:
+        if not here and len(rows) == 1:
+            lines.append(
+                f"On {data}, {leader} is the only configuration: there is nothing to "
+                "compare it with but the references."
+            )
+        elif not here:
             lines.append(
                 f"On {data}, {leader} ranks first by {objective}; no two configurations "
                 "share two or more seeds, so nothing can be said about the differences "

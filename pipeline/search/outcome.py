@@ -220,11 +220,14 @@ def reference_lines(outcome: SearchOutcome, objective: str) -> list[str]:
     report says whether the gap is real)."""
     lines = []
     best = outcome.best[objective] if outcome.best else None
-    for ref in outcome.references:
-        score = ref.metrics.get(objective)
-        if score is None:
-            continue
-        text = f"reference {ref.name}: {objective} {score:.4f}"
+    by_name: dict[str, list[float]] = {}
+    for ref in outcome.references:  # one per split with search.vary_split
+        if ref.metrics.get(objective) is not None:
+            by_name.setdefault(ref.name, []).append(float(ref.metrics[objective]))
+    for name, scores in by_name.items():
+        score = sum(scores) / len(scores)  # the best configuration's is a mean over seeds too
+        splits = f" (mean over {len(scores)} splits)" if len(scores) > 1 else ""
+        text = f"reference {name}: {objective} {score:.4f}{splits}"
         if best is not None:
             scale, unit = (1.0, "") if minimised(objective) else (100.0, " points")
             gap = (score - best if minimised(objective) else best - score) * scale
