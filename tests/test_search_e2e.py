@@ -252,7 +252,8 @@ def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
     if flag == ["--help"]:
         assert result.returncode == 0
         assert (
-            "experiment: attention_faithfulness, pooling_ablation, pretrained_vectors, quick, "
+            "experiment: attention_faithfulness, pooling_ablation, pretrained_vectors, "
+            "pretrained_vectors_confirm, quick, "
             "seed_question, units_sweep" in result.stdout
         )
         assert "cluster: local, workers" in result.stdout and "search_space:" in result.stdout

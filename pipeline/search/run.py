@@ -268,6 +268,7 @@ def run_search(
         references = run_references(cfg, data, tracker, parent_id, name)
         tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
         tuner.parent_run_id = parent_id
+        tuner.reads_store = resuming  # a new parent holds only this process's runs
         if resuming:
             tuner.rows = previous_rows(tracker, parent_id)
         try:

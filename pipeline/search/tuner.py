@@ -112,9 +112,10 @@ class TrackedTuner(kt.Tuner):
         self.parent_run_id: str | None = None  # the search's parent run (pruning reads it)
         self.pruning = make_mirror(cfg)
         self._pruning_read_ms: int | None = None  # end time of the newest run the mirror read
-        # False for a new search in one process: every run under its parent is this
-        # process's own (its rows, its pruning mirror), so the store holds no news and the
-        # per-trial reads are skipped. Resumed searches and cluster workers read it.
+        # False (set by run_search for a parent run it has just opened): every run under
+        # the parent is this process's own (its rows, its pruning mirror), so the store
+        # holds no news and the per-trial reads are skipped. Resumed searches, cluster
+        # workers and any tuner given an existing parent read it.
         self.reads_store = True
 
     def _sync_pruning(self) -> None:
@@ -366,7 +367,6 @@ def make_tuner(
             project_name=name,
             overwrite=overwrite,
         )
-    tuner.reads_store = not overwrite or cfg.cluster.role is not None
     return tuner
 
 
