@@ -10,6 +10,7 @@ the tuner, the test-set evaluation, reproduce and the benchmarks all use them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import keras_tuner as kt
 from omegaconf import DictConfig
 
 from pipeline.config import HPType, search_space_dims, to_plain
-from pipeline.config.validation import NESTED_KNOBS, embedding_sources
+from pipeline.config.validation import embedding_sources
 from pipeline.data import vectors
 
 HYPERBAND_EPOCHS = "tuner/epochs"
@@ -84,9 +85,11 @@ def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
 
 
 def _in_section(model: Any, name: str) -> bool:
-    """`<section>.<key>`: a key of a section of the model config (a plugin's own)."""
+    """`<section>.<key>`: a key of a section of the model config (`embeddings.source`, or
+    a plugin's own `<variant>.<key>`)."""
     section, _, knob = name.partition(".")
-    return bool(knob) and section in model and knob in (model[section] or {})
+    inner = model.get(section) if knob else None
+    return isinstance(inner, Mapping | DictConfig) and knob in inner
 
 
 def param_key(cfg: DictConfig, name: str) -> str | None:
@@ -94,7 +97,7 @@ def param_key(cfg: DictConfig, name: str) -> str | None:
     keras-tuner's own `tuner/*` values."""
     if name.startswith("tuner/"):
         return None
-    if name in cfg.model or name in NESTED_KNOBS or _in_section(cfg.model, name):
+    if name in cfg.model or _in_section(cfg.model, name):
         return f"model.{name}"
     if name in cfg.train:
         return f"train.{name}"
@@ -107,7 +110,7 @@ def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]
     for name, value in values.items():
         if name == HYPERBAND_EPOCHS:
             train["epochs"] = int(value)
-        elif name in NESTED_KNOBS or _in_section(model, name):
+        elif _in_section(model, name):
             section, knob = name.split(".", 1)
             model[section][knob] = value
         elif name in model:
