@@ -1,4 +1,7 @@
-"""Distributed search on loopback: a keras-tuner chief, two workers and a real `mlflow server`."""
+"""Distributed search on loopback: a keras-tuner chief, two workers and a real `mlflow server`.
+
+One server for the module (starting one costs ~9 CPU-seconds); each test logs to an
+experiment of its own, so it sees only its runs."""
 
 from __future__ import annotations
 
@@ -24,54 +27,69 @@ TINY_CLUSTER = [
 ]
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster-server")
+    with mlflow_server(f"sqlite:///{folder}/server.db", folder, folder / "art") as base:
+        yield base
+
+
 def cluster_overrides(tmp_path, base: str, name: str) -> list[str]:
     return [
         f"tracking.uri={base}",
+        f"tracking.experiment={name}",
         f"tuner.directory={tmp_path}/tuner",
         f"hydra.run.dir={tmp_path}/hydra",
         f"search.name={name}",
     ]
 
 
-def start_search(*overrides: str) -> subprocess.Popen:
+def start_search(*overrides: str, env: dict | None = None) -> subprocess.Popen:
     """A cluster search whose merged output the test reads line by line."""
-    return start_search_cli(*TINY_CLUSTER, *overrides)
+    return start_search_cli(*TINY_CLUSTER, *overrides, env=env)
 
 
-def runs_of(base: str):
+def runs_of(base: str, experiment: str):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=base)
-    exp = client.get_experiment_by_name("attention-search")
+    exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], max_results=500)
 
 
-def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path):
-    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
-        proc = start_search(
-            "tuner.max_trials=4",
-            "train.epochs=10",  # long enough that the kill lands mid-trial
-            "train.early_stopping.enabled=false",
-            *cluster_overrides(tmp_path, base, "dist-kill"),
-        )
-        lines: list[str] = []
-        pid, killed = None, False
-        deadline = time.monotonic() + 600
-        for line in iter(proc.stdout.readline, ""):
-            lines.append(line)
-            found = re.search(r"started worker-1 \(pid (\d+)\)", line)
-            if found and pid is None:
-                pid = int(found.group(1))
-            if not killed and pid and line.startswith("[worker-1]     epoch 1/10"):
-                os.kill(pid, signal.SIGKILL)  # mid-trial: its child run is RUNNING
-                killed = True
-            assert time.monotonic() < deadline, "search did not finish"
-        proc.wait(timeout=60)
-        output = "".join(lines)
-        assert killed, output[-3000:]
-        assert proc.returncode == 0, output[-3000:]
-        assert "worker-1 exited with code -9" in output and "restarting it" in output
-        runs = runs_of(base)
+def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path, server):
+    """Every worker stops after its first epoch at a barrier (tests/plugins/epoch_barrier.py)
+    until worker-1 is SIGKILLed mid-trial; then the barrier opens for all."""
+    barrier = tmp_path / "barrier"
+    env = {**os.environ, "EPOCH_BARRIER": str(barrier), "EPOCH_BARRIER_AFTER": "1"}
+    base = server
+    proc = start_search(
+        "tuner.max_trials=4",
+        "train.epochs=2",
+        "train.early_stopping.enabled=false",
+        "plugins=[tests.plugins.epoch_barrier]",
+        *cluster_overrides(tmp_path, base, "dist-kill"),
+        env=env,
+    )
+    lines: list[str] = []
+    pid, killed = None, False
+    deadline = time.monotonic() + 600
+    for line in iter(proc.stdout.readline, ""):
+        lines.append(line)
+        found = re.search(r"started worker-1 \(pid (\d+)\)", line)
+        if found and pid is None:
+            pid = int(found.group(1))
+        if not killed and pid and line.startswith("[worker-1]     epoch 1/2"):
+            os.kill(pid, signal.SIGKILL)  # mid-trial: its child run is RUNNING
+            killed = True
+            barrier.touch()
+        assert time.monotonic() < deadline, "search did not finish"
+    proc.wait(timeout=60)
+    output = "".join(lines)
+    assert killed, output[-3000:]
+    assert proc.returncode == 0, output[-3000:]
+    assert "worker-1 exited with code -9" in output and "restarting it" in output
+    runs = runs_of(base, "dist-kill")
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
     finished = [c for c in children if c.info.status == "FINISHED"]
     interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]
@@ -104,28 +122,28 @@ def test_server_refuses_a_server_uri_as_its_store(run_cli):
     assert result.stderr.strip().startswith("error: tracking.uri: the server needs a database")
 
 
-def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path):
-    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
-        proc = start_search(
-            "tuner.max_trials=6",
-            "train.epochs=5",
-            "train.early_stopping.enabled=false",
-            *cluster_overrides(tmp_path, base, "dist-int"),
-        )
-        lines, pids = [], []
-        for line in iter(proc.stdout.readline, ""):
-            lines.append(line)
-            found = re.search(r"cluster: started \S+ \(pid (\d+)\)", line)
-            if found:
-                pids.append(int(found.group(1)))
-            if "epoch 1/5" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        rest, _ = proc.communicate(timeout=120)
-        output = "".join(lines) + rest
-        assert proc.returncode == 130, output[-3000:]
-        assert "resume with: python -m pipeline.search" in output and "dist-int" in output
-        runs = runs_of(base)
+def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path, server):
+    base = server
+    proc = start_search(
+        "tuner.max_trials=6",
+        "train.epochs=5",
+        "train.early_stopping.enabled=false",
+        *cluster_overrides(tmp_path, base, "dist-int"),
+    )
+    lines, pids = [], []
+    for line in iter(proc.stdout.readline, ""):
+        lines.append(line)
+        found = re.search(r"cluster: started \S+ \(pid (\d+)\)", line)
+        if found:
+            pids.append(int(found.group(1)))
+        if "epoch 1/5" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output[-3000:]
+    assert "resume with: python -m pipeline.search" in output and "dist-int" in output
+    runs = runs_of(base, "dist-int")
     assert len(pids) == 3  # chief and two workers
     for pid in pids:  # no orphans
         with pytest.raises(ProcessLookupError):
@@ -135,52 +153,52 @@ def test_ctrl_c_stops_every_process_and_leaves_nothing_running(tmp_path):
     assert parent.info.status == "KILLED"
 
 
-def test_a_cluster_search_killed_with_all_its_processes_resumes_by_name(tmp_path, run_cli):
+def test_a_cluster_search_killed_with_all_its_processes_resumes_by_name(tmp_path, run_cli, server):
     """The machine dies: launcher, chief and workers SIGKILLed mid-search. Re-running the
     search by name continues it: same parent, finished trials not re-run, the interrupted
     ones run once more (their old runs FAILED + interrupted)."""
-    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path, tmp_path / "art") as base:
-        overrides = [
-            "tuner.max_trials=4",
-            "train.epochs=5",
-            "train.early_stopping.enabled=false",
-            *cluster_overrides(tmp_path, base, "dist-resume"),
-        ]
-        proc = start_search(*overrides)
-        lines, pids, finished_one = [], [], False
-        deadline = time.monotonic() + 600
-        for line in iter(proc.stdout.readline, ""):
-            lines.append(line)
-            found = re.search(r"cluster: started \S+ \(pid (\d+)\)", line)
-            if found:
-                pids.append(int(found.group(1)))
-            finished_one = finished_one or "-> val_accuracy" in line
-            if finished_one and re.search(r"\[worker-\d\]\s+epoch [2-4]/5", line):
-                for pid in [*pids[::-1], proc.pid]:  # workers, chief, then the launcher
-                    os.kill(pid, signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "no trial finished"
-        proc.wait(timeout=30)
-        output = "".join(lines)
-        assert finished_one, output[-3000:]
-        before = runs_of(base)
-        done_before = {
-            r.data.tags["trial_id"]
-            for r in before
-            if r.data.tags.get("kind") == "trial" and r.info.status == "FINISHED"
-        }
-        left_running = {
-            r.data.tags["trial_id"]
-            for r in before
-            if r.data.tags.get("kind") == "trial" and r.info.status == "RUNNING"
-        }
-        assert done_before and left_running, output[-3000:]
+    base = server
+    overrides = [
+        "tuner.max_trials=4",
+        "train.epochs=5",
+        "train.early_stopping.enabled=false",
+        *cluster_overrides(tmp_path, base, "dist-resume"),
+    ]
+    proc = start_search(*overrides)
+    lines, pids, finished_one = [], [], False
+    deadline = time.monotonic() + 600
+    for line in iter(proc.stdout.readline, ""):
+        lines.append(line)
+        found = re.search(r"cluster: started \S+ \(pid (\d+)\)", line)
+        if found:
+            pids.append(int(found.group(1)))
+        finished_one = finished_one or "-> val_accuracy" in line
+        if finished_one and re.search(r"\[worker-\d\]\s+epoch [2-4]/5", line):
+            for pid in [*pids[::-1], proc.pid]:  # workers, chief, then the launcher
+                os.kill(pid, signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "no trial finished"
+    proc.wait(timeout=30)
+    output = "".join(lines)
+    assert finished_one, output[-3000:]
+    before = runs_of(base, "dist-resume")
+    done_before = {
+        r.data.tags["trial_id"]
+        for r in before
+        if r.data.tags.get("kind") == "trial" and r.info.status == "FINISHED"
+    }
+    left_running = {
+        r.data.tags["trial_id"]
+        for r in before
+        if r.data.tags.get("kind") == "trial" and r.info.status == "RUNNING"
+    }
+    assert done_before and left_running, output[-3000:]
 
-        result = run_cli("search", *TINY_CLUSTER, *overrides, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "search 'dist-resume' (resumed)" in result.stdout
-        assert f"{len(left_running)} interrupted trial run(s) marked FAILED" in result.stdout
-        runs = runs_of(base)
+    result = run_cli("search", *TINY_CLUSTER, *overrides, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "search 'dist-resume' (resumed)" in result.stdout
+    assert f"{len(left_running)} interrupted trial run(s) marked FAILED" in result.stdout
+    runs = runs_of(base, "dist-resume")
     parents = [r for r in runs if r.data.tags.get("kind") == "search"]
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

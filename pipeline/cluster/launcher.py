@@ -238,9 +238,11 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> Searc
         cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming)
         try:
             cluster.start("chief")
-            wait_for_port(host, port, cluster.processes["chief"].popen, timeout=180)
+            # Workers import TensorFlow while the chief does: keras-tuner's oracle client
+            # waits for the chief's port (`wait_for_ready`), so nothing starts serialised.
             for i in range(1, cfg.cluster.n_workers + 1):
                 cluster.start(f"worker-{i}")
+            wait_for_port(host, port, cluster.processes["chief"].popen, timeout=180)
             if cfg.cluster.n_workers == 0:
                 progress.say(
                     "cluster: no local workers; start them on other hosts with "
