@@ -190,6 +190,21 @@ def start_search_cli(*overrides: str, env: dict | None = None) -> subprocess.Pop
     )
 
 
+def search_command_in_process(*overrides: str) -> int:
+    """What `python -m pipeline.search` does with these overrides, in this process: the
+    same compose (one line for what Hydra refuses), checks and `guarded` exit codes. For
+    tests about what the command does, not about its process (each such test costs the
+    ~8 CPU-seconds a new interpreter spends importing TensorFlow and MLflow)."""
+    from pipeline.cli import composed_or_fail, guarded
+    from pipeline.search.__main__ import run as run_search_command
+
+    try:
+        cfg = composed_or_fail(list(overrides))
+        return guarded(lambda: run_search_command(cfg))
+    except SystemExit as err:
+        return int(err.code)
+
+
 def run_searches_together(
     overrides: list[list[str]], envs: list[dict] | None = None, timeout: int = 600
 ) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.errors import SearchError
 from pipeline.search import run_search
-from tests.conftest import PROJECT_ROOT, store_overrides
+from tests.conftest import PROJECT_ROOT, search_command_in_process, store_overrides
 
 pytestmark = pytest.mark.e2e
 
@@ -200,17 +200,8 @@ def test_rerun_of_a_finished_search_adds_no_duplicate(store):
 
 
 def search_in_process(tmp_path, *overrides: str) -> int:
-    """What `python -m pipeline.search` does with these overrides, in this process: the
-    same compose (one line for what Hydra refuses), checks and `guarded` exit codes."""
-    from pipeline.cli import composed_or_fail, guarded
-    from pipeline.search.__main__ import run as run_cli_search
-
     own = [o for o in store_overrides(tmp_path) if not o.startswith("hydra.")]
-    try:
-        cfg = composed_or_fail([*BASE, *own, *overrides])
-        return guarded(lambda: run_cli_search(cfg))
-    except SystemExit as err:
-        return int(err.code)
+    return search_command_in_process(*BASE, *own, *overrides)
 
 
 BAD_INPUT = [

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.tracking.mlflow_server import free_port, mlflow_server, wait_for
-from tests.conftest import EXPERIMENT, PROJECT_ROOT, assert_nothing_running, run_searches_together
+from tests.conftest import (
+    EXPERIMENT,
+    PROJECT_ROOT,
+    assert_nothing_running,
+    run_searches_together,
+    search_command_in_process,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +54,9 @@ def test_tracking_postgres_composes_a_uri_without_password_from_the_environment(
     assert cfg.tracking.uri == "postgresql://mlflow@db.example:6543/mlflow"
 
 
-def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(tmp_path, postgres):
+def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(
+    tmp_path, postgres, capsys
+):
     base_db = postgres.create_database("cluster")
     with mlflow_server(base_db, tmp_path, tmp_path / "served") as base:
         store = [f"tracking.uri={base}", f"hydra.run.dir={tmp_path}/hydra"]
@@ -79,15 +87,18 @@ def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(tmp_pa
         assert parent.data.metrics["trials_finished"] == 4
         assert_nothing_running(runs)
 
-        report = cli("pipeline.report", "team", "--out", str(tmp_path / "report"), *store)
-        assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+        # The report and reproduce commands in-process (their subprocess runs are tested in
+        # test_replicates_e2e): what matters here is that they read the team server.
+        from pipeline import report, reproduce
+
+        capsys.readouterr()
+        assert report.main(["team", "--out", str(tmp_path / "report"), *store]) == 0
         assert (tmp_path / "report" / "report.md").exists()
         assert "team" in (tmp_path / "report" / "report.md").read_text()
 
         target = parents[0].data.tags["best_run_id"]
-        again = cli("pipeline.reproduce", target, *store)
-        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-        assert f"match: metrics of {target}" in again.stdout
+        assert reproduce.main([target, *store]) == 0, capsys.readouterr().err[-2000:]
+        assert f"match: metrics of {target}" in capsys.readouterr().out
     # The server kept its rows in PostgreSQL: read them again with no server in between.
     direct = runs_of(base_db)
     assert {r.info.run_id for r in direct} >= {r.info.run_id for r in runs}
@@ -168,7 +179,9 @@ def test_server_keeps_the_password_out_of_its_output_and_command_line(tmp_path, 
     assert postgres.password not in output
 
 
-def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(tmp_path):
+def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
+    tmp_path, monkeypatch, capsys
+):
     admin = {
         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
         "MLFLOW_AUTH_ADMIN_PASSWORD": "team-password-123",
@@ -202,17 +215,28 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(tmp_pa
         f"tuner.directory={tmp_path}/tuner",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
+    in_process = [o for o in search if not o.startswith("hydra.")]
     try:
         wait_for(f"{base}/health", seconds=120)
+        # Refused sign-ins in-process (the command's own path); the signed-in search below
+        # runs the real CLI.
         for user, password in (("admin", "nope"), (None, None)):
-            env = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
-            denied = cli(
-                "pipeline.search", *search, env={k: v for k, v in env.items() if v}, timeout=120
-            )
-            assert denied.returncode == 2, denied.stdout[-2000:] + denied.stderr[-2000:]
-            line = denied.stderr.strip()
+            with monkeypatch.context() as env:
+                for key, value in (
+                    ("MLFLOW_TRACKING_USERNAME", user),
+                    ("MLFLOW_TRACKING_PASSWORD", password),
+                ):
+                    if value:
+                        env.setenv(key, value)
+                    else:
+                        env.delenv(key, raising=False)
+                capsys.readouterr()
+                code = search_command_in_process(*in_process)
+                denied = capsys.readouterr()
+            assert code == 2, denied.out[-2000:] + denied.err[-2000:]
+            line = denied.err.strip()
             assert line.count("\n") == 0 and "(HTTP 401)" in line, line
-            assert "epoch" not in denied.stdout  # refused before any training
+            assert "epoch" not in denied.out  # refused before any training
         signed_in = {
             "MLFLOW_TRACKING_USERNAME": "admin",
             "MLFLOW_TRACKING_PASSWORD": "team-password-123",
