@@ -198,8 +198,9 @@ def search_command_in_process(*overrides: str) -> int:
     from pipeline.cli import composed_or_fail, guarded
     from pipeline.search.__main__ import run as run_search_command
 
+    own = [o for o in overrides if not o.startswith("hydra.")]  # steer Hydra's run dir only
     try:
-        cfg = composed_or_fail(list(overrides))
+        cfg = composed_or_fail(own)
         return guarded(lambda: run_search_command(cfg))
     except SystemExit as err:
         return int(err.code)

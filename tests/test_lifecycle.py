@@ -200,8 +200,7 @@ def test_rerun_of_a_finished_search_adds_no_duplicate(store):
 
 
 def search_in_process(tmp_path, *overrides: str) -> int:
-    own = [o for o in store_overrides(tmp_path) if not o.startswith("hydra.")]
-    return search_command_in_process(*BASE, *own, *overrides)
+    return search_command_in_process(*BASE, *store_overrides(tmp_path), *overrides)
 
 
 BAD_INPUT = [

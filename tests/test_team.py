@@ -92,13 +92,16 @@ def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(
         from pipeline import report, reproduce
 
         capsys.readouterr()
-        assert report.main(["team", "--out", str(tmp_path / "report"), *store]) == 0
+        code = report.main(["team", "--out", str(tmp_path / "report"), *store])
+        assert code == 0, capsys.readouterr().err[-2000:]
         assert (tmp_path / "report" / "report.md").exists()
         assert "team" in (tmp_path / "report" / "report.md").read_text()
 
         target = parents[0].data.tags["best_run_id"]
-        assert reproduce.main([target, *store]) == 0, capsys.readouterr().err[-2000:]
-        assert f"match: metrics of {target}" in capsys.readouterr().out
+        code = reproduce.main([target, *store])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err[-2000:]
+        assert f"match: metrics of {target}" in printed.out
     # The server kept its rows in PostgreSQL: read them again with no server in between.
     direct = runs_of(base_db)
     assert {r.info.run_id for r in direct} >= {r.info.run_id for r in runs}
@@ -215,7 +218,6 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
         f"tuner.directory={tmp_path}/tuner",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
-    in_process = [o for o in search if not o.startswith("hydra.")]
     try:
         wait_for(f"{base}/health", seconds=120)
         # Refused sign-ins in-process (the command's own path); the signed-in search below
@@ -231,7 +233,7 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
                     else:
                         env.delenv(key, raising=False)
                 capsys.readouterr()
-                code = search_command_in_process(*in_process)
+                code = search_command_in_process(*search)
                 denied = capsys.readouterr()
             assert code == 2, denied.out[-2000:] + denied.err[-2000:]
             line = denied.err.strip()
