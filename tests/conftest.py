@@ -2,7 +2,8 @@
 
 TensorFlow start-up noise is silenced before any test imports it. Tests that are not
 about the command line call the library in-process (`run_search(cfg)`); a few drive
-the real CLI in a subprocess for exit codes, signals and kill -9.
+the CLI as a process of its own for exit codes, signals and kill -9, forked from a
+preloaded interpreter (tests/forked_cli.py) unless they ask for a fresh one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.forked_cli import popen_python, run_python
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -140,12 +143,14 @@ def store(tmp_path, store_template) -> Store:
 
 @pytest.fixture
 def run_cli(tmp_path):
-    """Run `python -m pipeline.<module>` in a subprocess from the project root."""
+    """Run `python -m pipeline.<module>` as a process from the project root (forked from
+    the preloaded interpreter; `fresh=True` starts a new one, as a user's shell does)."""
 
-    def run(module: str, *args: str, timeout: int = 600, env: dict | None = None):
+    def run(module: str, *args: str, timeout: int = 600, env: dict | None = None, fresh=False):
         full_env = {**os.environ, **(env or {})}
-        return subprocess.run(
-            [sys.executable, "-m", f"pipeline.{module}", *args],
+        return run_python(
+            ["-m", f"pipeline.{module}", *args],
+            fresh=fresh,
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
@@ -160,9 +165,8 @@ def start_server_cli(tmp_path, port: int, workers: int = 1, **popen_kwargs) -> s
     """`python -m pipeline.server` on 127.0.0.1:`port` over a store inside `tmp_path`."""
     popen_kwargs.setdefault("stdout", subprocess.DEVNULL)
     popen_kwargs.setdefault("stderr", subprocess.DEVNULL)
-    return subprocess.Popen(
+    return popen_python(
         [
-            sys.executable,
             "-m",
             "pipeline.server",
             "--port",
@@ -180,8 +184,8 @@ def start_server_cli(tmp_path, port: int, workers: int = 1, **popen_kwargs) -> s
 def start_search_cli(*overrides: str, env: dict | None = None) -> subprocess.Popen:
     """`python -m pipeline.search` in a subprocess; stdout and stderr merged, as a user
     watching the terminal sees them."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.search", *overrides],
+    return popen_python(
+        ["-m", "pipeline.search", *overrides],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -104,8 +104,8 @@ def test_server_command_serves_the_configured_store_on_loopback(tmp_path):
     from pipeline.tracking.mlflow_server import free_port, wait_for
 
     port = free_port()
-    proc = start_server_cli(
-        tmp_path, port, stdout=subprocess.PIPE, text=True, start_new_session=True
+    proc = start_server_cli(  # the server command's test in an interpreter of its own
+        tmp_path, port, stdout=subprocess.PIPE, text=True, start_new_session=True, fresh=True
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", seconds=90)

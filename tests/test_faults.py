@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.conftest import (
     run_searches_together,
     start_server_cli,
 )
+from tests.forked_cli import popen_python, run_python
 
 # A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch;
 # during an outage it tries again at least every 2 s, so it carries on soon after one.
@@ -112,8 +112,8 @@ class Search:
     """A search CLI in a subprocess whose merged output is collected line by line."""
 
     def __init__(self, *overrides: str):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.search", *overrides],
+        self.proc = popen_python(
+            ["-m", "pipeline.search", *overrides],
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -223,9 +223,7 @@ def test_an_outage_beyond_the_budget_stops_cleanly_and_resumes(tmp_path, server)
     assert resume[:3] == ["python", "-m", "pipeline.search"] and "search.name=lost" in resume
 
     server.start()
-    resumed = subprocess.run(
-        [sys.executable, *resume[1:]], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
+    resumed = run_python(resume[1:], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed" in resumed.stdout
     runs = server.runs()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -18,6 +17,7 @@ import pytest
 from pipeline.errors import SearchError
 from pipeline.search import run_search
 from tests.conftest import PROJECT_ROOT, search_command_in_process, store_overrides
+from tests.forked_cli import popen_python, run_python
 
 pytestmark = pytest.mark.e2e
 
@@ -51,9 +51,8 @@ def start(tmp_path, *overrides: str, blocked_in_trial: int) -> subprocess.Popen:
         "EPOCH_BARRIER": str(tmp_path / "never"),
         "EPOCH_BARRIER_AFTER": str((blocked_in_trial - 1) * EPOCHS + 1),
     }
-    return subprocess.Popen(
+    return popen_python(
         [
-            sys.executable,
             "-m",
             "pipeline.search",
             *BASE,
@@ -70,8 +69,8 @@ def start(tmp_path, *overrides: str, blocked_in_trial: int) -> subprocess.Popen:
 
 
 def run(tmp_path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.search", *BASE, *store_overrides(tmp_path), *overrides],
+    return run_python(
+        ["-m", "pipeline.search", *BASE, *store_overrides(tmp_path), *overrides],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

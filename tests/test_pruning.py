@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections import Counter
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from pipeline.search.pruning import (
 )
 from pipeline.tracking import TrialRun
 from tests.conftest import PROJECT_ROOT
+from tests.forked_cli import popen_python
 
 
 def mirror(kind: str = "median", objective: str = "val_accuracy", **kw) -> PruningMirror:
@@ -173,9 +173,8 @@ def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, cap
     from pipeline.search.outcome import summary_lines
     from tests.test_lifecycle import runs_of, wait_for_running_trial
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.search", "search.name=prune", *PRUNING_SEARCH,
-         *store.overrides],
+    proc = popen_python(
+        ["-m", "pipeline.search", "search.name=prune", *PRUNING_SEARCH, *store.overrides],
         cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -208,7 +208,7 @@ def test_reproduce_refuses_a_run_that_is_not_a_trial(store, run_cli):
     tracker.connect()
     with tracker.run("a-search", tags={"kind": "search", "search_id": "a-search"}) as run:
         parent_id = run.info.run_id
-    result = run_cli("reproduce", parent_id, *tracking)
+    result = run_cli("reproduce", parent_id, *tracking, fresh=True)  # its fresh-interpreter test
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: run {parent_id} is not a trial run of a search (kind=search); "

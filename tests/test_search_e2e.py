@@ -205,6 +205,7 @@ def test_cli_search_prints_progress_and_logs_its_resolved_config(store, run_cli)
         "tuner.max_trials=1",
         "tracking.log_model=false",
         "tracking.log_datasets=false",
+        fresh=True,  # the search command's one test in an interpreter of its own
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[trial 1/1]" in result.stdout and "epoch 1/1" in result.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from tests.conftest import (
     run_searches_together,
     search_command_in_process,
 )
+from tests.forked_cli import popen_python, run_python
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +34,8 @@ def runs_of(uri: str) -> list:
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
+    return run_python(
+        ["-m", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -154,8 +154,8 @@ def test_four_searches_started_at_once_on_a_fresh_postgres_database(tmp_path, po
 def test_server_keeps_the_password_out_of_its_output_and_command_line(tmp_path, postgres):
     uri = postgres.uri.replace("mlflow@", f"mlflow:{postgres.password}@")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.server", "--port", str(port), f"tracking.uri={uri}"]
+    proc = popen_python(
+        ["-m", "pipeline.server", "--port", str(port), f"tracking.uri={uri}"]
         + [f"tracking.artifact_root={tmp_path}/served"],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
@@ -201,8 +201,8 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
     assert first.stderr.strip().count("\n") == 0
     assert "set MLFLOW_AUTH_ADMIN_PASSWORD" in first.stderr
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.server", "--auth", "--port", str(port), *store],
+    proc = popen_python(
+        ["-m", "pipeline.server", "--auth", "--port", str(port), *store],
         cwd=PROJECT_ROOT,
         stdout=open(tmp_path / "server.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,

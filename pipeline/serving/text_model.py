@@ -106,7 +106,10 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
     # --------------------------------------------------------------- prediction
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        # The hint is what pyfunc serving passes (a frame with a `text` column; `texts_of`
+        # also takes lists). A DataFrame hint is one MLflow infers nothing from, so it adds no
+        # validation, and without a hint MLflow warns "Add type hints" on every import.
         texts = texts_of(model_input)
         ids, token_lists = self.encoder.encode(texts)
         probs = self.probabilities(ids)
