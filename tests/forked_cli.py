@@ -24,6 +24,7 @@ import os
 import runpy
 import select
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -196,8 +197,8 @@ class Zygote:
     _instance: Zygote | None = None
 
     def __init__(self) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="zygote-"))
-        self.path = str(folder / "socket")
+        self.folder = Path(tempfile.mkdtemp(prefix="zygote-"))
+        self.path = str(self.folder / "socket")
         project = Path(__file__).resolve().parent.parent
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.forked_cli", self.path],
@@ -206,10 +207,10 @@ class Zygote:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        atexit.register(self.close)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"the CLI zygote did not start (exit {self.proc.wait()})")
-        atexit.register(self.close)
 
     @classmethod
     def get(cls) -> Zygote:
@@ -222,6 +223,7 @@ class Zygote:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)  # its socket
 
     def fork(self, module: str, args: list[str], cwd, env: dict, fds: list[int], setsid: bool):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
