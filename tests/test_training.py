@@ -123,3 +123,30 @@ def test_exact_length_batches_compute_what_padded_ones_do(bidirectional):
         np.testing.assert_allclose(exact, padded, atol=1e-5, err_msg=label)
         checked += 1
     assert checked >= (5 if bidirectional else 18)
+
+
+def test_fit_traces_the_train_step_once():
+    """Keras creates the optimizer's and metrics' variables in the first trace of its train
+    step unless they exist, and TensorFlow then traces the step a second time: `fit`
+    builds them first, so the step (the LSTM and its gradient) is traced once (and the
+    test step once)."""
+    cfg = compose_config(["+experiment=quick", "train.epochs=2"])
+    data = prepare(cfg.data)
+    settings, train = trial_settings(cfg, {})
+    keras.utils.set_random_seed(0)
+    model = build_model(settings, len(data.vocab), data.n_classes, 0.01, 1.0, 4)
+    traced = {"train": 0, "test": 0}
+    train_step, test_step = model.train_step, model.test_step
+
+    def counted_train_step(batch):
+        traced["train"] += 1  # Python runs only while TensorFlow traces the step
+        return train_step(batch)
+
+    def counted_test_step(batch):
+        traced["test"] += 1
+        return test_step(batch)
+
+    model.train_step, model.test_step = counted_train_step, counted_test_step
+    fit(model, data, train, trim_padding=True)
+    assert traced == {"train": 1, "test": 1}
+    assert len(model.optimizer.variables) > 1  # the slots exist: Adam's, not a stand-in

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -68,7 +69,9 @@ def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
     `d<j>` look special but carry no label; filler `w<j>` is noise. Positions are
     random. The ground truth marks the label's own keys.
     """
-    s = cfg.synthetic
+    # Plain values: an OmegaConf attribute read costs ~50 us and the loop reads ~15 per
+    # example (2.4 s of the default search as a DictConfig).
+    s = SimpleNamespace(**OmegaConf.to_container(cfg.synthetic, resolve=True))
     rng = np.random.default_rng(s.seed)
     texts, labels, positions = [], [], []
     for _ in range(s.n_examples):

@@ -277,10 +277,11 @@ def prepare(cfg: DictConfig) -> PreparedData:
     key_masks = None
     if raw.key_positions is not None:
         key_masks = {}
+        max_len = int(cfg.max_len)  # read once: a DictConfig read per key position is slow
         for k, idx in splits.items():
-            mask = np.zeros((len(idx), cfg.max_len), dtype=bool)
+            mask = np.zeros((len(idx), max_len), dtype=bool)
             for row, i in enumerate(idx):
-                pos = [p for p in raw.key_positions[i] if p < cfg.max_len]
+                pos = [p for p in raw.key_positions[i] if p < max_len]
                 mask[row, pos] = True
             key_masks[k] = mask
 
