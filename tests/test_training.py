@@ -150,3 +150,22 @@ def test_fit_traces_the_train_step_once():
     fit(model, data, train, trim_padding=True)
     assert traced == {"train": 1, "test": 1}
     assert len(model.optimizer.variables) > 1  # the slots exist: Adam's, not a stand-in
+
+
+@pytest.mark.parametrize(("pooling", "trims"), [("attention", True), ("classic", False)])
+def test_predict_proba_gives_keras_predicts_numbers(pooling, trims):
+    """`predict_proba` (test metrics, logged predictions) runs the model through one
+    `tf.function` instead of Keras' `predict`: the same probabilities bit for bit, in the
+    examples' order, on bucketed (trimmed) and full-width batches."""
+    from pipeline.training.batching import BucketedBatches, predict_proba
+
+    cfg = compose_config(["+experiment=quick", f"model.pooling={pooling}"])
+    data = prepare(cfg.data)
+    settings, _ = trial_settings(cfg, {})
+    keras.utils.set_random_seed(0)
+    model = build_model(settings, len(data.vocab), data.n_classes, 0.01, 1.0, 1)
+    x = data.x["val"]
+    plan = BucketedBatches(x, None, 16, 3, enabled=trims)
+    expected = np.empty((len(x), data.n_classes), dtype="float32")
+    expected[plan.order] = model.predict(plan.dataset(), verbose=0)
+    np.testing.assert_array_equal(predict_proba(model, x, 16, 3, enabled=trims), expected)
