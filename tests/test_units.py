@@ -106,7 +106,33 @@ def test_bucketed_batches_trim_padding_and_cover_every_example_once():
     assert {xb.shape[1] for xb, _ in off} == {50}
 
 
-@pytest.mark.parametrize("mode", [{"exact": True}, {}, {"enabled": False}])
+def test_pooled_remainders_bound_the_shapes_xla_compiles_and_cover_every_example_once():
+    """Under XLA each bucket's partial batch joins one pool, batched at the widest of their
+    widths: n_buckets full shapes + 1 partial (up to 2 x n_buckets without the pool)."""
+    rng = np.random.default_rng(2)
+    x, lengths = padded_tokens(rng, 1000, 50, vocab=100)
+    y = rng.integers(0, 3, size=1000).astype(np.int32)
+    plain = BucketedBatches(x, y, batch_size=64, n_buckets=4, shuffle=True, seed=1)
+    pooled = plain.with_pooled_remainders()
+
+    def shapes(plan):
+        return {(len(idx), width) for width, idx in plan.batches}
+
+    assert len(shapes(plain)) == 8  # every bucket ends with a partial batch of its own
+    for epoch in range(2):
+        if epoch:  # a shuffled epoch draws new remainders
+            list(pooled)
+        assert len(shapes(pooled)) <= 4 + 1
+        assert sorted(pooled.order.tolist()) == list(range(1000))
+        for width, idx in pooled.batches:
+            assert np.all(lengths[idx] <= width)  # trimmed, never cut
+    assert sum(len(i) == 64 for _, i in pooled.batches) == 1000 // 64
+    assert pooled.with_pooled_remainders() is pooled
+    exact = BucketedBatches(x, y, batch_size=64, exact=True)
+    assert exact.with_pooled_remainders() is exact  # exact mode keeps batches unpadded
+
+
+@pytest.mark.parametrize("mode", [{"exact": True}, {}, {"enabled": False}, {"pooled": True}])
 def test_the_tf_dataset_yields_the_batches_iteration_does(mode):
     """`dataset()` draws each epoch's plan in Python and slices in tf.data: the same
     batches, in the same order, epoch after epoch, as iterating the plan itself."""
@@ -114,8 +140,13 @@ def test_the_tf_dataset_yields_the_batches_iteration_does(mode):
     x, _ = padded_tokens(rng, 300, 20, vocab=50)
     y = rng.integers(0, 3, size=300).astype(np.int32)
     weights = rng.random(300).astype(np.float32)
+    mode = dict(mode)
+    pooled = mode.pop("pooled", False)
     mine = BucketedBatches(x, y, 16, 4, shuffle=True, seed=3, sample_weight=weights, **mode)
     same = BucketedBatches(x, y, 16, 4, shuffle=True, seed=3, sample_weight=weights, **mode)
+    if pooled:
+        mine, same = mine.with_pooled_remainders(), same.with_pooled_remainders()
+        assert mine.pool_remainders
     dataset = mine.dataset()
     for _epoch in range(2):
         got = [tuple(t.numpy() for t in batch) for batch in dataset]

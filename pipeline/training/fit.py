@@ -129,14 +129,22 @@ def fit(
     )
     validation = batches(data, "val", train, trim_padding=trim_padding, shuffle=False)
     epochs = epochs or train["epochs"]
+    # What XLA would compile: each bucket's last partial batch pooled into one, so at most
+    # n_buckets + 1 shapes per split (without XLA the batches stay as they always were).
+    xla_training, xla_validation = (
+        training.with_pooled_remainders(),
+        validation.with_pooled_remainders(),
+    )
     choice = choose_xla(
         train.get("jit_compile", "false"),
-        training,
-        validation,
+        xla_training,
+        xla_validation,
         epochs,
         train.get("xla") or {},
         deterministic=bool(train.get("deterministic", False)) or op_determinism_on(),
     )
+    if choice.on:
+        training, validation = xla_training, xla_validation
     model.jit_compile = choice.on  # before the first fit: Keras compiles its step with it
     build_training_state(model, training)
     if announce is not None and (choice.on or choice.blocked):
