@@ -35,6 +35,9 @@ def test_auto_is_off_for_a_tiny_trial_and_on_for_a_long_one():
     train, val = plans(100_000)
     steps = sum(len(i) * w for w, i in train.batches) + sum(len(i) * w for w, i in val.batches) / 3
     assert long.fit_s == pytest.approx(5 * steps / 128_000)
+    # the train and the test step compile apart: a shape both splits have counts twice
+    per_plan = [len({(len(i), w) for w, i in plan.batches}) for plan in (train, val)]
+    assert long.shapes == sum(per_plan)
 
 
 def test_explicit_modes_and_op_determinism():

@@ -61,8 +61,9 @@ VALIDATION_SHARE = 1 / 3  # a forward pass costs about a third of a train step
 
 
 def distinct_shapes(*plans) -> int:
-    """(rows, width) pairs over BucketedBatches plans: one XLA program each."""
-    return len({(len(idx), int(width)) for plan in plans for width, idx in plan.batches})
+    """(rows, width) pairs of each BucketedBatches plan, summed: one XLA program each (the
+    train and the test step are compiled apart, so a shape both splits share counts twice)."""
+    return sum(len({(len(idx), int(width)) for width, idx in plan.batches}) for plan in plans)
 
 
 def choose_xla(
