@@ -18,23 +18,13 @@ the report never load TensorFlow) and one test per command keep a real interpret
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
-import runpy
-import select
-import selectors
-import shutil
-import signal
-import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-import traceback
 from pathlib import Path
+
+from pipeline.cluster.zygote import ForkedProcess, Zygote
 
 PRELOAD = (
     "tensorflow",
@@ -52,291 +42,20 @@ PRELOAD = (
     "pipeline.server",
 )
 ENABLED = os.environ.get("ATTENTION_SEARCH_TEST_FORK", "1") != "0"
-_HEADER = struct.Struct("!I")
 
 
-# ---------------------------------------------------------------- the zygote (server side)
+_lock = threading.Lock()
+_zygote: Zygote | None = None
 
 
-def _run_child(module: str, args: list[str]) -> int:
-    """What `python -m module args` does from here on, with its exit code: SystemExit's
-    code, 1 with a traceback for an uncaught exception, death by SIGINT for an uncaught
-    Ctrl-C; then non-daemon threads are joined and atexit handlers run, as at exit."""
-    sys.argv = [module, *args]
-    for name in (module, f"{module}.__main__"):  # `-m` runs it as __main__ only, as here
-        sys.modules.pop(name, None)
-    code = 0
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as err:
-        if err.code is None:
-            code = 0
-        elif isinstance(err.code, int):
-            code = err.code
-        else:
-            print(err.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = -signal.SIGINT
-    except BaseException:  # noqa: BLE001 - as the interpreter does: print it, exit 1
-        traceback.print_exc()
-        code = 1
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing left to say
-                pass
-    if code == -signal.SIGINT:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    return code & 0xFF
-
-
-def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
-    head, fds, _, _ = socket.recv_fds(conn, _HEADER.size + 65536, 3)
-    (size,) = _HEADER.unpack(head[: _HEADER.size])
-    body = head[_HEADER.size :]
-    while len(body) < size:
-        chunk = conn.recv(size - len(body))
-        if not chunk:
-            raise EOFError("client went away mid-request")
-        body += chunk
-    return json.loads(body), fds
-
-
-def serve(path: str) -> None:
-    """Preload, then fork one child per request; report each child's pid, then its wait
-    status, on the request's connection."""
-    import importlib
-
-    for name in PRELOAD:
-        importlib.import_module(name)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(16)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    os.set_blocking(wake_r, False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
-    waiting: dict[int, socket.socket] = {}  # child pid -> its client's connection
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    selector.register(wake_r, selectors.EVENT_READ)
-    print("ready", flush=True)
-    while True:
-        for key, _ in selector.select(timeout=1.0):
-            if key.fileobj is listener:
-                conn, _ = listener.accept()
-                try:
-                    request, fds = _recv_request(conn)
-                except (OSError, EOFError, ValueError):
-                    conn.close()
-                    continue
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    for own in (listener, conn, *waiting.values()):
-                        own.close()
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    if request["setsid"]:
-                        os.setsid()
-                    for target, fd in enumerate(fds):
-                        os.dup2(fd, target)
-                    for fd in set(fds):
-                        if fd > 2:
-                            os.close(fd)
-                    os.chdir(request["cwd"])
-                    os.environ.clear()
-                    os.environ.update(request["env"])
-                    os._exit(_run_child(request["module"], request["args"]))
-                for fd in set(fds):
-                    os.close(fd)
-                conn.sendall(f"{pid}\n".encode())
-                waiting[pid] = conn
-            else:
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
-        while waiting:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            conn = waiting.pop(pid, None)
-            if conn is not None:
-                try:
-                    conn.sendall(f"{status}\n".encode())
-                except OSError:
-                    pass
-                conn.close()
-        if os.getppid() == 1:  # the pytest worker is gone
-            return
-
-
-# ---------------------------------------------------------------- the client (test side)
-
-
-class Zygote:
-    """One preloaded zygote for this pytest process, started on first use."""
-
-    _lock = threading.Lock()
-    _instance: Zygote | None = None
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="zygote-"))
-        self.path = str(self.folder / "socket")
-        project = Path(__file__).resolve().parent.parent
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.forked_cli", self.path],
-            cwd=project,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        atexit.register(self.close)
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"the CLI zygote did not start (exit {self.proc.wait()})")
-
-    @classmethod
-    def get(cls) -> Zygote:
-        with cls._lock:
-            if cls._instance is None or cls._instance.proc.poll() is not None:
-                cls._instance = cls()
-            return cls._instance
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)  # its socket
-
-    def fork(self, module: str, args: list[str], cwd, env: dict, fds: list[int], setsid: bool):
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(self.path)
-        body = json.dumps(
-            {"module": module, "args": args, "cwd": str(cwd), "env": env, "setsid": setsid}
-        ).encode()
-        socket.send_fds(conn, [_HEADER.pack(len(body)) + body], fds)
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = conn.recv(1)  # byte by byte: the exit status follows on this socket
-            if not chunk:
-                raise RuntimeError("the CLI zygote refused the command")
-            line += chunk
-        return conn, int(line)
-
-
-class ForkedProcess:
-    """The part of `subprocess.Popen` the tests use, for a child of the zygote."""
-
-    def __init__(self, module: str, args: list[str], *, cwd, env=None, stdout=None,
-                 stderr=None, text=False, start_new_session=False):  # fmt: skip
-        self.args = [sys.executable, "-m", module, *args]
-        self.returncode: int | None = None
-        own: list[int] = []  # fds made here: the zygote gets copies, these are closed
-        stdin_fd, _ = self._stream(subprocess.DEVNULL, 0, text, own)
-        out_fd, self.stdout = self._stream(stdout, 1, text, own)
-        if stderr == subprocess.STDOUT:
-            err_fd, self.stderr = out_fd, None
-        else:
-            err_fd, self.stderr = self._stream(stderr, 2, text, own)
-        full_env = dict(os.environ if env is None else env)
-        try:
-            self._conn, self.pid = Zygote.get().fork(
-                module, args, cwd, full_env, [stdin_fd, out_fd, err_fd], start_new_session
-            )
-        finally:
-            for fd in own:
-                os.close(fd)
-
-    @staticmethod
-    def _stream(spec, default: int, text: bool, own: list[int]):
-        """The fd the child gets for `spec` (as Popen takes it), and our end of a pipe."""
-        if spec is None:
-            return default, None
-        if spec == subprocess.DEVNULL:
-            fd = os.open(os.devnull, os.O_RDWR)
-            own.append(fd)
-            return fd, None
-        if spec == subprocess.PIPE:
-            read_end, write_end = os.pipe()
-            own.append(write_end)
-            return write_end, open(read_end, "r" if text else "rb")  # noqa: SIM115
-        return (spec if isinstance(spec, int) else spec.fileno()), None
-
-    def _status(self, timeout: float | None) -> bool:
-        """Read the exit status if the zygote sent it within `timeout` seconds."""
-        if self.returncode is not None:
-            return True
-        ready, _, _ = select.select([self._conn], [], [], timeout)
-        if not ready:
-            return False
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = self._conn.recv(64)
-            if not chunk:
-                raise RuntimeError("the CLI zygote went away before reporting an exit status")
-            line += chunk
-        self.returncode = os.waitstatus_to_exitcode(int(line))
-        self._conn.close()
-        return True
-
-    def poll(self) -> int | None:
-        self._status(0)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._status(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout)
-        return self.returncode
-
-    def communicate(self, timeout: float | None = None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        streams = [s for s in (self.stdout, self.stderr) if s is not None]
-        read: dict = {}
-        readers = [
-            threading.Thread(target=lambda s=s: read.__setitem__(id(s), s.read()), daemon=True)
-            for s in streams
-        ]  # both at once, as Popen does: a child filling one pipe must not block the other
-        for reader in readers:
-            reader.start()
-        for reader in readers:
-            reader.join(left())
-            if reader.is_alive():
-                raise subprocess.TimeoutExpired(self.args, timeout)
-        for stream in streams:
-            stream.close()
-        self.wait(left())
-        return tuple(None if s is None else read[id(s)] for s in (self.stdout, self.stderr))
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+def zygote() -> Zygote:
+    """This pytest process's zygote, started on first use (again if it died)."""
+    global _zygote
+    with _lock:
+        if _zygote is None or not _zygote.alive():
+            _zygote = Zygote(PRELOAD, cwd=Path(__file__).resolve().parent.parent)
+            _zygote.wait_ready()
+        return _zygote
 
 
 def python_module(args: list[str]) -> tuple[str, list[str]] | None:
@@ -352,7 +71,7 @@ def popen_python(args: list[str], *, fresh: bool = False, **kwargs):
     target = python_module(args)
     if target is None or fresh or not ENABLED:
         return subprocess.Popen([sys.executable, *args], **kwargs)
-    return ForkedProcess(*target, **kwargs)
+    return ForkedProcess(zygote(), *target, **kwargs)
 
 
 def run_python(args: list[str], *, fresh: bool = False, timeout: float | None = None,
@@ -373,7 +92,3 @@ def run_python(args: list[str], *, fresh: bool = False, timeout: float | None = 
         proc.wait()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1])

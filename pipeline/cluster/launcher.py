@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
 from pipeline.cluster import CPU_ENV
+from pipeline.cluster.zygote import ForkedProcess, Zygote
 from pipeline.config import ClusterRole, TunerKind
 from pipeline.data import PreparedData
 from pipeline.errors import SearchError
@@ -50,6 +51,23 @@ from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_pare
 from pipeline.tracking.protocol import TrackingStore
 
 STOP_GRACE_SECONDS = 20
+# What every role imports before it trains: the zygote imports them once for all roles.
+ROLE_PRELOAD = (
+    "tensorflow",
+    "keras",
+    "keras_tuner",
+    "mlflow",
+    "mlflow.keras",
+    "pipeline.cli",
+    "pipeline.search.run",
+    "pipeline.cluster.roles",
+)
+
+
+def thread_budget(threads: int) -> dict[str, str]:
+    """The environment that holds TensorFlow and the BLAS/OpenMP pools to `threads`."""
+    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+    return {var: str(threads) for var in names}
 
 
 def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
@@ -75,7 +93,7 @@ def _pump(stream, label: str) -> None:
 @dataclass
 class Process:
     label: str  # also its KERASTUNER_TUNER_ID
-    popen: subprocess.Popen
+    popen: subprocess.Popen | ForkedProcess
     restarts: int = 0
     pump: threading.Thread | None = None
 
@@ -91,6 +109,7 @@ class Cluster:
     processes: dict[str, Process] = field(default_factory=dict)
 
     resume: bool = False
+    zygote: Zygote | None = None  # cluster.fork_roles: roles forked from it
 
     def command(self, label: str) -> list[str]:
         role = ClusterRole.chief if label == "chief" else ClusterRole.worker
@@ -123,21 +142,46 @@ class Cluster:
         if self.cfg.cluster.pin_cpus and index.isdigit() and hasattr(os, "sched_setaffinity"):
             env[CPU_ENV] = str((int(index) - 1) % (os.cpu_count() or 1))
         if threads and label != "chief":
-            for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-                env[var] = str(threads)
+            env.update(thread_budget(threads))
         return env
 
-    def start(self, label: str, restarts: int = 0) -> Process:
-        popen = subprocess.Popen(
-            self.command(label),
-            env=self.environment(label),
+    def spawn(self, label: str) -> subprocess.Popen | ForkedProcess:
+        """The role's process, in a session of its own (Ctrl-C reaches the launcher, which
+        stops them in order) and SIGTERMed when the launcher dies, even by SIGKILL (a forked
+        role: when the zygote dies, which dies with the launcher)."""
+        command, env = self.command(label), self.environment(label)
+        if self.zygote is not None:
+            try:
+                return ForkedProcess(
+                    self.zygote,
+                    command[2],
+                    command[3:],
+                    cwd=os.getcwd(),
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                    die_with_parent=True,
+                )
+            except (OSError, RuntimeError) as err:
+                progress.say(
+                    f"cluster: the role zygote failed ({err}); starting roles as new "
+                    "interpreters (cluster.fork_roles)"
+                )
+                self.zygote.close()
+                self.zygote = None
+        return subprocess.Popen(
+            command,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            # A session of its own (Ctrl-C reaches the launcher, which stops them in order),
-            # and SIGTERM when the launcher dies, even by SIGKILL.
             preexec_fn=own_group_dying_with_parent,
         )
+
+    def start(self, label: str, restarts: int = 0) -> Process:
+        popen = self.spawn(label)
         proc = Process(label, popen, restarts)
         proc.pump = threading.Thread(target=_pump, args=(popen.stdout, label), daemon=True)
         proc.pump.start()
@@ -220,6 +264,30 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> Searc
                 "search.force_new=true to start it again"
             )
         plan.close_interrupted(tracker)
+    # Its imports (~10 CPU-s) overlap the parent run's opening and the references.
+    zygote = (
+        Zygote(
+            ROLE_PRELOAD,
+            cwd=os.getcwd(),
+            # OpenBLAS sizes its pool as numpy loads: in the zygote, for every worker.
+            env={**os.environ, **thread_budget(cfg.cluster.threads_per_worker)}
+            if cfg.cluster.threads_per_worker
+            else None,
+            die_with_parent=True,
+        )
+        if cfg.cluster.fork_roles
+        else None
+    )
+    try:
+        return _launch(cfg, data, tracker, opening, job_dir, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()
+
+
+def _launch(cfg, data, tracker, opening, job_dir: Path, zygote: Zygote | None) -> SearchOutcome:
+    plan = opening.plan
+    name, resuming = plan.name, plan.resuming
     with parent_run(cfg, data, tracker, opening) as parent_id:
         host = cfg.cluster.oracle_host
         port = cfg.cluster.oracle_port or free_port(host)
@@ -235,7 +303,7 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> Searc
             )
         references = run_references(cfg, data, tracker, parent_id, name)
         write_job_config(cfg, job_dir)
-        cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming)
+        cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming, zygote=zygote)
         try:
             cluster.start("chief")
             # Workers import TensorFlow while the chief does: keras-tuner's oracle client

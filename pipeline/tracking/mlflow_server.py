@@ -94,6 +94,12 @@ def own_group_dying_with_parent() -> None:
     stopped as a whole: the MLflow CLI, uvicorn and its workers; a cluster's chief), and
     SIGTERM when the process that started it dies, even by SIGKILL."""
     os.setsid()
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """SIGTERM to this process when the one that started it dies, even by SIGKILL (Linux;
+    a no-op elsewhere)."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 

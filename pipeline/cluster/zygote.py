@@ -1,0 +1,368 @@
+"""Processes forked from one preloaded interpreter (a "zygote", as Android and
+multiprocessing's forkserver call it): `python -m <module> args` without paying the
+interpreter's start each time.
+
+Each cluster role (the chief, every worker, every restart) is a `python -m pipeline.search`
+of its own, and a fresh interpreter spends ~8-12 CPU-seconds importing TensorFlow,
+keras-tuner and MLflow before it does anything: on 2 cores, three roles starting at once
+took ~15 s of wall time. One zygote imports them once and forks a child per role: a real
+process with its own pid, session, working directory, environment, stdin/stdout/stderr,
+signals and exit status, running the module's `__main__` as `python -m` does.
+
+The fork happens before any TensorFlow op runs in the zygote (imports start no TF thread
+pool: only OpenBLAS and jemalloc threads, which are fork-safe), so a child starts TF as a
+fresh interpreter would and trains bit for bit as one (tests/test_forked_cli.py). The
+zygote dies with the process that started it (`die_with_parent`), and its children with
+it, so a SIGKILLed launcher leaves no orphan. The test suite forks its CLI runs from one
+(tests/forked_cli.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import runpy
+import select
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.tracking.mlflow_server import die_with_parent, own_group_dying_with_parent
+
+_HEADER = struct.Struct("!I")
+
+
+# ---------------------------------------------------------------- the zygote (server side)
+
+
+def _run_child(module: str, args: list[str]) -> int:
+    """What `python -m module args` does from here on, with its exit code: SystemExit's
+    code, 1 with a traceback for an uncaught exception, death by SIGINT for an uncaught
+    Ctrl-C; then non-daemon threads are joined and atexit handlers run, as at exit."""
+    sys.argv = [module, *args]
+    for name in (module, f"{module}.__main__"):  # `-m` runs it as __main__ only, as here
+        sys.modules.pop(name, None)
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as err:
+        if err.code is None:
+            code = 0
+        elif isinstance(err.code, int):
+            code = err.code
+        else:
+            print(err.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT
+    except BaseException:  # noqa: BLE001 - as the interpreter does: print it, exit 1
+        traceback.print_exc()
+        code = 1
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing left to say
+                pass
+    if code == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code & 0xFF
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    head, fds, _, _ = socket.recv_fds(conn, _HEADER.size + 65536, 3)
+    (size,) = _HEADER.unpack(head[: _HEADER.size])
+    body = head[_HEADER.size :]
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise EOFError("client went away mid-request")
+        body += chunk
+    return json.loads(body), fds
+
+
+def serve(path: str, preload: Sequence[str]) -> None:
+    """Preload, then fork one child per request; report each child's pid, then its wait
+    status, on the request's connection. Returns when the process that started it is
+    gone."""
+    import importlib
+
+    parent = os.getppid()
+    for name in preload:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    waiting: dict[int, socket.socket] = {}  # child pid -> its client's connection
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    print("ready", flush=True)
+    while True:
+        for key, _ in selector.select(timeout=1.0):
+            if key.fileobj is listener:
+                conn, _ = listener.accept()
+                try:
+                    request, fds = _recv_request(conn)
+                except (OSError, EOFError, ValueError):
+                    conn.close()
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                zygote_pid = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for own in (listener, conn, *waiting.values()):
+                        own.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    if request["setsid"]:
+                        os.setsid()
+                    if request.get("die_with_parent"):
+                        die_with_parent()
+                        if os.getppid() != zygote_pid:  # it died before that took effect
+                            os.kill(os.getpid(), signal.SIGTERM)
+                    for target, fd in enumerate(fds):
+                        os.dup2(fd, target)
+                    for fd in set(fds):
+                        if fd > 2:
+                            os.close(fd)
+                    os.chdir(request["cwd"])
+                    os.environ.clear()
+                    os.environ.update(request["env"])
+                    if os.environ.get("PYTHONUNBUFFERED"):  # as `python -u` would write
+                        for stream in (sys.stdout, sys.stderr):
+                            stream.reconfigure(line_buffering=True, write_through=True)
+                    os._exit(_run_child(request["module"], request["args"]))
+                for fd in set(fds):
+                    os.close(fd)
+                conn.sendall(f"{pid}\n".encode())
+                waiting[pid] = conn
+            else:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+        while waiting:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = waiting.pop(pid, None)
+            if conn is not None:
+                try:
+                    conn.sendall(f"{status}\n".encode())
+                except OSError:
+                    pass
+                conn.close()
+        if os.getppid() != parent:  # whoever started it is gone
+            return
+
+
+# ---------------------------------------------------------------- the client
+
+
+class Zygote:
+    """A preloaded interpreter that forks `python -m` children on request. It starts at
+    construction and is waited for on the first `fork` (its imports overlap the caller's
+    work); `die_with_parent`: it gets SIGTERM when this process dies, even by SIGKILL."""
+
+    def __init__(
+        self,
+        preload: Sequence[str],
+        *,
+        cwd=None,
+        env: dict[str, str] | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="zygote-"))
+        self.path = str(self.folder / "socket")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cluster.zygote", self.path, *preload],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=own_group_dying_with_parent if die_with_parent else None,
+        )
+        self._ready = False
+        atexit.register(self.close)
+
+    def wait_ready(self) -> None:
+        """Until it has imported its modules; RuntimeError if it died instead."""
+        if not self._ready:
+            line = self.proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"the zygote did not start (exit {self.proc.wait()})")
+            self._ready = True
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)  # its socket
+
+    def fork(
+        self,
+        module: str,
+        args: list[str],
+        cwd,
+        env: dict,
+        fds: list[int],
+        setsid: bool,
+        die_with_parent: bool = False,
+    ):
+        self.wait_ready()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.path)
+        request = {"module": module, "args": args, "cwd": str(cwd), "env": env}
+        request.update(setsid=setsid, die_with_parent=die_with_parent)
+        body = json.dumps(request).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(body)) + body], fds)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = conn.recv(1)  # byte by byte: the exit status follows on this socket
+            if not chunk:
+                raise RuntimeError("the zygote refused the command")
+            line += chunk
+        return conn, int(line)
+
+
+class ForkedProcess:
+    """The part of `subprocess.Popen` the launcher and the tests use, for a child of a
+    zygote."""
+
+    def __init__(self, zygote: Zygote, module: str, args: list[str], *, cwd, env=None,
+                 stdout=None, stderr=None, text=False, start_new_session=False,
+                 die_with_parent=False):  # fmt: skip
+        self.args = [sys.executable, "-m", module, *args]
+        self.returncode: int | None = None
+        own: list[int] = []  # fds made here: the zygote gets copies, these are closed
+        stdin_fd, _ = self._stream(subprocess.DEVNULL, 0, text, own)
+        out_fd, self.stdout = self._stream(stdout, 1, text, own)
+        if stderr == subprocess.STDOUT:
+            err_fd, self.stderr = out_fd, None
+        else:
+            err_fd, self.stderr = self._stream(stderr, 2, text, own)
+        full_env = dict(os.environ if env is None else env)
+        try:
+            self._conn, self.pid = zygote.fork(
+                module,
+                args,
+                cwd,
+                full_env,
+                [stdin_fd, out_fd, err_fd],
+                start_new_session,
+                die_with_parent,
+            )
+        finally:
+            for fd in own:
+                os.close(fd)
+
+    @staticmethod
+    def _stream(spec, default: int, text: bool, own: list[int]):
+        """The fd the child gets for `spec` (as Popen takes it), and our end of a pipe."""
+        if spec is None:
+            return default, None
+        if spec == subprocess.DEVNULL:
+            fd = os.open(os.devnull, os.O_RDWR)
+            own.append(fd)
+            return fd, None
+        if spec == subprocess.PIPE:
+            read_end, write_end = os.pipe()
+            own.append(write_end)
+            return write_end, open(read_end, "r" if text else "rb")  # noqa: SIM115
+        return (spec if isinstance(spec, int) else spec.fileno()), None
+
+    def _status(self, timeout: float | None) -> bool:
+        """Read the exit status if the zygote sent it within `timeout` seconds."""
+        if self.returncode is not None:
+            return True
+        ready, _, _ = select.select([self._conn], [], [], timeout)
+        if not ready:
+            return False
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = self._conn.recv(64)
+            if not chunk:
+                raise RuntimeError("the zygote went away before reporting an exit status")
+            line += chunk
+        self.returncode = os.waitstatus_to_exitcode(int(line))
+        self._conn.close()
+        return True
+
+    def poll(self) -> int | None:
+        self._status(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._status(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        streams = [s for s in (self.stdout, self.stderr) if s is not None]
+        read: dict = {}
+        readers = [
+            threading.Thread(target=lambda s=s: read.__setitem__(id(s), s.read()), daemon=True)
+            for s in streams
+        ]  # both at once, as Popen does: a child filling one pipe must not block the other
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(left())
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        for stream in streams:
+            stream.close()
+        self.wait(left())
+        return tuple(None if s is None else read[id(s)] for s in (self.stdout, self.stderr))
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2:])
