@@ -11,7 +11,8 @@ signals and exit status, running the module's `__main__` as `python -m` does.
 
 The fork happens before any TensorFlow op runs in the zygote (imports start no TF thread
 pool: only OpenBLAS and jemalloc threads, which are fork-safe), so a child starts TF as a
-fresh interpreter would and trains bit for bit as one (tests/test_forked_cli.py). The
+fresh interpreter would: `pipeline.reproduce` retrains a forked worker's best trial to
+its logged metrics (tests/test_team.py). The
 zygote dies with the process that started it (`die_with_parent`), and its children with
 it, so a SIGKILLed launcher leaves no orphan. The test suite forks its CLI runs from one
 (tests/forked_cli.py).
