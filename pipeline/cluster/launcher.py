@@ -40,6 +40,7 @@ from pipeline.search.ledger import previous_rows
 from pipeline.search.outcome import SearchOutcome
 from pipeline.search.references import run_references
 from pipeline.search.run import (
+    SearchOpening,
     best_configuration,
     count_trials,
     finish_search,
@@ -151,11 +152,12 @@ class Cluster:
         role: when the zygote dies, which dies with the launcher)."""
         command, env = self.command(label), self.environment(label)
         if self.zygote is not None:
+            _python, _dash_m, module, *args = command
             try:
                 return ForkedProcess(
                     self.zygote,
-                    command[2],
-                    command[3:],
+                    module,
+                    args,
                     cwd=os.getcwd(),
                     env=env,
                     stdout=subprocess.PIPE,
@@ -285,7 +287,14 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> Searc
             zygote.close()
 
 
-def _launch(cfg, data, tracker, opening, job_dir: Path, zygote: Zygote | None) -> SearchOutcome:
+def _launch(
+    cfg: DictConfig,
+    data: PreparedData,
+    tracker: TrackingStore,
+    opening: SearchOpening,
+    job_dir: Path,
+    zygote: Zygote | None,
+) -> SearchOutcome:
     plan = opening.plan
     name, resuming = plan.name, plan.resuming
     with parent_run(cfg, data, tracker, opening) as parent_id:

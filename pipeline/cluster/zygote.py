@@ -104,7 +104,7 @@ def serve(path: str, preload: Sequence[str]) -> None:
     gone."""
     import importlib
 
-    parent = os.getppid()
+    parent, zygote_pid = os.getppid(), os.getpid()
     for name in preload:
         importlib.import_module(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -131,7 +131,6 @@ def serve(path: str, preload: Sequence[str]) -> None:
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()
-                zygote_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:
                     signal.set_wakeup_fd(-1)

@@ -44,11 +44,10 @@ class BucketedBatches:
         seed: int = 0,
         sample_weight: np.ndarray | None = None,
         exact: bool = False,
-        pool_remainders: bool = False,
     ) -> None:
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = batch_size
-        self.pool_remainders = pool_remainders
+        self.pool_remainders = False  # see with_pooled_remainders
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         lengths = np.maximum((x != 0).sum(axis=1), 1)
