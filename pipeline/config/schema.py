@@ -356,6 +356,7 @@ class SearchConfig:
     baseline: str | None
     # Names in pipeline.training.references, each logged as a child run ([]: none).
     reference: list[str]
+    keep_compiled: int  # models kept with their traced steps (pipeline/training/compiled.py)
 
 
 @dataclass

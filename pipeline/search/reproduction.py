@@ -153,6 +153,7 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
     cfg = source.cfg
     cfg.tracking = base.tracking  # the store the run was found in, not the one it logged
     cfg.search.verbose = base.search.verbose
+    cfg.search.keep_compiled = base.search.keep_compiled  # this process's, as verbose
     validate_config(cfg)  # imports the plugins the search used
     record = source.record
     if record.split_seed is not None:  # search.vary_split: this replicate's own split
@@ -174,6 +175,7 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     from pipeline.models.registry import variant_label
     from pipeline.search.space import build_trial_model, trial_settings, trial_vectors
     from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
+    from pipeline.training.compiled import KEPT
     from pipeline.training.fit import enable_determinism
 
     tracker, source, data = plan.tracker, plan.source, plan.data
@@ -232,7 +234,7 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
             train,
         )
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
-        train_and_log(
+        trained = train_and_log(
             TrialLogging.for_search(cfg, data, tracker),
             model_settings,
             train,
@@ -241,6 +243,7 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
             ),
             f"reproduction of {name}",
         )
+        KEPT.give_back(trained.model, cfg.search.keep_compiled)
         new_id = run.info.run_id
     reproduced = tracker.get_trial_run(new_id)
     table, matches = side_by_side(source.run.metrics, reproduced.metrics, tolerance)

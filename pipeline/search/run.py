@@ -44,6 +44,7 @@ from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.store import open_tracker
+from pipeline.training.compiled import KEPT, clear_session
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import enable_determinism
 
@@ -138,8 +139,13 @@ def evaluate_on_test(
 ) -> dict[str, float]:
     """The best trial's saved weights scored once on the held-out test split."""
     model_settings, train = trial_settings(cfg, values)
-    keras.backend.clear_session()
-    model = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
+    keep = int(cfg.search.keep_compiled)
+    if keep:
+        clear_session()  # Keras' own, the kept models' steps left instantiated
+    else:
+        keras.backend.clear_session()
+    fresh = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
+    model = KEPT.take(fresh, keep)  # the trial's test step, traced already
     model.load_weights(weights)
     metrics, _ = evaluate(
         model,
@@ -149,6 +155,7 @@ def evaluate_on_test(
         trim_padding=variant_of(model_settings).trims_padding,
         prefix=Metric.TEST_PREFIX,
     )
+    KEPT.give_back(model, keep)
     return metrics
 
 

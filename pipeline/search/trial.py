@@ -36,6 +36,7 @@ from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.training.batching import Forward
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
+from pipeline.training.compiled import KEPT, start_trial
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metrics
 
@@ -258,14 +259,19 @@ def train_and_log(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainedTrial:
     """Fit with seed `train.seed`, log its curves and final metrics, a confusion matrix
-    and the attention artifacts on the active run."""
+    and the attention artifacts on the active run. The model may be a kept one of the same
+    architecture (`training.compiled`): give it back (`KEPT.give_back`) once done with it."""
     cfg, data, tracker = logging.cfg, logging.data, logging.tracker
     variant = variant_of(model_settings)
     if cfg.tracking.log_datasets:
         log_datasets(data, tracker)
-    keras.backend.clear_session()  # also runs gc.collect()
-    keras.utils.set_random_seed(int(train["seed"]))
-    model = build()
+    keep = int(cfg.search.keep_compiled)
+    if keep:  # clear_session and set_random_seed, the kept models' steps left instantiated
+        start_trial(int(train["seed"]))
+    else:
+        keras.backend.clear_session()  # also runs gc.collect()
+        keras.utils.set_random_seed(int(train["seed"]))
+    model = KEPT.take(build(), keep)  # the caller gives it back when done with it
     confusion = ValidationConfusion()
     callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
     callbacks.append(MetricsLogger(tracker, cfg.tuner.objective))

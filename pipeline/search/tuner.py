@@ -46,6 +46,7 @@ from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
 from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.protocol import TrackingStore
+from pipeline.training.compiled import KEPT
 
 WEIGHTS_FILE = "best.weights.h5"
 
@@ -289,6 +290,7 @@ class TrackedTuner(kt.Tuner):
                 row[Metric.PARAM_COUNT] = trained.model.count_params()
                 if seed == seeds_of(self.cfg, train)[0]:
                     self.save_model(trial.trial_id, trained.model)  # the first seed's weights
+                KEPT.give_back(trained.model, self.cfg.search.keep_compiled)
                 del trained
         except TrackingOutage as err:  # not this trial's fault: run_trial stops the search
             row["error"] = one_line(err)

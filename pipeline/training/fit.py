@@ -145,7 +145,10 @@ def fit(
     )
     if choice.on:
         training, validation = xla_training, xla_validation
+    traced_with = model.jit_compile
     model.jit_compile = choice.on  # before the first fit: Keras compiles its step with it
+    if model.jit_compile != traced_with:  # a kept model (training.compiled) traced otherwise
+        model.train_function = model.test_function = model.predict_function = None
     build_training_state(model, training)
     if announce is not None and (choice.on or choice.blocked):
         announce(choice.line())
