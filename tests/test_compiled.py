@@ -97,7 +97,8 @@ def test_start_trial_seeds_as_clear_session_and_set_random_seed_do():
 
 def test_a_kept_model_traced_without_xla_is_retraced_with_it():
     """XLA is a property of the traced step: a kept model fitted again the other way
-    traces anew (and says it compiled with XLA)."""
+    traces anew (and says it compiled with XLA); fitted again with XLA, it compiles
+    nothing and auto says so."""
     enable_determinism(False)
     try:
         data, settings, train = quick("model.pooling=mean", "train.epochs=1")
@@ -111,6 +112,14 @@ def test_a_kept_model_traced_without_xla_is_retraced_with_it():
         history = fit(again, data, xla, trim_padding=True)
         assert again is model and history.xla.on and again.jit_compile
         assert again.train_function is not traced
+        assert history.xla.compiled == 0 and history.xla.shapes > 0
+        # kept again: its XLA programs are reused, auto counts no shape to compile
+        kept.give_back(again, capacity=1)
+        third = kept.take(new_model(data, settings, seed=1), capacity=1)
+        compiled = third.train_function
+        history = fit(third, data, {**xla, "jit_compile": "auto"}, trim_padding=True)
+        assert third is model and third.train_function is compiled
+        assert history.xla.on and history.xla.shapes == 0 and history.xla.compiled > 0
     finally:
         enable_determinism(True)
 

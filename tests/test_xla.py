@@ -50,6 +50,24 @@ def test_explicit_modes_and_op_determinism():
         jit_mode("sometimes")
 
 
+def test_shapes_a_kept_model_compiled_already_cost_nothing():
+    """A kept model's XLA programs (training.compiled) are reused: auto weighs only the
+    shapes not compiled yet, so a fit too short to pay for compiling may still use XLA."""
+    from pipeline.training.xla import shape_keys
+
+    train, val = plans(3000)
+    fresh = choose_xla("auto", train, val, epochs=1, xla=XLA)
+    assert not fresh.on and fresh.compiled == 0 and fresh.shapes > 0
+    keys = shape_keys(train, val)
+    assert len(keys) == fresh.shapes
+    kept = choose_xla("auto", train, val, epochs=1, xla=XLA, compiled=keys)
+    assert kept.on and kept.shapes == 0 and kept.compile_s == 0
+    assert kept.compiled == fresh.shapes and "compiled by an earlier trial" in kept.line()
+    some = frozenset(sorted(keys)[:2])
+    part = choose_xla("auto", train, val, epochs=1, xla=XLA, compiled=some)
+    assert part.shapes == fresh.shapes - 2 and part.compiled == 2
+
+
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [

@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench {pooling,overhead,memory,...,pause}`:
+"""`python -m pipeline.bench {pooling,overhead,memory,...,pause,kept}`:
 benchmarks that print ratios measured side by side in one run (never timed assertions in
 tests)."""
 
@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument(
         "--pruner", default="median", choices=[k.value for k in PrunerKind if k.over_epochs]
     )
+    k = sub.add_parser("kept", help="a seed-replicate search, search.keep_compiled=0 vs N")
+    k.add_argument("--trials", type=int, default=2, help="configurations")
+    k.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    k.add_argument("--keep", type=int, default=4, help="search.keep_compiled to compare with 0")
+    k.add_argument("--rounds", type=int, default=2)
+    k.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     args = parser.parse_args(argv)
 
     from pipeline.cli import import_quietly, quiet
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.bench.xla import run
     elif args.which == "pause":
         from pipeline.bench.pause import run
+    elif args.which == "kept":
+        from pipeline.bench.kept import run
     else:
         from pipeline.bench.startup import run
     run(args)

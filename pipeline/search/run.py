@@ -44,7 +44,7 @@ from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.store import open_tracker
-from pipeline.training.compiled import KEPT, clear_session
+from pipeline.training.compiled import KEPT, clear_session, set_jit
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import enable_determinism
 
@@ -146,6 +146,7 @@ def evaluate_on_test(
         keras.backend.clear_session()
     fresh = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
     model = KEPT.take(fresh, keep)  # the trial's test step, traced already
+    set_jit(model, fresh.jit_compile)  # evaluated as a new model would be (XLA or not)
     model.load_weights(weights)
     metrics, _ = evaluate(
         model,

@@ -22,6 +22,7 @@ import gc
 import json
 import random
 import threading
+import weakref
 from collections import OrderedDict
 
 import keras
@@ -111,6 +112,20 @@ class KeptModels:
 
 
 KEPT = KeptModels()  # this process's pool
+
+# The batch shapes (training.xla.shape_keys) each model's XLA steps have compiled: a kept
+# model's fit compiles only shapes it has not seen (train.jit_compile=auto counts those).
+XLA_SHAPES: weakref.WeakKeyDictionary[keras.Model, frozenset] = weakref.WeakKeyDictionary()
+
+
+def set_jit(model: keras.Model, jit: bool) -> None:
+    """`model.jit_compile = jit` before a fit or an evaluation; a kept model traced the
+    other way drops its steps, so Keras traces them again with the new setting."""
+    traced_with = model.jit_compile
+    model.jit_compile = jit
+    if model.jit_compile != traced_with:
+        model.train_function = model.test_function = model.predict_function = None
+        XLA_SHAPES.pop(model, None)
 
 
 def _private_state_found() -> bool:

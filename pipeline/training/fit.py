@@ -12,7 +12,8 @@ import numpy as np
 from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.data import PreparedData, balanced_class_weights
 from pipeline.training.batching import BucketedBatches
-from pipeline.training.xla import choose_xla
+from pipeline.training.compiled import XLA_SHAPES, set_jit
+from pipeline.training.xla import choose_xla, shape_keys
 
 
 class Diverged(RuntimeError):
@@ -142,13 +143,14 @@ def fit(
         epochs,
         train.get("xla") or {},
         deterministic=bool(train.get("deterministic", False)) or op_determinism_on(),
+        compiled=XLA_SHAPES.get(model, frozenset()),  # a kept model's XLA programs
     )
     if choice.on:
         training, validation = xla_training, xla_validation
-    traced_with = model.jit_compile
-    model.jit_compile = choice.on  # before the first fit: Keras compiles its step with it
-    if model.jit_compile != traced_with:  # a kept model (training.compiled) traced otherwise
-        model.train_function = model.test_function = model.predict_function = None
+    set_jit(model, choice.on)  # before the first fit: Keras compiles its step with it
+    if choice.on:
+        compiled = XLA_SHAPES.get(model, frozenset())
+        XLA_SHAPES[model] = compiled | shape_keys(training, validation)
     build_training_state(model, training)
     if announce is not None and (choice.on or choice.blocked):
         announce(choice.line())

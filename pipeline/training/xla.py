@@ -34,6 +34,7 @@ class XlaChoice:
     saving_s: float  # estimated time XLA saves on it
     compile_s: float  # estimated compile cost
     blocked: bool = False  # op determinism on: TensorFlow runs no XLA under it
+    compiled: int = 0  # shapes a kept model (training.compiled) has compiled already
 
     def line(self) -> str:
         state = "on" if self.on else "off"
@@ -46,9 +47,10 @@ class XlaChoice:
         if self.mode != "auto":
             return f"xla: {state} (train.jit_compile={self.mode})"
         verb = ">" if self.on else "<="
+        kept = f", {self.compiled} compiled by an earlier trial" if self.compiled else ""
         return (
             f"xla: {state} (auto: saves ~{self.saving_s:.0f} s of a ~{self.fit_s:.0f} s fit "
-            f"{verb} ~{self.compile_s:.0f} s compiling {self.shapes} batch shapes)"
+            f"{verb} ~{self.compile_s:.0f} s compiling {self.shapes} batch shapes{kept})"
         )
 
 
@@ -60,10 +62,15 @@ def token_steps(plan) -> int:
 VALIDATION_SHARE = 1 / 3  # a forward pass costs about a third of a train step
 
 
-def distinct_shapes(*plans) -> int:
-    """(rows, width) pairs of each BucketedBatches plan, summed: one XLA program each (the
-    train and the test step are compiled apart, so a shape both splits share counts twice)."""
-    return sum(len({(len(idx), int(width)) for width, idx in plan.batches}) for plan in plans)
+def shape_keys(train_plan, val_plan) -> frozenset[tuple[str, int, int]]:
+    """(step, rows, width) of every batch of the two BucketedBatches plans: one XLA program
+    each (the train and the test step are compiled apart, so a shape both splits share
+    is two programs)."""
+    return frozenset(
+        (step, len(idx), int(width))
+        for step, plan in (("train", train_plan), ("test", val_plan))
+        for width, idx in plan.batches
+    )
 
 
 def choose_xla(
@@ -73,14 +80,19 @@ def choose_xla(
     epochs: int,
     xla: Mapping[str, Any],
     deterministic: bool = False,
+    compiled: frozenset = frozenset(),
 ) -> XlaChoice:
     """The decision for one fit; `auto` from the estimate above (no timing here). Keras
     silently drops XLA when TensorFlow's op determinism is on (`train.deterministic`),
-    so `auto` is off there, and says what XLA would have saved when it would pay."""
+    so `auto` is off there, and says what XLA would have saved when it would pay.
+    `compiled`: the shapes (`shape_keys`) the model's XLA steps hold already (a kept
+    model, `training.compiled`), which cost nothing to compile again."""
     mode = jit_mode(mode)
     if mode == "false":
         return XlaChoice(False, mode, 0, 0.0, 0.0, 0.0)
-    shapes = distinct_shapes(train_plan, val_plan)
+    keys = shape_keys(train_plan, val_plan)
+    reused = len(keys & compiled)
+    shapes = len(keys) - reused
     steps = epochs * (token_steps(train_plan) + VALIDATION_SHARE * token_steps(val_plan))
     fit_s = steps / float(xla["tokens_per_s"])
     saving_s = fit_s * (1.0 - 1.0 / float(xla["speedup"]))
@@ -89,4 +101,4 @@ def choose_xla(
     if deterministic:
         return XlaChoice(False, mode, shapes, fit_s, saving_s, compile_s, blocked=pays)
     on = mode == "true" or (mode == "auto" and pays)
-    return XlaChoice(on, mode, shapes, fit_s, saving_s, compile_s)
+    return XlaChoice(on, mode, shapes, fit_s, saving_s, compile_s, compiled=reused)
