@@ -39,7 +39,8 @@ def one_search(cfg, data, keep: int) -> tuple[float, int, dict]:
         tracker = open_tracker(cfg.tracking)
         started = time.perf_counter()
         mlflow_log = logging.getLogger("mlflow")
-        level, mlflow_log.level = mlflow_log.level, logging.ERROR  # its per-model warnings
+        level = mlflow_log.level
+        mlflow_log.setLevel(logging.ERROR)  # its warnings on every logged model
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 outcome = run_search(cfg, data, tracker)
@@ -71,17 +72,16 @@ def run(args) -> None:
         f"keep_compiled 0 vs {keep}, {args.rounds} alternated rounds"
     )
     times: dict[int, list[float]] = {0: [], keep: []}
-    first: dict[int, dict] = {}
+    reference: dict | None = None  # the first keep_compiled=0 round's metrics
     for r in range(args.rounds):
         for mode in (0, keep) if r % 2 == 0 else (keep, 0):
             seconds, hits, metrics = one_search(cfg, data, mode)
             times[mode].append(seconds)
-            reference = first.setdefault(0, metrics) if mode == 0 else first.get(0)
-            same = "" if reference is None else ("equal" if metrics == reference else "DIFFER")
-            say(
-                f"round {r + 1} keep_compiled={mode}: {seconds:.1f} s, {hits} kept-model hits"
-                + (f", metrics {same}" if same else "")
-                + (" (the reference)" if metrics is reference else "")
-            )
+            line = f"round {r + 1} keep_compiled={mode}: {seconds:.1f} s, {hits} kept-model hits"
+            if reference is None and mode == 0:
+                reference, line = metrics, line + " (the reference metrics)"
+            elif reference is not None:
+                line += f", metrics {'equal' if metrics == reference else 'DIFFER'}"
+            say(line)
     off, on = statistics.median(times[0]), statistics.median(times[keep])
     say(f"median: {off:.1f} s vs {on:.1f} s: {off / on:.2f}x faster with kept models")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import keras
 import pandas as pd
 from keras_tuner.src import config as kt_config
 from omegaconf import DictConfig, OmegaConf
@@ -140,10 +139,7 @@ def evaluate_on_test(
     """The best trial's saved weights scored once on the held-out test split."""
     model_settings, train = trial_settings(cfg, values)
     keep = int(cfg.search.keep_compiled)
-    if keep:
-        clear_session()  # Keras' own, the kept models' steps left instantiated
-    else:
-        keras.backend.clear_session()
+    clear_session(keep_kernels=keep > 0)  # the kept models' steps left instantiated
     fresh = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
     model = KEPT.take(fresh, keep)  # the trial's test step, traced already
     set_jit(model, fresh.jit_compile)  # evaluated as a new model would be (XLA or not)

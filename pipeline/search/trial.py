@@ -266,11 +266,7 @@ def train_and_log(
     if cfg.tracking.log_datasets:
         log_datasets(data, tracker)
     keep = int(cfg.search.keep_compiled)
-    if keep:  # clear_session and set_random_seed, the kept models' steps left instantiated
-        start_trial(int(train["seed"]))
-    else:
-        keras.backend.clear_session()  # also runs gc.collect()
-        keras.utils.set_random_seed(int(train["seed"]))
+    start_trial(int(train["seed"]), keep_kernels=keep > 0)  # clear_session + set_random_seed
     model = KEPT.take(build(), keep)  # the caller gives it back when done with it
     confusion = ValidationConfusion()
     callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]

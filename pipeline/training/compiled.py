@@ -30,8 +30,9 @@ import numpy as np
 
 
 def architecture_key(model: keras.Model) -> str:
-    """What a traced step depends on: the model's config, its compile config with the
-    optimizer's learning rate left out (a variable the step reads), and the input dtype."""
+    """What a traced step depends on: the model's config (layers, shapes, dtypes) and its
+    compile config with the optimizer's learning rate left out (a variable the step
+    reads) and `jit_compile` (`set_jit` retraces when it changes)."""
     compiled = model.get_compile_config() or {}
     optimizer = dict(compiled.get("optimizer") or {})
     settings = dict(optimizer.get("config") or {})
@@ -135,15 +136,16 @@ def _private_state_found() -> bool:
     return hasattr(global_state, "GLOBAL_STATE_TRACKER") and hasattr(context.context(), "_rng")
 
 
-def clear_session() -> None:
+def clear_session(keep_kernels: bool = True) -> None:
     """`keras.backend.clear_session()` except its clear of TensorFlow's eager kernel cache,
     where the instantiated steps of the kept models live (re-instantiating them costs
     ~1.5 s): Keras' global state (layer-name counters, seed generator) is reset, so
-    layers get the same names, and garbage is collected."""
+    layers get the same names, and garbage is collected. `keep_kernels=False` (no models
+    kept, search.keep_compiled=0) is Keras' own call."""
     import tensorflow as tf
     from keras.src.backend.common import global_state
 
-    if not _private_state_found():  # another Keras or TensorFlow: its own way
+    if not (keep_kernels and _private_state_found()):  # or another Keras/TF: its own way
         keras.backend.clear_session()
         return
     global_state.GLOBAL_STATE_TRACKER = threading.local()  # what clear_session resets
@@ -152,17 +154,17 @@ def clear_session() -> None:
     gc.collect()
 
 
-def start_trial(seed: int) -> None:
+def start_trial(seed: int, keep_kernels: bool = True) -> None:
     """`clear_session()` then `keras.utils.set_random_seed(seed)`, which also clears the
     kernel cache (TensorFlow's `set_seed`): Keras', Python's, NumPy's and TensorFlow's
     global seeds are set as it sets them, so the same weights and op seeds follow
-    (tests/test_compiled.py)."""
+    (tests/test_compiled.py). `keep_kernels=False`: Keras' own two calls."""
     from keras.src.backend.common import global_state
     from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
     from tensorflow.python.eager import context
 
-    clear_session()
-    if not _private_state_found():
+    clear_session(keep_kernels)
+    if not (keep_kernels and _private_state_found()):
         keras.utils.set_random_seed(seed)
         return
     global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)  # set_random_seed's part
