@@ -207,8 +207,11 @@ def test_configs_logged_before_a_training_key_existed_retrain_as_they_did():
     assert logged["train"]["steps_per_execution"] == 4
     cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
     assert cfg.train.steps_per_execution == 4  # a logged value is kept
+    assert cfg.model.lstm_kernel == "fused"
     del logged["train"]["steps_per_execution"]
     del logged["train"]["bucketing"]["exact"]
+    del logged["model"]["lstm_kernel"]
     cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
     assert cfg.train.steps_per_execution == 1
     assert cfg.train.bucketing.exact is False
+    assert cfg.model.lstm_kernel == "keras"  # Keras' loop, as those runs trained

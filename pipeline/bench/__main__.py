@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="each variant without and with XLA (quantile buckets for those that trim)",
     )
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=None,
+        choices=["fused", "keras"],
+        help="each variant with each LSTM kernel (model.lstm_kernel; default: the config's)",
+    )
     p.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     o = sub.add_parser("overhead", help="bare model.fit vs one tracked trial")
     o.add_argument("--repeats", type=int, default=3)

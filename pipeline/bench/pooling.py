@@ -4,13 +4,16 @@ Measured side by side in one process on the same data: the variants named by
 `--variants` (labels as in `labelled_settings`, e.g. attn-tanh, spattn4-none, dot;
 `all` for every one); those that trim padding with length bucketing off, on (quantile
 buckets) and exact (one bucket per length, no padding at all), the others as they run
-(full width). Validation accuracy after the timed epochs shows the modes learn alike;
-with `--seeds 0 1 2` every contender is built and trained once per seed (weights and
-batch order), rates are the median over all of them, accuracy is mean +- sd over seeds.
+(full width); with `--kernels fused keras`, each with either LSTM kernel (the first
+contender, classic with the first kernel, is the baseline). Validation accuracy after
+the timed epochs shows the modes learn alike; with `--seeds 0 1 2` every contender is
+built and trained once per seed (weights and batch order), rates are the median over
+all of them, accuracy is mean +- sd over seeds.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -113,8 +116,11 @@ def run(args) -> None:
         for units in args.units:
             keras.backend.clear_session()
             contenders: list[list[Contender]] = []  # one list (over seeds) per contender
-            for label, overrides in variants:
-                settings = {**model_base, **overrides, "units": units}
+            kernels = args.kernels or [model_base["lstm_kernel"]]
+            for (label, overrides), kernel in itertools.product(variants, kernels):
+                settings = {**model_base, **overrides, "units": units, "lstm_kernel": kernel}
+                if len(kernels) > 1:
+                    label = f"{label} {kernel}"
                 # Variants that never trim padding run as they always do: full padded width.
                 trims = variant_of(settings).trims_padding
                 modes = [(False, False), (True, False), (True, True)] if trims else [(False, False)]

@@ -120,6 +120,11 @@ class Dedupe(StrEnum):
     near = "near"  # also near-copy families (MinHash LSH) share a split
 
 
+class LstmKernel(StrEnum):
+    fused = "fused"  # TensorFlow's BlockLSTM op on CPU (pipeline/models/fused_lstm.py)
+    keras = "keras"  # Keras' own while loop
+
+
 class ConflictingLabels(StrEnum):
     keep = "keep"
     drop = "drop"  # every row of a text seen with two or more labels
@@ -213,6 +218,7 @@ class ModelConfig:
     embeddings: EmbeddingsConfig
     units: int
     bidirectional: bool
+    lstm_kernel: LstmKernel
     # A name in the pooling registry (pipeline.models.registry), checked there.
     pooling: str
     attention_activation: str

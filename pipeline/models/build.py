@@ -1,7 +1,8 @@
 """Build the classifier from model settings; read attention weights out of a trained model.
 
 Embedding(mask_zero; pretrained weights, frozen or not) -> [Dropout] -> LSTM/BiLSTM
-(return_sequences, optional recurrent dropout) -> pooling
+(return_sequences, optional recurrent dropout; Keras' loop or the fused kernel,
+`model.lstm_kernel`) -> pooling
 -> [Dense] -> Dense(n_classes, softmax). The pooling layer and whether the embedding
 masks padding come from the pooling registry (`classic` turns masking off, as the
 original recipe does, so it is numerically the same model).
@@ -17,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from pipeline.models.fused_lstm import lstm_layer
 from pipeline.models.metrics import MacroF1
 from pipeline.models.registry import PoolingVariant, variant_of
 
@@ -49,7 +51,7 @@ def build_model(
     )(tokens)
     if settings.get("dropout", 0.0) > 0:
         x = keras.layers.Dropout(settings["dropout"], name="embedding_dropout")(x)
-    rnn = keras.layers.LSTM(
+    rnn = lstm_layer(settings.get("lstm_kernel", "keras"))(
         settings["units"],
         return_sequences=True,
         recurrent_dropout=float(settings.get("recurrent_dropout", 0.0)),

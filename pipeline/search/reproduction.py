@@ -88,6 +88,8 @@ def _current_layout(logged: DictConfig) -> DictConfig:
             model.embedding_trainable = True
         if "recurrent_dropout" not in model:
             model.recurrent_dropout = 0.0
+        if "lstm_kernel" not in model:  # before the fused kernel: Keras' loop
+            model.lstm_kernel = "keras"
         if "embeddings" not in model:
             model.embeddings = OmegaConf.load(CONF_DIR / "model" / "default.yaml").embeddings
             model.embeddings.source = "random"
