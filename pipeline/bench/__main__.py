@@ -9,7 +9,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.config.schema import PrunerKind
+    from pipeline.config.schema import LstmKernel, PrunerKind
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kernels",
         nargs="+",
         default=None,
-        choices=["fused", "keras"],
+        choices=[k.value for k in LstmKernel],
         help="each variant with each LSTM kernel (model.lstm_kernel; default: the config's)",
     )
     p.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import keras
 
-PACKAGE = "pipeline"
+PACKAGE = "attention_search"  # the same registration package as the pooling layers
 
 
 def _in_xla_compilation() -> bool:
