@@ -6,12 +6,15 @@ Signals and kill -9 hit a real `python -m pipeline.search` process; what follows
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
 from collections import Counter
 
+import psutil
 import pytest
 
 from pipeline.errors import SearchError
@@ -42,7 +45,9 @@ def runs_of(tmp_path):
     return client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def start(tmp_path, *overrides: str, blocked_in_trial: int) -> subprocess.Popen:
+def start(
+    tmp_path, *overrides: str, blocked_in_trial: int, new_session: bool = False
+) -> subprocess.Popen:
     """The search CLI, its trials tiny; it stops mid-trial `blocked_in_trial` (after that
     trial's first logged epoch) and stays there: a barrier file the test never creates
     (tests/plugins/epoch_barrier.py), not long training, keeps it there."""
@@ -65,6 +70,7 @@ def start(tmp_path, *overrides: str, blocked_in_trial: int) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=new_session,
     )
 
 
@@ -141,6 +147,66 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
     assert len(interrupted) == 1 and interrupted[0].info.status == "FAILED"
     # The interrupted trial was re-run once with the same hyperparameters.
     assert interrupted[0].data.tags["config_hash"] in per_key
+
+
+def spool_worker(proc: subprocess.Popen, timeout: float = 60) -> psutil.Process:
+    """The search's artifact-upload worker (`python -m pipeline.tracking.spool`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "pipeline.tracking.spool" in child.cmdline():
+                    return child
+        time.sleep(0.02)
+    raise TimeoutError("the search started no artifact worker")
+
+
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def test_sigkill_mid_upload_then_resume_uploads_every_artifact_whole(store, capsys):
+    """kill -9 of the search and its upload worker with a trial's artifacts still in the
+    spool (the worker frozen before it could upload them) and one of them half-written in
+    the store: the resume uploads them whole, and no run is left RUNNING."""
+    from pipeline.analysis.renders import RENDERERS
+
+    tmp_path = store.path
+    args = ("search.name=spooled", "tuner.max_trials=2", "attention.enabled=true")
+    proc = start(tmp_path, *args, blocked_in_trial=2, new_session=True)
+    spool_worker(proc).suspend()  # started with the search; trial 1 ends seconds later
+    wait_for_running_trial(tmp_path, 2, proc)
+    spool = tmp_path / "tuner" / "spooled" / "spool" / "main"
+    (job,) = sorted(p for p in spool.iterdir() if (p / "job.json").exists())
+    first = next(r for r in runs_of(tmp_path) if r.data.tags.get("trial_number") == "1")
+    assert first.info.status == "FINISHED" and first.info.run_id in job.name
+    # What an upload cut short leaves: part of the heatmap's PNG in the store.
+    json_src = job / "files" / "attention"
+    (kind_json,) = json_src.glob("final_*.json")
+    png_name = kind_json.name.replace(".json", ".png")
+    store_dir = tmp_path / "artifacts" / first.info.run_id / "artifacts" / "attention"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    whole = RENDERERS["attention_png"](json.loads(kind_json.read_text()))
+    (store_dir / png_name).write_bytes(whole[: len(whole) // 2])
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    resume(store, *args, "attention.enabled=true")
+    printed = capsys.readouterr().out
+    assert "job(s) a stopped process left" in printed
+    assert not any(p.name[0] != "." for p in spool.iterdir())  # every job done
+    runs = runs_of(tmp_path)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    finished = [r for r in runs if r.data.tags["kind"] == "trial" and r.info.status == "FINISHED"]
+    assert len(finished) == 2
+    for run in finished:
+        folder = tmp_path / "artifacts" / run.info.run_id / "artifacts"
+        for name in ("confusion_matrix.png", f"attention/{png_name}"):
+            assert (folder / name).read_bytes().endswith(PNG_END), (run.info.run_id, name)
+        assert (folder / "attention" / png_name.replace(".png", ".html")).stat().st_size > 0
+    # The half-written one replaced by a whole drawing of the same panel (IHDR: its size).
+    replaced = (store_dir / png_name).read_bytes()
+    assert replaced.endswith(PNG_END) and replaced[16:24] == whole[16:24]
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -15,7 +15,8 @@ from pipeline.tracking import Metric  # noqa: E402
 
 def confusion_matrix_figure(cm: np.ndarray, class_names: list[str], title: str) -> Figure:
     size = 1.2 + 0.7 * len(class_names)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))  # no pyplot state: drawn off the main thread
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
@@ -28,6 +29,15 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str], title: str) 
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """A figure as PNG, as `mlflow.log_figure` would save it."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def token_window(weights: list[float], max_tokens: int) -> tuple[int, int]:

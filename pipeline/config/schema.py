@@ -318,6 +318,7 @@ class TrackingConfig:
     log_model: bool
     log_datasets: bool
     log_predictions: bool
+    background_artifacts: bool
     register_best: str | None
     system_metrics_s: float
     connect_timeout: int

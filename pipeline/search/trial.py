@@ -26,7 +26,7 @@ from pipeline.analysis.attention import (
     inspect_attention,
 )
 from pipeline.analysis.faithfulness import evaluation_subset
-from pipeline.analysis.figures import confusion_matrix_figure, heatmap_figure, panel_html
+from pipeline.analysis.renders import RENDERERS_PATH
 from pipeline.config import flatten, to_plain
 from pipeline.data import PreparedData
 from pipeline.data.loaders import LOADERS
@@ -34,6 +34,7 @@ from pipeline.models.registry import PoolingVariant, variant_label, variant_of
 from pipeline.search.space import param_key
 from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord
 from pipeline.tracking.protocol import TrackingStore
+from pipeline.tracking.spool import ArtifactJob, ArtifactSpool, SpoolTarget
 from pipeline.training.batching import Forward
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
 from pipeline.training.compiled import KEPT, start_trial
@@ -57,19 +58,38 @@ class MetricsLogger(keras.callbacks.Callback):
         self.tracker.log_metrics({k: finite[k] for k in order}, step=epoch)
 
 
+def artifact_spool(cfg: DictConfig, tracker: TrackingStore, folder: Path | None) -> ArtifactSpool:
+    """Trial artifacts drawn and uploaded by a worker process from `folder` (None: inline)."""
+    t = cfg.tracking
+    target = SpoolTarget(
+        tracker.uri, RENDERERS_PATH, float(t.outage_budget_s), float(t.outage_backoff_max_s)
+    )
+    return ArtifactSpool(folder, target, tracker.log_artifacts_to)
+
+
 @dataclass
 class TrialLogging:
-    """What every trial of a search logs the same way: where, and which panel."""
+    """What every trial of a search logs the same way: where, which panel, and the spool
+    its artifacts go through."""
 
     cfg: DictConfig
     data: PreparedData
     tracker: TrackingStore
     panel: np.ndarray  # validation examples of the heatmaps, the same for every trial
     faithfulness: FaithfulnessPlan | None = None  # the same subset for every trial
+    spool: ArtifactSpool | None = None  # None: rendered and uploaded inline
+
+    def __post_init__(self) -> None:
+        if self.spool is None:
+            self.spool = artifact_spool(self.cfg, self.tracker, None)
 
     @classmethod
     def for_search(
-        cls, cfg: DictConfig, data: PreparedData, tracker: TrackingStore
+        cls,
+        cfg: DictConfig,
+        data: PreparedData,
+        tracker: TrackingStore,
+        spool: ArtifactSpool | None = None,
     ) -> TrialLogging:
         a = cfg.attention
         panel = choose_panel(data.y["val"], data.n_classes, a.panel_size, a.panel_seed)
@@ -80,7 +100,11 @@ class TrialLogging:
                 data.x["val"], data.y["val"], f.max_examples, f.max_occlusions, f.seed
             )
             plan = FaithfulnessPlan(subset, tuple(float(x) for x in f.fractions), int(f.seed))
-        return cls(cfg, data, tracker, panel, plan)
+        return cls(cfg, data, tracker, panel, plan, spool)
+
+    def submit(self, job: ArtifactJob) -> None:
+        assert self.spool is not None
+        self.spool.submit(job)
 
     def log_attention(
         self,
@@ -91,9 +115,11 @@ class TrialLogging:
         step: int,
         train: dict[str, Any],
         final: bool = False,
+        job: ArtifactJob | None = None,
     ) -> AttentionView:
         """The panel's heatmap, HTML and JSON under attention/<name>_*, and the metrics;
-        for the final model also the faithfulness metrics."""
+        for the final model also the faithfulness metrics. The files go into `job` (else
+        a job of their own); the figures are drawn by the spool, from the JSON."""
         bucketing = train["bucketing"]
         n_buckets = bucketing["n_buckets"] if bucketing["enabled"] else 1
         batch, trims = self.cfg.attention.batch_size, variant.trims_padding
@@ -110,26 +136,24 @@ class TrialLogging:
         log = self.tracker
         if final and self.faithfulness is not None:
             log.set_tags({Tag.FAITH_RANKING: view.kind})
-        log.log_figure(
-            heatmap_figure(
-                view.rows, view.title, kind=view.kind, max_tokens=self.cfg.attention.max_tokens
-            ),
-            Artifact.attention(name, view.kind, "png"),
-        )
-        log.log_text(
-            panel_html(view.rows, view.title, kind=view.kind),
-            Artifact.attention(name, view.kind, "html"),
-        )
-        log.log_dict(
+        own = job is None
+        job = job or ArtifactJob(log.active_run_id())
+        source = Artifact.attention(name, view.kind, "json")
+        job.add_json(
+            source,
             {
                 "kind": view.kind,
                 "title": view.title,
                 "step": step,
+                "max_tokens": int(self.cfg.attention.max_tokens),
                 "examples": [asdict(r) for r in view.rows],
             },
-            Artifact.attention(name, view.kind, "json"),
         )
+        job.add_render(Artifact.attention(name, view.kind, "png"), "attention_png", source)
+        job.add_render(Artifact.attention(name, view.kind, "html"), "attention_html", source)
         log.log_metrics(view.metrics, step=step)
+        if own:
+            self.submit(job)
         return view
 
 
@@ -219,9 +243,10 @@ def log_text_model(
     variant: PoolingVariant,
     label: str,
     train: dict[str, Any],
+    job: ArtifactJob,
 ) -> None:
-    """The trial's model as a text-in MLflow pyfunc (`pipeline.serving`), logged as
-    `model/`: raw text in, label and probabilities out."""
+    """The trial's model as a text-in MLflow pyfunc (`pipeline.serving`), saved into `job`
+    as `model/`: raw text in, label and probabilities out."""
     from pipeline.data.prepare import TextEncoder
     from pipeline.serving.text_model import save_text_model
     from pipeline.tracking.store import model_pip_requirements
@@ -239,7 +264,8 @@ def log_text_model(
             int(train["batch_size"]) * 4,
             model_pip_requirements(),
         )
-        tracker.log_model_folder(folder)
+        job.files[Artifact.MODEL_DIR] = folder
+        logging.submit(job)  # copies the folder into the spool before it is deleted
 
 
 @dataclass
@@ -306,16 +332,30 @@ def train_and_log(
             Metric.TRAIN_SECONDS: fit_seconds,
         }
     )
-    tracker.log_figure(
-        confusion_matrix_figure(confusion.by_epoch[kept], data.class_names, "validation"),
-        Artifact.CONFUSION,
+    # The final artifacts: one spool job, drawn and uploaded while the next trial trains.
+    job = ArtifactJob(tracker.active_run_id())
+    job.add_json(
+        Artifact.CONFUSION_DATA,
+        {
+            "split": "validation",
+            "class_names": list(data.class_names),
+            "counts": np.asarray(confusion.by_epoch[kept]).tolist(),
+        },
     )
+    job.add_render(Artifact.CONFUSION, "confusion_png", Artifact.CONFUSION_DATA)
     probs = None
     diagnostics_seconds = 0.0
     if cfg.attention.enabled:
         started = time.perf_counter()
         view = logging.log_attention(
-            model, variant, label, name="final", step=len(history.epoch), train=train, final=True
+            model,
+            variant,
+            label,
+            name="final",
+            step=len(history.epoch),
+            train=train,
+            final=True,
+            job=job,
         )
         diagnostics_seconds = time.perf_counter() - started
         tracker.log_metrics({Metric.DIAGNOSTICS_SECONDS: diagnostics_seconds})
@@ -328,5 +368,7 @@ def train_and_log(
             )
         tracker.log_predictions(Predictions(data.indices["val"], data.y["val"], probs))
     if cfg.tracking.log_model:
-        log_text_model(logging, model, variant, label, train)
+        log_text_model(logging, model, variant, label, train, job)
+    else:
+        logging.submit(job)
     return TrainedTrial(final, model, fit_seconds, diagnostics_seconds)

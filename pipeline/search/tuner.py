@@ -42,10 +42,11 @@ from pipeline.search.space import (
     trial_settings,
     trial_vectors,
 )
-from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
+from pipeline.search.trial import TrialLogging, artifact_spool, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
 from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.protocol import TrackingStore
+from pipeline.tracking.spool import ArtifactSpool
 from pipeline.training.compiled import KEPT
 
 WEIGHTS_FILE = "best.weights.h5"
@@ -118,6 +119,7 @@ class TrackedTuner(kt.Tuner):
         # holds no news and the per-trial reads are skipped. Resumed searches, cluster
         # workers and any tuner given an existing parent read it.
         self.reads_store = True
+        self._spool: ArtifactSpool | None = None  # made by drive(), once worker_id is set
 
     def _sync_pruning(self) -> None:
         """Add the store's finished curves (a resumed search's, other workers') to the
@@ -147,15 +149,33 @@ class TrackedTuner(kt.Tuner):
             )
         )
 
+    def spool(self) -> ArtifactSpool:
+        """This process's artifact spool: `<project>/spool/<worker or main>/`, so a resumed
+        search (a restarted worker) uploads what its killed predecessor left."""
+        if self._spool is None:
+            folder = None
+            if self.cfg.tracking.background_artifacts:
+                folder = Path(self.project_dir) / "spool" / (self.worker_id or "main")
+            self._spool = artifact_spool(self.cfg, self.tracker, folder)
+        return self._spool
+
+    def close_spool(self) -> None:
+        """Every artifact of this process's trials uploaded (or kept for the next one)."""
+        if self._spool is not None:
+            self._spool.close()
+
     def _logging_for(self, data: PreparedData) -> TrialLogging:
         """Trial logging on the search's data, or on a replicate's own split."""
         if data is self.data:
-            return self.logging
-        if data.fingerprint not in self._split_logging:
-            self._split_logging[data.fingerprint] = TrialLogging.for_search(
-                self.cfg, data, self.tracker
-            )
-        return self._split_logging[data.fingerprint]
+            logging = self.logging
+        else:
+            if data.fingerprint not in self._split_logging:
+                self._split_logging[data.fingerprint] = TrialLogging.for_search(
+                    self.cfg, data, self.tracker
+                )
+            logging = self._split_logging[data.fingerprint]
+        logging.spool = self.spool()
+        return logging
 
     def _trial_number(self, trial_id: str) -> int:
         """1, 2, ... per configuration: keras-tuner's own trial id + 1 (ids are "00", "01",
@@ -373,7 +393,9 @@ def make_tuner(
 
 
 def drive(tuner: TrackedTuner, cfg: DictConfig) -> None:
-    """tuner.search(), with keras-tuner's failure limit turned into one clear line."""
+    """tuner.search(), with keras-tuner's failure limit turned into one clear line; returns
+    (or raises) once every trial's artifacts are uploaded or kept in the spool."""
+    tuner.spool()  # uploads first what a killed process on this spool left
     try:
         tuner.search(verbose=0)
     except RuntimeError as err:
@@ -384,3 +406,5 @@ def drive(tuner: TrackedTuner, cfg: DictConfig) -> None:
             f"search stopped: {cfg.tuner.max_consecutive_failed_trials} consecutive trials "
             f"failed (tuner.max_consecutive_failed_trials); last error: {last}"
         ) from None
+    finally:
+        tuner.close_spool()

@@ -54,6 +54,9 @@ class TrackingStore(Protocol):
     ) -> AbstractContextManager[Any]:
         """A run (new, or reopened by `run_id`) that always ends with a status."""
 
+    def active_run_id(self) -> str:
+        """The innermost run open in this thread."""
+
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...

@@ -102,6 +102,9 @@ class RunLifecycle:
             with suppress(Exception):
                 mlflow.end_run(status=status)
 
+    def active_run_id(self) -> str:
+        return mlflow.active_run().info.run_id
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         clean = {k: redact(v)[:MAX_PARAM_CHARS] for k, v in params.items()}
         self._call(mlflow.log_params, clean)

@@ -148,6 +148,7 @@ class Artifact:
     TRIAL_RECORD = "trial.json"  # what `pipeline.reproduce` needs (records.TrialRecord)
     PREDICTIONS = "predictions/val.npz"  # validation predictions (records.Predictions)
     CONFUSION = "confusion_matrix.png"
+    CONFUSION_DATA = "confusion_matrix.json"  # what the png shows: counts and class names
     MODEL_DIR = "model"
     ATTENTION_DIR = "attention"  # attention/<name>_<kind>.{png,html,json}
 
