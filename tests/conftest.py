@@ -22,6 +22,11 @@ from tests.forked_cli import popen_python, run_python
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Trial artifacts inline (the same job code, no worker process: its ~3 s of imports per
+# search add minutes to the suite); tests of the worker ask for it with
+# tracking.background_artifacts=true (BACKGROUND).
+os.environ.setdefault("ATTENTION_SEARCH_BACKGROUND_ARTIFACTS", "false")
+BACKGROUND = "tracking.background_artifacts=true"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AIRLINE_CSV = PROJECT_ROOT.parent / "shared" / "data" / "airline_tweets.csv"

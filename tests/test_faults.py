@@ -26,6 +26,7 @@ from pipeline.tracking.mlflow_server import (
     wait_for,
 )
 from tests.conftest import (
+    BACKGROUND,
     EXPERIMENT,
     PROJECT_ROOT,
     assert_nothing_running,
@@ -171,7 +172,8 @@ def ride_out(server: Server, search: Search, trained_line: str, outage_s: float)
 
 @pytest.mark.e2e
 def test_an_outage_mid_trial_loses_nothing(tmp_path, server):
-    search = Search(*search_overrides(tmp_path, server.base, "outage"))
+    # The artifact worker uploads through the outage too (its own retries).
+    search = Search(*search_overrides(tmp_path, server.base, "outage", BACKGROUND))
     ride_out(server, search, "[trial 1/3]", outage_s=OUTAGE_S)
     code = search.finish()
     assert code == 0, search.output
@@ -186,6 +188,8 @@ def test_an_outage_mid_trial_loses_nothing(tmp_path, server):
         history = server_client(server).get_metric_history(trial.info.run_id, "val_loss")
         steps = [m.step for m in history]
         assert steps[:4] == [0, 1, 2, 3] and steps == sorted(set(steps))
+        logged = {a.path for a in server_client(server).list_artifacts(trial.info.run_id)}
+        assert {"confusion_matrix.png", "confusion_matrix.json"} <= logged, logged
     print(search.output)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.errors import SearchError
 from pipeline.search import run_search
-from tests.conftest import PROJECT_ROOT, search_command_in_process, store_overrides
+from tests.conftest import BACKGROUND, PROJECT_ROOT, search_command_in_process, store_overrides
 from tests.forked_cli import popen_python, run_python
 
 pytestmark = pytest.mark.e2e
@@ -172,7 +172,7 @@ def test_sigkill_mid_upload_then_resume_uploads_every_artifact_whole(store, caps
     from pipeline.analysis.renders import RENDERERS
 
     tmp_path = store.path
-    args = ("search.name=spooled", "tuner.max_trials=2", "attention.enabled=true")
+    args = ("search.name=spooled", "tuner.max_trials=2", "attention.enabled=true", BACKGROUND)
     proc = start(tmp_path, *args, blocked_in_trial=2, new_session=True)
     spool_worker(proc).suspend()  # started with the search; trial 1 ends seconds later
     wait_for_running_trial(tmp_path, 2, proc)
@@ -191,7 +191,7 @@ def test_sigkill_mid_upload_then_resume_uploads_every_artifact_whole(store, caps
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
-    resume(store, *args, "attention.enabled=true")
+    resume(store, *args)
     printed = capsys.readouterr().out
     assert "job(s) a stopped process left" in printed
     assert not any(p.name[0] != "." for p in spool.iterdir())  # every job done
