@@ -77,7 +77,7 @@ class TrialLogging:
     tracker: TrackingStore
     panel: np.ndarray  # validation examples of the heatmaps, the same for every trial
     faithfulness: FaithfulnessPlan | None = None  # the same subset for every trial
-    spool: ArtifactSpool | None = None  # None: rendered and uploaded inline
+    spool: ArtifactSpool | None = None  # the tuner's; None: drawn and uploaded inline
 
     def __post_init__(self) -> None:
         if self.spool is None:
@@ -85,11 +85,7 @@ class TrialLogging:
 
     @classmethod
     def for_search(
-        cls,
-        cfg: DictConfig,
-        data: PreparedData,
-        tracker: TrackingStore,
-        spool: ArtifactSpool | None = None,
+        cls, cfg: DictConfig, data: PreparedData, tracker: TrackingStore
     ) -> TrialLogging:
         a = cfg.attention
         panel = choose_panel(data.y["val"], data.n_classes, a.panel_size, a.panel_seed)
@@ -100,7 +96,7 @@ class TrialLogging:
                 data.x["val"], data.y["val"], f.max_examples, f.max_occlusions, f.seed
             )
             plan = FaithfulnessPlan(subset, tuple(float(x) for x in f.fractions), int(f.seed))
-        return cls(cfg, data, tracker, panel, plan, spool)
+        return cls(cfg, data, tracker, panel, plan)
 
     def submit(self, job: ArtifactJob) -> None:
         assert self.spool is not None

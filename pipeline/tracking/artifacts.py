@@ -152,11 +152,6 @@ class ArtifactLog:
         mlflow.keras.save_model(model, str(path), pip_requirements=model_pip_requirements())
         return path
 
-    def log_model_folder(self, folder: Path) -> None:
-        """A saved MLflow model folder as the active run's `model/` artifacts (loadable as
-        `runs:/<id>/model`; registered as the best trial's model)."""
-        self._call(mlflow.log_artifacts, str(folder), Artifact.MODEL_DIR)
-
     def log_artifacts_to(self, run_id: str, folder: str, artifact_path: str) -> None:
         """Attach a folder to an existing (finished) run, e.g. a report to its search."""
         self._call(connection.client().log_artifacts, run_id, folder, artifact_path)
