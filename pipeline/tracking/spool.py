@@ -236,8 +236,6 @@ def work(folder: Path, target: SpoolTarget) -> int:
             try:
                 process_job(path, upload, renderers)
             except Exception as err:  # kept: the next worker on the folder tries again
-                if not path.exists():
-                    continue  # done meanwhile by a predecessor that was still finishing
                 failed.add(path.name)
                 print(f"artifacts: {path.name} kept in the spool: {one_line(err)}", flush=True)
 
