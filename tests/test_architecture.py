@@ -143,7 +143,17 @@ def test_nothing_imports_an_entry_point_and_the_library_never_imports_the_edge()
 def test_gc_freeze_is_undone_when_the_block_ends():
     from pipeline.cli import frozen_heap
 
-    assert gc.get_freeze_count() == 0
-    with frozen_heap():
-        assert gc.get_freeze_count() > 0
-    assert gc.get_freeze_count() == 0
+    session_frozen = gc.get_freeze_count() > 0  # tests/conftest.py freezes the imports
+    gc.unfreeze()
+    try:
+        with frozen_heap():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0
+        gc.freeze()  # frozen by the caller: left so
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        if not session_frozen:
+            gc.unfreeze()

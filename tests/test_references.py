@@ -136,3 +136,59 @@ def test_a_single_configuration_is_weighed_only_against_the_references():
     )
     two = pd.DataFrame({"data": ["tweets"] * 2, "configuration": ["a", "b"]})
     assert "set `search.seeds`" in answer_lines(two, [], "val_accuracy", None)[0]
+
+
+ONE_NGRAM = ["reference.tfidf-lr.ngram_max=[1]"]
+
+
+def _fit_here_only(parent_pid: int):
+    """A reference that fails in any process but `parent_pid`, and says where it ran."""
+    import os
+
+    from pipeline.training.references import ReferenceFit
+
+    def fit(inputs, settings):
+        if os.getpid() != parent_pid:
+            raise RuntimeError("not in this process")
+        probs = np.full((len(inputs.val_texts), inputs.n_classes), 1.0 / inputs.n_classes)
+        return ReferenceFit(probs, None, {"pid": os.getpid()}, 0.0)
+
+    return fit
+
+
+def test_references_fitted_ahead_in_a_forked_process_are_the_in_line_fits(store):
+    """What `python -m pipeline.search` does while it imports TensorFlow: the same fits, in
+    another process; one that fails there (here: a reference that only works in the
+    search's process) is fitted in line, as without the fit ahead."""
+    import os
+
+    from pipeline.data import prepare
+    from pipeline.search.references import ReferencePrefit, fit_reference, run_references
+    from pipeline.tracking.store import open_tracker
+    from pipeline.training.references import Reference, register_reference
+
+    cfg = store.compose("+experiment=quick", "search.reference=[tfidf-lr]", *ONE_NGRAM)
+    data = prepare(cfg.data)
+    prefit = ReferencePrefit(cfg, data)
+    ahead = prefit.take("tfidf-lr", None)
+    inline = fit_reference(cfg, data, "tfidf-lr", None)
+    assert ahead is not None and ahead.chosen == inline.chosen
+    np.testing.assert_array_equal(ahead.val_probs, inline.val_probs)
+    np.testing.assert_array_equal(ahead.test_probs, inline.test_probs)
+    assert prefit.take("tfidf-lr", None) is None  # handed over once
+
+    register_reference(Reference("here-only", _fit_here_only(os.getpid())))
+    try:
+        cfg = store.compose(
+            "+experiment=quick", "search.reference=[here-only,tfidf-lr]", *ONE_NGRAM
+        )
+        prefit = ReferencePrefit(cfg, data)
+        tracker = open_tracker(cfg.tracking)
+        with tracker.run("parent", tags={"kind": "search"}) as parent:
+            scores = run_references(cfg, data, tracker, parent.info.run_id, "s", prefit)
+    finally:
+        REFERENCES.pop("here-only")
+    assert [s.name for s in scores] == ["here-only", "tfidf-lr"]
+    assert scores[0].chosen == {"pid": os.getpid()}  # fitted again, in line
+    assert scores[1].chosen == inline.chosen and scores[1].metrics["val_accuracy"] > 0.5
+    assert all(r.info.status == "FINISHED" for r in store.runs())

@@ -38,7 +38,7 @@ from pipeline.data import PreparedData
 from pipeline.errors import SearchError
 from pipeline.search.ledger import previous_rows
 from pipeline.search.outcome import SearchOutcome
-from pipeline.search.references import run_references
+from pipeline.search.references import ReferencePrefit, run_references
 from pipeline.search.run import (
     SearchOpening,
     best_configuration,
@@ -250,8 +250,14 @@ def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
             pass
 
 
-def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> SearchOutcome:
-    """Run the search on a chief and `cluster.n_workers` workers; return its outcome."""
+def launch(
+    cfg: DictConfig,
+    data: PreparedData,
+    tracker: TrackingStore,
+    prefit: ReferencePrefit | None = None,
+) -> SearchOutcome:
+    """Run the search on a chief and `cluster.n_workers` workers; return its outcome
+    (`prefit`: the references' fits, started ahead by the command)."""
     opening = open_search(cfg, data, tracker)
     plan = opening.plan
     name, resuming = plan.name, plan.resuming
@@ -281,7 +287,7 @@ def launch(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> Searc
         else None
     )
     try:
-        return _launch(cfg, data, tracker, opening, job_dir, zygote)
+        return _launch(cfg, data, tracker, opening, job_dir, zygote, prefit)
     finally:
         if zygote is not None:
             zygote.close()
@@ -294,6 +300,7 @@ def _launch(
     opening: SearchOpening,
     job_dir: Path,
     zygote: Zygote | None,
+    prefit: ReferencePrefit | None,
 ) -> SearchOutcome:
     plan = opening.plan
     name, resuming = plan.name, plan.resuming
@@ -310,7 +317,7 @@ def _launch(
                 "note: keras-tuner's grid oracle derives each next grid point from a finished "
                 "trial, so grid workers mostly take turns; tuner=random or bayesian scale"
             )
-        references = run_references(cfg, data, tracker, parent_id, name)
+        references = run_references(cfg, data, tracker, parent_id, name, prefit)
         write_job_config(cfg, job_dir)
         cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming, zygote=zygote)
         try:

@@ -44,10 +44,15 @@ def run(cfg: DictConfig) -> int:
     from pipeline.tracking.outage import TrackingOutage
     from pipeline.tracking.store import open_tracker
 
+    role = cfg.cluster.role
     data = prepare(cfg.data)
+    prefit = None
+    if role is None:  # fitted while this process opens the store and imports TensorFlow
+        from pipeline.search.references import ReferencePrefit
+
+        prefit = ReferencePrefit(cfg, data)
     tracker = open_tracker(cfg.tracking)
     cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
-    role = cfg.cluster.role
     import_quietly(cfg.search.verbose, "pipeline.search.run", "pipeline.cluster.roles")
     stop_on_signals()
     try:
@@ -60,11 +65,11 @@ def run(cfg: DictConfig) -> int:
             if cfg.cluster.mode == ClusterMode.workers:
                 from pipeline.cluster.launcher import launch
 
-                outcome = launch(cfg, data, tracker)
+                outcome = launch(cfg, data, tracker, prefit)
             else:
                 from pipeline.search.run import run_search
 
-                outcome = run_search(cfg, data, tracker)
+                outcome = run_search(cfg, data, tracker, prefit)
     except TrackingOutage as err:
         if role is not None:
             fail(f"{cfg.cluster.worker_id}: {err}", code=OUTAGE_EXIT_CODE)

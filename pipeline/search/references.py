@@ -6,10 +6,15 @@ run with `kind=reference`, `reference=true`, its name as `variant`, the same met
 names as a trial (`val_accuracy`, `val_loss`, `val_macro_f1`, `test_*`), its
 validation predictions and its settings. The tuner never sees it, it is never the best
 trial, and a resumed search finds it FINISHED and does not fit it again.
+
+`python -m pipeline.search` fits them ahead (`ReferencePrefit`), in a forked process
+while its own process imports TensorFlow: ~2 s of the default search off the main path.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -22,7 +27,7 @@ from pipeline.errors import SearchError
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.tracking import Kind, Metric, Predictions, Status, Tag
 from pipeline.training.evaluation import classification_metrics
-from pipeline.training.references import REFERENCES, ReferenceInputs
+from pipeline.training.references import REFERENCES, ReferenceFit, ReferenceInputs
 
 
 @dataclass(frozen=True)
@@ -70,44 +75,139 @@ def inputs_of(cfg: DictConfig, data: PreparedData) -> ReferenceInputs:
     )
 
 
+def reference_keys(cfg: DictConfig) -> list[tuple[str, int | None]]:
+    """(reference name, split seed or None) for each reference fit a search makes."""
+    seeds = seeds_of(cfg, to_plain(cfg.train)) if cfg.search.vary_split else [None]
+    return [(name, seed) for name in list(cfg.search.reference or []) for seed in seeds]
+
+
+def fit_reference(cfg: DictConfig, data: PreparedData, name: str, seed: int | None) -> ReferenceFit:
+    """One reference on the search's split (or seed `seed`'s with search.vary_split)."""
+    split = data if seed is None else replicate_data(cfg, data, seed)
+    settings = to_plain(cfg.reference).get(name, {})
+    return REFERENCES[name].fit(inputs_of(cfg, split), settings)
+
+
+class ReferencePrefit:
+    """Every reference fit of a search, started in a forked process before the caller
+    imports TensorFlow (a fork then is safe: no TensorFlow thread exists yet) and done on
+    the other core while it does. scikit-learn in a thread would share the interpreter
+    lock with the import and with training: measured slower than in line. `take` hands a
+    fit over; anything the process could not do (an error, a crash) is fitted in line
+    by `run_references` again, which then fails or succeeds exactly as without it."""
+
+    def __init__(self, cfg: DictConfig, data: PreparedData) -> None:
+        self.keys = reference_keys(cfg)
+        self._fits: dict[tuple[str, int | None], ReferenceFit] = {}
+        self._process = None
+        if not self.keys or any(name not in REFERENCES for name, _ in self.keys):
+            return  # nothing to fit, or run_references says what is unknown
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_prefit_child, args=(cfg, data, self.keys, send), daemon=True
+        )
+        self._process.start()
+        send.close()
+
+    def take(self, name: str, seed: int | None) -> ReferenceFit | None:
+        """The fit of (name, seed), waiting for the process if it is still fitting; None
+        when it could not make it."""
+        if self._process is not None:
+            try:
+                while True:
+                    key, fitted = self._receive.recv()
+                    if fitted is not None:
+                        self._fits[key] = fitted
+            except (EOFError, OSError):  # every fit sent (or the process died)
+                pass
+            self._receive.close()
+            self._process.join()
+            self._process = None
+        return self._fits.pop((name, seed), None)
+
+    def close(self) -> None:
+        """Stop a process whose fits are no longer wanted (a resumed search had them)."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join()
+            self._receive.close()
+            self._process = None
+        self._fits.clear()
+
+
+def _prefit_child(cfg: DictConfig, data: PreparedData, keys, send) -> None:
+    """The forked process: each fit sent as it is done (None for one that raised: the
+    main process fits it again and reports the error itself). Ctrl-C is the parent's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for name, seed in keys:
+            try:
+                fitted = fit_reference(cfg, data, name, seed)
+            except Exception:  # noqa: BLE001 - reported by the in-line fit
+                fitted = None
+            send.send(((name, seed), fitted))
+    except (BrokenPipeError, OSError):  # the search is gone
+        pass
+    finally:
+        send.close()
+
+
 def run_references(
-    cfg: DictConfig, data: PreparedData, tracker, parent_id: str, search_id: str
+    cfg: DictConfig,
+    data: PreparedData,
+    tracker,
+    parent_id: str,
+    search_id: str,
+    prefit: ReferencePrefit | None = None,
 ) -> list[ReferenceScore]:
-    """Fit and log every `search.reference` not yet FINISHED under this parent run."""
+    """Fit and log every `search.reference` not yet FINISHED under this parent run
+    (`prefit`: fits made ahead, used where present)."""
     names = list(cfg.search.reference or [])
     if not names:
         return []
-    check_references(names)
+    try:
+        return _fit_and_log_missing(cfg, data, tracker, parent_id, search_id, prefit)
+    finally:
+        if prefit is not None:
+            prefit.close()
+
+
+def _fit_and_log_missing(cfg, data, tracker, parent_id, search_id, prefit) -> list:
+    check_references(list(cfg.search.reference))
     done = {
         (r.variant, r.seed if cfg.search.vary_split else None): r
         for r in tracker.trial_runs(parent_id, status=Status.FINISHED, kind=Kind.REFERENCE)
     }
-    seeds = seeds_of(cfg, to_plain(cfg.train)) if cfg.search.vary_split else [None]
     scores = []
-    for name in names:
-        for seed in seeds:
-            old = done.get((name, seed))
-            if old is not None:
-                chosen = {
-                    k.removeprefix("chosen."): float(v)
-                    for k, v in old.params.items()
-                    if k.startswith("chosen.")
-                }
-                scores.append(
-                    ReferenceScore(name, seed, old.metrics, chosen, 0.0, old.run_id, True)
-                )
-                continue
-            split = data if seed is None else replicate_data(cfg, data, seed)
-            scores.append(fit_and_log(cfg, split, tracker, name, seed, search_id))
+    for name, seed in reference_keys(cfg):
+        old = done.get((name, seed))
+        if old is not None:
+            chosen = {
+                k.removeprefix("chosen."): float(v)
+                for k, v in old.params.items()
+                if k.startswith("chosen.")
+            }
+            scores.append(ReferenceScore(name, seed, old.metrics, chosen, 0.0, old.run_id, True))
+            continue
+        ahead = prefit.take(name, seed) if prefit is not None else None
+        scores.append(fit_and_log(cfg, data, tracker, name, seed, search_id, ahead))
     for score in scores:
         progress.say(score.line(cfg.tuner.objective))
     return scores
 
 
 def fit_and_log(
-    cfg: DictConfig, data: PreparedData, tracker, name: str, seed: int | None, search_id: str
+    cfg: DictConfig,
+    base: PreparedData,
+    tracker,
+    name: str,
+    seed: int | None,
+    search_id: str,
+    fitted: ReferenceFit | None = None,
 ) -> ReferenceScore:
-    reference = REFERENCES[name]
+    """Fit (unless `fitted` was made ahead) and log one reference as a child run."""
+    data = base if seed is None else replicate_data(cfg, base, seed)
     settings = to_plain(cfg.reference).get(name, {})
     tags = {
         Tag.KIND: Kind.REFERENCE,
@@ -119,7 +219,8 @@ def fit_and_log(
         **({Tag.SEED: seed} if seed is not None else {}),
     }
     with tracker.run(f"reference {name}", tags=tags, nested=True) as run:
-        fitted = reference.fit(inputs_of(cfg, data), settings)
+        if fitted is None:
+            fitted = fit_reference(cfg, base, name, seed)
         metrics = classification_metrics(fitted.val_probs, data.y["val"], "val_")
         if fitted.test_probs is not None:
             metrics.update(

@@ -32,7 +32,7 @@ from pipeline.errors import SearchError
 from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import SearchPlan, comparable_hash, plan_search, previous_rows
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
-from pipeline.search.references import run_references
+from pipeline.search.references import ReferencePrefit, run_references
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import (
     build_trial_model,
@@ -254,9 +254,13 @@ def describe_data(data: PreparedData) -> str:
 
 
 def run_search(
-    cfg: DictConfig, data: PreparedData | None = None, tracker: TrackingStore | None = None
+    cfg: DictConfig,
+    data: PreparedData | None = None,
+    tracker: TrackingStore | None = None,
+    prefit: ReferencePrefit | None = None,
 ) -> SearchOutcome:
-    """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials."""
+    """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials
+    (`prefit`: the references' fits, started ahead by the command)."""
     validate_config(cfg)
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
     data = data or prepare(cfg.data)
@@ -269,7 +273,7 @@ def run_search(
     plan.close_interrupted(tracker)
     with parent_run(cfg, data, tracker, opening) as parent_id:
         progress.say(plan.opening_line(cfg, parent_id))
-        references = run_references(cfg, data, tracker, parent_id, name)
+        references = run_references(cfg, data, tracker, parent_id, name, prefit)
         tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
         tuner.parent_run_id = parent_id
         tuner.reads_store = resuming  # a new parent holds only this process's runs
