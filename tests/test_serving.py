@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, Store
+from tests.conftest import BACKGROUND, PROJECT_ROOT, Store
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +38,7 @@ def served(tmp_path_factory, store_template):
         "tuner.max_trials=1",
         "search_space.pooling.values=[attention]",
         f"tracking.register_best={MODEL}",
+        BACKGROUND,  # as a search does by default: the model reaches the store by the spool
     )
     run_search(cfg)
     return store, cfg

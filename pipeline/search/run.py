@@ -9,7 +9,7 @@ Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the CLI
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -165,8 +165,11 @@ def finish_search(
     trials: pd.DataFrame,
     best_values: dict,
     best_trial_id: str,
+    before_registry: Callable[[], None] | None = None,
 ) -> SearchOutcome:
-    """On the (active) parent run: comparison figure, best trial, test metrics."""
+    """On the (active) parent run: comparison figure, best trial, test metrics
+    (`before_registry`: what makes every trial's artifacts present, such as the model the
+    registry points at; the search's artifact spool still uploads until then)."""
     finished = trials[trials["status"] == Status.FINISHED]
     tracker.log_figure(comparison_figure(finished, cfg.tuner.objective), Artifact.COMPARISON)
     table = per_trial(trials)
@@ -184,6 +187,8 @@ def finish_search(
         tracker.log_metrics(test_metrics)
     tracker.log_table(leaderboard_table(table, cfg.tuner.objective), Artifact.LEADERBOARD)
     log_knob_importance(cfg, tracker, table)
+    if before_registry is not None:
+        before_registry()
     if cfg.tracking.register_best:
         register_best(cfg, tracker, name, best_row, test_metrics)
     return SearchOutcome(
@@ -280,15 +285,26 @@ def run_search(
         if resuming:
             tuner.rows = previous_rows(tracker, parent_id)
         try:
-            drive(tuner, cfg)
+            try:
+                drive(tuner, cfg, close_spool=False)  # the last uploads overlap the finish
+            finally:
+                trials = pd.DataFrame(tuner.rows)
+                if not trials.empty:
+                    tracker.log_table_csv(trials, Artifact.SUMMARY)
+            count_trials(tracker, trials)
+            best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
+            outcome = finish_search(
+                cfg,
+                data,
+                tracker,
+                name,
+                parent_id,
+                trials,
+                best_values,
+                best_trial_id,
+                before_registry=tuner.close_spool,
+            )
         finally:
-            trials = pd.DataFrame(tuner.rows)
-            if not trials.empty:
-                tracker.log_table_csv(trials, Artifact.SUMMARY)
-        count_trials(tracker, trials)
-        best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
-        outcome = finish_search(
-            cfg, data, tracker, name, parent_id, trials, best_values, best_trial_id
-        )
+            tuner.close_spool()
         outcome.references = references
         return outcome
