@@ -171,14 +171,22 @@ def run_references(
     if not names:
         return []
     try:
-        return _fit_and_log_missing(cfg, data, tracker, parent_id, search_id, prefit)
+        return _fit_and_log_missing(cfg, data, tracker, parent_id, search_id, names, prefit)
     finally:
         if prefit is not None:
             prefit.close()
 
 
-def _fit_and_log_missing(cfg, data, tracker, parent_id, search_id, prefit) -> list:
-    check_references(list(cfg.search.reference))
+def _fit_and_log_missing(
+    cfg: DictConfig,
+    data: PreparedData,
+    tracker,
+    parent_id: str,
+    search_id: str,
+    names: list[str],
+    prefit: ReferencePrefit | None,
+) -> list[ReferenceScore]:
+    check_references(names)
     done = {
         (r.variant, r.seed if cfg.search.vary_split else None): r
         for r in tracker.trial_runs(parent_id, status=Status.FINISHED, kind=Kind.REFERENCE)

@@ -394,14 +394,11 @@ def make_tuner(
 
 def drive(tuner: TrackedTuner, cfg: DictConfig, close_spool: bool = True) -> None:
     """tuner.search(), with keras-tuner's failure limit turned into one clear line; returns
-    (or raises) once every trial's artifacts are uploaded or kept in the spool (unless
-    `close_spool=False` on success: the caller closes it, so the last uploads overlap its
-    own work)."""
+    (or raises) once every trial's artifacts are uploaded or kept in the spool
+    (`close_spool=False`: the caller closes it, so the last uploads overlap its own work)."""
     tuner.spool()  # uploads first what a killed process on this spool left
-    done = False
     try:
         tuner.search(verbose=0)
-        done = True
     except RuntimeError as err:
         if "consecutive failures" not in str(err):
             raise
@@ -411,5 +408,5 @@ def drive(tuner: TrackedTuner, cfg: DictConfig, close_spool: bool = True) -> Non
             f"failed (tuner.max_consecutive_failed_trials); last error: {last}"
         ) from None
     finally:
-        if close_spool or not done:
+        if close_spool:
             tuner.close_spool()
