@@ -40,6 +40,7 @@ PRELOAD = (
     "pipeline.report",
     "pipeline.reproduce",
     "pipeline.server",
+    "mlflow.cli",  # `mlflow server` (start_server_forked)
 )
 ENABLED = os.environ.get("ATTENTION_SEARCH_TEST_FORK", "1") != "0"
 
@@ -92,3 +93,26 @@ def run_python(args: list[str], *, fresh: bool = False, timeout: float | None = 
         proc.wait()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def start_server_forked(command: list[str], env: dict[str, str], **popen_kwargs):
+    """`pipeline.tracking.mlflow_server.start_server_process` with the `mlflow server`
+    CLI forked from the zygote: the same command in its own session, dying with the test,
+    minus the ~3 s of importing MLflow's CLI (uvicorn still starts as a new interpreter).
+    The tests of `python -m pipeline.server` start the whole chain fresh."""
+    from pipeline.tracking.mlflow_server import server_process_env
+
+    if not ENABLED or command[1:3] != ["-m", "mlflow"]:
+        from pipeline.tracking.mlflow_server import start_server_process
+
+        return start_server_process(command, env, **popen_kwargs)
+    return ForkedProcess(
+        zygote(),
+        "mlflow",
+        command[3:],
+        cwd=popen_kwargs.pop("cwd", os.getcwd()),
+        env=server_process_env(env),
+        start_new_session=True,
+        die_with_parent=True,
+        **popen_kwargs,
+    )

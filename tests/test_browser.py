@@ -17,6 +17,7 @@ import pytest
 from pipeline.tracking.mlflow_server import mlflow_server
 from pipeline.tracking.ui import UiTour, chromium_path
 from tests.conftest import PROJECT_ROOT
+from tests.forked_cli import start_server_forked
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,7 @@ def test_the_ui_compares_runs_across_searches(store):
     heatmap = "attention/final_attention.png"
     exp_id = children[0].info.experiment_id
 
-    with mlflow_server(store.uri, store.path) as base:
+    with mlflow_server(store.uri, store.path, start=start_server_forked) as base:
         with urllib.request.urlopen(
             f"{base}/get-artifact?path={heatmap}&run_uuid={ablation[0].info.run_id}", timeout=30
         ) as resp:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from pipeline.tracking.mlflow_server import mlflow_server
 from tests.conftest import start_search_cli, start_server_cli
+from tests.forked_cli import start_server_forked
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +30,11 @@ TINY_CLUSTER = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, store_template):
     folder = tmp_path_factory.mktemp("cluster-server")
-    with mlflow_server(f"sqlite:///{folder}/server.db", folder, folder / "art") as base:
+    shutil.copy(store_template, folder / "server.db")
+    db = f"sqlite:///{folder}/server.db"
+    with mlflow_server(db, folder, folder / "art", start=start_server_forked) as base:
         yield base
 
 

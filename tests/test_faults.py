@@ -7,6 +7,7 @@ Real processes, a real `mlflow server`, real signals."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -21,7 +22,6 @@ from pipeline.tracking.mlflow_server import (
     free_port,
     server_command,
     server_env,
-    start_server_process,
     stop_server_process,
     wait_for,
 )
@@ -33,7 +33,7 @@ from tests.conftest import (
     run_searches_together,
     start_server_cli,
 )
-from tests.forked_cli import popen_python, run_python
+from tests.forked_cli import popen_python, run_python, start_server_forked
 
 # A search that trains for a while on CPU (so an outage lands mid-trial) and logs per epoch;
 # during an outage it tries again at least every 2 s, so it carries on soon after one.
@@ -60,7 +60,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = start_server_process(
+        self.proc = start_server_forked(
             server_command(self.tmp_path / "art", "127.0.0.1", self.port),
             server_env(f"sqlite:///{self.tmp_path}/server.db"),
             cwd=self.tmp_path,
@@ -87,7 +87,8 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, store_template):
+    shutil.copy(store_template, tmp_path / "server.db")  # MLflow's schema, migrated once
     srv = Server(tmp_path)
     srv.start()
     yield srv

@@ -5,6 +5,7 @@ database. Each backend starts once for the module; each test uses its own experi
 from __future__ import annotations
 
 import itertools
+import shutil
 import time
 
 import numpy as np
@@ -19,11 +20,14 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def server_uri(tmp_path_factory):
+def server_uri(tmp_path_factory, store_template):
     from pipeline.tracking.mlflow_server import mlflow_server
+    from tests.forked_cli import start_server_forked
 
     folder = tmp_path_factory.mktemp("contract-server")
-    with mlflow_server(f"sqlite:///{folder}/server.db", folder, folder / "artifacts") as base:
+    shutil.copy(store_template, folder / "server.db")
+    db = f"sqlite:///{folder}/server.db"
+    with mlflow_server(db, folder, folder / "artifacts", start=start_server_forked) as base:
         yield base
 
 

@@ -18,7 +18,7 @@ from tests.conftest import (
     run_searches_together,
     search_command_in_process,
 )
-from tests.forked_cli import popen_python, run_python
+from tests.forked_cli import popen_python, run_python, start_server_forked
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def test_two_worker_search_on_a_postgres_server_then_report_and_reproduce(
     tmp_path, postgres, capsys
 ):
     base_db = postgres.create_database("cluster")
-    with mlflow_server(base_db, tmp_path, tmp_path / "served") as base:
+    with mlflow_server(base_db, tmp_path, tmp_path / "served", start=start_server_forked) as base:
         store = [f"tracking.uri={base}", f"hydra.run.dir={tmp_path}/hydra"]
         result = cli(
             "pipeline.search",

@@ -79,8 +79,8 @@ class PairedEvidence:
         """Metric difference a - b per resample: mean over the drawn seeds of each seed's
         metric on its drawn examples. `idx_seed` (..., S), `idx_example` (..., S, n)."""
         rows = idx_seed[..., None]
-        y = self.y[rows, idx_example]
         if kind == "macro_f1":
+            y = self.y[rows, idx_example]
             k = self.probs_a.shape[-1]
             pa = self.probs_a.argmax(-1)[rows, idx_example]
             pb = self.probs_b.argmax(-1)[rows, idx_example]

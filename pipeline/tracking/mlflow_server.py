@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,6 +104,12 @@ def die_with_parent() -> None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def server_process_env(env: dict[str, str]) -> dict[str, str]:
+    """The whole environment of a server process: `env` (see `server_env`) on top of this
+    process's environment and the settings every server here runs with."""
+    return {**os.environ, **SERVER_ENV, **env}
+
+
 def start_server_process(
     command: list[str], env: dict[str, str], **popen_kwargs
 ) -> subprocess.Popen:
@@ -111,7 +117,7 @@ def start_server_process(
     (see `server_env`) on top of this process's environment."""
     return subprocess.Popen(
         command,
-        env={**os.environ, **SERVER_ENV, **env},
+        env=server_process_env(env),
         preexec_fn=own_group_dying_with_parent,
         **popen_kwargs,
     )
@@ -152,12 +158,17 @@ def _group_alive(pgid: int) -> bool:
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, cwd: str | Path, artifacts: str | Path | None = None, port: int | None = None
+    backend_uri: str,
+    cwd: str | Path,
+    artifacts: str | Path | None = None,
+    port: int | None = None,
+    start: Callable[..., subprocess.Popen] = start_server_process,
 ) -> Iterator[str]:
     """`mlflow server` on a free (or the given) 127.0.0.1 port; yields its base URL, stops
-    its whole process group after."""
+    its whole process group after. `start` starts the process as `start_server_process`
+    does (the tests fork it from an interpreter that imported MLflow already)."""
     port = port or free_port()
-    server = start_server_process(
+    server = start(
         server_command(artifacts, "127.0.0.1", port),
         server_env(backend_uri),
         cwd=cwd,
