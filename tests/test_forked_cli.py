@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT, store_overrides
 from tests.forked_cli import ForkedProcess, popen_python, run_python
 
@@ -50,11 +52,12 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_a_zygote_and_its_children_die_with_the_process_that_started_it():
+@pytest.mark.parametrize("fork", [False, True], ids=["new-interpreter", "forked"])
+def test_a_zygote_and_its_children_die_with_the_process_that_started_it(fork):
     starter = subprocess.Popen(
         [sys.executable, "-c", (
             "import subprocess, time; from pipeline.cluster.zygote import ForkedProcess, Zygote\n"
-            "z = Zygote([], die_with_parent=True)\n"
+            f"z = Zygote([], die_with_parent=True, fork={fork})\n"
             "p = ForkedProcess(z, 'http.server', ['0', '--bind', '127.0.0.1'], cwd='.', "
             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
             "die_with_parent=True)\n"
@@ -74,3 +77,47 @@ def test_a_zygote_and_its_children_die_with_the_process_that_started_it():
     while not (gone(zygote) and gone(child)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gone(zygote) and gone(child)
+
+
+def test_a_forked_zygote_runs_children_as_a_new_interpreter_would(tmp_path):
+    """The cluster's zygote is forked from the search command, inside its `@hydra.main`
+    and after numpy sized its BLAS pool: a role forked from it starts its own Hydra run,
+    in the cwd and environment it was given, with the pool the zygote's OMP_NUM_THREADS
+    asks for, and its output is its own (nothing of the starter's)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys\n"
+        "from hydra.core.global_hydra import GlobalHydra\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
+        "print(GlobalHydra.instance().is_initialized(), os.getcwd(), os.environ['ROLE'], blas)\n"
+    )
+    starter = tmp_path / "starter.py"
+    starter.write_text(
+        "import os, subprocess\n"
+        "import hydra, numpy\n"
+        "from pipeline.cluster.zygote import ForkedProcess, Zygote\n"
+        "@hydra.main(version_base='1.3', config_path=None)\n"
+        "def main(_cfg):\n"
+        "    print('starter output', flush=True)\n"
+        "    z = Zygote(['threadpoolctl'], cwd=os.getcwd(), fork=True, die_with_parent=True,\n"
+        "               env={**os.environ, 'OMP_NUM_THREADS': '1'})\n"
+        "    p = ForkedProcess(z, 'probe', [], cwd=os.environ['WORK'],\n"
+        "                      env={**os.environ, 'ROLE': 'w1'}, stdout=subprocess.PIPE,\n"
+        "                      text=True, start_new_session=True)\n"
+        "    out, _ = p.communicate(timeout=60)\n"
+        "    print('child said', out.strip(), 'exit', p.returncode, flush=True)\n"
+        "    z.close()\n"
+        "main()\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(starter), f"hydra.run.dir={tmp_path}/hydra"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{PROJECT_ROOT}", "OMP_NUM_THREADS": "2",
+             "WORK": str(work)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines == ["starter output", f"child said False {work} w1 [1] exit 0"], done.stdout

@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
-from pipeline.cluster import CPU_ENV
+from pipeline.cluster import CPU_ENV, start_role_zygote, thread_budget
 from pipeline.cluster.zygote import ForkedProcess, Zygote
 from pipeline.config import ClusterRole, TunerKind
 from pipeline.data import PreparedData
@@ -52,23 +52,6 @@ from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_pare
 from pipeline.tracking.protocol import TrackingStore
 
 STOP_GRACE_SECONDS = 20
-# What every role imports before it trains: the zygote imports them once for all roles.
-ROLE_PRELOAD = (
-    "tensorflow",
-    "keras",
-    "keras_tuner",
-    "mlflow",
-    "mlflow.keras",
-    "pipeline.cli",
-    "pipeline.search.run",
-    "pipeline.cluster.roles",
-)
-
-
-def thread_budget(threads: int) -> dict[str, str]:
-    """The environment that holds TensorFlow and the BLAS/OpenMP pools to `threads`."""
-    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-    return {var: str(threads) for var in names}
 
 
 def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
@@ -255,38 +238,28 @@ def launch(
     data: PreparedData,
     tracker: TrackingStore,
     prefit: ReferencePrefit | None = None,
+    zygote: Zygote | None = None,
 ) -> SearchOutcome:
     """Run the search on a chief and `cluster.n_workers` workers; return its outcome
-    (`prefit`: the references' fits, started ahead by the command)."""
-    opening = open_search(cfg, data, tracker)
-    plan = opening.plan
-    name, resuming = plan.name, plan.resuming
-    # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
-    job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
-    if resuming:
-        oracle_state = Path(cfg.tuner.directory).resolve() / name / "oracle.json"
-        if not oracle_state.exists():
-            raise SearchError(
-                f"cluster: cannot resume '{name}': keras-tuner's state {oracle_state} is "
-                "missing (another tuner.directory or host?); run it where it started, or add "
-                "search.force_new=true to start it again"
-            )
-        plan.close_interrupted(tracker)
-    # Its imports (~10 CPU-s) overlap the parent run's opening and the references.
-    zygote = (
-        Zygote(
-            ROLE_PRELOAD,
-            cwd=os.getcwd(),
-            # OpenBLAS sizes its pool as numpy loads: in the zygote, for every worker.
-            env={**os.environ, **thread_budget(cfg.cluster.threads_per_worker)}
-            if cfg.cluster.threads_per_worker
-            else None,
-            die_with_parent=True,
-        )
-        if cfg.cluster.fork_roles
-        else None
-    )
+    (`prefit`: the references' fits, started ahead by the command; `zygote`: the roles'
+    zygote, started by the command with `start_role_zygote`, closed here)."""
+    if zygote is None:  # a new interpreter: forking this process now is not safe
+        zygote = start_role_zygote(cfg, fork=False)
     try:
+        opening = open_search(cfg, data, tracker)
+        plan = opening.plan
+        name, resuming = plan.name, plan.resuming
+        # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
+        job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
+        if resuming:
+            oracle_state = Path(cfg.tuner.directory).resolve() / name / "oracle.json"
+            if not oracle_state.exists():
+                raise SearchError(
+                    f"cluster: cannot resume '{name}': keras-tuner's state {oracle_state} is "
+                    "missing (another tuner.directory or host?); run it where it started, or "
+                    "add search.force_new=true to start it again"
+                )
+            plan.close_interrupted(tracker)
         return _launch(cfg, data, tracker, opening, job_dir, zygote, prefit)
     finally:
         if zygote is not None:

@@ -119,7 +119,7 @@ def serve(path: str, preload: Sequence[str]) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    print("ready", flush=True)
+    os.write(1, b"ready\n")  # to the starter's pipe, whatever sys.stdout is in a fork
     while True:
         for key, _ in selector.select(timeout=1.0):
             if key.fileobj is listener:
@@ -188,10 +188,95 @@ def serve(path: str, preload: Sequence[str]) -> None:
 # ---------------------------------------------------------------- the client
 
 
+class _ForkedZygote:
+    """The part of `subprocess.Popen` a `Zygote` uses, for one forked from this process."""
+
+    def __init__(self, pid: int, stdout) -> None:
+        self.pid, self.stdout = pid, stdout
+        self.returncode: int | None = None
+
+    def _reap(self, flags: int) -> None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # reaped elsewhere: gone all the same
+                self.returncode = -signal.SIGKILL
+                return
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+
+    def poll(self) -> int | None:
+        self._reap(os.WNOHANG)
+        return self.returncode
+
+    def wait(self) -> int:
+        self._reap(0)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _fork_zygote(
+    path: str, preload: Sequence[str], cwd, env: dict[str, str] | None, die: bool
+) -> _ForkedZygote:
+    """A zygote forked from this process: what it imported is imported there. Call it
+    before this process starts threads or opens connections (the child keeps a copy of
+    everything, and only this thread)."""
+    read_fd, write_fd = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # the zygote
+        code = 1
+        try:
+            os.close(read_fd)
+            if die:
+                own_group_dying_with_parent()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for target, fd in ((0, devnull), (1, write_fd), (2, devnull)):
+                os.dup2(fd, target)
+            os.close(devnull)
+            os.close(write_fd)
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # its fds, as children see
+            if cwd is not None:
+                os.chdir(cwd)
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env)
+            _as_a_new_interpreter()
+            serve(path, preload)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    return _ForkedZygote(pid, os.fdopen(read_fd, "r"))
+
+
+def _as_a_new_interpreter() -> None:
+    """In a forked zygote, undo what its starter set up that a fresh interpreter would not
+    have: Hydra's global instance (each child runs its own `@hydra.main`), and BLAS pools
+    sized before the zygote's environment (OMP_NUM_THREADS) was set."""
+    if "hydra" in sys.modules:
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and "numpy" in sys.modules:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # scikit-learn's dependency; without it the pools stay as they are
+            return
+        threadpool_limits(int(threads))
+
+
 class Zygote:
     """A preloaded interpreter that forks `python -m` children on request. It starts at
     construction and is waited for on the first `fork` (its imports overlap the caller's
-    work); `die_with_parent`: it gets SIGTERM when this process dies, even by SIGKILL."""
+    work); `die_with_parent`: it gets SIGTERM when this process dies, even by SIGKILL.
+    `fork`: forked from this process instead of a new interpreter, so what this process
+    imported already costs nothing (see `_fork_zygote` for when that is safe)."""
 
     def __init__(
         self,
@@ -200,18 +285,23 @@ class Zygote:
         cwd=None,
         env: dict[str, str] | None = None,
         die_with_parent: bool = False,
+        fork: bool = False,
     ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="zygote-"))
         self.path = str(self.folder / "socket")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cluster.zygote", self.path, *preload],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=own_group_dying_with_parent if die_with_parent else None,
-        )
+        self.proc: subprocess.Popen | _ForkedZygote
+        if fork:
+            self.proc = _fork_zygote(self.path, preload, cwd, env, die_with_parent)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cluster.zygote", self.path, *preload],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                preexec_fn=own_group_dying_with_parent if die_with_parent else None,
+            )
         self._ready = False
         atexit.register(self.close)
 

@@ -46,6 +46,11 @@ def run(cfg: DictConfig) -> int:
 
     role = cfg.cluster.role
     data = prepare(cfg.data)
+    zygote = None  # the cluster roles' zygote: forked now, before any thread or connection
+    if role is None and cfg.cluster.mode == ClusterMode.workers:
+        from pipeline.cluster import start_role_zygote
+
+        zygote = start_role_zygote(cfg)
     prefit = None
     if role is None:  # fitted while this process opens the store and imports TensorFlow
         from pipeline.search.references import ReferencePrefit
@@ -65,7 +70,7 @@ def run(cfg: DictConfig) -> int:
             if cfg.cluster.mode == ClusterMode.workers:
                 from pipeline.cluster.launcher import launch
 
-                outcome = launch(cfg, data, tracker, prefit)
+                outcome = launch(cfg, data, tracker, prefit, zygote)
             else:
                 from pipeline.search.run import run_search
 
