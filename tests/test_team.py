@@ -202,7 +202,8 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
     assert "set MLFLOW_AUTH_ADMIN_PASSWORD" in first.stderr
 
     proc = popen_python(
-        ["-m", "pipeline.server", "--auth", "--port", str(port), *store],
+        # One uvicorn worker: two (the default) are the launcher test's, in test_faults.
+        ["-m", "pipeline.server", "--auth", "--port", str(port), "--workers", "1", *store],
         cwd=PROJECT_ROOT,
         stdout=open(tmp_path / "server.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
@@ -257,3 +258,31 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize(("overrides", "ttl"), [([], 60), (["tracking.auth_cache_s=0"], 0)])
+def test_the_auth_server_checks_a_password_once_per_cache_window(
+    tmp_path, monkeypatch, overrides, ttl
+):
+    """MLflow's basic auth hashes the password (scrypt, ~0.33 s here) on every request
+    unless its credential cache is on: the ini the server writes turns it on for
+    `tracking.auth_cache_s`, read back by MLflow's own config reader."""
+    import importlib.util
+
+    import mlflow
+
+    from pipeline.config import compose_config
+    from pipeline.tracking.mlflow_server import auth_config
+
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "team-password-123")
+    cfg = compose_config([f"tracking.auth_db=sqlite:///{tmp_path}/auth.db", *overrides])
+    env = auth_config(cfg.tracking, tmp_path)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", env["MLFLOW_AUTH_CONFIG_PATH"])
+    # The config module alone: the auth package's __init__ builds the whole auth app.
+    path = Path(mlflow.__file__).parent / "server" / "auth" / "config.py"
+    spec = importlib.util.spec_from_file_location("mlflow_auth_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    read = module.read_auth_config()
+    assert read.auth_cache_ttl_seconds == ttl
+    assert read.authorization_function == module.DEFAULT_AUTHORIZATION_FUNCTION

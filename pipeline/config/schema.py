@@ -328,6 +328,7 @@ class TrackingConfig:
     heartbeat_s: float
     auth_db: str
     auth_default_permission: str
+    auth_cache_s: int
 
 
 @dataclass

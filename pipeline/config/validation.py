@@ -190,6 +190,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     )
     _require(tr.system_metrics_s >= 0, "tracking.system_metrics_s", "must be >= 0 (0: off)")
     _require(tr.outage_backoff_max_s > 0, "tracking.outage_backoff_max_s", "must be > 0")
+    _require(tr.auth_cache_s >= 0, "tracking.auth_cache_s", "must be >= 0")
     _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
     _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
     _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")
