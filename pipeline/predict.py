@@ -53,4 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import exit_without_teardown
+
+    exit_without_teardown(main)

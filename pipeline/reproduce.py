@@ -7,7 +7,6 @@ interrupted trial has no final metrics to compare, so nothing is retrained)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 MISMATCH_EXIT = 3
 
@@ -50,4 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import exit_without_teardown
+
+    exit_without_teardown(main)

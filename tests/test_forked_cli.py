@@ -121,3 +121,30 @@ def test_a_forked_zygote_runs_children_as_a_new_interpreter_would(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines == ["starter output", f"child said False {work} w1 [1] exit 0"], done.stdout
+
+
+@pytest.mark.parametrize(
+    ("ending", "code", "stderr"),
+    [("return 3", 3, ""), ("raise SystemExit(2)", 2, ""), ("raise SystemExit('bad')", 1, "bad")],
+)
+def test_a_command_exiting_without_teardown_still_does_what_exit_does(ending, code, stderr):
+    """`pipeline.cli.exit_without_teardown` skips only the modules' teardown: buffered
+    output is flushed, a non-daemon thread finishes, atexit handlers run, and the exit
+    code is the command's."""
+    script = (
+        "import atexit, sys, threading, time\n"
+        "from pipeline.cli import exit_without_teardown\n"
+        "def main():\n"
+        "    sys.stdout.write('buffered')\n"  # no newline, no flush: only exit flushes it
+        "    threading.Thread(target=lambda: (time.sleep(0.3), print(' thread'))).start()\n"
+        "    atexit.register(print, ' atexit')\n"
+        f"    {ending}\n"
+        "exit_without_teardown(main)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert done.stdout == "buffered thread\n atexit\n"
+    assert done.stderr.strip() == stderr

@@ -47,6 +47,22 @@ _HEADER = struct.Struct("!I")
 # ---------------------------------------------------------------- the zygote (server side)
 
 
+def run_exit_handlers() -> None:
+    """What the interpreter does at exit that a process needs: join the non-daemon threads,
+    run the atexit handlers (logging, multiprocessing, MLflow's flushes), flush stdout and
+    stderr. What it does after (tearing down every module: ~2 s with TensorFlow and MLflow
+    loaded) is left to `os._exit`."""
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing left to say
+                pass
+
+
 def _run_child(module: str, args: list[str]) -> int:
     """What `python -m module args` does from here on, with its exit code: SystemExit's
     code, 1 with a traceback for an uncaught exception, death by SIGINT for an uncaught
@@ -71,15 +87,7 @@ def _run_child(module: str, args: list[str]) -> int:
     except BaseException:  # noqa: BLE001 - as the interpreter does: print it, exit 1
         traceback.print_exc()
         code = 1
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing left to say
-                pass
+    run_exit_handlers()
     if code == -signal.SIGINT:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)

@@ -171,7 +171,7 @@ if __name__ == "__main__":
     if job is not None:
         print(job, end="")
         sys.exit(0)
-    from pipeline.cli import composed_or_fail, pin_to_cpu_from_env
+    from pipeline.cli import composed_or_fail, exit_without_teardown, pin_to_cpu_from_env
 
     # One compose before Hydra's (~0.3 s): an override the schema refuses is one line and
     # exit 2 here, where Hydra's handler would print five lines and exit 1. With Hydra's
@@ -179,4 +179,4 @@ if __name__ == "__main__":
     if not any(a.startswith("-") for a in sys.argv[1:]):
         composed_or_fail([a for a in sys.argv[1:] if not a.startswith("hydra.")])
     pin_to_cpu_from_env()  # cluster workers only: their CPU, before any thread starts
-    main()
+    exit_without_teardown(main)
