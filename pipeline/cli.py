@@ -72,10 +72,10 @@ def check(cfg: DictConfig) -> None:
 
 def exit_without_teardown(main: Callable[[], object]) -> None:
     """Run a command's `main` and exit with its code (what it returns, or raises with
-    SystemExit) as the interpreter would (threads
-    joined, atexit handlers run, output flushed), minus the teardown of every module it
-    imported: with TensorFlow, keras-tuner and MLflow loaded that took ~2 s after the
-    last line (the zygote's children exit the same way)."""
+    SystemExit) as the interpreter would (threads joined, atexit handlers run, output
+    flushed), minus the teardown of every module it imported: with TensorFlow,
+    keras-tuner and MLflow loaded that took ~2 s after the last line (the zygote's
+    children exit the same way)."""
     from pipeline.cluster.zygote import run_exit_handlers
 
     try:
