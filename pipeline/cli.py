@@ -161,22 +161,33 @@ def interrupt_code(err: KeyboardInterrupt) -> int:
     return 143 if isinstance(err, Terminated) else 130
 
 
+def collect_after_startup() -> None:
+    """Python's cyclic collector off until `frozen_heap` turns it back on: a search's
+    start-up imports (TensorFlow, MLflow, SciPy) build ~1M long-lived objects, which its
+    automatic full collections re-scan again and again as the heap grows (8 of them,
+    ~0.9 s here); `frozen_heap` collects once and freezes what survives. Imports leave
+    little cyclic garbage, so memory is not the price."""
+    gc.disable()
+
+
 @contextmanager
 def frozen_heap() -> Iterator[None]:
     """Everything alive now (TensorFlow, MLflow, the data) lives for the whole search:
     freezing it keeps each trial's clear_session() garbage collection from scanning
     ~700k long-lived objects (0.3 s per trial on a 2-core VM, down to ~0.02 s).
     Unfrozen when the block ends, so the process collects them normally again. A heap the
-    caller froze already (the test session does) is left as it froze it."""
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.collect()
-    gc.freeze()
+    caller froze already (the test session, a zygote's child) is left as it froze it.
+    The collector is on inside (also after `collect_after_startup`)."""
+    frozen_here = not gc.get_freeze_count()
+    if frozen_here:
+        gc.collect()
+        gc.freeze()
+    gc.enable()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if frozen_here:
+            gc.unfreeze()
 
 
 def pin_to_cpu_from_env() -> None:

@@ -157,3 +157,21 @@ def test_gc_freeze_is_undone_when_the_block_ends():
     finally:
         if not session_frozen:
             gc.unfreeze()
+
+
+def test_a_search_collects_once_after_its_imports_then_as_usual():
+    """`python -m pipeline.search` turns the collector off through its imports;
+    frozen_heap collects once, freezes, and turns it back on (also on a frozen heap)."""
+    from pipeline.cli import collect_after_startup, frozen_heap
+
+    try:
+        collect_after_startup()
+        assert not gc.isenabled()
+        with frozen_heap():
+            assert gc.isenabled()
+        gc.disable()
+        gc.freeze()  # a heap frozen by the caller (the test session, a zygote's child)
+        with frozen_heap():
+            assert gc.isenabled()
+    finally:
+        gc.enable()

@@ -80,22 +80,25 @@ def test_a_zygote_and_its_children_die_with_the_process_that_started_it(fork):
 
 
 def test_a_forked_zygote_runs_children_as_a_new_interpreter_would(tmp_path):
-    """The cluster's zygote is forked from the search command, inside its `@hydra.main`
-    and after numpy sized its BLAS pool: a role forked from it starts its own Hydra run,
-    in the cwd and environment it was given, with the pool the zygote's OMP_NUM_THREADS
-    asks for, and its output is its own (nothing of the starter's)."""
+    """The cluster's zygote is forked from the search command, inside its `@hydra.main`,
+    after numpy sized its BLAS pool and with the collector off (the command's start-up):
+    a role forked from it starts its own Hydra run, in the cwd and environment it was
+    given, with the pool the zygote's OMP_NUM_THREADS asks for and the collector on, and
+    its output is its own (nothing of the starter's)."""
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "import os, sys\n"
+        "import gc, os, sys\n"
         "from hydra.core.global_hydra import GlobalHydra\n"
         "from threadpoolctl import threadpool_info\n"
         "blas = sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
-        "print(GlobalHydra.instance().is_initialized(), os.getcwd(), os.environ['ROLE'], blas)\n"
+        "print(GlobalHydra.instance().is_initialized(), os.getcwd(), os.environ['ROLE'], blas,\n"
+        "      gc.isenabled())\n"
     )
     starter = tmp_path / "starter.py"
     starter.write_text(
-        "import os, subprocess\n"
+        "import gc, os, subprocess\n"
         "import hydra, numpy\n"
+        "gc.disable()\n"
         "from pipeline.cluster.zygote import ForkedProcess, Zygote\n"
         "@hydra.main(version_base='1.3', config_path=None)\n"
         "def main(_cfg):\n"
@@ -120,7 +123,7 @@ def test_a_forked_zygote_runs_children_as_a_new_interpreter_would(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert lines == ["starter output", f"child said False {work} w1 [1] exit 0"], done.stdout
+    assert lines == ["starter output", f"child said False {work} w1 [1] True exit 0"], done.stdout
 
 
 @pytest.mark.parametrize(

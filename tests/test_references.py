@@ -39,6 +39,35 @@ def test_tfidf_lr_picks_its_settings_on_validation():
     assert "tfidf-lr" in REFERENCES
 
 
+def test_a_reference_fits_on_one_blas_thread(monkeypatch):
+    """An idle OpenBLAS thread spins: the fit next to the search's start-up keeps to one."""
+    from omegaconf import open_dict
+    from threadpoolctl import threadpool_info
+
+    from pipeline.config import compose_config
+    from pipeline.data import prepare
+    from pipeline.search.references import fit_reference
+    from pipeline.training.references import Reference
+
+    seen = []
+
+    def spy(inputs, settings):
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+        return fit_tfidf_lr(inputs, settings)
+
+    def pools():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = pools()
+    monkeypatch.setitem(REFERENCES, "spy", Reference("spy", spy))
+    cfg = compose_config(["data.synthetic.n_examples=200"])
+    with open_dict(cfg):
+        cfg.reference["spy"] = cfg.reference["tfidf-lr"]
+    fitted = fit_reference(cfg, prepare(cfg.data), "spy", None)
+    assert seen == [{1}] and fitted.val_probs.shape[1] == 3
+    assert pools() == before  # the process's own pools as they were
+
+
 SEARCH = [
     "+experiment=quick",
     "tracking.log_model=false",

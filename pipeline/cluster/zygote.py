@@ -21,6 +21,7 @@ it, so a SIGKILLed launcher leaves no orphan. The test suite forks its CLI runs 
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import runpy
@@ -264,8 +265,10 @@ def _fork_zygote(
 
 def _as_a_new_interpreter() -> None:
     """In a forked zygote, undo what its starter set up that a fresh interpreter would not
-    have: Hydra's global instance (each child runs its own `@hydra.main`), and BLAS pools
-    sized before the zygote's environment (OMP_NUM_THREADS) was set."""
+    have: Hydra's global instance (each child runs its own `@hydra.main`), BLAS pools
+    sized before the zygote's environment (OMP_NUM_THREADS) was set, and the cyclic
+    collector a search command keeps off through its start-up (`collect_after_startup`)."""
+    gc.enable()
     if "hydra" in sys.modules:
         from hydra.core.global_hydra import GlobalHydra
 

@@ -84,10 +84,16 @@ def reference_keys(cfg: DictConfig) -> list[tuple[str, int | None]]:
 
 
 def fit_reference(cfg: DictConfig, data: PreparedData, name: str, seed: int | None) -> ReferenceFit:
-    """One reference on the search's split (or seed `seed`'s with search.vary_split)."""
+    """One reference on the search's split (or seed `seed`'s with search.vary_split), on
+    one BLAS thread: a fit this size gains nothing from more, and an idle OpenBLAS thread
+    spins, taking a core from the search's start-up beside it (~2.6 CPU-s of spinning
+    next to the ahead fit's ~2 s, measured with perf)."""
+    from threadpoolctl import threadpool_limits
+
     split = data if seed is None else replicate_data(cfg, data, seed)
     settings = to_plain(cfg.reference).get(name, {})
-    return REFERENCES[name].fit(inputs_of(cfg, split), settings)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return REFERENCES[name].fit(inputs_of(cfg, split), settings)
 
 
 class ReferencePrefit:
@@ -141,8 +147,10 @@ class ReferencePrefit:
 def _prefit_child(cfg: DictConfig, data: PreparedData, keys, send) -> None:
     """The forked process: each fit sent as it is done (None for one that raised: the
     main process fits it again and reports the error itself). Ctrl-C is the parent's. The
-    inherited heap is frozen: the fit's collections then never touch (and copy) its pages."""
+    inherited heap is frozen: the fit's collections then never touch (and copy) its pages
+    (and the collector is on, which the command keeps off through its imports)."""
     gc.freeze()
+    gc.enable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for name, seed in keys:
