@@ -135,7 +135,8 @@ def test_pooled_remainders_bound_the_shapes_xla_compiles_and_cover_every_example
 @pytest.mark.parametrize("mode", [{"exact": True}, {}, {"enabled": False}, {"pooled": True}])
 def test_the_tf_dataset_yields_the_batches_iteration_does(mode):
     """`dataset()` draws each epoch's plan in Python and slices in tf.data: the same
-    batches, in the same order, epoch after epoch, as iterating the plan itself."""
+    batches, in the same order, epoch after epoch, as iterating the plan itself; with
+    tf.data's autotuning off (its model thread held up each iterator's destruction)."""
     rng = np.random.default_rng(1)
     x, _ = padded_tokens(rng, 300, 20, vocab=50)
     y = rng.integers(0, 3, size=300).astype(np.int32)
@@ -148,6 +149,7 @@ def test_the_tf_dataset_yields_the_batches_iteration_does(mode):
         mine, same = mine.with_pooled_remainders(), same.with_pooled_remainders()
         assert mine.pool_remainders
     dataset = mine.dataset()
+    assert dataset.options().autotune.enabled is False
     for _epoch in range(2):
         got = [tuple(t.numpy() for t in batch) for batch in dataset]
         expected = list(same)

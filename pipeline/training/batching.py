@@ -120,7 +120,11 @@ class BucketedBatches:
         """A tf.data.Dataset over these batches, reshuffled each time it is iterated (each
         epoch). Python runs once per epoch, to draw the epoch's plan (the same batches in the
         same order as iterating this object); slicing the batches out of the token matrix
-        runs in tf.data's own threads, so a train step never waits on the GIL."""
+        runs in tf.data's own threads, so a train step never waits on the GIL. tf.data's
+        autotuning is off: nothing here is AUTOTUNE'd, and its model thread made the
+        destruction of every iterator (each epoch's, and Keras' garbage that the next trial's
+        collection frees) wait for it, 0.3-1.4 s at a time (perf: RootDataset::Iterator's
+        destructor joining it); the default search took ~10% longer, the same numbers."""
         import tensorflow as tf
 
         x = tf.constant(self.x, tf.int32)
@@ -147,11 +151,14 @@ class BucketedBatches:
             return (tf.gather(x, rows)[:, :width], *(tf.gather(c, rows) for c in columns))
 
         plan_spec = tuple(tf.TensorSpec((None,), tf.int64) for _ in range(3))
+        options = tf.data.Options()
+        options.autotune.enabled = False
         return (
             tf.data.Dataset.from_generator(epoch_plan, output_signature=plan_spec)
             .flat_map(batches_of)
             .map(batch)
             .prefetch(2)
+            .with_options(options)
         )
 
 
