@@ -124,7 +124,7 @@ class BucketedBatches:
         autotuning is off: nothing here is AUTOTUNE'd, and its model thread made the
         destruction of every iterator (each epoch's, and Keras' garbage that the next trial's
         collection frees) wait for it, 0.3-1.4 s at a time (perf: RootDataset::Iterator's
-        destructor joining it); the default search took ~10% longer, the same numbers."""
+        destructor joining it); the default search took ~13% longer, with the same numbers."""
         import tensorflow as tf
 
         x = tf.constant(self.x, tf.int32)
