@@ -164,6 +164,7 @@ def test_a_search_collects_once_after_its_imports_then_as_usual():
     frozen_heap collects once, freezes, and turns it back on (also on a frozen heap)."""
     from pipeline.cli import collect_after_startup, frozen_heap
 
+    session_frozen = gc.get_freeze_count() > 0  # tests/conftest.py freezes the imports
     try:
         collect_after_startup()
         assert not gc.isenabled()
@@ -175,3 +176,5 @@ def test_a_search_collects_once_after_its_imports_then_as_usual():
             assert gc.isenabled()
     finally:
         gc.enable()
+        if not session_frozen:
+            gc.unfreeze()
