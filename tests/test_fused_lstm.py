@@ -21,9 +21,12 @@ def padded_tokens(vocab: int = 50, seed: int = 0) -> np.ndarray:
     return x
 
 
-def outputs_and_gradients(lstm: type, x: np.ndarray, bidirectional: bool, **kwargs):
+def outputs_and_gradients(
+    lstm: type, x: np.ndarray, bidirectional: bool, jit: bool = False, **kwargs
+):
     """The layer's outputs and the gradient of a loss reading every output (the padded
-    steps and the final state included) with respect to every weight."""
+    steps and the final state included) with respect to every weight; `jit`: both in one
+    XLA compilation, as a `jit_compile` train step runs them."""
     keras.utils.set_random_seed(1)
     tokens = keras.Input((None,), dtype="int32")
     embedded = keras.layers.Embedding(50, 6, mask_zero=True)(tokens)
@@ -31,15 +34,21 @@ def outputs_and_gradients(lstm: type, x: np.ndarray, bidirectional: bool, **kwar
     if bidirectional:
         rnn = keras.layers.Bidirectional(rnn)
     model = keras.Model(tokens, rnn(embedded))
-    with tf.GradientTape() as tape:
-        outs = model(x)
-        outs = list(outs) if isinstance(outs, list | tuple) else [outs]
-        loss = sum(tf.reduce_sum(o * tf.range(1.0, o.shape[-1] + 1)) for o in outs)
-        loss += sum(tf.reduce_sum(o**2) for o in outs)
-    grads = tape.gradient(loss, model.trainable_variables)
-    return [o.numpy() for o in outs], [tf.convert_to_tensor(g).numpy() for g in grads]
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            outs = model(x)
+            outs = list(outs) if isinstance(outs, list | tuple) else [outs]
+            loss = sum(tf.reduce_sum(o * tf.range(1.0, o.shape[-1] + 1)) for o in outs)
+            loss += sum(tf.reduce_sum(o**2) for o in outs)
+        grads = tape.gradient(loss, model.trainable_variables)
+        return outs, [tf.convert_to_tensor(g) for g in grads]
+
+    outs, grads = tf.function(run, jit_compile=True)(x) if jit else run(x)
+    return [o.numpy() for o in outs], [g.numpy() for g in grads]
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["blocklstm", "xla"])
 @pytest.mark.parametrize(
     "kwargs, bidirectional",
     [
@@ -50,12 +59,14 @@ def outputs_and_gradients(lstm: type, x: np.ndarray, bidirectional: bool, **kwar
         ({"return_sequences": False}, True),
     ],
 )
-def test_fused_matches_keras_loop_on_masked_batches(kwargs, bidirectional):
+def test_fused_matches_keras_loop_on_masked_batches(kwargs, bidirectional, jit):
     """Right-padded rows of every length (0 too): outputs (a padded step repeats the last
-    real one), final states and every weight's gradient agree to float rounding."""
+    real one), final states and every weight's gradient agree to float rounding, with the
+    BlockLSTM op and with the XLA recurrence and its written-out backward pass (against
+    Keras' loop run without XLA)."""
     x = padded_tokens()
     keras_out, keras_grads = outputs_and_gradients(keras.layers.LSTM, x, bidirectional, **kwargs)
-    fused_out, fused_grads = outputs_and_gradients(FusedLSTM, x, bidirectional, **kwargs)
+    fused_out, fused_grads = outputs_and_gradients(FusedLSTM, x, bidirectional, jit, **kwargs)
     assert len(keras_out) == len(fused_out)
     for ours, theirs in zip(fused_out, keras_out, strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
@@ -76,7 +87,8 @@ def op_types(layer: keras.layers.Layer, jit: bool = False, **call) -> set[str]:
 
 def test_fused_runs_one_op_and_falls_back_where_it_would_differ():
     """The fused op replaces the while loop; recurrent dropout while training (the op has
-    none) and an XLA compilation (XLA has no kernel for it) run Keras' loop."""
+    none) runs Keras' loop; an XLA compilation (XLA has no kernel for it) runs the XLA
+    recurrence: a projection of every step before the loop and a custom gradient."""
     fused = op_types(FusedLSTM(5, return_sequences=True))
     assert "BlockLSTM" in fused and "While" not in fused and "StatelessWhile" not in fused
     plain = op_types(keras.layers.LSTM(5, return_sequences=True))
@@ -85,6 +97,76 @@ def test_fused_runs_one_op_and_falls_back_where_it_would_differ():
     assert "BlockLSTM" not in dropout
     xla = op_types(FusedLSTM(5), jit=True)
     assert "BlockLSTM" not in xla and xla & {"While", "StatelessWhile"}
+    assert {"Einsum", "IdentityN"} <= xla
+    assert not {"Einsum", "IdentityN"} & op_types(keras.layers.LSTM(5), jit=True)
+    xla_dropout = op_types(FusedLSTM(5, recurrent_dropout=0.3), jit=True, training=True)
+    assert "IdentityN" not in xla_dropout
+    keras_under_xla = op_types(FusedLSTM(5, xla_lstm="keras"), jit=True)  # model.xla_lstm
+    assert not {"Einsum", "IdentityN"} & keras_under_xla
+    with pytest.raises(ValueError, match="bptt"):
+        FusedLSTM(5, xla_lstm="unrolled")
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("mask_kind", ["right-padded", "any", "none"])
+def test_the_xla_recurrence_matches_keras_loop(mask_kind, go_backwards, zero_output_for_mask, jit):
+    """`xla_recurrence` directly, beyond what the models use: any mask (gaps, padding
+    first), initial states that are not zero (a masked first step keeps them; the
+    outputs start from zeros), every output read by the loss (outputs, h and c); the
+    gradients of the inputs, the initial states and every weight."""
+    from pipeline.models.xla_lstm import xla_recurrence
+
+    rng = np.random.default_rng(3)
+    batch, steps, features, units = 5, 7, 3, 4
+    x = tf.constant(rng.normal(size=(batch, steps, features)), tf.float32)
+    h0, c0 = (tf.constant(rng.normal(size=(batch, units)), tf.float32) for _ in range(2))
+    mask = {
+        "right-padded": np.arange(steps)[None, :] < np.array([7, 3, 1, 0, 5])[:, None],
+        "any": rng.random((batch, steps)) > 0.4,
+        "none": None,
+    }[mask_kind]
+    readers = [
+        rng.normal(size=s).astype("float32") for s in [(batch, steps, units)] + [(batch, units)] * 2
+    ]
+    keras.utils.set_random_seed(2)
+    layer = keras.layers.LSTM(
+        units, return_sequences=True, return_state=True, go_backwards=go_backwards
+    )
+    layer.zero_output_for_mask = zero_output_for_mask
+    layer(x, initial_state=[h0, c0], mask=mask)
+
+    def loss_and_grads(recurrence, x, h0, c0):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0, c0])
+            outs = recurrence(x, h0, c0)
+            loss = sum(tf.reduce_sum(o * r) for o, r in zip(outs, readers, strict=True))
+        return [loss, *tape.gradient(loss, [x, h0, c0, *layer.trainable_variables])]
+
+    def keras_loop(x, h0, c0):
+        return layer(x, initial_state=[h0, c0], mask=mask)
+
+    def ours(x, h0, c0):
+        cell = layer.cell
+        _, outputs, (h, c) = xla_recurrence(
+            x,
+            h0,
+            c0,
+            mask,
+            cell.kernel,
+            cell.recurrent_kernel,
+            cell.bias,
+            go_backwards,
+            zero_output_for_mask,
+        )
+        return outputs, h, c
+
+    expected = loss_and_grads(keras_loop, x, h0, c0)
+    run = tf.function(loss_and_grads, jit_compile=True) if jit else loss_and_grads
+    got = run(ours, x, h0, c0)
+    for theirs, mine in zip(expected, got, strict=True):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-5, atol=1e-5)
 
 
 def test_fused_refuses_a_mask_that_is_not_right_padded():
@@ -96,18 +178,21 @@ def test_fused_refuses_a_mask_that_is_not_right_padded():
 
 
 def test_a_fused_model_saves_and_loads_as_one(tmp_path):
-    """Saved under its registered name; the loaded model runs the fused op and predicts
-    the same probabilities."""
+    """Saved under its registered name with its `xla_lstm`; the loaded model runs the fused
+    op and predicts the same probabilities."""
     from pipeline.config import compose_config, to_plain
     from pipeline.models.build import build_model
 
     settings = to_plain(compose_config(["model.pooling=attention"]).model)
     assert settings["lstm_kernel"] == "fused"  # the default
-    model = build_model(settings, 50, 3, learning_rate=0.01)
+    assert settings["xla_lstm"] == "bptt"  # the default
+    assert build_model(settings, 50, 3, learning_rate=0.01).get_layer("lstm").xla_lstm == "bptt"
+    model = build_model({**settings, "xla_lstm": "keras"}, 50, 3, learning_rate=0.01)
     assert isinstance(model.get_layer("lstm"), FusedLSTM)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert isinstance(loaded.get_layer("lstm"), FusedLSTM)
+    assert loaded.get_layer("lstm").xla_lstm == "keras"
     x = padded_tokens()
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     settings["lstm_kernel"] = "keras"

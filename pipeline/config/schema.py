@@ -125,6 +125,13 @@ class LstmKernel(StrEnum):
     keras = "keras"  # Keras' own while loop
 
 
+class XlaLstm(StrEnum):
+    """What the fused LSTM runs inside an XLA compilation (XLA has no BlockLSTM kernel)."""
+
+    bptt = "bptt"  # its own recurrence, backward pass written out (pipeline/models/xla_lstm.py)
+    keras = "keras"  # Keras' loop and TensorFlow's gradient of it
+
+
 class ConflictingLabels(StrEnum):
     keep = "keep"
     drop = "drop"  # every row of a text seen with two or more labels
@@ -219,6 +226,7 @@ class ModelConfig:
     units: int
     bidirectional: bool
     lstm_kernel: LstmKernel
+    xla_lstm: XlaLstm
     # A name in the pooling registry (pipeline.models.registry), checked there.
     pooling: str
     attention_activation: str

@@ -51,7 +51,7 @@ def build_model(
     )(tokens)
     if settings.get("dropout", 0.0) > 0:
         x = keras.layers.Dropout(settings["dropout"], name="embedding_dropout")(x)
-    rnn = lstm_layer(settings.get("lstm_kernel", "keras"))(
+    rnn = lstm_layer(settings)(
         settings["units"],
         return_sequences=True,
         recurrent_dropout=float(settings.get("recurrent_dropout", 0.0)),

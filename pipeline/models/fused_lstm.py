@@ -13,8 +13,10 @@ This is the extension point Keras gives backends for its cuDNN path: `LSTM.inner
 tries an optimised implementation and falls back to the generic loop. Here the fused op
 runs when it computes exactly what Keras' loop does, and the loop runs otherwise:
 recurrent dropout or the LSTM's own input dropout while training, activations other than
-tanh/sigmoid, no bias, unroll, a backend other than TensorFlow, and inside an XLA
-compilation (`jit_compile`: XLA has no `BlockLSTM` kernel, and compiles Keras' loop well).
+tanh/sigmoid, no bias, unroll, a backend other than TensorFlow. Inside an XLA compilation
+(`jit_compile`), which has no `BlockLSTM` kernel, the same conditions run
+`xla_lstm.xla_recurrence` (`model.xla_lstm: bptt`: a loop whose backward pass is written
+out, not TensorFlow's gradient of Keras' loop), or Keras' loop (`keras`).
 
 Same weights, same gate layout on the outside (Keras' i, f, c, o; the op wants i, c, f, o,
 reordered per call), same outputs as Keras' masked loop (tests/test_fused_lstm.py, to
@@ -27,7 +29,13 @@ it (Keras' cuDNN path asks the same); another mask fails with an error saying so
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import keras
+
+from pipeline.models.xla_lstm import xla_recurrence
 
 PACKAGE = "attention_search"  # the same registration package as the pooling layers
 
@@ -105,7 +113,20 @@ def fused_recurrence(
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FusedLSTM(keras.layers.LSTM):
-    """`keras.layers.LSTM` whose TensorFlow CPU recurrence is one fused op (module doc)."""
+    """`keras.layers.LSTM` whose TensorFlow CPU recurrence is one fused op (module doc);
+    `xla_lstm` (config.schema.XlaLstm): inside an XLA compilation, `bptt` runs
+    `xla_lstm.xla_recurrence`, `keras` Keras' loop."""
+
+    def __init__(self, *args, xla_lstm: str = "bptt", **kwargs):
+        from pipeline.config.schema import XlaLstm
+
+        super().__init__(*args, **kwargs)
+        if xla_lstm not in set(XlaLstm):
+            raise ValueError(f"model.xla_lstm: '{xla_lstm}' is not one of {', '.join(XlaLstm)}")
+        self.xla_lstm = XlaLstm(xla_lstm).value
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "xla_lstm": self.xla_lstm}
 
     def _fused_applies(self, training: bool) -> bool:
         return (
@@ -116,7 +137,6 @@ class FusedLSTM(keras.layers.LSTM):
             and self.cell.use_bias
             and self.cell.activation is keras.activations.tanh
             and self.cell.recurrent_activation is keras.activations.sigmoid
-            and not _in_xla_compilation()
         )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
@@ -124,7 +144,13 @@ class FusedLSTM(keras.layers.LSTM):
             mask = mask[0]
         if not self._fused_applies(bool(training)):
             return super().inner_loop(sequences, initial_state, mask, training=training)
-        last_output, outputs, states = fused_recurrence(
+        if not _in_xla_compilation():
+            recurrence = fused_recurrence
+        elif self.xla_lstm == "bptt":
+            recurrence = xla_recurrence
+        else:
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        last_output, outputs, states = recurrence(
             sequences,
             initial_state[0],
             initial_state[1],
@@ -138,8 +164,11 @@ class FusedLSTM(keras.layers.LSTM):
         return last_output, outputs, states
 
 
-def lstm_layer(kernel: str) -> type[keras.layers.LSTM]:
-    """The LSTM class `model.lstm_kernel` names (config.schema.LstmKernel)."""
+def lstm_layer(settings: Mapping[str, Any]) -> Callable[..., keras.layers.LSTM]:
+    """The LSTM layer `model.lstm_kernel` names (config.schema.LstmKernel), with
+    `model.xla_lstm` for the fused one; called with the layer's own arguments."""
     from pipeline.config.schema import LstmKernel
 
-    return FusedLSTM if LstmKernel(kernel) == LstmKernel.fused else keras.layers.LSTM
+    if LstmKernel(settings.get("lstm_kernel", "keras")) == LstmKernel.fused:
+        return functools.partial(FusedLSTM, xla_lstm=settings.get("xla_lstm", "bptt"))
+    return keras.layers.LSTM

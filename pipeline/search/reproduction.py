@@ -90,6 +90,8 @@ def _current_layout(logged: DictConfig) -> DictConfig:
             model.recurrent_dropout = 0.0
         if "lstm_kernel" not in model:  # before the fused kernel: Keras' loop
             model.lstm_kernel = "keras"
+        if "xla_lstm" not in model:  # before the XLA recurrence: Keras' loop under XLA
+            model.xla_lstm = "keras"
         if "embeddings" not in model:
             model.embeddings = OmegaConf.load(CONF_DIR / "model" / "default.yaml").embeddings
             model.embeddings.source = "random"
