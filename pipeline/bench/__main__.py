@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--epochs", type=int, default=5)
     x.add_argument("--units", type=int, default=64)
     x.add_argument("--modes", nargs="+", default=["auto", "false"])
+    x.add_argument(
+        "--rounds", type=int, default=2, help="each mode once a round, the order alternated"
+    )
+    x.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one fit, one mode
     q = sub.add_parser("pause", help="the pause between trials over a long faked search")
     q.add_argument("--trials", type=int, default=500)
     q.add_argument("--epochs", type=int, default=3)

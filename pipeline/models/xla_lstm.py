@@ -41,7 +41,7 @@ def xla_recurrence(
         m = tf.cast(tf.transpose(tf.cast(mask, tf.bool)), x.dtype)
     if go_backwards:
         x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
-    outputs, h, c = _recurrence(
+    states, cells = _recurrence(
         x,
         tf.stop_gradient(m)[:, :, None],
         tf.convert_to_tensor(h0),
@@ -49,95 +49,92 @@ def xla_recurrence(
         tf.convert_to_tensor(kernel),
         tf.convert_to_tensor(recurrent_kernel),
         tf.convert_to_tensor(bias),
-        bool(zero_output_for_mask),
     )
+    if zero_output_for_mask:  # zeros at every masked step
+        outputs = states * m[:, :, None]
+    else:  # a masked step repeats the last output: the carried state, zeros before any
+        started = tf.cumsum(m, axis=0)[:, :, None] > 0
+        outputs = tf.where(started, states, tf.zeros_like(states))
     outputs = tf.transpose(outputs, [1, 0, 2])
-    return outputs[:, -1], outputs, [h, c]
+    return outputs[:, -1], outputs, [states[-1], cells[-1]]
 
 
-def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias, zero_output_for_mask):
-    """Time-major x (T, B, E) and float mask m (T, B, 1) -> outputs (T, B, U), h, c."""
+def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias):
+    """Time-major x (T, B, E), float mask m (T, B, 1) -> the carried h and c of every step
+    (T, B, U) each (a masked step keeps the last)."""
     import tensorflow as tf
 
     @tf.custom_gradient
     def run(x, h0, c0, kernel, recurrent_kernel, bias):
         steps, units = tf.shape(x)[0], tf.shape(recurrent_kernel)[0]
         projected = tf.einsum("tbe,eg->tbg", x, kernel) + bias  # every step's x W + b
+        # One tanh for the four gates: sigmoid(z) = tanh(z / 2) / 2 + 1 / 2 (i, f, o),
+        # tanh itself for the cell input (Keras' order: i, f, c, o).
+        is_cell = tf.range(4 * units) // units == 2
+        scale = tf.where(is_cell, 1.0, 0.5)[None, :]
+        shift = tf.where(is_cell, 0.0, 0.5)[None, :]
 
-        def forward(t, h, c, out, gates, h_prev, c_prev, outs):
+        def forward(t, h, c, kept):
             z = projected[t] + tf.matmul(h, recurrent_kernel)
-            zi, zf, zc, zo = tf.split(z, 4, axis=1)
-            i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zc), tf.sigmoid(zo)
+            gates = tf.tanh(z * scale) * scale + shift
+            i, f, g, o = tf.split(gates, 4, axis=1)
             c_new = f * c + i * g
             h_new = o * tf.tanh(c_new)
             keep = m[t] > 0
-            gates = gates.write(t, tf.concat([i, f, g, o], axis=1))
-            h_prev, c_prev = h_prev.write(t, h), c_prev.write(t, c)
-            if zero_output_for_mask:
-                out = tf.where(keep, h_new, tf.zeros_like(h_new))
-            else:
-                out = tf.where(keep, h_new, out)
             h, c = tf.where(keep, h_new, h), tf.where(keep, c_new, c)
-            return t + 1, h, c, out, gates, h_prev, c_prev, outs.write(t, out)
+            return t + 1, h, c, kept.write(t, tf.concat([gates, h, c], axis=1))
 
-        def arrays(width):
-            return tf.TensorArray(x.dtype, size=steps, element_shape=[None, width])
-
-        _, h, c, _, gates, h_prev, c_prev, outs = tf.while_loop(
+        _, _, _, kept = tf.while_loop(
             lambda t, *_: t < steps,
             forward,
-            (0, h0, c0, tf.zeros_like(h0), arrays(None), arrays(None), arrays(None), arrays(None)),
+            (0, h0, c0, tf.TensorArray(x.dtype, size=steps, element_shape=[None, None])),
             maximum_iterations=steps,
         )
-        gates, h_prev, c_prev = gates.stack(), h_prev.stack(), c_prev.stack()
-        outputs = outs.stack()
+        kept = kept.stack()  # (T, B, 6U): gates, h, c
+        gates_all, states, cells = tf.split(kept, [4 * units, units, units], axis=2)
+        prev_states = tf.concat([h0[None], states[:-1]], axis=0)
+        prev_cells = tf.concat([c0[None], cells[:-1]], axis=0)
 
-        def grad(d_outputs, d_h, d_c):
-            d_outputs = _or_zeros(d_outputs, outputs)
-            d_h, d_c = _or_zeros(d_h, h), _or_zeros(d_c, c)
+        def grad(d_states, d_cells):
+            d_states, d_cells = _or_zeros(d_states, states), _or_zeros(d_cells, cells)
             recurrent_t = tf.transpose(recurrent_kernel)
 
-            def backward(t, dh, dc, dout, dz_all):
-                t = steps - 1 - t  # reverse time
+            def backward(k, dh, dc, dz_all):
+                t = steps - 1 - k  # reverse time
                 mt = m[t]
-                i, f, g, o = tf.split(gates[t], 4, axis=1)
-                c_new = f * c_prev[t] + i * g
-                tc = tf.tanh(c_new)
-                if zero_output_for_mask:
-                    dh_new = mt * (dh + d_outputs[t])
-                else:
-                    total = d_outputs[t] + dout
-                    dh_new = mt * (dh + total)
-                    dout = (1 - mt) * total
+                gates, c_prev = gates_all[t], prev_cells[t]
+                i, f, g, o = tf.split(gates, 4, axis=1)
+                tc = tf.tanh(f * c_prev + i * g)
+                dh = dh + d_states[t]
+                dc = dc + d_cells[t]
+                dh_new = mt * dh
                 dc_new = mt * dc + dh_new * o * (1 - tc * tc)
-                dz = tf.concat(
-                    [
-                        dc_new * g * i * (1 - i),
-                        dc_new * c_prev[t] * f * (1 - f),
-                        dc_new * i * (1 - g * g),
-                        dh_new * tc * o * (1 - o),
-                    ],
-                    axis=1,
-                )
+                upstream = tf.concat([dc_new * g, dc_new * c_prev, dc_new * i, dh_new * tc], 1)
+                dz = upstream * tf.where(is_cell, 1 - gates * gates, gates * (1 - gates))
                 dc = (1 - mt) * dc + dc_new * f
                 dh = (1 - mt) * dh + tf.matmul(dz, recurrent_t)
-                return steps - t, dh, dc, dout, dz_all.write(t, dz)
+                return k + 1, dh, dc, dz_all.write(t, dz)
 
-            _, dh, dc, _, dz_all = tf.while_loop(
-                lambda t, *_: t < steps,
+            _, dh, dc, dz_all = tf.while_loop(
+                lambda k, *_: k < steps,
                 backward,
-                (0, d_h, d_c, tf.zeros_like(d_h), arrays(None)),
+                (
+                    0,
+                    tf.zeros_like(h0),
+                    tf.zeros_like(c0),
+                    tf.TensorArray(x.dtype, size=steps, element_shape=[None, None]),
+                ),
                 maximum_iterations=steps,
             )
             dz = dz_all.stack()  # (T, B, 4U)
             flat_dz = tf.reshape(dz, [-1, 4 * units])
             d_kernel = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), flat_dz, transpose_a=True)
-            d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), flat_dz, transpose_a=True)
+            d_recurrent = tf.matmul(tf.reshape(prev_states, [-1, units]), flat_dz, transpose_a=True)
             d_bias = tf.reduce_sum(flat_dz, axis=0)
             d_x = tf.einsum("tbg,eg->tbe", dz, kernel)
             return d_x, dh, dc, d_kernel, d_recurrent, d_bias
 
-        return (outputs, h, c), grad
+        return (states, cells), grad
 
     return run(x, h0, c0, kernel, recurrent_kernel, bias)
 
