@@ -41,7 +41,7 @@ def xla_recurrence(
         m = tf.cast(tf.transpose(tf.cast(mask, tf.bool)), x.dtype)
     if go_backwards:
         x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
-    states, cells = _recurrence(
+    states, c = _recurrence(
         x,
         tf.stop_gradient(m)[:, :, None],
         tf.convert_to_tensor(h0),
@@ -56,12 +56,12 @@ def xla_recurrence(
         started = tf.cumsum(m, axis=0)[:, :, None] > 0
         outputs = tf.where(started, states, tf.zeros_like(states))
     outputs = tf.transpose(outputs, [1, 0, 2])
-    return outputs[:, -1], outputs, [states[-1], cells[-1]]
+    return outputs[:, -1], outputs, [states[-1], c]
 
 
 def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias):
-    """Time-major x (T, B, E), float mask m (T, B, 1) -> the carried h and c of every step
-    (T, B, U) each (a masked step keeps the last)."""
+    """Time-major x (T, B, E), float mask m (T, B, 1) -> the carried h of every step
+    (T, B, U) (a masked step keeps the last) and the final c (B, U)."""
     import tensorflow as tf
 
     @tf.custom_gradient
@@ -95,8 +95,8 @@ def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias):
         prev_states = tf.concat([h0[None], states[:-1]], axis=0)
         prev_cells = tf.concat([c0[None], cells[:-1]], axis=0)
 
-        def grad(d_states, d_cells):
-            d_states, d_cells = _or_zeros(d_states, states), _or_zeros(d_cells, cells)
+        def grad(d_states, d_c):
+            d_states = _or_zeros(d_states, states)
             recurrent_t = tf.transpose(recurrent_kernel)
 
             def backward(k, dh, dc, dz_all):
@@ -106,7 +106,6 @@ def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias):
                 i, f, g, o = tf.split(gates, 4, axis=1)
                 tc = tf.tanh(f * c_prev + i * g)
                 dh = dh + d_states[t]
-                dc = dc + d_cells[t]
                 dh_new = mt * dh
                 dc_new = mt * dc + dh_new * o * (1 - tc * tc)
                 upstream = tf.concat([dc_new * g, dc_new * c_prev, dc_new * i, dh_new * tc], 1)
@@ -121,7 +120,7 @@ def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias):
                 (
                     0,
                     tf.zeros_like(h0),
-                    tf.zeros_like(c0),
+                    _or_zeros(d_c, c0),  # the final c's gradient enters at the last step
                     tf.TensorArray(x.dtype, size=steps, element_shape=[None, None]),
                 ),
                 maximum_iterations=steps,
@@ -134,7 +133,7 @@ def _recurrence(x, m, h0, c0, kernel, recurrent_kernel, bias):
             d_x = tf.einsum("tbg,eg->tbe", dz, kernel)
             return d_x, dh, dc, d_kernel, d_recurrent, d_bias
 
-        return (states, cells), grad
+        return (states, cells[-1]), grad
 
     return run(x, h0, c0, kernel, recurrent_kernel, bias)
 
