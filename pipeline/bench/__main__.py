@@ -9,7 +9,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.config.schema import LstmKernel, PrunerKind
+    from pipeline.config.schema import LstmKernel, PrunerKind, XlaLstm
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--modes", nargs="+", default=["auto", "false"])
     x.add_argument(
         "--rounds", type=int, default=2, help="each mode once a round, the order alternated"
+    )
+    x.add_argument(
+        "--xla-lstm",
+        nargs="+",
+        default=["bptt"],
+        choices=[k.value for k in XlaLstm],
+        help="the fused LSTM under XLA (model.xla_lstm): each one with the XLA modes",
     )
     x.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one fit, one mode
     q = sub.add_parser("pause", help="the pause between trials over a long faked search")
