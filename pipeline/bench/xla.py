@@ -67,7 +67,6 @@ def one_fit(args) -> dict:
         "seconds": seconds,
         "val_accuracy": metrics["val_accuracy"],
         "line": lines[0] if lines else f"xla: off (train.jit_compile={mode})",
-        "train_examples": len(data.y["train"]),
     }
 
 
