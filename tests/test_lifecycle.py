@@ -129,6 +129,16 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
     left = runs_of(tmp_path)
     assert any(r.info.status == "RUNNING" for r in left)  # the crash left runs open
 
+    # A state file cut short (as a kill mid-write left them before writes were atomic):
+    # the resume refuses in one line naming it, and changes nothing in the store.
+    state = sorted((tmp_path / "tuner" / "crashy").glob("trial_*/trial.json"))[-1]
+    whole = state.read_text()
+    state.write_text(whole[: len(whole) // 2])
+    with pytest.raises(SearchError, match=r"cannot resume 'crashy'.*trial\.json is unreadable"):
+        resume(store, "search.name=crashy", "tuner.max_trials=3")
+    assert [r.info.status for r in runs_of(tmp_path)] == [r.info.status for r in left]
+    state.write_text(whole)
+
     resume(store, "search.name=crashy", "tuner.max_trials=3")
     printed = capsys.readouterr().out
     assert "resumed" in printed and "interrupted trial run(s) marked FAILED" in printed

@@ -1,4 +1,5 @@
-"""keras-tuner oracles from `tuner.*`: which configuration each trial gets."""
+"""keras-tuner oracles from `tuner.*`: which configuration each trial gets (their state
+files written atomically, `state_files`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import keras_tuner as kt
 from omegaconf import DictConfig
 
 from pipeline.config import TunerKind, direction
+from pipeline.search.state_files import atomic_state
 
 OracleFactory = Callable[[DictConfig, dict[str, Any]], kt.Oracle]
 ORACLES: dict[str, OracleFactory] = {}  # tuner.kind -> factory(tuner config, common kwargs)
@@ -26,17 +28,17 @@ def register_oracle(kind: str) -> Callable[[OracleFactory], OracleFactory]:
 
 @register_oracle(TunerKind.random)
 def _random(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return kt.oracles.RandomSearchOracle(max_trials=tuner.max_trials, **common)
+    return atomic_state(kt.oracles.RandomSearchOracle)(max_trials=tuner.max_trials, **common)
 
 
 @register_oracle(TunerKind.grid)
 def _grid(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return kt.oracles.GridSearchOracle(max_trials=tuner.max_trials, **common)
+    return atomic_state(kt.oracles.GridSearchOracle)(max_trials=tuner.max_trials, **common)
 
 
 @register_oracle(TunerKind.bayesian)
 def _bayesian(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return kt.oracles.BayesianOptimizationOracle(
+    return atomic_state(kt.oracles.BayesianOptimizationOracle)(
         max_trials=tuner.max_trials,
         num_initial_points=tuner.num_initial_points,
         alpha=tuner.alpha,
@@ -47,7 +49,7 @@ def _bayesian(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
 
 @register_oracle(TunerKind.hyperband)
 def _hyperband(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return kt.oracles.HyperbandOracle(
+    return atomic_state(kt.oracles.HyperbandOracle)(
         max_epochs=tuner.max_epochs,
         factor=tuner.factor,
         hyperband_iterations=tuner.hyperband_iterations,

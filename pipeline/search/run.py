@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from keras_tuner.src import config as kt_config
@@ -39,6 +40,7 @@ from pipeline.search.space import (
     search_vectors,
     trial_settings,
 )
+from pipeline.search.state_files import check_state_files
 from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
@@ -97,7 +99,10 @@ def open_search(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> 
     for table in tables:
         progress.say(table.line())
     comparable = comparable_hash(cfg, data.fingerprint, tables)
-    return SearchOpening(plan_search(cfg, tracker, comparable), comparable, tables)
+    plan = plan_search(cfg, tracker, comparable)
+    if plan.resuming:  # before anything is marked: a refused resume changes nothing
+        check_state_files(Path(cfg.tuner.directory) / plan.name, plan.name)
+    return SearchOpening(plan, comparable, tables)
 
 
 @contextmanager

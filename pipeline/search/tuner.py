@@ -42,6 +42,7 @@ from pipeline.search.space import (
     trial_settings,
     trial_vectors,
 )
+from pipeline.search.state_files import write_json_atomically
 from pipeline.search.trial import TrialLogging, artifact_spool, log_trial_inputs, train_and_log
 from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
 from pipeline.tracking.outage import TrackingOutage
@@ -358,6 +359,12 @@ class TrackedTuner(kt.Tuner):
             f"    -> {label}: {score:.4f}   best so far {self.best_score:.4f} "
             f"(trial {self.best_number})"
         )
+
+    def save(self) -> None:
+        """keras-tuner's `save`, with its files written atomically (`state_files`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_json_atomically(self._get_tuner_fname(), self.get_state())
 
     def save_model(self, trial_id, model, step=0):
         """Weights only (fast); `load_model` rebuilds the architecture from the trial's hp."""
