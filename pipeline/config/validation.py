@@ -228,6 +228,12 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "train.xla",
         "compile_s_per_shape >= 0, speedup > 0 and tokens_per_s > 0",
     )
+    shards = str(t.xla.shards).strip().lower()
+    _require(
+        shards == "auto" or (shards.isdigit() and int(shards) >= 1),
+        "train.xla.shards",
+        f"'{t.xla.shards}' is neither auto nor a whole number >= 1",
+    )
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     _require(
         tu.pruning == "none" or tu.kind != TunerKind.hyperband,

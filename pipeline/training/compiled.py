@@ -119,12 +119,16 @@ KEPT = KeptModels()  # this process's pool
 XLA_SHAPES: weakref.WeakKeyDictionary[keras.Model, frozenset] = weakref.WeakKeyDictionary()
 
 
-def set_jit(model: keras.Model, jit: bool) -> None:
-    """`model.jit_compile = jit` before a fit or an evaluation; a kept model traced the
-    other way drops its steps, so Keras traces them again with the new setting."""
+def set_jit(model: keras.Model, jit: bool, shards: int = 1) -> None:
+    """XLA or not for the next fit or evaluation: Keras' `jit_compile`, or with `shards` > 1
+    steps over that many XLA blocks of each batch (`training.sharded`). A kept model
+    traced another way drops its steps, so Keras traces them again with the new setting."""
+    from pipeline.training.sharded import use_shards
+
     traced_with = model.jit_compile
-    model.jit_compile = jit
-    if model.jit_compile != traced_with:
+    resharded = use_shards(model, shards if jit else 1)
+    model.jit_compile = jit and shards <= 1
+    if resharded or model.jit_compile != traced_with:
         model.train_function = model.test_function = model.predict_function = None
         XLA_SHAPES.pop(model, None)
 

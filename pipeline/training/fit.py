@@ -3,6 +3,7 @@ and the benchmarks, so every path trains the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.data import PreparedData, balanced_class_weights
 from pipeline.training.batching import BucketedBatches
 from pipeline.training.compiled import XLA_SHAPES, set_jit
+from pipeline.training.sharded import shards_for, shards_in_use
 from pipeline.training.xla import choose_xla, shape_keys
 
 
@@ -147,7 +149,9 @@ def fit(
     )
     if choice.on:
         training, validation = xla_training, xla_validation
-    set_jit(model, choice.on)  # before the first fit: Keras compiles its step with it
+    shards = shards_for(model, (train.get("xla") or {}).get("shards", "auto"))
+    set_jit(model, choice.on, shards)  # before the first fit: Keras compiles its step with it
+    choice = dataclasses.replace(choice, shards=shards_in_use(model))
     if choice.on:
         compiled = XLA_SHAPES.get(model, frozenset())
         XLA_SHAPES[model] = compiled | shape_keys(training, validation)

@@ -35,9 +35,12 @@ class XlaChoice:
     compile_s: float  # estimated compile cost
     blocked: bool = False  # op determinism on: TensorFlow runs no XLA under it
     compiled: int = 0  # shapes a kept model (training.compiled) has compiled already
+    shards: int = 1  # XLA blocks of each batch run at once (training.sharded)
 
     def line(self) -> str:
         state = "on" if self.on else "off"
+        if self.on and self.shards > 1:
+            state = f"on, {self.shards} blocks a batch at once"
         if self.blocked:
             return (
                 f"xla: off (train.deterministic=true: TensorFlow's op determinism excludes "

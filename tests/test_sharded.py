@@ -1,0 +1,113 @@
+"""XLA steps over blocks of each batch (pipeline/training/sharded.py): the same training
+as Keras' own XLA step, every batch size (odd, smaller than the blocks), dropout models
+kept whole under `auto`, bad settings refused."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.config import compose_config
+from pipeline.config.validation import ConfigError, validate
+from pipeline.data import prepare
+from pipeline.search.space import build_trial_model, trial_settings
+from pipeline.training.fit import enable_determinism, fit, op_determinism_on
+from pipeline.training.sharded import shards_for, shards_in_use
+
+SMALL = [
+    "data.synthetic.n_examples=300",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.early_stopping.enabled=false",
+    "train.deterministic=false",
+    "train.jit_compile=true",
+    "model.units=8",
+    "model.embedding_dim=8",
+    "model.pooling=attention",
+    "train.bucketing.enabled=false",  # one batch width: fewer programs to compile
+]
+
+
+@pytest.fixture(scope="module")
+def small():
+    cfg = compose_config(SMALL)
+    return cfg, prepare(cfg.data)
+
+
+@pytest.fixture
+def no_determinism():
+    was_on = op_determinism_on()
+    enable_determinism(False)
+    yield
+    enable_determinism(was_on)
+
+
+def trained(cfg, data, shards: int, **model):
+    settings, train = trial_settings(cfg, {})
+    settings.update(model)
+    train["xla"] = {**train["xla"], "shards": shards}
+    keras.utils.set_random_seed(0)
+    net = build_trial_model(settings, train, len(data.vocab), data.n_classes)
+    lines: list[str] = []
+    history = fit(net, data, train, trim_padding=True, announce=lines.append)
+    return net, history, lines
+
+
+def test_blocks_train_as_keras_xla_step_does(small, no_determinism):
+    """Three blocks against Keras' own XLA step: the same losses, metrics and weights
+    after two epochs of 16-row batches (blocks of 5, 5 and 6 rows: the mean is weighted
+    by rows)."""
+    cfg, data = small
+    whole, whole_history, whole_lines = trained(cfg, data, 1)
+    assert shards_in_use(whole) == 1 and whole.jit_compile
+    assert whole_lines == ["xla: on (train.jit_compile=true)"]
+    for shards in (3,):
+        blocked, history, lines = trained(cfg, data, shards)
+        assert shards_in_use(blocked) == shards and not blocked.jit_compile
+        assert lines == [f"xla: on, {shards} blocks a batch at once (train.jit_compile=true)"]
+        for key, values in whole_history.history.items():
+            np.testing.assert_allclose(history.history[key], values, rtol=2e-4, atol=2e-5)
+        for ours, theirs in zip(blocked.get_weights(), whole.get_weights(), strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
+def test_a_batch_smaller_than_the_blocks_scores_as_a_whole(small, no_determinism):
+    """One row split into two blocks leaves one empty: its NaN mean weighs nothing."""
+    cfg, data = small
+    blocked, _, _ = trained(cfg, data, 2)
+    row = data.x["val"][:1]
+    expected = keras.losses.sparse_categorical_crossentropy(
+        data.y["val"][:1], blocked.predict(row, verbose=0)
+    )
+    loss, accuracy, _ = blocked.evaluate(row, data.y["val"][:1], batch_size=1, verbose=0)
+    assert np.isfinite(loss) and loss == pytest.approx(float(expected[0]), rel=1e-4)
+    assert accuracy in (0.0, 1.0)
+    blocked.train_on_batch(row, data.y["val"][:1])
+    assert all(np.all(np.isfinite(w)) for w in blocked.get_weights())
+
+
+def test_auto_keeps_dropout_models_whole_and_a_setting_change_retraces(small, no_determinism):
+    cfg, data = small
+    settings, train = trial_settings(cfg, {})
+    net = build_trial_model(settings, train, len(data.vocab), data.n_classes)
+    assert shards_for(net, "auto") >= 1 and shards_for(net, 3) == 3
+    dropped = build_trial_model(
+        {**settings, "dropout": 0.1}, train, len(data.vocab), data.n_classes
+    )
+    assert shards_for(dropped, "auto") == 1 and shards_for(dropped, "2") == 2
+    # A kept model (training.compiled) fitted another way drops its traced steps.
+    from pipeline.training.compiled import set_jit
+
+    set_jit(net, True, 2)
+    net.make_train_function()
+    assert net.train_function is not None
+    set_jit(net, True, 1)
+    assert net.train_function is None and shards_in_use(net) == 1 and net.jit_compile
+    assert "train_step" not in net.__dict__  # Keras' own step again
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_bad_shard_settings_are_refused_naming_the_key(value):
+    with pytest.raises(ConfigError, match="train.xla.shards"):
+        validate(compose_config([f"train.xla.shards={value}"]))
