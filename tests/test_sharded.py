@@ -111,3 +111,28 @@ def test_auto_keeps_dropout_models_whole_and_a_setting_change_retraces(small, no
 def test_bad_shard_settings_are_refused_naming_the_key(value):
     with pytest.raises(ConfigError, match="train.xla.shards"):
         validate(compose_config([f"train.xla.shards={value}"]))
+
+
+def test_philox_dropout_masks_as_keras_does_without_xla_and_is_chosen_by_the_key():
+    """`model.xla_dropout: philox` (pipeline/models/dropout.py): without XLA the same
+    bits as Keras' Dropout from the same seed, call after call; saved under its name."""
+    import tensorflow as tf
+
+    from pipeline.models.build import build_model
+    from pipeline.models.dropout import PhiloxDropout
+
+    x = tf.random.stateless_normal((16, 40, 8), seed=[1, 2])
+    ours, theirs = PhiloxDropout(0.3, seed=7), keras.layers.Dropout(0.3, seed=7)
+    for _ in range(3):  # the seed generator advances the same way
+        np.testing.assert_array_equal(ours(x, training=True), theirs(x, training=True))
+    np.testing.assert_array_equal(ours(x, training=False), x)
+    assert float(tf.reduce_mean(tf.cast(ours(x, training=True) == 0, tf.float32))) > 0.2
+
+    cfg = compose_config(["model.dropout=0.2"])
+    settings, _ = trial_settings(cfg, {})
+    layer = build_model(settings, 50, 3, learning_rate=0.01).get_layer("embedding_dropout")
+    assert type(layer) is PhiloxDropout
+    again = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(again) is PhiloxDropout and again.rate == 0.2
+    keras_layer = build_model({**settings, "xla_dropout": "keras"}, 50, 3, learning_rate=0.01)
+    assert type(keras_layer.get_layer("embedding_dropout")) is keras.layers.Dropout

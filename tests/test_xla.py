@@ -106,11 +106,13 @@ def test_an_xla_trial_says_so_is_tagged_and_reproduces(store, capsys):
             )
         )
         printed = capsys.readouterr().out  # blocks at once where TensorFlow has the cores
-        assert re.search(
-            r"xla: on(, \d blocks a batch at once)? \(train.jit_compile=true\)", printed
+        said = re.search(
+            r"xla: on(, (\d) blocks a batch at once)? \(train.jit_compile=true\)", printed
         )
+        assert said, printed
         (trial,) = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
         assert trial.data.tags["xla"] == "on"
+        assert trial.data.tags["xla_shards"] == (said.group(2) or "1")
         again = reproduce_run(store.compose(), trial.info.run_id)
         assert again.matches, again.table
         assert "trained under XLA" in capsys.readouterr().out

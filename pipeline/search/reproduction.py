@@ -92,6 +92,8 @@ def _current_layout(logged: DictConfig) -> DictConfig:
             model.lstm_kernel = "keras"
         if "xla_lstm" not in model:  # before the XLA recurrence: Keras' loop under XLA
             model.xla_lstm = "keras"
+        if "xla_dropout" not in model:  # before Philox by name: Keras' Dropout
+            model.xla_dropout = "keras"
         if "embeddings" not in model:
             model.embeddings = OmegaConf.load(CONF_DIR / "model" / "default.yaml").embeddings
             model.embeddings.source = "random"
@@ -198,6 +200,8 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
         enable_determinism(True)
     model_settings, train = trial_settings(cfg, record.hyperparameters)
     train["seed"] = record.seed
+    if source.run.xla:  # its blocks a batch, whatever this machine's cores would give
+        train["xla"] = {**train["xla"], "shards": source.run.xla_shards}
     table = trial_vectors(cfg, data, model_settings)
     found = None if table is None else table.fingerprint
     if found != record.vectors:

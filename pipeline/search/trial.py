@@ -306,7 +306,9 @@ def train_and_log(
         callbacks=callbacks,
         announce=lambda line: progress.say(f"    {line}"),
     )
-    tracker.set_tags({Tag.XLA: "on" if history.xla.on else "off"})
+    tracker.set_tags(
+        {Tag.XLA: "on", Tag.XLA_SHARDS: history.xla.shards} if history.xla.on else {Tag.XLA: "off"}
+    )
     fit_seconds = time.perf_counter() - started
     # fit's own validation pass already scored the weights the model ends with.
     kept = final_epoch(history, train)

@@ -221,6 +221,7 @@ def _trial_run(run) -> TrialRun:
         interrupted=tags.get(Tag.INTERRUPTED) == "true",
         pruned=tags.get(Tag.PRUNED) == "true",
         xla=tags.get(Tag.XLA) == "on",
+        xla_shards=int_tag(tags.get(Tag.XLA_SHARDS)) or 1,
         error=tags.get(Tag.ERROR),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),

@@ -60,6 +60,7 @@ class TrialRun:
     interrupted: bool = False
     pruned: bool = False  # stopped early by the pruner
     xla: bool = False  # the fit ran under XLA (train.jit_compile)
+    xla_shards: int = 1  # ... over this many blocks of each batch (training.sharded)
     error: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

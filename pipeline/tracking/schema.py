@@ -71,6 +71,7 @@ class Tag:
     WORKER = "worker"  # cluster worker id
     VECTORS = "vectors"  # the aligned word vectors' fingerprint (source file|trained)
     XLA = "xla"  # on | off: whether the fit ran under XLA (train.jit_compile)
+    XLA_SHARDS = "xla_shards"  # XLA blocks of each batch (training.sharded); absent: 1
     # reference runs (also kind=reference): never a trial, never the best
     REFERENCE = "reference"  # "true"
     # reproduce runs
