@@ -13,6 +13,7 @@ from pipeline.models.build import build_model
 from pipeline.search.space import trial_settings
 from pipeline.training.compiled import KeptModels, architecture_key, start_trial
 from pipeline.training.fit import enable_determinism, fit
+from pipeline.training.sharded import shards_in_use
 
 
 def quick(*overrides: str):
@@ -110,7 +111,9 @@ def test_a_kept_model_traced_without_xla_is_retraced_with_it():
         again = kept.take(new_model(data, settings, seed=0), capacity=1)
         xla = {**train, "jit_compile": "true", "deterministic": False}
         history = fit(again, data, xla, trim_padding=True)
-        assert again is model and history.xla.on and again.jit_compile
+        assert again is model and history.xla.on
+        # Keras' XLA step, or steps over XLA blocks where TensorFlow has the cores
+        assert again.jit_compile == (history.xla.shards == 1 == shards_in_use(again))
         assert again.train_function is not traced
         assert history.xla.compiled == 0 and history.xla.shapes > 0
         # kept again: its XLA programs are reused, auto counts no shape to compile

@@ -132,13 +132,6 @@ class XlaLstm(StrEnum):
     keras = "keras"  # Keras' loop and TensorFlow's gradient of it
 
 
-class XlaDropout(StrEnum):
-    """Which generator the embedding dropout's mask comes from (matters under XLA only)."""
-
-    philox = "philox"  # Philox by name (pipeline/models/dropout.py): fast under XLA
-    keras = "keras"  # Keras' Dropout: ThreeFry under XLA, slow on a CPU
-
-
 class ConflictingLabels(StrEnum):
     keep = "keep"
     drop = "drop"  # every row of a text seen with two or more labels
@@ -234,7 +227,6 @@ class ModelConfig:
     bidirectional: bool
     lstm_kernel: LstmKernel
     xla_lstm: XlaLstm
-    xla_dropout: XlaDropout
     # A name in the pooling registry (pipeline.models.registry), checked there.
     pooling: str
     attention_activation: str

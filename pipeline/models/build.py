@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline.models.dropout import dropout_layer
+from pipeline.models.dropout import PhiloxDropout
 from pipeline.models.fused_lstm import lstm_layer
 from pipeline.models.metrics import MacroF1
 from pipeline.models.registry import PoolingVariant, variant_of
@@ -51,7 +51,7 @@ def build_model(
         name="embedding",
     )(tokens)
     if settings.get("dropout", 0.0) > 0:
-        x = dropout_layer(settings)(settings["dropout"], name="embedding_dropout")(x)
+        x = PhiloxDropout(settings["dropout"], name="embedding_dropout")(x)
     rnn = lstm_layer(settings)(
         settings["units"],
         return_sequences=True,

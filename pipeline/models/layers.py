@@ -318,7 +318,8 @@ class LastStepPooling(_Pooling1D):
         return ops.sum(inputs * pick, axis=1)
 
 
-# Saved models compile with MacroF1 and hold a FusedLSTM: importing the layers registers
-# both too, so `import pipeline.models.layers` is all a loader needs.
+# Saved models compile with MacroF1 and hold a FusedLSTM and a PhiloxDropout: importing the
+# layers registers them too, so `import pipeline.models.layers` is all a loader needs.
+from pipeline.models import dropout as _dropout  # noqa: E402, F401
 from pipeline.models import fused_lstm as _fused_lstm  # noqa: E402, F401
 from pipeline.models import metrics as _metrics  # noqa: E402, F401

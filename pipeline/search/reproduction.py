@@ -92,8 +92,6 @@ def _current_layout(logged: DictConfig) -> DictConfig:
             model.lstm_kernel = "keras"
         if "xla_lstm" not in model:  # before the XLA recurrence: Keras' loop under XLA
             model.xla_lstm = "keras"
-        if "xla_dropout" not in model:  # before Philox by name: Keras' Dropout
-            model.xla_dropout = "keras"
         if "embeddings" not in model:
             model.embeddings = OmegaConf.load(CONF_DIR / "model" / "default.yaml").embeddings
             model.embeddings.source = "random"
