@@ -265,7 +265,7 @@ class XlaConfig:
     compile_s_per_shape: float
     speedup: float
     tokens_per_s: float
-    shards: Any = "auto"  # auto | n >= 1: XLA blocks of each batch run at once (training.sharded)
+    shards: Any  # auto | n >= 1: XLA blocks of each batch run at once (training.sharded)
 
 
 @dataclass

@@ -104,6 +104,8 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         if "jit_compile" not in train:  # before XLA was an option: never compiled
             train.jit_compile = "false"
             train.xla = OmegaConf.load(CONF_DIR / "train" / "default.yaml").xla
+        if "shards" not in train.xla:  # before XLA blocks: one program a batch
+            train.xla.shards = 1
         if "bucketing" in train and "exact" not in train.bucketing:
             train.bucketing.exact = False
     return logged
