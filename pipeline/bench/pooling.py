@@ -23,7 +23,9 @@ from pipeline.config import compose_config, to_plain
 from pipeline.data import DataError, PreparedData, prepare
 from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
+from pipeline.training.compiled import set_jit
 from pipeline.training.fit import batches
+from pipeline.training.sharded import available_cores, shards_for
 
 BASELINE = "classic"
 DEFAULT_VARIANTS = ["attn-tanh", "attn-none", "spattn-tanh", "dot", "mean", "max", "last"]
@@ -51,8 +53,8 @@ class Contender:
         train: dict,
         seed: int = 0,
         jit: bool = False,
+        shards: int | str = 1,
     ):
-        self.label = label + (" +xla" if jit else "")
         bucketing = train["bucketing"]
         self.bucketing = "exact" if bucketing["exact"] else "on" if bucketing["enabled"] else "off"
         keras.utils.set_random_seed(seed)
@@ -63,7 +65,11 @@ class Contender:
             learning_rate=0.003,
             steps_per_execution=train["steps_per_execution"],
         )
-        self.model.jit_compile = jit  # before the first fit (op determinism is off here)
+        # Before the first fit (op determinism is off here): Keras' XLA step, or the steps
+        # over XLA blocks (train.xla.shards) the search fits with.
+        blocks = shards_for(self.model, shards)
+        set_jit(self.model, jit, blocks)
+        self.label = label + (f" +xla{f' x{blocks}' if blocks > 1 else ''}" if jit else "")
         trim = variant_of(settings).trims_padding
         plan = batches(data, "train", train, trim_padding=trim, shuffle=True, seed=seed)
         self.ds = plan.dataset()
@@ -100,7 +106,7 @@ def run(args) -> None:
             f"{padding:.0%} padding; median of {args.epochs} round-robin epochs"
         )
         print(
-            f"{'units':>5} {'variant':<16}{'bucketing':>10}{'samples/s':>11}{'vs classic':>11}"
+            f"{'units':>5} {'variant':<19}{'bucketing':>10}{'samples/s':>11}{'vs classic':>11}"
             f"{'val acc':>9}{'first epoch s':>15}"
         )
         # The baseline first: every ratio is against it.
@@ -128,11 +134,23 @@ def run(args) -> None:
                     modes = [(True, False)] if trims else [(False, False)]
                 for enabled, exact in modes:
                     b = {**train["bucketing"], "enabled": enabled, "exact": exact}
-                    for jit in (False, True) if args.jit else (False,):
+                    # With --jit: without XLA, Keras' XLA step, and XLA blocks where the
+                    # cores allow (train.xla.shards; --set train.xla.shards=1 leaves them out)
+                    blocks = train["xla"]["shards"]
+                    jit_modes = [(False, 1), (True, 1)]
+                    if str(blocks) != "1" and available_cores() > 1:
+                        jit_modes.append((True, blocks))
+                    for jit, shards in jit_modes if args.jit else [(False, 1)]:
                         contenders.append(
                             [
                                 Contender(
-                                    label, data, settings, {**train, "bucketing": b}, seed, jit
+                                    label,
+                                    data,
+                                    settings,
+                                    {**train, "bucketing": b},
+                                    seed,
+                                    jit,
+                                    shards,
                                 )
                                 for seed in args.seeds
                             ]
@@ -148,7 +166,7 @@ def run(args) -> None:
                 spread = f" +-{statistics.stdev(accuracies):.4f}" if len(accuracies) > 1 else ""
                 first = statistics.median(c.first_epoch_s for c in replicas)
                 print(
-                    f"{units:>5} {replicas[0].label:<16}{replicas[0].bucketing:>10}{rate:>11.0f}"
+                    f"{units:>5} {replicas[0].label:<19}{replicas[0].bucketing:>10}{rate:>11.0f}"
                     f"{rate / classic:>10.2f}x{statistics.mean(accuracies):>9.4f}{spread}"
                     f"{first:>15.1f}",
                     flush=True,
