@@ -366,6 +366,13 @@ class TrackedTuner(kt.Tuner):
             self.oracle.save()
         write_json_atomically(self._get_tuner_fname(), self.get_state())
 
+    def on_trial_end(self, trial) -> None:
+        """keras-tuner's `end_trial`, then `save()`, less its second save of the oracle
+        (`end_trial` has just saved it): one write of a state that grows with the search
+        gone from every pause between trials."""
+        self.oracle.end_trial(trial)
+        write_json_atomically(self._get_tuner_fname(), self.get_state())
+
     def save_model(self, trial_id, model, step=0):
         """Weights only (fast); `load_model` rebuilds the architecture from the trial's hp."""
         path = Path(self.get_trial_dir(trial_id)) / WEIGHTS_FILE
