@@ -87,24 +87,70 @@ def test_a_batch_smaller_than_the_blocks_scores_as_a_whole(small, no_determinism
     assert all(np.all(np.isfinite(w)) for w in blocked.get_weights())
 
 
-def test_auto_keeps_dropout_models_whole_and_a_setting_change_retraces(small, no_determinism):
+def test_a_setting_change_retraces_and_auto_is_the_cores(small, no_determinism):
+    from pipeline.training.compiled import set_jit
+    from pipeline.training.sharded import available_cores
+
+    assert shards_for("auto") == available_cores() >= 1
+    assert shards_for(3) == 3 and shards_for("2") == 2
     cfg, data = small
     settings, train = trial_settings(cfg, {})
     net = build_trial_model(settings, train, len(data.vocab), data.n_classes)
-    assert shards_for(net, "auto") >= 1 and shards_for(net, 3) == 3
-    dropped = build_trial_model(
-        {**settings, "dropout": 0.1}, train, len(data.vocab), data.n_classes
-    )
-    assert shards_for(dropped, "auto") == 1 and shards_for(dropped, "2") == 2
     # A kept model (training.compiled) fitted another way drops its traced steps.
-    from pipeline.training.compiled import set_jit
-
     set_jit(net, True, 2)
     net.make_train_function()
     assert net.train_function is not None
     set_jit(net, True, 1)
     assert net.train_function is None and shards_in_use(net) == 1 and net.jit_compile
     assert "train_step" not in net.__dict__  # Keras' own step again
+
+
+class LastOutputs(keras.metrics.Metric):
+    """Keeps the training outputs of the last batch (what the blocks computed)."""
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(name="last_outputs", **kwargs)
+        self.kept = self.add_variable(shape=shape, initializer="zeros", name="kept")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.kept.assign(y_pred)
+
+    def result(self):
+        return keras.ops.sum(self.kept)
+
+
+def test_dropout_blocks_draw_their_own_masks_and_advance_the_seed_once(no_determinism):
+    """Each block draws its own mask (no two blocks share one), the same masks again from
+    the same seed, and the seed state ends where Keras' own step leaves it."""
+    from pipeline.models.dropout import PhiloxDropout
+    from pipeline.training.compiled import set_jit
+
+    def model():
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential(
+            [
+                keras.Input((64,)),
+                PhiloxDropout(0.5, seed=3),
+                keras.layers.Dense(64, use_bias=False, kernel_initializer="identity"),
+            ]
+        )
+        outputs = LastOutputs((4, 64))
+        net.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", metrics=[outputs])
+        return net, outputs
+
+    x, y = np.ones((4, 64), "float32"), np.zeros((4, 64), "float32")
+    runs = []
+    for shards in (2, 2, 1):
+        net, outputs = model()
+        set_jit(net, True, shards)
+        before = net.layers[0].seed_generator.state.numpy().copy()
+        net.train_on_batch(x, y)
+        runs.append((outputs.kept.numpy(), net.layers[0].seed_generator.state.numpy()))
+        np.testing.assert_array_equal(runs[-1][1], before + [0, 1])  # one draw, as Keras
+    kept = runs[0][0]
+    assert set(np.unique(kept)) == {0.0, 2.0}  # dropped, or kept and scaled by 1 / 0.5
+    assert not np.array_equal(kept[0], kept[2]) and not np.array_equal(kept[1], kept[3])
+    np.testing.assert_array_equal(runs[1][0], kept)  # the same seed, the same masks
 
 
 @pytest.mark.parametrize("value", ["two", "0", "-1"])

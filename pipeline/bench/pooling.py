@@ -67,7 +67,7 @@ class Contender:
         )
         # Before the first fit (op determinism is off here): Keras' XLA step, or the steps
         # over XLA blocks (train.xla.shards) the search fits with.
-        blocks = shards_for(self.model, shards)
+        blocks = shards_for(shards)
         set_jit(self.model, jit, blocks)
         self.label = label + (f" +xla{f' x{blocks}' if blocks > 1 else ''}" if jit else "")
         trim = variant_of(settings).trims_padding

@@ -149,7 +149,7 @@ def fit(
     )
     if choice.on:
         training, validation = xla_training, xla_validation
-    shards = shards_for(model, (train.get("xla") or {}).get("shards", "auto"))
+    shards = shards_for((train.get("xla") or {}).get("shards", "auto"))
     set_jit(model, choice.on, shards)  # before the first fit: Keras compiles its step with it
     choice = dataclasses.replace(choice, shards=shards_in_use(model))
     if choice.on:

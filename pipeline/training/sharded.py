@@ -12,9 +12,15 @@ update as Keras' step, to float rounding (tests/test_sharded.py).
 
 Keras' extension point for this is `train_step`/`test_step`; the model's own class is
 left alone (saved models do not change): `use_shards` sets them on the instance for the
-fit and removes them after. A layer that draws random numbers (dropout) writes its seed
-state in every block, so TensorFlow orders the blocks one after the other: they give the
-same result, without the speed; `shards_for` then asks for one.
+fit and removes them after.
+
+Dropout: a layer drawing random numbers writes its seed state (a variable) at every draw,
+and TensorFlow orders calls that write one variable one after the other, so blocks with
+dropout would run in turn. Each block instead runs in Keras' `StatelessScope` with its own
+copy of every seed state, the key moved by the block's number: no block writes a
+variable, the blocks draw independent masks, and afterwards the step stores block 0's
+advanced states, as many draws further as Keras' own step would have gone. Deterministic
+(a fit trains the same twice), though not Keras' masks bit for bit.
 """
 
 from __future__ import annotations
@@ -38,20 +44,22 @@ def available_cores() -> int:
     return max(1, min(threads, cores or 1) if threads else (cores or 1))
 
 
-def draws_random_numbers(model: keras.Model) -> bool:
-    """A layer that draws random numbers while training (dropout of any kind)."""
-    for layer in model._flatten_layers(include_self=False):
-        rates = [getattr(layer, name, 0) for name in ("rate", "dropout", "recurrent_dropout")]
-        if any(isinstance(r, int | float) and r > 0 for r in rates):
-            return True
-    return False
+SEED_STRIDE = 1_000_003  # block i draws with its seed key moved by i x this (a prime)
 
 
-def shards_for(model: keras.Model, setting: Any) -> int:
-    """`train.xla.shards` for this model: `auto` is the available cores, or one for a
-    model with dropout (its blocks would run one after the other)."""
+def seed_states(model: keras.Model) -> list:
+    """The state variable of every seed generator in the model (dropout's among them)."""
+    return [
+        generator.state
+        for layer in model._flatten_layers(include_self=True)
+        for generator in getattr(layer, "_seed_generators", [])
+    ]
+
+
+def shards_for(setting: Any) -> int:
+    """`train.xla.shards` as a number: `auto` is the available cores."""
     if str(setting).strip().lower() == "auto":
-        return 1 if draws_random_numbers(model) else available_cores()
+        return available_cores()
     return max(1, int(setting))
 
 
@@ -96,16 +104,25 @@ def _sharded_steps(model: keras.Model, shards: int):
     """(train_step, test_step) for `model`, each over `shards` blocks."""
     import tensorflow as tf
 
-    def block_gradients(x, y, sample_weight):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = model._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-            scaled = model.optimizer.scale_loss(loss)
-        return loss, y_pred, tape.gradient(scaled, model.trainable_weights)
+    seeds = seed_states(model)
 
-    def block_scores(x, y, sample_weight):
+    def block_gradients(x, y, sample_weight, block):
+        moved = tf.stack([block * SEED_STRIDE, tf.zeros_like(block)])
+        own = [(state, state.value + tf.cast(moved, state.dtype)) for state in seeds]
+        with keras.StatelessScope(state_mapping=own) as scope:
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = model._compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+                scaled = model.optimizer.scale_loss(loss)
+            advanced = [scope.get_current_value(state) for state in seeds]
+        gradients = tape.gradient(scaled, model.trainable_weights)
+        advanced = [a - tf.cast(moved, a.dtype) for a in advanced]  # back to the shared key
+        return loss, y_pred, gradients, advanced
+
+    def block_scores(x, y, sample_weight, block):
+        del block  # no random numbers when not training
         y_pred = model(x, training=False)
         loss = model._compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
@@ -120,7 +137,7 @@ def _sharded_steps(model: keras.Model, shards: int):
         rows = tf.shape(x)[0]
         xs = _blocks(x, rows, shards)
         ys, ws = _blocks(y, rows, shards), _blocks(sample_weight, rows, shards)
-        outs = [fn(xs[i], ys[i], ws[i]) for i in range(shards)]
+        outs = [fn(xs[i], ys[i], ws[i], tf.constant(i, tf.int64)) for i in range(shards)]
         shares = _row_shares(xs, rows)
         loss = _weighted_sum([o[0] for o in outs], shares)
         model._loss_tracker.update_state(loss, sample_weight=rows)
@@ -135,6 +152,8 @@ def _sharded_steps(model: keras.Model, shards: int):
                 for i in range(len(self.trainable_weights))
             ]
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
+        for state, advanced in zip(seeds, outs[0][3], strict=True):
+            state.assign(advanced)  # as far as one draw a layer over the whole batch
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data):
