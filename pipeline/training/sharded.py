@@ -11,8 +11,8 @@ applies them once, and updates the loss and metrics on the whole batch. The same
 update as Keras' step, to float rounding (tests/test_sharded.py).
 
 Keras' extension point for this is `train_step`/`test_step`; the model's own class is
-left alone (saved models do not change): `use_shards` sets them on the instance for the
-fit and removes them after.
+left alone (saved models do not change): `use_shards` sets them on the instance, and
+removes them when a later fit of the same (kept) model asks for one block.
 
 Dropout: a layer drawing random numbers writes its seed state (a variable) at every draw,
 and TensorFlow orders calls that write one variable one after the other, so blocks with
