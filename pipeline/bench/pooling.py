@@ -25,7 +25,7 @@ from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
 from pipeline.training.compiled import set_jit
 from pipeline.training.fit import batches
-from pipeline.training.sharded import available_cores, shards_for
+from pipeline.training.sharded import shards_for
 
 BASELINE = "classic"
 DEFAULT_VARIANTS = ["attn-tanh", "attn-none", "spattn-tanh", "dot", "mean", "max", "last"]
@@ -136,9 +136,9 @@ def run(args) -> None:
                     b = {**train["bucketing"], "enabled": enabled, "exact": exact}
                     # With --jit: without XLA, Keras' XLA step, and XLA blocks where the
                     # cores allow (train.xla.shards; --set train.xla.shards=1 leaves them out)
-                    blocks = train["xla"]["shards"]
+                    blocks = shards_for(train["xla"]["shards"])
                     jit_modes = [(False, 1), (True, 1)]
-                    if str(blocks) != "1" and available_cores() > 1:
+                    if blocks > 1:
                         jit_modes.append((True, blocks))
                     for jit, shards in jit_modes if args.jit else [(False, 1)]:
                         contenders.append(

@@ -364,13 +364,17 @@ class TrackedTuner(kt.Tuner):
         """keras-tuner's `save`, with its files written atomically (`state_files`)."""
         if not self._is_worker():
             self.oracle.save()
-        write_json_atomically(self._get_tuner_fname(), self.get_state())
+        self._save_own_state()
 
     def on_trial_end(self, trial) -> None:
         """keras-tuner's `end_trial`, then `save()`, less its second save of the oracle
         (`end_trial` has just saved it): one write of a state that grows with the search
         gone from every pause between trials."""
         self.oracle.end_trial(trial)
+        self._save_own_state()
+
+    def _save_own_state(self) -> None:
+        """The tuner's own file (a resume reloads the oracle only when it exists)."""
         write_json_atomically(self._get_tuner_fname(), self.get_state())
 
     def save_model(self, trial_id, model, step=0):
