@@ -109,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     x.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one fit, one mode
     q = sub.add_parser("pause", help="the pause between trials over a long faked search")
-    q.add_argument("--trials", type=int, default=500)
+    q.add_argument("--trials", type=int, default=500, help="trials of the late search")
+    q.add_argument(
+        "--window",
+        type=int,
+        default=60,
+        help="trials of the early search, taking turns with the late one's last ones",
+    )
     q.add_argument("--epochs", type=int, default=3)
     q.add_argument(
         "--pruner", default="median", choices=[k.value for k in PrunerKind if k.over_epochs]

@@ -1,8 +1,9 @@
 """keras-tuner oracles from `tuner.*`: which configuration each trial gets (their state
-files written atomically, `state_files`)."""
+files written atomically, `state_files`; no per-trial work that grows with the search)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,42 @@ import keras_tuner as kt
 from omegaconf import DictConfig
 
 from pipeline.config import TunerKind, direction
-from pipeline.search.state_files import atomic_state
+from pipeline.search.state_files import AtomicStateOracle
+
+
+class TrailingFailureCheck(kt.Oracle):
+    """keras-tuner's limit on consecutive failed trials, checked from the newest trial back.
+
+    keras-tuner recounts every ended trial each time one ends, so the pause between trials
+    grows with the search. The check runs after each trial ends, so a run of failures long
+    enough can only be one that reaches the newest trial: walking back from it until the
+    first trial that did not fail gives the same verdict in constant time.
+    """
+
+    def _check_consecutive_failures(self) -> None:
+        limit = self.max_consecutive_failed_trials
+        if not limit:
+            return
+        failed = 0
+        for trial_id in reversed(self.end_order):
+            if self.trials[trial_id].status != kt.engine.trial.TrialStatus.FAILED:
+                break
+            failed += 1
+        if failed >= limit:
+            # the trial at which keras-tuner's forward count reaches the limit
+            trial = self.trials[self.end_order[len(self.end_order) - failed + limit - 1]]
+            raise RuntimeError(
+                "Number of consecutive failures exceeded the limit "
+                f"of {limit}.\n" + (trial.message or "")
+            )
+
+
+@functools.cache
+def flat_oracle(oracle_class: type[kt.Oracle]) -> type[kt.Oracle]:
+    """`oracle_class` with atomic state files and the constant-time failure check (same
+    name, so keras-tuner's messages read as before)."""
+    return type(oracle_class.__name__, (AtomicStateOracle, TrailingFailureCheck, oracle_class), {})
+
 
 OracleFactory = Callable[[DictConfig, dict[str, Any]], kt.Oracle]
 ORACLES: dict[str, OracleFactory] = {}  # tuner.kind -> factory(tuner config, common kwargs)
@@ -28,17 +64,17 @@ def register_oracle(kind: str) -> Callable[[OracleFactory], OracleFactory]:
 
 @register_oracle(TunerKind.random)
 def _random(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return atomic_state(kt.oracles.RandomSearchOracle)(max_trials=tuner.max_trials, **common)
+    return flat_oracle(kt.oracles.RandomSearchOracle)(max_trials=tuner.max_trials, **common)
 
 
 @register_oracle(TunerKind.grid)
 def _grid(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return atomic_state(kt.oracles.GridSearchOracle)(max_trials=tuner.max_trials, **common)
+    return flat_oracle(kt.oracles.GridSearchOracle)(max_trials=tuner.max_trials, **common)
 
 
 @register_oracle(TunerKind.bayesian)
 def _bayesian(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return atomic_state(kt.oracles.BayesianOptimizationOracle)(
+    return flat_oracle(kt.oracles.BayesianOptimizationOracle)(
         max_trials=tuner.max_trials,
         num_initial_points=tuner.num_initial_points,
         alpha=tuner.alpha,
@@ -49,7 +85,7 @@ def _bayesian(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
 
 @register_oracle(TunerKind.hyperband)
 def _hyperband(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
-    return atomic_state(kt.oracles.HyperbandOracle)(
+    return flat_oracle(kt.oracles.HyperbandOracle)(
         max_epochs=tuner.max_epochs,
         factor=tuner.factor,
         hyperband_iterations=tuner.hyperband_iterations,

@@ -107,6 +107,9 @@ class TrackedTuner(kt.Tuner):
         self.tracker = tracker
         self.search_id = search_id
         self.rows: list[dict[str, Any]] = []  # one summary row per trial run
+        self._indexed: list[dict[str, Any]] | None = None  # the list _rows_by_key indexes
+        self._indexed_count = 0
+        self._rows_by_key: dict[str | None, list[dict[str, Any]]] = {}
         self.logging = TrialLogging.for_search(cfg, data, tracker)
         self._split_logging: dict[str, TrialLogging] = {}
         self.best_score: float | None = None
@@ -337,8 +340,8 @@ class TrackedTuner(kt.Tuner):
         seed and data), from this process's rows or else the store: a cluster worker (or a
         chief killed after a run reached FINISHED but before the oracle heard of it) has
         no rows of the runs other processes logged."""
-        for row in self.rows:
-            if row.get("config_hash") == key and row["status"] == Status.FINISHED:
+        for row in self._rows_of(key):
+            if row["status"] == Status.FINISHED:
                 return row
         if not self.parent_run_id or not self.reads_store:
             return None
@@ -348,6 +351,18 @@ class TrackedTuner(kt.Tuner):
         row = trial_row(run)
         self.rows.append(row)
         return row
+
+    def _rows_of(self, key: str) -> list[dict[str, Any]]:
+        """This process's rows of one replicate key, from an index that takes in the rows
+        appended since the last lookup (or a list assigned anew): a lookup costs the same
+        at trial 500 as at trial 5. Rows change status in place, so they are indexed as
+        soon as they exist."""
+        if self._indexed is not self.rows:
+            self._indexed, self._indexed_count, self._rows_by_key = self.rows, 0, {}
+        for row in self.rows[self._indexed_count :]:
+            self._rows_by_key.setdefault(row.get("config_hash"), []).append(row)
+        self._indexed_count = len(self.rows)
+        return self._rows_by_key.get(key, [])
 
     def _report_score(self, number: int, metrics: dict[str, float], n_seeds: int) -> None:
         name = self.oracle.objective.name
@@ -426,5 +441,8 @@ def drive(tuner: TrackedTuner, cfg: DictConfig, close_spool: bool = True) -> Non
             f"failed (tuner.max_consecutive_failed_trials); last error: {last}"
         ) from None
     finally:
+        flush = getattr(tuner.oracle, "flush", None)  # a worker's oracle is the chief's
+        if flush is not None:
+            flush()
         if close_spool:
             tuner.close_spool()
