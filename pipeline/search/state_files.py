@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pipeline.search.state_journal import (
     JournalError,
     journal_path,
     read_lines,
+    write_text_atomically,
 )
 
 SET_KEYS = frozenset({"tried_so_far"})  # keras-tuner saves a Python set as a list
@@ -34,17 +34,7 @@ SET_KEYS = frozenset({"tried_so_far"})  # keras-tuner saves a Python set as a li
 def write_json_atomically(path: str | os.PathLike[str], obj: Any) -> str:
     """`keras_tuner.utils.save_json`, atomic: returns the JSON text like it does."""
     text = json.dumps(obj)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
     return text
 
 

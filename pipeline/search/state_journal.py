@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -123,17 +124,19 @@ def replay(base_state: dict[str, Any], base: Path) -> tuple[dict[str, Any], int,
     return state, length, torn
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A temporary file beside `path`, flushed to disk, renamed over it."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """A temporary file beside `path`, flushed to disk, then renamed over it: a reader
+    sees the old text or the new one, whenever a kill comes."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with open(tmp, "w") as fh:
+        with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -178,8 +181,8 @@ class JournaledState:
         self.written = None  # until both files are written: a failure here rewrites again
         self.generation = uuid.uuid4().hex
         text = json.dumps({**state, GENERATION: self.generation})
-        _write_atomically(self.base, text)
-        _write_atomically(journal_path(self.base), "")
+        write_text_atomically(self.base, text)
+        write_text_atomically(journal_path(self.base), "")
         self.written = json.loads(text)
         self.written.pop(GENERATION)
         self.base_bytes, self.journal_bytes = len(text.encode()), 0
