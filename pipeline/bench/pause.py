@@ -234,27 +234,24 @@ def run(args) -> None:
     early.join()
     wall = time.perf_counter() - started
     n = args.window - FIRST_PAUSE  # pauses after trials 10 .. window - 1 of the early side
+    timed = compare(early_timed[FIRST_PAUSE - 1 :], late_timed[-n:])
+    stored = compare(early_stored[FIRST_PAUSE - 1 :], late_stored[-n:])
+    last = args.trials - 1
     say(f"done in {wall:.0f} s; pause (a trial run's end to the next one's start), median ms:")
     say(f"  {'':34s} {'in-process':>10s} {'store':>7s}")
     say(
         f"  early search, after trials {FIRST_PAUSE}-{args.window - 1:<6d}"
-        f"{statistics.median(early_timed[FIRST_PAUSE - 1 :]):10.2f} "
-        f"{statistics.median(early_stored[FIRST_PAUSE - 1 :]):7.1f}"
+        f"{timed.early:10.2f} {stored.early:7.1f}"
     )
-    last = args.trials - 1
     say(
         f"  late search, after trials {last - n + 1}-{last:<7d}"
-        f"{statistics.median(late_timed[-n:]):10.2f} {statistics.median(late_stored[-n:]):7.1f}"
+        f"{timed.late:10.2f} {stored.late:7.1f}"
     )
-    timed = compare(early_timed[FIRST_PAUSE - 1 :], late_timed[-n:])
-    stored = compare(early_stored[FIRST_PAUSE - 1 :], late_stored[-n:])
     say(
         f"  late / early: {timed.ratio:.3f} in-process (95% interval {timed.low:.3f}-"
         f"{timed.high:.3f}), {stored.ratio:.3f} from the store"
     )
-    alone = statistics.median(late_timed[-n:]) / statistics.median(
-        late_timed[FIRST_PAUSE - 1 : FIRST_PAUSE - 1 + n]
-    )
+    alone = timed.late / statistics.median(late_timed[FIRST_PAUSE - 1 : FIRST_PAUSE - 1 + n])
     say(
         f"  (the late search alone, trials {FIRST_PAUSE}-{FIRST_PAUSE + n - 1} vs its last "
         f"{n}, a minute apart: {alone:.3f})"

@@ -191,13 +191,11 @@ class JournaledState:
         """The saved state from the base file's JSON, and this writer set to go on from
         it (a journal whose last line was cut short is folded into a new base first)."""
         state, length, torn = replay(base_state, self.base)
-        if torn:
+        if torn or GENERATION not in base_state:  # or a base keras-tuner wrote: no journal
             self.rewrite(state)
         else:
-            self.generation = base_state.get(GENERATION)
-            self.written = json.loads(json.dumps(state))
+            self.generation = base_state[GENERATION]
+            self.written = json.loads(json.dumps(state))  # set_state keeps `state`'s lists
             self.base_bytes = len(json.dumps(base_state).encode())
             self.journal_bytes = length
-            if self.generation is None:  # a base keras-tuner wrote: start a journal
-                self.rewrite(state)
         return state
