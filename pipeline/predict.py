@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from pipeline import progress
         from pipeline.cli import import_quietly
-        from pipeline.serving.batch import read_texts, score
+        from pipeline.serving.batch import beside, read_texts, score
 
         rows, texts = read_texts(args.input, args.text_column)  # before TensorFlow loads
         import_quietly(bool(base.search.verbose), "pipeline.serving.text_model")
@@ -40,12 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
         model = load_text_model(args.model_uri, str(base.tracking.uri))
         scored = score(model, texts, explain=args.explain)
-        out = rows.reset_index(drop=True).join(scored)
+        out = beside(rows, scored)
         if args.out is None:
             out.to_csv(sys.stdout, index=False)
         else:
+            from pipeline.search.state_journal import write_text_atomically
+
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            out.to_csv(args.out, index=False)
+            write_text_atomically(args.out, out.to_csv(index=False))  # all rows or none
             progress.say(f"wrote {len(out)} predictions to {args.out}")
         return 0
 

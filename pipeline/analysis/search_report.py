@@ -193,7 +193,8 @@ def leaderboard_markdown(board: pd.DataFrame, objective: str) -> str:
         cells = [_mean_std(row, m) for m in metrics]
         cells.insert(1, ci_text)
         if pruned:  # seeds the pruner stopped early: their scores are of shorter training
-            cells.insert(0, str(int(row["pruned"])))
+            # a reference row (TF-IDF + LR) has no pruner: its count is empty
+            cells.insert(0, "-" if pd.isna(row["pruned"]) else str(int(row["pruned"])))
         rows.append(
             ([str(row["data"])] if several_data else [])
             + [str(row["configuration"]), str(row["seeds"])]

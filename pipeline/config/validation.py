@@ -8,6 +8,9 @@ so this package imports nothing from the rest of the project.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -121,6 +124,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     from pipeline.config.compose import search_space_dims
 
     options = options or {}
+    check_known_keys(cfg)
     d, m, t, tu = cfg.data, cfg.model, cfg.train, cfg.tuner
     _require(d.max_len > 0, "data.max_len", f"must be > 0, got {d.max_len}")
     _require(d.vocab_size >= 3, "data.vocab_size", f"must be >= 3, got {d.vocab_size}")
@@ -261,6 +265,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "cluster.parent_run_id",
         "a worker needs the parent run id of its search",
     )
+    check_search_name(cfg.search.name)
     seeds = list(cfg.search.seeds or [])
     _require(len(seeds) == len(set(seeds)), "search.seeds", f"repeated seeds in {seeds}")
     _require(
@@ -271,6 +276,53 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     validate_search_space(
         search_space_dims(cfg.search_space), options, list(cfg.get("plugins") or [])
     )
+
+
+# One path component: keras-tuner deletes `tuner.directory/<name>` (overwrite=True), so a
+# name must never reach outside that folder ('..', '/', '~', NUL and the like).
+SEARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_search_name(name: Any) -> None:
+    """`search.name` is a folder name under `tuner.directory`, nothing more."""
+    if name is None:
+        return
+    _require(
+        isinstance(name, str) and SEARCH_NAME.fullmatch(name) is not None,
+        "search.name",
+        f"{name!r:.80} is not a plain name: use 1-128 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit (it names a folder under tuner.directory)",
+    )
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schema does not know. Hydra's `+key=value` adds a key even to a
+    typed section, where it would be silently ignored (`+train.epocs=10`); a plugin's
+    own section is typed by its dataclass, so its keys are known."""
+    for path in _unknown_keys(cfg, ""):
+        parent, _, key = path.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        known = [f.name for f in dataclasses.fields(OmegaConf.get_type(node))]
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean '{f'{parent}.' if parent else ''}{close[0]}'?" if close else ""
+        raise ConfigError(f"{path}: no such key in the config schema{hint}")
+
+
+def _unknown_keys(node: DictConfig, prefix: str) -> list[str]:
+    kind = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(kind):
+        return []  # a plain mapping (search_space, reference): checked where it is read
+    known = {f.name for f in dataclasses.fields(kind)}
+    found = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in known:
+            found.append(path)
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            found += _unknown_keys(child, f"{path}.")
+    return found
 
 
 def embedding_sources(source: Any, dims: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -57,7 +57,9 @@ def run(cfg: DictConfig) -> int:
 
         prefit = ReferencePrefit(cfg, data)
     tracker = open_tracker(cfg.tracking)
-    cfg.search.name = plan_search_name(cfg, tracker)  # known up front for the resume hint
+    # known up front for the resume hint; the search's lock held from here (not by the
+    # processes a cluster launcher started: the launcher holds it for them)
+    cfg.search.name = plan_search_name(cfg, tracker, hold=role is None)
     import_quietly(cfg.search.verbose, "pipeline.search.run", "pipeline.cluster.roles")
     stop_on_signals()
     try:

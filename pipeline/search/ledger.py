@@ -18,23 +18,34 @@ from omegaconf import DictConfig
 from pipeline import progress
 from pipeline.config import config_hash, search_space_dims, to_plain
 from pipeline.errors import SearchError
+from pipeline.search import ownership
 from pipeline.search.outcome import trial_row
 from pipeline.tracking import Status, Tag
 
 
-def plan_search_name(cfg: DictConfig, tracker) -> str:
-    """The name this run will use: the given one, the latest (with resume), or a new one."""
-    if cfg.search.name:
-        return cfg.search.name
-    if cfg.search.resume:
-        latest = tracker.find_search(None)
-        if latest is None:
-            raise SearchError(
-                f"search.resume: no earlier search in experiment "
-                f"'{tracker.experiment_name}' of {tracker.uri}"
-            )
-        return latest.name
-    return search_name(cfg)
+def plan_search_name(cfg: DictConfig, tracker, hold: bool = True) -> str:
+    """The name this run will use: the given one, the latest (with resume), or a new one
+    no other search has; `hold`: this process holds its lock (`ownership.py`) from now on,
+    or refuses in one line when another live process does."""
+    directory = cfg.tuner.directory
+    if cfg.search.name or cfg.search.resume:
+        name = cfg.search.name
+        if not name:
+            latest = tracker.find_search(None)
+            if latest is None:
+                raise SearchError(
+                    f"search.resume: no earlier search in experiment "
+                    f"'{tracker.experiment_name}' of {tracker.uri}"
+                )
+            name = latest.name
+        if hold:
+            ownership.hold(directory, name)
+        return name
+    if not hold:
+        return search_name(cfg)
+    return ownership.hold_new_name(
+        directory, search_name(cfg), lambda name: tracker.find_search(name) is not None
+    )
 
 
 def search_name(cfg: DictConfig) -> str:

@@ -31,7 +31,13 @@ from pipeline.config import (
 from pipeline.data import PreparedData, prepare
 from pipeline.errors import SearchError
 from pipeline.models.registry import validate_config, variant_of
-from pipeline.search.ledger import SearchPlan, comparable_hash, plan_search, previous_rows
+from pipeline.search.ledger import (
+    SearchPlan,
+    comparable_hash,
+    plan_search,
+    plan_search_name,
+    previous_rows,
+)
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.references import ReferencePrefit, run_references
 from pipeline.search.replicates import replicate_data, seeds_of
@@ -99,6 +105,8 @@ def open_search(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> 
     for table in tables:
         progress.say(table.line())
     comparable = comparable_hash(cfg, data.fingerprint, tables)
+    if cfg.cluster.role is None:  # one live process per search (held already by the CLI)
+        cfg.search.name = plan_search_name(cfg, tracker)
     plan = plan_search(cfg, tracker, comparable)
     if plan.resuming:  # before anything is marked: a refused resume changes nothing
         check_state_files(Path(cfg.tuner.directory) / plan.name, plan.name)

@@ -259,6 +259,7 @@ def log_text_model(
             label,
             int(train["batch_size"]) * 4,
             model_pip_requirements(),
+            plugins=list(cfg.get("plugins") or []),
         )
         job.files[Artifact.MODEL_DIR] = folder
         logging.submit(job)  # copies the folder into the spool before it is deleted

@@ -157,10 +157,12 @@ class TrackedTuner(kt.Tuner):
         """This process's artifact spool: `<project>/spool/<worker or main>/`, so a resumed
         search (a restarted worker) uploads what its killed predecessor left."""
         if self._spool is None:
-            folder = None
+            folder = Path(self.project_dir) / "spool" / (self.worker_id or "main")
             if self.cfg.tracking.background_artifacts:
-                folder = Path(self.project_dir) / "spool" / (self.worker_id or "main")
-            self._spool = artifact_spool(self.cfg, self.tracker, folder)
+                self._spool = artifact_spool(self.cfg, self.tracker, folder)
+            else:  # inline, after what a killed background search left here
+                self._spool = artifact_spool(self.cfg, self.tracker, None)
+                self._spool.finish_left(folder)
         return self._spool
 
     def close_spool(self) -> None:
@@ -408,6 +410,10 @@ class TrackedTuner(kt.Tuner):
 def make_tuner(
     cfg: DictConfig, data: PreparedData, tracker: TrackingStore, name: str, overwrite: bool
 ) -> TrackedTuner:
+    if overwrite:  # keras-tuner deletes the folder: its spooled uploads go first
+        inline = artifact_spool(cfg, tracker, None)
+        for folder in sorted((Path(cfg.tuner.directory) / name / "spool").glob("*")):
+            inline.finish_left(folder)
     # keras-tuner prints "Reloading Tuner from ..." when it picks up an existing project;
     # the search's own line already says "resumed".
     with contextlib.redirect_stdout(io.StringIO()):

@@ -38,6 +38,20 @@ def read_texts(source: Path, text_column: str) -> tuple[pd.DataFrame, list[str]]
     return frame.drop(columns=[text_column]), frame[text_column].tolist()
 
 
+def beside(rows: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """The input's own columns, then the model's; a model column whose name the input
+    already uses (a CSV with its own `label`) is prefixed `pred_` until it is unique."""
+    taken = set(map(str, rows.columns))
+    renamed = {}
+    for column in scored.columns:
+        name = str(column)
+        while name in taken:
+            name = f"pred_{name}"
+        taken.add(name)
+        renamed[column] = name
+    return rows.reset_index(drop=True).join(scored.rename(columns=renamed))
+
+
 def score(model, texts: list[str], explain: bool = False, progress: bool = True) -> pd.DataFrame:
     """The model's rows for `texts`, in chunks, with progress on stderr for long inputs."""
     parts = []

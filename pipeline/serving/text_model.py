@@ -14,8 +14,11 @@ is imported when a model loads, not with this module.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,6 +100,8 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
         with open(context.artifacts[PREPROCESSING_ARTIFACT]) as fh:
             self.meta = json.load(fh)
+        for module in self.meta.get("plugins", []):  # their layers, shipped in code/
+            importlib.import_module(module)
         self.encoder = TextEncoder(**self.meta["encoder"])
         self.class_names = list(self.meta["class_names"])
         self.keras_model = keras.saving.load_model(
@@ -199,18 +204,22 @@ def save_text_model(
     batch_size: int,
     pip_requirements: list[str],
     input_texts: Sequence[str] = (),
+    plugins: Sequence[str] = (),
 ) -> Path:
-    """Write the pyfunc folder at `path` (the trial logs it as its `model/`)."""
+    """Write the pyfunc folder at `path` (the trial logs it as its `model/`); the
+    `plugins` modules (a pooling's layer) ship with it and are imported on load."""
     meta = {
         "encoder": encoder.to_dict(),
         "class_names": list(class_names),
         "pooling": pooling,
         "variant": variant_label,
         "batch_size": int(batch_size),
+        "plugins": list(plugins),
     }
     preprocessing = path.parent / "preprocessing.json"
     preprocessing.write_text(json.dumps(meta))
     example = pd.DataFrame({TEXT_COLUMN: list(input_texts)}) if input_texts else None
+    code = [str(PACKAGE_DIR), *plugin_code(plugins, path.parent / "plugin_code")]
     mlflow.pyfunc.save_model(
         str(path),
         python_model=TextClassifier(),
@@ -218,12 +227,38 @@ def save_text_model(
             KERAS_ARTIFACT: str(keras_model_dir),
             PREPROCESSING_ARTIFACT: str(preprocessing),
         },
-        code_paths=[str(PACKAGE_DIR)],
+        code_paths=code,
         signature=signature(class_names),
         input_example=example,
         pip_requirements=pip_requirements,
     )
     return path
+
+
+def plugin_code(plugins: Sequence[str], into: Path) -> list[str]:
+    """Each plugin module copied under `into` at its import path (`a/b/mod.py` with the
+    packages' `__init__.py` on the way, or a package whole); MLflow puts every code path
+    on `sys.path` by its last name, so the top folders (or modules) are returned."""
+    tops: dict[str, str] = {}
+    for module in plugins:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ServingError(f"plugin '{module}': no source file to ship with the model")
+        parts = module.split(".")
+        source = Path(spec.origin)
+        if spec.submodule_search_locations:  # a package: the whole folder
+            shutil.copytree(source.parent, into.joinpath(*parts), dirs_exist_ok=True)
+        else:
+            target = into.joinpath(*parts[:-1], source.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        root = Path(importlib.util.find_spec(parts[0]).origin or "")
+        for depth in range(1, len(parts)):  # the enclosing packages' own __init__.py
+            init = root.parent.joinpath(*parts[1:depth], "__init__.py")
+            if init.is_file():
+                shutil.copy2(init, into.joinpath(*parts[:depth], "__init__.py"))
+        tops[parts[0]] = str(into / (parts[0] if len(parts) > 1 else source.name))
+    return list(tops.values())
 
 
 class ServingError(UserFacingError, RuntimeError):

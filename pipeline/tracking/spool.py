@@ -174,6 +174,19 @@ class ArtifactSpool:
         except (BrokenPipeError, OSError):  # the worker died: the job waits in the spool
             progress.say(f"artifacts: the upload worker stopped; {name} waits in {self.folder}")
 
+    def finish_left(self, folder: Path) -> int:
+        """Upload here and now the jobs a stopped process left in `folder` (a resume with
+        `background_artifacts=false`, or a search about to be started afresh, which
+        would delete them); a job that fails stays in the folder and raises."""
+        assert self.upload is not None, "finishing left jobs inline needs an upload"
+        left = pending_jobs(folder)
+        if left:
+            progress.say(f"artifacts: {len(left)} job(s) a stopped process left in {folder}")
+            renderers = self.target.load_renderers()
+            for path in left:
+                process_job(path, self.upload, renderers)
+        return len(left)
+
     def _start(self) -> None:
         if self._worker is not None and self._worker.poll() is None:
             return
