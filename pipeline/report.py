@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         where = (
             f"; logged on parent run {report.parent.run_id} under report/" if report.parent else ""
         )
+        if report.not_logged:
+            where = f"; not logged on the parent run: {report.not_logged}"
         print(f"report written to {report.out}{where}")
         return 0
 

@@ -286,3 +286,32 @@ def test_the_auth_server_checks_a_password_once_per_cache_window(
     read = module.read_auth_config()
     assert read.auth_cache_ttl_seconds == ttl
     assert read.authorization_function == module.DEFAULT_AUTHORIZATION_FUNCTION
+
+
+def test_a_database_outage_behind_a_healthy_server_fails_no_trial(tmp_path, postgres):
+    """PostgreSQL stopped for 20 s mid-search while the MLflow server stays up: its
+    /health still answers, its store calls answer 503 TEMPORARILY_UNAVAILABLE. The
+    search rides it out as an outage: every trial FINISHED once, nothing RUNNING."""
+    import time
+
+    from tests.test_faults import Search, search_overrides
+
+    db = postgres.create_database("outage")
+    with mlflow_server(db, tmp_path, tmp_path / "served", start=start_server_forked) as base:
+        search = Search(*search_overrides(tmp_path, base, "db-outage"))
+        search.wait_for_line("[trial 1/3]")
+        time.sleep(1.0)  # into the epochs
+        postgres.stop()
+        try:
+            time.sleep(20)
+            assert search.proc.poll() is None, search.output
+        finally:
+            postgres.start()
+        assert search.finish() == 0, search.output
+        assert "unreachable" in search.output and "is back after" in search.output
+        runs = runs_of(base)
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(trials) == 3 and len({t.data.tags["trial_id"] for t in trials}) == 3
+    assert {r.info.status for r in runs} == {"FINISHED"}, [
+        (r.info.run_name, r.info.status, r.data.tags.get("error")) for r in runs
+    ]

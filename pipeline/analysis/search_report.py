@@ -20,6 +20,7 @@ from pipeline.analysis.comparisons import Comparison
 from pipeline.config import minimised
 from pipeline.errors import SearchError
 from pipeline.tracking import Artifact, Metric, SearchRun, Status, TrialRun
+from pipeline.tracking.connection import refused_permission, write_refused
 
 COLUMNS = {  # leaderboard metric -> markdown header
     Metric.VAL_ACCURACY: "val accuracy",
@@ -397,6 +398,7 @@ class Report:
     leaderboard: pd.DataFrame  # references included (column `reference`)
     comparisons: list[Comparison]
     against_references: list[Comparison] = field(default_factory=list)
+    not_logged: str | None = None  # why the parent run did not get the report's files
 
 
 def load_audit(tracker, parent: SearchRun | None) -> dict | None:
@@ -583,9 +585,15 @@ def build_report(
     parts += context_lines(tracker, parent, runs, argv)
     markdown = "\n".join(parts) + "\n"
     (out / "report.md").write_text(markdown)
+    report = Report(markdown, out, parent, ranked, found, versus)
     if parent is not None:
-        tracker.log_artifacts_to(parent.run_id, str(out), Artifact.REPORT_DIR)
-    return Report(markdown, out, parent, ranked, found, versus)
+        try:
+            tracker.log_artifacts_to(parent.run_id, str(out), Artifact.REPORT_DIR)
+        except Exception as err:  # a READ user reads: the files are written, not logged
+            if not refused_permission(err):
+                raise
+            report.not_logged = write_refused(tracker.uri, tracker.experiment_name)
+    return report
 
 
 def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -195,6 +196,15 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     _require(tr.system_metrics_s >= 0, "tracking.system_metrics_s", "must be >= 0 (0: off)")
     _require(tr.outage_backoff_max_s > 0, "tracking.outage_backoff_max_s", "must be > 0")
     _require(tr.auth_cache_s >= 0, "tracking.auth_cache_s", "must be >= 0")
+    for key in ("outage_budget_s", "outage_backoff_max_s", "heartbeat_s", "stale_after_s"):
+        value = tr[key]
+        _require(math.isfinite(value) and value >= 0, f"tracking.{key}", "must be finite, >= 0")
+    _require(
+        tr.stale_after_s == 0 or 0 < tr.heartbeat_s < tr.stale_after_s,
+        "tracking.heartbeat_s",
+        f"must be > 0 and below tracking.stale_after_s ({tr.stale_after_s:g}), or a live run "
+        f"would be closed as stale; got {tr.heartbeat_s:g}",
+    )
     _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
     _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
     _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")

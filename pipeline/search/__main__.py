@@ -85,6 +85,12 @@ def run(cfg: DictConfig) -> int:
             f"that reaches the server; resume with: {resume_command(cfg)}",
             code=OUTAGE_EXIT_CODE,
         )
+    except Exception as err:
+        from pipeline.tracking.connection import refused_permission, write_refused
+
+        if not refused_permission(err):
+            raise
+        fail(write_refused(str(cfg.tracking.uri), str(cfg.tracking.experiment)))
     except KeyboardInterrupt as err:
         code = interrupt_code(err)
         if role == ClusterRole.chief:  # stopped by its launcher: nothing to report

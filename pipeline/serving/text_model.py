@@ -257,7 +257,8 @@ def plugin_code(plugins: Sequence[str], into: Path) -> list[str]:
             init = root.parent.joinpath(*parts[1:depth], "__init__.py")
             if init.is_file():
                 shutil.copy2(init, into.joinpath(*parts[:depth], "__init__.py"))
-        tops[parts[0]] = str(into / (parts[0] if len(parts) > 1 else source.name))
+        package = len(parts) > 1 or spec.submodule_search_locations
+        tops[parts[0]] = str(into / (parts[0] if package else source.name))
     return list(tops.values())
 
 

@@ -8,7 +8,6 @@ helpers (`client`, `creation_lock`, `initialise_store`) every other part uses.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import tempfile
@@ -22,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import progress
 from pipeline.errors import UserFacingError, one_line
 from pipeline.tracking import postgres, sqlite_store
+from pipeline.tracking.outage import STORE_PROBE, auth_headers
 from pipeline.tracking.redaction import redact
 
 
@@ -106,15 +106,9 @@ class StoreConnection:
         """One authenticated read before any training: a server with basic auth
         (`pipeline.server --auth`) that refuses MLFLOW_TRACKING_USERNAME/PASSWORD fails the
         command here, in one line, instead of failing every trial."""
-        url = self.uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
-        request = urllib.request.Request(url)
+        request = urllib.request.Request(self.uri.rstrip("/") + STORE_PROBE, headers=auth_headers())
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
         password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
-        if user and password:
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
-            request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
         try:
             with urllib.request.urlopen(request, timeout=self.connect_timeout) as resp:
                 resp.read(64)
@@ -197,6 +191,29 @@ def not_found(err: BaseException) -> bool:
     return (
         code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
         or "not found" in str(err).lower()
+    )
+
+
+_FORBIDDEN = re.compile(r"\b403\b.*(Forbidden|!= 200)|PERMISSION_DENIED|Permission denied")
+
+
+def refused_permission(err: BaseException) -> bool:
+    """HTTP 403 from a server with basic auth: the signed-in user lacks a permission
+    (MLflow's REST client and its artifact proxy word it differently)."""
+    response = getattr(err, "response", None)
+    if getattr(response, "status_code", None) == 403:
+        return True
+    return getattr(err, "error_code", "") == "PERMISSION_DENIED" or bool(
+        _FORBIDDEN.search(str(err))
+    )
+
+
+def write_refused(uri: str, experiment: str) -> str:
+    """The one line for a write the server refused (a READ user's search or report)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no user)"
+    return (
+        f"tracking server {redact(uri)}: user '{user}' may not write to experiment "
+        f"'{experiment}' (HTTP 403); ask its admin for EDIT permission on it"
     )
 
 

@@ -11,6 +11,8 @@ one budget per pending call. Local stores (SQLite) are called directly.
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import threading
 import time
@@ -37,7 +39,25 @@ TRANSIENT_MARKS = (
     "RemoteDisconnected",
     "Read timed out",
 )
-GATEWAY_ERROR = re.compile(r"\b(error|status) code 50[234]\b|\b50[234] Server Error\b")
+# Any 5xx: a server whose database is away answers 503 TEMPORARILY_UNAVAILABLE.
+SERVER_ERROR = re.compile(
+    r"\b(error|status) code 5\d\d\b|\b5\d\d Server Error\b|TEMPORARILY_UNAVAILABLE"
+)
+# A read that touches the store (MLflow's /health does not: it answers while the
+# database behind the server is down).
+STORE_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client sends (basic auth or a bearer token)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    return {}
 
 
 class TrackingOutage(UserFacingError, RuntimeError):
@@ -97,14 +117,17 @@ class OutageGuard:
     # ---------------------------------------------------------------- state
     def is_outage(self, err: BaseException) -> bool:
         text = str(err)
-        transient = any(mark in text for mark in TRANSIENT_MARKS) or GATEWAY_ERROR.search(text)
+        transient = any(mark in text for mark in TRANSIENT_MARKS) or SERVER_ERROR.search(text)
         return bool(transient) or not self.healthy()
 
     def healthy(self) -> bool:
+        """The server answers a store read (a refused permission is an answer too)."""
+        request = urllib.request.Request(self.uri.rstrip("/") + STORE_PROBE, headers=auth_headers())
         try:
-            url = self.uri.rstrip("/") + "/health"
-            with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as resp:
+            with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S) as resp:
                 return resp.status == 200
+        except urllib.error.HTTPError as err:
+            return err.code < 500
         except (urllib.error.URLError, OSError, ValueError):
             return False
 

@@ -108,6 +108,7 @@ class Postgres:
     password: str
     database: str
     folder: Path
+    options: str  # the server's own (`pg_ctl -o`): port, socket folder, fsync
 
     @property
     def uri(self) -> str:
@@ -117,6 +118,18 @@ class Postgres:
     @property
     def env(self) -> dict[str, str]:
         return {"PGPASSWORD": self.password}
+
+    def stop(self) -> None:
+        """Stop the cluster (fast shutdown: sessions cut), as a database outage would."""
+        _run_as_owner([str(binaries() / "pg_ctl"), "-D", str(self.folder / "data")]
+                      + ["-m", "fast", "-w", "stop"])  # fmt: skip
+
+    def start(self) -> None:
+        """Start it again with the options it was created with."""
+        _run_as_owner(
+            [str(binaries() / "pg_ctl"), "-D", str(self.folder / "data"), "-o", self.options]
+            + ["-l", str(self.folder / "server.log"), "-w", "-t", "60", "start"]
+        )
 
     def create_database(self, name: str) -> str:
         """A fresh database on this cluster; its URI (same user, no password)."""
@@ -171,7 +184,10 @@ def throwaway_postgres(
     pwfile.write_text(password + "\n")
     if owner:
         shutil.chown(pwfile, user=owner, group=owner)
-    pg = Postgres("127.0.0.1", port, user, password, database, folder)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    if not durable:
+        options += " -c fsync=off"
+    pg = Postgres("127.0.0.1", port, user, password, database, folder, options)
     started = False
     try:
         _run_as_owner(
@@ -179,13 +195,7 @@ def throwaway_postgres(
             + ["--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"]
         )
         pwfile.unlink()
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
-        if not durable:
-            options += " -c fsync=off"
-        _run_as_owner(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options]
-            + ["-l", str(folder / "server.log"), "-w", "-t", "60", "start"]
-        )
+        pg.start()
         started = True
         pg.create_database(database)
         yield pg

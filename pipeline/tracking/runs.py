@@ -49,6 +49,8 @@ class RunLifecycle:
         remote_parent = nested and mlflow.active_run() is None and self.parent_run_id
         tags = {k: redact(v) for k, v in (tags or {}).items()}
         tags[Tag.HEARTBEAT] = str(int(time.time()))
+        if self.stale_after_s > 0:  # readers judge this run by its writer's patience
+            tags[Tag.STALE_AFTER] = f"{self.stale_after_s:g}"
         active = self._call(
             mlflow.start_run,
             run_id=run_id,
@@ -189,7 +191,9 @@ class RunLifecycle:
                 continue
             beat = int_tag(run.data.tags.get(Tag.HEARTBEAT)) or (run.info.start_time or 0) // 1000
             silent = now - beat
-            if silent > self.stale_after_s:
+            # the writer's own limit: a reader's shorter one must not close a live run
+            limit = max(self.stale_after_s, _seconds(run.data.tags.get(Tag.STALE_AFTER)))
+            if silent > limit:
                 self._close_failed(
                     run_id,
                     {
@@ -213,3 +217,10 @@ class RunLifecycle:
 
     def set_run_tag(self, run_id: str, key: str, value: str) -> None:
         self._set_run_tags(run_id, {key: value})
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        return 0.0

@@ -38,6 +38,7 @@ class Tag:
     ERROR = "error"  # "<Type>: <one line>" of a failed run
     INTERRUPTED = "interrupted"  # "true": killed, or found RUNNING after its process died
     HEARTBEAT = "heartbeat"  # unix seconds of a RUNNING run's last sign of life
+    STALE_AFTER = "stale_after_s"  # the writer's tracking.stale_after_s: how long it may be silent
     STALE = "stale"  # "true": closed as FAILED after tracking.stale_after_s without heartbeat
     SEARCH_ID = "search_id"  # the search's name (parent and children)
     DATA_FINGERPRINT = "data_fingerprint"

@@ -1,0 +1,264 @@
+"""The users' own paths, as the README tells them, each a few real commands end to end:
+a newcomer (search, report, reproduce, predict, serve), a CSV of one's own, a teammate
+with READ rights on an auth server, a plugin author serving a plugin's model, and two
+terminals on one search. Tiny data; the default config unless a journey says otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT, start_search_cli, store_overrides
+from tests.forked_cli import popen_python
+
+pytestmark = [pytest.mark.e2e, pytest.mark.journey]
+
+EXPERIMENT = "attention-search"
+TINY = ["data.synthetic.n_examples=400", "data.max_len=30", "train.epochs=2"]
+
+
+def ok(result) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def trial_runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("kind") == "trial"]
+
+
+def best_run_id(uri: str, search: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    (parent,) = client.search_runs(
+        [exp.experiment_id], f"tags.search_id = '{search}' and tags.kind = 'search'"
+    )
+    return parent.data.tags["best_run_id"]
+
+
+def post_texts(base: str, texts: list[str]) -> list[dict]:
+    request = urllib.request.Request(
+        f"{base}/invocations",
+        data=json.dumps({"inputs": texts}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        return json.loads(resp.read())["predictions"]
+
+
+def test_newcomer_search_report_reproduce_predict_and_serve(tmp_path, run_cli):
+    """README "Two commands" and "Use the best model", on the default config (tiny data)."""
+    from pipeline.serving.model_server import model_server
+
+    store = store_overrides(tmp_path)
+    uri = store[0].split("=", 1)[1]
+    ok(run_cli("search", *TINY, "tuner.max_trials=4", "tuner.pruning_startup_trials=1",
+               "search.name=first", *store))  # fmt: skip
+    report = ok(run_cli("report", "first", "--out", str(tmp_path / "report"), *store[:2]))
+    assert "logged on parent run" in report.stdout
+    assert (tmp_path / "report" / "report.md").is_file()
+
+    best = best_run_id(uri, "first")
+    again = ok(run_cli("reproduce", best, *store[:2]))
+    assert "match:" in again.stdout
+
+    texts = tmp_path / "tweets.csv"
+    pd.DataFrame({"text": ["k0_1 k0_2 w3", "w9 k1_1 k1_2"], "label": ["a", "b"]}).to_csv(
+        texts, index=False
+    )
+    out = tmp_path / "preds.csv"
+    predict = ["predict", f"runs:/{best}/model", "--input", str(texts), "--out", str(out)]
+    ok(run_cli(*predict, *store[:2]))
+    scored = pd.read_csv(out)
+    assert scored["label"].tolist() == ["a", "b"]  # the input's own column, untouched
+    assert scored["pred_label"].str.startswith("class_").all()
+    assert not list(tmp_path.glob(".preds.csv.*"))  # no temporary file left
+
+    with model_server(f"runs:/{best}/model", uri, tmp_path) as base:
+        rows = post_texts(base, ["k0_1 k0_2 w3", "w9 k1_1 k1_2"])
+    assert [r["label"] for r in rows] == scored["pred_label"].tolist()
+
+
+def test_own_csv_by_overrides_alone_then_the_report(tmp_path, run_cli):
+    """README "Data": a CSV with column names of its own, by overrides only."""
+    words = {"pos": "great lovely fine", "neg": "awful late rude"}
+    rows = [
+        {"review": f"{words[s].split()[i % 3]} flight number {i}", "stars": s}
+        for i in range(120)
+        for s in ("pos", "neg")
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "mine.csv", index=False)
+    store = store_overrides(tmp_path)
+    ok(run_cli("search", "+experiment=quick", "tuner.max_trials=2", "data=csv",
+               f"data.csv.path={tmp_path / 'mine.csv'}", "data.csv.text_column=review",
+               "data.csv.label_column=stars", "search.name=mine", *store))  # fmt: skip
+    report = ok(run_cli("report", "mine", "--out", str(tmp_path / "r"), *store[:2]))
+    assert "mine" in report.stdout
+    assert len(trial_runs(store[0].split("=", 1)[1])) == 2
+
+
+def test_teammate_with_read_rights_reports_and_is_refused_a_search_in_one_line(tmp_path, run_cli):
+    """README "Team set-up": an auth server whose default permission is READ; the EDIT
+    user's search, then a READ user's report with --out, and the READ user's search."""
+    from pipeline.tracking.mlflow_server import free_port, wait_for
+
+    admin = ("admin", "team-password-123")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = popen_python(
+        ["-m", "pipeline.server", "--auth", "--port", str(port), "--workers", "1",
+         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+         f"tracking.artifact_root={tmp_path}/served",
+         f"tracking.auth_db=sqlite:///{tmp_path}/auth.db",
+         "tracking.auth_default_permission=READ"],
+        cwd=PROJECT_ROOT,
+        stdout=open(tmp_path / "server.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+             "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1]},
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(f"{base}/health", seconds=120)
+        users = {"editor": "editor-password-123", "reader": "reader-password-123"}
+        for user, password in users.items():
+            request = urllib.request.Request(
+                f"{base}/api/2.0/mlflow/users/create",
+                data=json.dumps({"username": user, "password": password}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            request.add_header("Authorization", basic(*admin))
+            urllib.request.urlopen(request, timeout=30).read()
+
+        def signed(user: str) -> dict:
+            return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": users[user]}
+
+        search = ["+experiment=quick", "tuner.max_trials=1", f"tracking.uri={base}",
+                  f"tuner.directory={tmp_path}/tuner",
+                  f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
+        ok(run_cli("search", *search, "search.name=team", env=signed("editor")))
+        out = tmp_path / "report"
+        read = ok(
+            run_cli(
+                "report", "team", "--out", str(out), f"tracking.uri={base}", env=signed("reader")
+            )  # fmt: skip
+        )
+        assert (out / "report.md").is_file()
+        assert "user 'reader' may not write to experiment 'attention-search'" in read.stdout
+        refused = run_cli("search", *search, "search.name=mine", env=signed("reader"))
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        line = refused.stderr.strip()
+        assert line.count("\n") == 0 and "(HTTP 403)" in line and "'reader'" in line, line
+        assert "'attention-search'" in line
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+
+def basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_plugin_pooling_model_loads_and_serves_outside_the_checkout(tmp_path, run_cli):
+    """README "Extending": a plugin's pooling searched; its model in a fresh interpreter
+    whose working folder is not the checkout, and behind `mlflow models serve`."""
+    from pipeline.serving.model_server import model_server
+
+    store = store_overrides(tmp_path)
+    uri = store[0].split("=", 1)[1]
+    ok(run_cli("search", "+experiment=quick", "tuner.max_trials=1",
+               "plugins=[tests.plugins.gated_pooling]", "search_space.pooling.values=[gated]",
+               "search.name=plugin", *store))  # fmt: skip
+    best = best_run_id(uri, "plugin")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    script = textwrap.dedent(
+        f"""
+        import mlflow.pyfunc
+        model = mlflow.pyfunc.load_model("runs:/{best}/model")
+        print(model.predict(["k0_1 k0_2 w3"])["label"].tolist())
+        import sys
+        print(sys.modules["tests.plugins.gated_pooling"].__file__)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=outside, capture_output=True, text=True,
+        env={**env, "MLFLOW_TRACKING_URI": uri}, timeout=180,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    labels, source = loaded.stdout.strip().splitlines()[-2:]
+    assert labels.startswith("['class_")
+    assert "/model/code/tests/plugins/gated_pooling.py" in source  # shipped, not the checkout
+    with model_server(f"runs:/{best}/model", uri, outside) as base:
+        rows = post_texts(base, ["k0_1 k0_2 w3"])
+    assert rows[0]["label"].startswith("class_")
+
+
+def test_two_terminals_on_one_search_name(tmp_path):
+    """The second command refuses within 2 s, naming the first; no trial runs twice."""
+    store = store_overrides(tmp_path)
+    first = start_search_cli("+experiment=quick", "tuner.max_trials=3", "train.epochs=2",
+                             "search.name=shared", *store)  # fmt: skip
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:  # wait until the first one trains
+            if line.startswith("[trial 1/"):
+                break
+        started = time.monotonic()
+        second = start_search_cli("+experiment=quick", "tuner.max_trials=3", "train.epochs=2",
+                                  "search.name=shared", *store)  # fmt: skip
+        output, _ = second.communicate(timeout=120)
+        assert second.returncode == 2, output[-2000:]
+        assert f"pid {first.pid}" in output and "running in another process" in output, output
+        assert time.monotonic() - started < 2 + 3  # + the forked interpreter's start
+        rest, _ = first.communicate(timeout=300)
+        assert first.returncode == 0, rest[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    runs = trial_runs(store[0].split("=", 1)[1])
+    assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+GRAB = """
+import sys, time
+from pipeline.search import ownership
+print(ownership.hold_new_name(sys.argv[1], "search-20261206-120000", lambda n: False), flush=True)
+time.sleep(3)
+"""
+
+
+def test_generated_names_started_in_one_second_never_collide(tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GRAB, str(tmp_path)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    names = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(names) == [
+        "search-20261206-120000",
+        "search-20261206-120000-2",
+        "search-20261206-120000-3",
+    ]

@@ -1,0 +1,185 @@
+"""What the user did not hand over stays untouched, and bad input is one line (#52):
+hostile search names, unknown `+` keys, the search's lock, the report of a pruned
+search, predictions beside input columns, plugin code shipped with a model, a 403."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.config import ConfigError, compose_config
+from pipeline.models.registry import validate_config
+
+HOSTILE = ["..", ".", "/tmp/victim", "a/../../b", "~", "", "x" * 300, "a\x00b", "a\nb", "-rf"]
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=repr)
+def test_a_search_name_that_is_not_one_plain_folder_name_is_refused(name):
+    cfg = compose_config(["+experiment=quick"])
+    cfg.search.name = name
+    with pytest.raises(ConfigError, match=r"^search\.name: .* is not a plain name"):
+        validate_config(cfg)
+
+
+def test_hostile_names_on_the_command_line_touch_nothing(tmp_path, run_cli):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("mine")
+    store = [f"tracking.uri=sqlite:///{tmp_path}/s/mlflow.db", f"tuner.directory={tmp_path}/t"]
+    for name in (str(victim), "..", "a/../../victim"):
+        result = run_cli("search", "+experiment=quick", f"search.name={name}", *store)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "search.name" in result.stderr
+    assert (victim / "keep").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]  # no store, no folder
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+train.epocs=10", "train.epocs: no such key in the config schema; did you mean "
+                            "'train.epochs'?"),
+        ("+data.csv.sep=tab", "data.csv.sep: no such key"),
+        ("+model.embeddings.sorce=glove", "model.embeddings.sorce: no such key"),
+        ("+surprise=1", "surprise: no such key"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_added_with_plus_is_refused_naming_it(override, message):
+    preset = ["data=airline_tweets"] if "csv" in override else []
+    cfg = compose_config([*preset, override])
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_keys_of_open_sections_and_plugin_sections_stay_accepted(registry_restored):
+    plugin = "tests.plugins.jsonl_data"
+    space = "+search_space.scaled_mean.scale={type: choice, values: [1, 2]}"
+    cfg = compose_config([f"plugins=[{plugin}]", space, "model.scaled_mean.scale=2"])
+    validate_config(cfg)
+    cfg = compose_config([f"plugins=[{plugin}]", "+model.scaled_mean.scael=2"])
+    with pytest.raises(ConfigError, match=r"^model\.scaled_mean\.scael: no such key.*'model"
+                                          r"\.scaled_mean\.scale'"):  # fmt: skip
+        validate_config(cfg)
+
+
+def test_one_live_holder_per_search_and_a_free_generated_name(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.errors import SearchError
+    from pipeline.search import ownership
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pipeline.search import ownership\n"
+         f"ownership.hold({str(tmp_path)!r}, 'taken'); print('held', flush=True); "
+         "time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SearchError, match=rf"'taken' is running in another process \(pid "
+                                              rf"{holder.pid} on "):  # fmt: skip
+            ownership.hold(tmp_path, "taken")
+        # the store already has 'new' (finished in this second): the next suffix
+        assert ownership.hold_new_name(tmp_path, "new", lambda n: n == "new") == "new-2"
+        assert ownership.hold_new_name(tmp_path, "taken", lambda n: False) == "taken-2"
+    finally:
+        holder.kill()
+        holder.wait()
+    ownership.hold(tmp_path, "taken")  # a killed holder's lock is free again
+    ownership.hold(tmp_path, "taken")  # held by this process already: fine
+
+
+def test_the_report_table_of_a_search_with_pruned_trials_and_a_reference():
+    from pipeline.analysis.search_report import leaderboard_markdown
+
+    board = pd.DataFrame(
+        {
+            "data": ["d", "d", "d"],
+            "configuration": ["attn", "mean", "tfidf-lr"],
+            "seeds": [1, 1, 1],
+            "val_accuracy_mean": [0.9, 0.8, 0.99],
+            "pruned": [0.0, 1.0, float("nan")],  # the reference row has no pruner
+        }
+    )
+    table = leaderboard_markdown(board, "val_accuracy")
+    assert "| tfidf-lr | 1 | - |" in table and "| mean | 1 | 1 |" in table
+
+
+def test_predictions_never_overwrite_an_input_column():
+    from pipeline.serving.batch import beside
+
+    rows = pd.DataFrame({"id": [1, 2], "label": ["pos", "neg"], "pred_label": ["x", "y"]})
+    scored = pd.DataFrame({"label": ["a", "b"], "p_a": [0.9, 0.2]})
+    out = beside(rows, scored)
+    assert list(out.columns) == ["id", "label", "pred_label", "pred_pred_label", "p_a"]
+    assert out["label"].tolist() == ["pos", "neg"]
+    assert out["pred_pred_label"].tolist() == ["a", "b"]
+
+
+def test_plugin_modules_are_copied_at_their_import_path(tmp_path):
+    from pipeline.serving.text_model import plugin_code
+
+    tops = plugin_code(["tests.plugins.gated_pooling", "json"], tmp_path)
+    assert sorted(tops) == sorted([str(tmp_path / "tests"), str(tmp_path / "json")])
+    assert (tmp_path / "tests" / "__init__.py").is_file()
+    assert (tmp_path / "tests" / "plugins" / "gated_pooling.py").is_file()
+    assert not (tmp_path / "tests" / "test_safety.py").exists()  # the module, not its package
+    assert (tmp_path / "json" / "decoder.py").is_file()  # a package: whole
+
+
+def test_a_refused_permission_is_told_apart_from_other_errors():
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking.connection import refused_permission
+
+    class Response:
+        status_code = 403
+
+    http = type("HTTPError", (Exception,), {"response": Response()})("403 Client Error")
+    assert refused_permission(http)
+    assert refused_permission(
+        MlflowException(
+            "API request to endpoint /api/2.0/mlflow/runs/create failed with "
+            "error code 403 != 200. Response body: 'Permission denied'"
+        )  # fmt: skip
+    )
+    assert not refused_permission(MlflowException("Run 'abc' not found"))
+    assert not refused_permission(ConnectionError("connection refused"))
+
+
+def test_a_reader_with_a_shorter_patience_does_not_close_a_live_run(store):
+    import time
+
+    from pipeline.tracking.store import Tracker
+
+    writer = Tracker(store.uri, "attention-search", str(store.path / "a"), stale_after_s=3600)
+    writer.connect()
+    client = store.client()
+    with writer.run("live search", tags={"kind": "search"}) as run:
+        live = run.info.run_id
+        client.set_tag(live, "heartbeat", str(int(time.time()) - 100))  # a slow beat
+        assert client.get_run(live).data.tags["stale_after_s"] == "3600"
+        dead = client.create_run(writer.experiment_id, run_name="old", tags={"kind": "trial"})
+        client.set_tag(dead.info.run_id, "heartbeat", str(int(time.time()) - 100))
+        reader = Tracker(store.uri, "attention-search", str(store.path / "a"), stale_after_s=5)
+        reader.connect()  # closes stale runs, as every command does
+        assert reader.close_stale() == 0
+        assert client.get_run(live).info.status == "RUNNING"
+        assert client.get_run(dead.info.run_id).info.status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("tracking.heartbeat_s=900", "tracking.heartbeat_s"),
+        ("tracking.heartbeat_s=0", "tracking.heartbeat_s"),
+        ("tracking.outage_budget_s=inf", "tracking.outage_budget_s"),
+        ("tracking.stale_after_s=-1", "tracking.stale_after_s"),
+    ],
+)
+def test_heartbeat_and_budgets_are_checked(override, key):
+    cfg = compose_config([override])
+    with pytest.raises(ConfigError, match=rf"^{key}: must be"):
+        validate_config(cfg)
