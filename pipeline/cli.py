@@ -132,6 +132,21 @@ class WritableOutputs:
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
 
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """Hydra has just written the job's config and overrides under `.hydra/`: a
+        password given in an override (`tracking.uri=postgresql://u:PW@...`) is hidden."""
+        from pathlib import Path
+
+        from pipeline.tracking.redaction import redact
+
+        subdir = config.hydra.output_subdir
+        if subdir is None:
+            return
+        for path in (Path(config.hydra.runtime.output_dir) / subdir).glob("*.yaml"):
+            text = path.read_text()
+            if (hidden := redact(text)) != text:
+                path.write_text(hidden)
+
     def __getattr__(self, name: str):  # the other callback hooks: nothing to do
         if name.startswith("on_"):
             return lambda *args, **kwargs: None

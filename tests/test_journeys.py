@@ -1,15 +1,16 @@
 """The users' own paths, as the README tells them, each a few real commands end to end:
-a newcomer (search, report, reproduce, predict, serve), a CSV of one's own, a teammate
-with READ rights on an auth server, a plugin author serving a plugin's model, and two
-terminals on one search. Tiny data; the default config unless a journey says otherwise."""
+a newcomer (search, report, reproduce, predict, serve), a CSV of one's own, and two
+terminals on one search. Tiny data; the default config unless a journey says otherwise.
+Two journeys live beside what they share: the teammate's (an auth server, a READ user's
+report) in `test_team.py::test_basic_auth_server_signs_searches_in_a_read_user...`, the
+plugin author's (a plugin's pooling searched, its model loaded and served outside the
+checkout) in `test_plugin_config.py::test_a_quick_search_on_a_plugin_loader...`."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 
@@ -17,7 +18,6 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT, start_search_cli, store_overrides
-from tests.forked_cli import popen_python
 
 pytestmark = [pytest.mark.e2e, pytest.mark.journey]
 
@@ -109,106 +109,6 @@ def test_own_csv_by_overrides_alone_then_the_report(tmp_path, run_cli):
     report = ok(run_cli("report", "mine", "--out", str(tmp_path / "r"), *store[:2]))
     assert "mine" in report.stdout
     assert len(trial_runs(store[0].split("=", 1)[1])) == 2
-
-
-def test_teammate_with_read_rights_reports_and_is_refused_a_search_in_one_line(tmp_path, run_cli):
-    """README "Team set-up": an auth server whose default permission is READ; the EDIT
-    user's search, then a READ user's report with --out, and the READ user's search."""
-    from pipeline.tracking.mlflow_server import free_port, wait_for
-
-    admin = ("admin", "team-password-123")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = popen_python(
-        ["-m", "pipeline.server", "--auth", "--port", str(port), "--workers", "1",
-         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-         f"tracking.artifact_root={tmp_path}/served",
-         f"tracking.auth_db=sqlite:///{tmp_path}/auth.db",
-         "tracking.auth_default_permission=READ"],
-        cwd=PROJECT_ROOT,
-        stdout=open(tmp_path / "server.log", "w"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
-             "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1]},
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for(f"{base}/health", seconds=120)
-        users = {"editor": "editor-password-123", "reader": "reader-password-123"}
-        for user, password in users.items():
-            request = urllib.request.Request(
-                f"{base}/api/2.0/mlflow/users/create",
-                data=json.dumps({"username": user, "password": password}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            request.add_header("Authorization", basic(*admin))
-            urllib.request.urlopen(request, timeout=30).read()
-
-        def signed(user: str) -> dict:
-            return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": users[user]}
-
-        search = ["+experiment=quick", "tuner.max_trials=1", f"tracking.uri={base}",
-                  f"tuner.directory={tmp_path}/tuner",
-                  f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
-        ok(run_cli("search", *search, "search.name=team", env=signed("editor")))
-        out = tmp_path / "report"
-        read = ok(
-            run_cli(
-                "report", "team", "--out", str(out), f"tracking.uri={base}", env=signed("reader")
-            )  # fmt: skip
-        )
-        assert (out / "report.md").is_file()
-        assert "user 'reader' may not write to experiment 'attention-search'" in read.stdout
-        refused = run_cli("search", *search, "search.name=mine", env=signed("reader"))
-        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-        line = refused.stderr.strip()
-        assert line.count("\n") == 0 and "(HTTP 403)" in line and "'reader'" in line, line
-        assert "'attention-search'" in line
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-
-
-def basic(user: str, password: str) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def test_plugin_pooling_model_loads_and_serves_outside_the_checkout(tmp_path, run_cli):
-    """README "Extending": a plugin's pooling searched; its model in a fresh interpreter
-    whose working folder is not the checkout, and behind `mlflow models serve`."""
-    from pipeline.serving.model_server import model_server
-
-    store = store_overrides(tmp_path)
-    uri = store[0].split("=", 1)[1]
-    ok(run_cli("search", "+experiment=quick", "tuner.max_trials=1",
-               "plugins=[tests.plugins.gated_pooling]", "search_space.pooling.values=[gated]",
-               "search.name=plugin", *store))  # fmt: skip
-    best = best_run_id(uri, "plugin")
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    script = textwrap.dedent(
-        f"""
-        import mlflow.pyfunc
-        model = mlflow.pyfunc.load_model("runs:/{best}/model")
-        print(model.predict(["k0_1 k0_2 w3"])["label"].tolist())
-        import sys
-        print(sys.modules["tests.plugins.gated_pooling"].__file__)
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    loaded = subprocess.run(
-        [sys.executable, "-c", script], cwd=outside, capture_output=True, text=True,
-        env={**env, "MLFLOW_TRACKING_URI": uri}, timeout=180,
-    )  # fmt: skip
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    labels, source = loaded.stdout.strip().splitlines()[-2:]
-    assert labels.startswith("['class_")
-    assert "/model/code/tests/plugins/gated_pooling.py" in source  # shipped, not the checkout
-    with model_server(f"runs:/{best}/model", uri, outside) as base:
-        rows = post_texts(base, ["k0_1 k0_2 w3"])
-    assert rows[0]["label"].startswith("class_")
 
 
 def test_two_terminals_on_one_search_name(tmp_path):

@@ -5,6 +5,9 @@ enough for a search, its report and a reproduction, with no edit inside `pipelin
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -98,3 +101,28 @@ def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
 
     reproduced = reproduce_run(store.compose(), trials[0].info.run_id)
     assert reproduced.matches, reproduced
+
+    # The plugin author's journey ends with the model outside the checkout: a fresh
+    # interpreter elsewhere (the plugin module ships in the model's code/), and served.
+    from pipeline.serving.model_server import model_server
+    from tests.test_journeys import post_texts
+
+    model = f"runs:/{trials[0].info.run_id}/model"
+    outside = store.path / "elsewhere"
+    outside.mkdir()
+    script = (
+        f"import mlflow.pyfunc, sys\nmodel = mlflow.pyfunc.load_model({model!r})\n"
+        "print(model.predict(['a fine long review'])['label'].tolist())\n"
+        f"print(sys.modules[{PLUGIN!r}].__file__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=outside, capture_output=True, text=True,
+        env={**env, "MLFLOW_TRACKING_URI": store.uri}, timeout=180,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    labels, source = loaded.stdout.strip().splitlines()[-2:]
+    assert labels.startswith("['")
+    assert source.endswith("/model/code/tests/plugins/jsonl_data.py")  # not the checkout's
+    with model_server(model, store.uri, outside) as base:
+        assert post_texts(base, ["a fine long review"])[0]["label"] == labels[2:-2]

@@ -183,3 +183,46 @@ def test_heartbeat_and_budgets_are_checked(override, key):
     cfg = compose_config([override])
     with pytest.raises(ConfigError, match=rf"^{key}: must be"):
         validate_config(cfg)
+
+
+def test_a_server_whose_store_is_away_is_in_an_outage_though_its_health_answers():
+    """MLflow's /health does not touch the database; the guard probes with a store read."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline.tracking.outage import OutageGuard
+
+    class DatabaseDown(BaseHTTPRequestHandler):
+        down = True
+
+        def do_GET(self):
+            healthy = self.path == "/health" or not self.down
+            self.send_response(200 if healthy else 503)
+            self.end_headers()
+            self.wfile.write(b"OK" if healthy else b'{"error_code": "TEMPORARILY_UNAVAILABLE"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DatabaseDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        guard = OutageGuard(f"http://127.0.0.1:{server.server_port}", budget_s=60)
+        assert guard.is_outage(RuntimeError("an error whose text names no outage"))
+        DatabaseDown.down = False  # the store answers again: an error is the call's own
+        assert not guard.is_outage(RuntimeError("RESOURCE_DOES_NOT_EXIST: no run 'x'"))
+        for text in ("failed with error code 500 != 200", "TEMPORARILY_UNAVAILABLE: db"):
+            assert guard.is_outage(RuntimeError(text))  # said by the error itself
+    finally:
+        server.shutdown()
+
+
+def test_a_config_read_from_a_store_is_data_never_resolved_here(monkeypatch):
+    from pipeline.search.reproduction import stored_config
+
+    monkeypatch.setenv("PLANTED_SECRET", "s3cret")
+    cfg = stored_config("data:\n  name: ${oc.env:PLANTED_SECRET}\n  path: 'C:\\\\x\\\\y'\n")
+    assert cfg.data.name == "${oc.env:PLANTED_SECRET}"
+    assert cfg.data.path == "C:\\\\x\\\\y"
+    cfg = stored_config("a: 'x \\\\${y} z'\n")  # an escaped one stays as it was written
+    assert cfg.a == "x \\\\${y} z"

@@ -182,9 +182,13 @@ def test_server_keeps_the_password_out_of_its_output_and_command_line(tmp_path, 
     assert postgres.password not in output
 
 
-def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
+def test_basic_auth_server_signs_searches_in_a_read_user_reports_and_is_refused_a_search(
     tmp_path, monkeypatch, capsys
 ):
+    """The teammate journey (README "Team set-up"): a server whose default permission is
+    READ; a wrong password and none are refused; the admin's search runs; a READ user's
+    report with --out is written (and says why it is not logged on the parent run); the
+    READ user's search is refused in one line naming the permission and the experiment."""
     admin = {
         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
         "MLFLOW_AUTH_ADMIN_PASSWORD": "team-password-123",
@@ -194,6 +198,7 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"tracking.artifact_root={tmp_path}/served",
         f"tracking.auth_db=sqlite:///{tmp_path}/auth.db",
+        "tracking.auth_default_permission=READ",
     ]
     short = {"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}
     first = cli("pipeline.server", "--auth", "--port", str(port), *store, env=short, timeout=120)
@@ -255,12 +260,45 @@ def test_basic_auth_server_signs_searches_in_and_refuses_a_wrong_password(
         assert [r.info.run_name for r in runs if r.data.tags.get("kind") == "search"] == [
             "signed-in"
         ]
+
+        reader = {"MLFLOW_TRACKING_USERNAME": "reader",
+                  "MLFLOW_TRACKING_PASSWORD": "reader-password-123"}  # fmt: skip
+        create_user(base, signed_in, reader)
+        out = tmp_path / "report"
+        read = cli("pipeline.report", "signed-in", "--out", str(out), f"tracking.uri={base}",
+                   env=reader)  # fmt: skip
+        assert read.returncode == 0, read.stdout[-2000:] + read.stderr[-2000:]
+        assert (out / "report.md").is_file()
+        assert "user 'reader' may not write to experiment 'attention-search'" in read.stdout
+        refused = cli("pipeline.search", *search, "search.name=mine", env=reader)
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        line = refused.stderr.strip()
+        assert line.count("\n") == 0 and "(HTTP 403)" in line and "'reader'" in line, line
+        assert "experiment 'attention-search'" in line
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
 
 
 @pytest.mark.parametrize(("overrides", "ttl"), [([], 60), (["tracking.auth_cache_s=0"], 0)])
+def create_user(base: str, admin: dict, user: dict) -> None:
+    """MLflow's auth REST API, as an admin creates a teammate's account."""
+    import base64
+    import json
+    import urllib.request
+
+    who = f"{admin['MLFLOW_TRACKING_USERNAME']}:{admin['MLFLOW_TRACKING_PASSWORD']}"
+    body = {"username": user["MLFLOW_TRACKING_USERNAME"],
+            "password": user["MLFLOW_TRACKING_PASSWORD"]}  # fmt: skip
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/users/create",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": "Basic " + base64.b64encode(who.encode()).decode()},
+    )  # fmt: skip
+    urllib.request.urlopen(request, timeout=30).read()
+
+
 def test_the_auth_server_checks_a_password_once_per_cache_window(
     tmp_path, monkeypatch, overrides, ttl
 ):
@@ -315,3 +353,67 @@ def test_a_database_outage_behind_a_healthy_server_fails_no_trial(tmp_path, post
     assert {r.info.status for r in runs} == {"FINISHED"}, [
         (r.info.run_name, r.info.status, r.data.tags.get("error")) for r in runs
     ]
+
+
+def test_a_password_in_the_uri_and_the_environment_reaches_no_output_file_or_command_line(
+    tmp_path, postgres
+):
+    """A cluster search (artifacts by the background worker), its report and a reproduce,
+    straight on PostgreSQL with the password in `tracking.uri` and another one in
+    MLFLOW_TRACKING_PASSWORD: neither is in any artifact, param, tag, report, printed line,
+    job.yaml or command line (`ps`) of theirs."""
+    import threading
+    import time
+
+    from tests.conftest import BACKGROUND
+
+    secret_env = "env-secret-4f2a9c"
+    uri = postgres.create_database("secrets").replace("mlflow@", f"mlflow:{postgres.password}@")
+    env = {"MLFLOW_TRACKING_PASSWORD": secret_env, "MLFLOW_TRACKING_USERNAME": "someone"}
+    store = [f"tracking.uri={uri}", f"tracking.artifact_root={tmp_path}/art",
+             f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
+    seen: list[str] = []
+    done = threading.Event()
+
+    def sample_command_lines() -> None:
+        while not done.is_set():
+            for p in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    seen.append(p.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    pass
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample_command_lines, daemon=True)
+    sampler.start()
+    try:
+        search = cli("pipeline.search", *QUICK, "tracking.log_model=true", BACKGROUND,
+                     "cluster=workers", "cluster.n_workers=1", "tuner.max_trials=2",
+                     f"tuner.directory={tmp_path}/tuner", "search.name=secrets", *store,
+                     env=env)  # fmt: skip
+        assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
+        report = cli("pipeline.report", "secrets", "--out", str(tmp_path / "report"), *store,
+                     env=env)  # fmt: skip
+        assert report.returncode == 0, report.stderr[-2000:]
+        runs = runs_of(uri)
+        trial = next(r for r in runs if r.data.tags.get("kind") == "trial")
+        again = cli("pipeline.reproduce", trial.info.run_id, *store, env=env)
+        assert again.returncode == 0, again.stderr[-2000:]
+    finally:
+        done.set()
+        sampler.join()
+    runs = runs_of(uri)
+    assert len(runs) >= 4  # parent, 2 trials, the reproduction
+    texts = {"printed": "".join(r.stdout + r.stderr for r in (search, report, again))}
+    texts["command lines"] = "\n".join(seen)
+    for run in runs:
+        texts[f"run {run.info.run_name}"] = repr((run.data.params, run.data.tags))
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size < 5_000_000]
+    assert any(p.name == "job.yaml" for p in files) and any(p.name == "report.md" for p in files)
+    assert any(p.name == "config.yaml" for p in files)  # the parent's, uploaded
+    for path in files:
+        texts[str(path)] = path.read_bytes().decode(errors="replace")
+    for secret in (postgres.password, secret_env):
+        leaks = [where for where, text in texts.items() if secret in text]
+        assert leaks == [], leaks
+    assert any(f"mlflow:{postgres.password}@" not in c and "pipeline.search" in c for c in seen)

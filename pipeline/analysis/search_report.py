@@ -373,7 +373,7 @@ def context_lines(
         f"- store: `{redact(tracker.uri)}`, experiment `{tracker.experiment_name}`",
         f"- runs: {len(runs)} finished trial runs, {runs['label'].nunique()} configurations, "
         f"seeds {sorted(int(s) for s in runs['seed'].dropna().unique())}",
-        f"- report: `python -m pipeline.report {' '.join(argv)}`".rstrip(),
+        f"- report: `python -m pipeline.report {redact(' '.join(argv))}`".rstrip(),
     ]
     if parent is not None:
         lines.insert(1, f"- search `{parent.name}`, parent run `{parent.run_id}`")

@@ -120,6 +120,7 @@ class Cluster:
             "KERASTUNER_ORACLE_PORT": str(self.port),
             "KERASTUNER_TUNER_ID": label,
             "PYTHONUNBUFFERED": "1",
+            URI_ENV: str(self.cfg.tracking.uri),  # not in job.yaml: it may hold a password
         }
         threads = self.cfg.cluster.threads_per_worker
         index = label.removeprefix("worker-")
@@ -191,10 +192,20 @@ class Cluster:
                 p.pump.join(timeout=5)
 
 
+# The children's tracking.uri: from their environment, so job.yaml holds no credentials.
+URI_ENV = "ATTENTION_SEARCH_TRACKING_URI"
+
+
 def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
-    """The launcher's resolved config, which every child composes as its primary config."""
+    """The launcher's resolved config, which every child composes as its primary config;
+    readable by its owner only, and its tracking.uri read from the children's environment."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "job.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    job = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
+    job.tracking.uri = f"${{oc.env:{URI_ENV}}}"
+    path = job_dir / "job.yaml"
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+        fh.write(OmegaConf.to_yaml(job))
 
 
 def supervise(cluster: Cluster, tracker: TrackingStore) -> None:

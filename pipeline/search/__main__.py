@@ -23,8 +23,12 @@ OUTAGE_EXIT_CODE = 75  # EX_TEMPFAIL: the tracking server was away too long; try
 
 def resume_command(cfg: DictConfig) -> str:
     """The command that continues this search (its overrides, plus its name)."""
+    from pipeline.tracking.redaction import redact
+
     overrides = [o for o in hydra_overrides() if not o.startswith("search.")]
-    return " ".join(["python -m pipeline.search", *overrides, f"search.name={cfg.search.name}"])
+    return redact(
+        " ".join(["python -m pipeline.search", *overrides, f"search.name={cfg.search.name}"])
+    )
 
 
 def run(cfg: DictConfig) -> int:

@@ -10,6 +10,7 @@ run tagged `reproduces=RUN_ID` and compares both runs' metrics.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +19,7 @@ from pipeline import progress
 from pipeline.config import CONF_DIR
 from pipeline.errors import SearchError
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag, TrialRecord, TrialRun
+from pipeline.tracking.redaction import redact
 
 # Metrics that measure the machine, not the model: never compared.
 UNCOMPARED = (Metric.TRAIN_SECONDS, Metric.DIAGNOSTICS_SECONDS)
@@ -54,12 +56,30 @@ def load_source(tracker, run_id: str) -> Source:
         record = tracker.read_trial_record(run_id)
     except StaleRecordError as err:
         raise SearchError(f"run {run_id}: {err}") from None
-    logged = OmegaConf.create(tracker.read_text(run.parent_id, Artifact.CONFIG))
+    logged = stored_config(tracker.read_text(run.parent_id, Artifact.CONFIG))
     logged = _current_layout(logged)
     import_plugins(list(logged.plugins))  # their config sections join the schema
     cfg = OmegaConf.merge(OmegaConf.structured(config_class(list(logged.plugins))), logged)
     vocab = tracker.read_text(run.parent_id, Artifact.VOCAB).split("\n")
     return Source(run=run, cfg=cfg, record=record, vocab=vocab)
+
+
+def stored_config(text: str) -> DictConfig:
+    """A config.yaml read from a store, as data: an `${...}` in it (a teammate's planted
+    `${oc.env:PGPASSWORD}`) stays literal text, never resolved against this machine."""
+    import yaml
+
+    def literal(value):
+        if isinstance(value, dict):
+            return {k: literal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [literal(v) for v in value]
+        if isinstance(value, str):
+            # OmegaConf's escape: `\${` is literal, and backslashes before it are doubled
+            return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+        return value
+
+    return OmegaConf.create(literal(yaml.safe_load(text) or {}))
 
 
 def _current_layout(logged: DictConfig) -> DictConfig:
@@ -241,7 +261,7 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
             model_settings,
             train,
         )
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
+        tracker.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), Artifact.CONFIG)
         trained = train_and_log(
             TrialLogging.for_search(cfg, data, tracker),
             model_settings,

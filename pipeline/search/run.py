@@ -50,6 +50,7 @@ from pipeline.search.state_files import check_state_files
 from pipeline.search.tuner import drive, make_tuner, weights_path
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
+from pipeline.tracking.redaction import redact
 from pipeline.tracking.store import open_tracker
 from pipeline.training.compiled import KEPT, clear_session, set_jit
 from pipeline.training.evaluation import evaluate
@@ -73,7 +74,7 @@ def search_parent_tags(cfg: DictConfig, data: PreparedData, name: str, comparabl
 def log_search_setup(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> None:
     """What a new search records once on its parent run (params are immutable in MLflow)."""
     tracker.log_params(flatten(to_plain(cfg)))
-    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), Artifact.CONFIG)
+    tracker.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), Artifact.CONFIG)
     tracker.log_dict(search_space_dims(cfg.search_space), Artifact.SEARCH_SPACE)
     tracker.log_text("\n".join(data.vocab), Artifact.VOCAB)
     if data.audit is not None:

@@ -45,6 +45,7 @@ Renderer = Callable[[Any], bytes | str]
 Upload = Callable[[str, str, str | None], None]
 
 JOB_FILE = "job.json"
+URI_ENV = "ATTENTION_SEARCH_SPOOL_URI"  # the worker's tracking URI (may hold a password)
 FILES = "files"
 LOCK_FILE = ".worker.lock"
 
@@ -193,10 +194,11 @@ class ArtifactSpool:
         t = self.target
         self._worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline.tracking.spool", str(self.folder),
-             "--uri", t.uri, "--renderers", t.renderers,
+             "--renderers", t.renderers,
              "--budget", str(t.outage_budget_s), "--backoff", str(t.outage_backoff_max_s)],
             stdin=subprocess.PIPE,
             text=True,
+            env={**os.environ, URI_ENV: t.uri},  # not in argv: `ps` shows argv to everyone
         )  # fmt: skip
 
     def close(self) -> None:
@@ -271,12 +273,11 @@ def work(folder: Path, target: SpoolTarget) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tracking.spool")
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--uri", required=True)
     parser.add_argument("--renderers", required=True)
     parser.add_argument("--budget", type=float, default=0.0)
     parser.add_argument("--backoff", type=float, default=10.0)
     args = parser.parse_args(argv)
-    target = SpoolTarget(args.uri, args.renderers, args.budget, args.backoff)
+    target = SpoolTarget(os.environ[URI_ENV], args.renderers, args.budget, args.backoff)
     return work(args.folder, target)
 
 
