@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
+import shutil
 
 
 class UserFacingError(Exception):
@@ -12,6 +16,42 @@ class UserFacingError(Exception):
 
 class SearchError(UserFacingError, RuntimeError):
     """The search as a whole could not go on; the message says why."""
+
+
+class DiskFull(UserFacingError, RuntimeError):
+    """A write failed for want of space: the machine's fault, not the trial's; the search
+    stops (exit 75) and the same command, once there is room, runs that trial again."""
+
+
+def disk_full(err: BaseException) -> OSError | str | None:
+    """The ENOSPC/EDQUOT error in `err` or what caused it (h5py and MLflow wrap it)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        if any(mark in str(err) for mark in ("No space left on device", "Disk quota exceeded")):
+            return str(err)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def disk_full_line(err: BaseException, folders: tuple[str, ...] = ()) -> str:
+    """One line naming the fullest place among the file that did not fit and the
+    `folders` the command writes to (the error's file name alone can mislead: a copy
+    names its source, and MLflow's staged writes name none)."""
+    named = getattr(disk_full(err), "filename", None)
+    free = {}
+    for place in (*folders, *([os.path.dirname(named)] if named else [])):
+        with contextlib.suppress(OSError):
+            free[place] = shutil.disk_usage(place).free
+    if free:
+        fullest = min(free, key=free.get)
+        return f"no space left on the device of {fullest} ({free[fullest] // 1024} KiB free)"
+    return f"no space left on the device ({one_line(err)})"
+
+
+class UploadsKept(UserFacingError, RuntimeError):
+    """Trials finished, but some of their artifacts wait in a spool: resumable (exit 75)."""
 
 
 _NAMED = re.compile(r"^\s*(\w+(Error|Exception)): (.+)$")

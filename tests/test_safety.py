@@ -226,3 +226,70 @@ def test_a_config_read_from_a_store_is_data_never_resolved_here(monkeypatch):
     assert cfg.data.path == "C:\\\\x\\\\y"
     cfg = stored_config("a: 'x \\\\${y} z'\n")  # an escaped one stays as it was written
     assert cfg.a == "x \\\\${y} z"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only; skipped with the reason otherwise)."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("artifacts", ["inline", "background"])
+def test_a_full_disk_stops_the_search_in_one_line_and_the_same_command_finishes_it(
+    tmp_path, small_disk, run_cli, store_template, artifacts
+):
+    """Artifacts on a disk that fills mid-search: exit 75 naming the file, no trial lost;
+    with room again the same command runs that trial, registers a whole model, and the
+    parent ends FINISHED without the first process's error."""
+    import os
+    import shutil
+
+    from tests.conftest import Store
+
+    shutil.copy(store_template, tmp_path / "mlflow.db")
+    store = Store(tmp_path)
+    filler = small_disk / "filler"
+    stat = os.statvfs(small_disk)
+    filler.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 300_000))  # room: 300 kB
+    command = ["search", "+experiment=quick", "tuner.max_trials=2", "search.name=full",
+               "tracking.register_best=full", f"tracking.uri={store.uri}",
+               f"tracking.artifact_root={small_disk}/art", f"tuner.directory={tmp_path}/t",
+               f"hydra.run.dir={tmp_path}/hydra",
+               f"tracking.background_artifacts={artifacts == 'background'}"]  # fmt: skip
+    first = run_cli(*command)
+    assert first.returncode == 75, first.stdout[-3000:] + first.stderr[-3000:]
+    line = first.stderr.strip()
+    assert line.count("\n") == 0 and f"no space left on the device of {small_disk}/art (" in line
+    assert "resume with: python -m pipeline.search" in line and "search.name=full" in line
+
+    filler.unlink()
+    again = run_cli(*command)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = store.runs()
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in finished) == ["0", "1"]
+    assert all(r.data.tags.get("interrupted") == "true" for r in trials if r not in finished)
+    client = store.client()
+    for run in finished:
+        logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model", "confusion_matrix.png"} <= logged, logged
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "search"]
+    assert parent.info.status == "FINISHED" and "error" not in parent.data.tags
+    version = client.get_latest_versions("full")[0]
+    assert version.run_id in {r.info.run_id for r in finished}
+    assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_artifacts(version.run_id,
+                                                                              "model")}  # fmt: skip

@@ -17,8 +17,11 @@ from omegaconf import DictConfig
 
 from pipeline.cli import fail, guarded
 from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides, pin_explicit_knobs
+from pipeline.errors import DiskFull, UploadsKept, disk_full, disk_full_line
 
-OUTAGE_EXIT_CODE = 75  # EX_TEMPFAIL: the tracking server was away too long; try again later
+# EX_TEMPFAIL: the environment failed (the tracking server away too long, a full disk,
+# uploads kept): the same command, later, goes on where this one stopped
+RESUMABLE = 75
 
 
 def resume_command(cfg: DictConfig) -> str:
@@ -81,17 +84,28 @@ def run(cfg: DictConfig) -> int:
                 from pipeline.search.run import run_search
 
                 outcome = run_search(cfg, data, tracker, prefit)
+    except DiskFull as err:
+        fail(f"{err}; free some space, then resume with: {resume_command(cfg)}", code=RESUMABLE)
+    except UploadsKept as err:
+        fail(f"{err}; the same command uploads them: {resume_command(cfg)}", code=RESUMABLE)
     except TrackingOutage as err:
         if role is not None:
-            fail(f"{cfg.cluster.worker_id}: {err}", code=OUTAGE_EXIT_CODE)
+            fail(f"{cfg.cluster.worker_id}: {err}", code=RESUMABLE)
         fail(
             f"{err}; the search stopped, and the runs left open are closed by the next command "
             f"that reaches the server; resume with: {resume_command(cfg)}",
-            code=OUTAGE_EXIT_CODE,
+            code=RESUMABLE,
         )
     except Exception as err:
         from pipeline.tracking.connection import refused_permission, write_refused
 
+        if disk_full(err):  # outside a trial: keras-tuner's state, the search's own files
+            from pipeline.search.tuner import written_folders
+
+            line = disk_full_line(err, written_folders(cfg))
+            fail(
+                f"{line}; free some space, then resume with: {resume_command(cfg)}", code=RESUMABLE
+            )
         if not refused_permission(err):
             raise
         fail(write_refused(str(cfg.tracking.uri), str(cfg.tracking.experiment)))

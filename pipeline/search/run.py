@@ -9,8 +9,9 @@ Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the CLI
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from pipeline.config import (
     to_plain,
 )
 from pipeline.data import PreparedData, prepare
-from pipeline.errors import SearchError
+from pipeline.errors import SearchError, UploadsKept, disk_full_line
 from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import (
     SearchPlan,
@@ -47,7 +48,7 @@ from pipeline.search.space import (
     trial_settings,
 )
 from pipeline.search.state_files import check_state_files
-from pipeline.search.tuner import drive, make_tuner, weights_path
+from pipeline.search.tuner import drive, make_tuner, weights_path, written_folders
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.redaction import redact
@@ -139,6 +140,14 @@ def best_configuration(
     return tracker.read_trial_record(best["run_id"]).hyperparameters, str(best["trial_id"])
 
 
+def log_summary(tracker: TrackingStore, rows: list[dict]) -> pd.DataFrame:
+    """The trials so far as `search_summary.csv` on the parent run."""
+    trials = pd.DataFrame(rows)
+    if not trials.empty:
+        tracker.log_table_csv(trials, Artifact.SUMMARY)
+    return trials
+
+
 def count_trials(tracker: TrackingStore, trials: pd.DataFrame) -> int:
     done = int((trials["status"] == Status.FINISHED).sum()) if not trials.empty else 0
     tracker.log_metrics({Metric.TRIALS_FINISHED: done, Metric.TRIALS_FAILED: len(trials) - done})
@@ -203,6 +212,7 @@ def finish_search(
     log_knob_importance(cfg, tracker, table)
     if before_registry is not None:
         before_registry()
+    check_uploads_done(cfg, name)  # the registry never points at a model still in a spool
     if cfg.tracking.register_best:
         register_best(cfg, tracker, name, best_row, test_metrics)
     return SearchOutcome(
@@ -214,6 +224,28 @@ def finish_search(
         ui_command=tracker.ui_command(),
         exhausted=exhausted_space(cfg.tuner.kind, cfg.tuner.max_trials, trials),
     )
+
+
+def check_uploads_done(cfg: DictConfig, name: str) -> None:
+    """Every trial's artifacts reached the store, or UploadsKept (exit 75): the spools
+    keep them, and the same command uploads them first (then registers)."""
+    from pipeline.tracking.spool import ERROR_FILE, pending_jobs
+
+    spools = Path(cfg.tuner.directory) / name / "spool"
+    kept = {f: jobs for f in sorted(spools.glob("*")) if (jobs := pending_jobs(f))}
+    if kept:
+        where = ", ".join(f"{len(jobs)} in {folder}" for folder, jobs in kept.items())
+        errors = [
+            j / ERROR_FILE for jobs in kept.values() for j in jobs if (j / ERROR_FILE).exists()
+        ]
+        why = f"; last error: {errors[-1].read_text().strip()}" if errors else ""
+        if "No space left" in why:
+            why = f"; {disk_full_line(OSError(errno.ENOSPC, why), written_folders(cfg))}"
+        registry = "; no model was registered" if cfg.tracking.register_best else ""
+        raise UploadsKept(
+            f"artifacts: {sum(map(len, kept.values()))} upload job(s) did not reach the "
+            f"tracking store ({where}){why}{registry}"
+        )
 
 
 def leaderboard_table(table: pd.DataFrame, objective: str) -> pd.DataFrame:
@@ -301,10 +333,11 @@ def run_search(
         try:
             try:
                 drive(tuner, cfg, close_spool=False)  # the last uploads overlap the finish
-            finally:
-                trials = pd.DataFrame(tuner.rows)
-                if not trials.empty:
-                    tracker.log_table_csv(trials, Artifact.SUMMARY)
+            except BaseException:
+                with suppress(Exception):  # the search's own error is the one to tell
+                    log_summary(tracker, tuner.rows)
+                raise
+            trials = log_summary(tracker, tuner.rows)
             count_trials(tracker, trials)
             best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
             outcome = finish_search(

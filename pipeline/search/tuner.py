@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from pipeline import progress
 from pipeline.config import VALIDATION_METRICS, TunerKind, is_better
 from pipeline.data import PreparedData
-from pipeline.errors import SearchError, one_line
+from pipeline.errors import DiskFull, SearchError, disk_full, disk_full_line, one_line
 from pipeline.models.registry import variant_label
 from pipeline.search.oracles import make_oracle
 from pipeline.search.outcome import new_row, trial_row
@@ -56,6 +56,21 @@ WEIGHTS_FILE = "best.weights.h5"
 class TrackingLost(kt.errors.FatalError, TrackingOutage):
     """The tracking server stayed away beyond its outage budget: keras-tuner must not count
     this as a failed trial and go on, the search stops (resumable)."""
+
+
+class TrialDiskFull(kt.errors.FatalError, DiskFull):
+    """A trial's write found no space: keras-tuner keeps the trial ongoing (a resume runs
+    it again) instead of recording a FAILED trial it would never re-run."""
+
+
+def written_folders(cfg: DictConfig) -> tuple[str, ...]:
+    """Where a search writes: the artifact root (a local one), its keras-tuner folder and
+    the temporary folder (MLflow stages uploads there)."""
+    import tempfile
+
+    root = str(cfg.tracking.artifact_root)
+    local = () if "://" in root else (root,)
+    return (*local, str(cfg.tuner.directory), tempfile.gettempdir())
 
 
 def rss_mb() -> float:
@@ -322,6 +337,12 @@ class TrackedTuner(kt.Tuner):
             row["error"] = one_line(err)
             raise
         except Exception as err:
+            if disk_full(err):  # nor this: its run is left to the resume, which re-runs it
+                row["error"] = line = disk_full_line(err, written_folders(self.cfg))
+                if row.get("run_id"):
+                    with contextlib.suppress(Exception):  # the store may be on that disk
+                        self.tracker.set_run_tag(row["run_id"], Tag.INTERRUPTED, "true")
+                raise TrialDiskFull(line) from None
             first = one_line(err)
             row["error"] = first
             progress.say(f"    FAILED: {first}")

@@ -110,6 +110,13 @@ class OutageGuard:
         self._note_up()
         return True, result
 
+    def reset(self) -> None:
+        """Forget a lost outage: the next call tries the server again (a long-lived
+        process, such as the artifact worker, going on with new work)."""
+        with self._lock:
+            self.lost = False
+            self.down_since = None
+
     @property
     def down(self) -> bool:
         return self.down_since is not None

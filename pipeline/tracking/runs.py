@@ -61,6 +61,7 @@ class RunLifecycle:
             tags=tags,
             log_system_metrics=False,  # started after the run's first metrics: see below
         )
+        stale_error = run_id is not None and Tag.ERROR in (active.data.tags or {})
         run_id = active.info.run_id
         self.heartbeat.watch(run_id)
         if sample:
@@ -75,6 +76,8 @@ class RunLifecycle:
             self._end(run_id, Status.FAILED, {Tag.STATUS: "failed", Tag.ERROR: error})
             raise
         else:
+            if stale_error:  # an earlier process's failure, which this one has mended
+                self._call(connection.client().delete_tag, run_id, Tag.ERROR)
             self._end(run_id, Status.FINISHED, {Tag.STATUS: "finished"})
         finally:
             self.heartbeat.forget(run_id)

@@ -25,6 +25,7 @@ same code (a reproduction, `tracking.background_artifacts=false`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -45,6 +46,7 @@ Renderer = Callable[[Any], bytes | str]
 Upload = Callable[[str, str, str | None], None]
 
 JOB_FILE = "job.json"
+ERROR_FILE = "error.txt"  # why the last upload of a kept job failed
 URI_ENV = "ATTENTION_SEARCH_SPOOL_URI"  # the worker's tracking URI (may hold a password)
 FILES = "files"
 LOCK_FILE = ".worker.lock"
@@ -235,7 +237,7 @@ def work(folder: Path, target: SpoolTarget) -> int:
 
     from pipeline.errors import one_line
     from pipeline.tracking import connection
-    from pipeline.tracking.outage import OutageGuard
+    from pipeline.tracking.outage import OutageGuard, TrackingOutage
 
     # Ctrl-C reaches the whole process group: the search stops, and closes this worker's
     # input, which then finishes the jobs it has instead of dropping them.
@@ -253,21 +255,25 @@ def work(folder: Path, target: SpoolTarget) -> int:
     failed: set[str] = set()
 
     def round_() -> None:
+        guard.reset()  # an outage that outlasted the budget does not end this worker's life
         for path in pending_jobs(folder):
             if path.name in failed:
                 continue
             try:
                 process_job(path, upload, renderers)
             except Exception as err:  # kept: the next worker on the folder tries again
-                failed.add(path.name)
+                if not isinstance(err, TrackingOutage):  # an outage: tried again next round
+                    failed.add(path.name)
                 print(f"artifacts: {path.name} kept in the spool: {one_line(err)}", flush=True)
+                with contextlib.suppress(OSError):  # why, for the search's last line
+                    (path / ERROR_FILE).write_text(one_line(err))
 
     with FileLock(str(folder / LOCK_FILE)):
         round_()
         for _ in sys.stdin:
             round_()
         round_()
-    return 1 if failed else 0
+    return 1 if pending_jobs(folder) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
