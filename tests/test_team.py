@@ -280,7 +280,6 @@ def test_basic_auth_server_signs_searches_in_a_read_user_reports_and_is_refused_
         proc.wait(timeout=60)
 
 
-@pytest.mark.parametrize(("overrides", "ttl"), [([], 60), (["tracking.auth_cache_s=0"], 0)])
 def create_user(base: str, admin: dict, user: dict) -> None:
     """MLflow's auth REST API, as an admin creates a teammate's account."""
     import base64
@@ -299,6 +298,7 @@ def create_user(base: str, admin: dict, user: dict) -> None:
     urllib.request.urlopen(request, timeout=30).read()
 
 
+@pytest.mark.parametrize(("overrides", "ttl"), [([], 60), (["tracking.auth_cache_s=0"], 0)])
 def test_the_auth_server_checks_a_password_once_per_cache_window(
     tmp_path, monkeypatch, overrides, ttl
 ):
