@@ -293,3 +293,68 @@ def test_a_full_disk_stops_the_search_in_one_line_and_the_same_command_finishes_
     assert version.run_id in {r.info.run_id for r in finished}
     assert "MLmodel" in {a.path.split("/")[-1] for a in client.list_artifacts(version.run_id,
                                                                               "model")}  # fmt: skip
+
+
+def test_a_label_column_that_is_the_text_column_is_refused():
+    cfg = compose_config(["data=airline_tweets", "data.csv.label_column=text"])
+    with pytest.raises(ConfigError, match=r"^data\.csv\.label_column: 'text' is the text column"):
+        validate_config(cfg)
+
+
+def test_a_foreign_folder_in_a_spool_is_not_a_job(tmp_path):
+    from pipeline.tracking.spool import JOB_FILE, pending_jobs
+
+    for name in ("000001-abc123", "notes", ".tmp-000002-abc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / JOB_FILE).write_text("{}")
+    (tmp_path / "README").write_text("mine")
+    assert [p.name for p in pending_jobs(tmp_path)] == ["000001-abc123"]
+
+
+def test_jobs_a_stopped_process_left_are_uploaded_inline_before_anything_deletes_them(tmp_path):
+    from pipeline.tracking.spool import ArtifactJob, ArtifactSpool, SpoolTarget, write_job
+
+    folder = tmp_path / "spool" / "main"
+    folder.mkdir(parents=True)
+    source = tmp_path / "note.txt"
+    source.write_text("kept")
+    job = ArtifactJob("run123")
+    job.files["notes/note.txt"] = source
+    write_job(job, folder / "000000-run123")
+    uploaded = []
+
+    def upload(run_id, local, artifact_path):
+        from pathlib import Path
+
+        uploaded.append((run_id, sorted(p.name for p in Path(local).rglob("*") if p.is_file())))
+
+    spool = ArtifactSpool(None, SpoolTarget("sqlite:///x.db", "os:environ", 0.0, 1.0), upload)
+    assert spool.finish_left(folder) == 1
+    assert uploaded == [("run123", ["note.txt"])]
+    assert not list(folder.iterdir())
+
+
+def test_the_server_warns_when_it_listens_beyond_loopback_without_auth(run_cli):
+    result = run_cli("server", "--host", "0.0.0.0", "tracking.uri=http://127.0.0.1:9")
+    assert result.returncode == 2  # then refused for its store, in one line
+    assert "warning: --host 0.0.0.0 without --auth" in result.stdout
+
+
+def test_the_folders_of_killed_servers_are_removed_at_the_next_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.tracking.mlflow_server import SERVER_FOLDER, remove_left_folders
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    for suffix, pid in (("dead", gone), ("alive", str(os.getpid())), ("foreign", None)):
+        folder = tmp_path / f"{SERVER_FOLDER}{suffix}"
+        folder.mkdir()
+        (folder / "basic_auth.ini").write_text("database_uri = sqlite:///auth.db")
+        if pid:
+            (folder / "pid").write_text(pid)
+    remove_left_folders(str(tmp_path))
+    left = sorted(p.name.removeprefix(SERVER_FOLDER) for p in tmp_path.iterdir())
+    assert left == ["alive", "foreign"]

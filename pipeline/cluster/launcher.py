@@ -48,7 +48,7 @@ from pipeline.search.run import (
     parent_run,
 )
 from pipeline.tracking import Artifact
-from pipeline.tracking.mlflow_server import free_port, own_group_dying_with_parent
+from pipeline.tracking.mlflow_server import free_port, loopback, own_group_dying_with_parent
 from pipeline.tracking.protocol import TrackingStore
 
 STOP_GRACE_SECONDS = 20
@@ -291,6 +291,11 @@ def _launch(
     with parent_run(cfg, data, tracker, opening) as parent_id:
         host = cfg.cluster.oracle_host
         port = cfg.cluster.oracle_port or free_port(host)
+        if not loopback(host):
+            progress.say(
+                f"warning: cluster.oracle_host={host}: keras-tuner's oracle has no "
+                "authentication; anyone who reaches that port can read and steer this search"
+            )
         progress.say(
             plan.opening_line(cfg, parent_id) + "\n"
             f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "

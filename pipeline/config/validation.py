@@ -276,6 +276,12 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "a worker needs the parent run id of its search",
     )
     check_search_name(cfg.search.name)
+    if d.loader == "csv" and d.get("csv") is not None:
+        _require(
+            d.csv.text_column != d.csv.label_column,
+            "data.csv.label_column",
+            f"'{d.csv.label_column}' is the text column too; name the column of the labels",
+        )
     seeds = list(cfg.search.seeds or [])
     _require(len(seeds) == len(set(seeds)), "search.seeds", f"repeated seeds in {seeds}")
     _require(

@@ -211,6 +211,7 @@ def auth_config(tracking, folder: Path) -> dict[str, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = f"sqlite:///{path}"
     ini = folder / "basic_auth.ini"
+    ini.touch(mode=0o600)
     ini.write_text(
         "[mlflow]\n"
         f"default_permission = {permission}\n"
@@ -226,6 +227,30 @@ def auth_config(tracking, folder: Path) -> dict[str, str]:
     return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
 
 
+SERVER_FOLDER = "attention-search-server-"  # a server's own files (the auth ini) while it runs
+
+
+def loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def remove_left_folders(tmp: str) -> None:
+    """The folders of servers killed with -9 (their auth ini names the user store)."""
+    import shutil
+
+    for folder in Path(tmp).glob(f"{SERVER_FOLDER}*"):
+        try:
+            pid = int((folder / "pid").read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours, or one starting right now
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> int:
     """Run `mlflow server` on the configured store until it stops; its exit code."""
     import tempfile
@@ -238,6 +263,12 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
         initialise_store,
     )
 
+    if not auth and not loopback(host):
+        print(
+            f"warning: --host {host} without --auth: anyone who reaches this port can read "
+            "and change every run (add --auth, or keep 127.0.0.1)",
+            flush=True,
+        )
     backend = tracking.uri
     if backend.startswith(("http://", "https://")):
         raise TrackingError(
@@ -251,7 +282,9 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
     else:
         artifacts = Path(tracking.artifact_root).expanduser().resolve()
         artifacts.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="attention-search-server-") as folder:
+    remove_left_folders(tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix=SERVER_FOLDER) as folder:
+        (Path(folder) / "pid").write_text(str(os.getpid()))
         extra = auth_config(tracking, Path(folder)) if auth else {}
         initialise_store(backend)
         sign_in = "MLFLOW_TRACKING_USERNAME=... MLFLOW_TRACKING_PASSWORD=... " if auth else ""

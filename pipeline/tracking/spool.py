@@ -29,6 +29,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ Upload = Callable[[str, str, str | None], None]
 
 JOB_FILE = "job.json"
 ERROR_FILE = "error.txt"  # why the last upload of a kept job failed
+JOB_NAME = re.compile(r"\d{6,}-\w+")  # `<submission number>-<run id>`: anything else is not ours
 URI_ENV = "ATTENTION_SEARCH_SPOOL_URI"  # the worker's tracking URI (may hold a password)
 FILES = "files"
 LOCK_FILE = ".worker.lock"
@@ -128,7 +130,9 @@ def pending_jobs(folder: Path) -> list[Path]:
     """Jobs in submission order (a `.tmp-` folder is a submit cut short: not a job)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if (p / JOB_FILE).is_file() and p.name[0] != ".")
+    return sorted(
+        p for p in folder.iterdir() if JOB_NAME.fullmatch(p.name) and (p / JOB_FILE).is_file()
+    )
 
 
 class ArtifactSpool:
