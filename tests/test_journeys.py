@@ -1,6 +1,7 @@
 """The users' own paths, as the README tells them, each a few real commands end to end:
-a newcomer (search, report, reproduce, predict, serve), a CSV of one's own, and two
-terminals on one search. Tiny data; the default config unless a journey says otherwise.
+a newcomer (search, report, reproduce, predict, serve; a second terminal on the same
+search), a CSV of one's own, and generated names started in one second. Tiny data; the
+default config unless a journey says otherwise.
 Two journeys live beside what they share: the teammate's (an auth server, a READ user's
 report) in `test_team.py::test_basic_auth_server_signs_searches_in_a_read_user...`, the
 plugin author's (a plugin's pooling searched, its model loaded and served outside the
@@ -61,13 +62,38 @@ def post_texts(base: str, texts: list[str]) -> list[dict]:
 
 
 def test_newcomer_search_report_reproduce_predict_and_serve(tmp_path, run_cli):
-    """README "Two commands" and "Use the best model", on the default config (tiny data)."""
+    """README "Two commands" and "Use the best model", on the default config (tiny data);
+    while the search trains, a second terminal starts the same search and is refused."""
     from pipeline.serving.model_server import model_server
 
     store = store_overrides(tmp_path)
     uri = store[0].split("=", 1)[1]
-    ok(run_cli("search", *TINY, "tuner.max_trials=3", "tuner.pruning_startup_trials=1",
-               "search.name=first", *store))  # fmt: skip
+    command = [*TINY, "tuner.max_trials=3", "tuner.pruning_startup_trials=1", "search.name=first"]
+    first = start_search_cli(*command, *store)
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:  # wait until it trains
+            if line.startswith("[trial 1/"):
+                break
+        started = time.monotonic()
+        second = run_cli("search", *command, *store)
+        took = time.monotonic() - started
+        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+        line = second.stderr.strip()
+        assert (
+            line.count("\n") == 0
+            and f"'first' is running in another process (pid {first.pid}" in line
+        )
+        assert took < 2 + 3, took  # + the forked interpreter's start under a busy suite
+        rest, _ = first.communicate(timeout=300)
+        assert first.returncode == 0, rest[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    runs = trial_runs(uri)  # the second terminal added none
+    assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+
     report = ok(run_cli("report", "first", "--out", str(tmp_path / "report"), *store[:2]))
     assert "logged on parent run" in report.stdout
     assert (tmp_path / "report" / "report.md").is_file()
@@ -109,33 +135,6 @@ def test_own_csv_by_overrides_alone_then_the_report(tmp_path, run_cli):
     report = ok(run_cli("report", "mine", "--out", str(tmp_path / "r"), *store[:2]))
     assert "mine" in report.stdout
     assert len(trial_runs(store[0].split("=", 1)[1])) == 2
-
-
-def test_two_terminals_on_one_search_name(tmp_path):
-    """The second command refuses within 2 s, naming the first; no trial runs twice."""
-    store = store_overrides(tmp_path)
-    first = start_search_cli("+experiment=quick", "tuner.max_trials=2", "train.epochs=2",
-                             "search.name=shared", *store)  # fmt: skip
-    try:
-        assert first.stdout is not None
-        for line in first.stdout:  # wait until the first one trains
-            if line.startswith("[trial 1/"):
-                break
-        started = time.monotonic()
-        second = start_search_cli("+experiment=quick", "tuner.max_trials=2", "train.epochs=2",
-                                  "search.name=shared", *store)  # fmt: skip
-        output, _ = second.communicate(timeout=120)
-        assert second.returncode == 2, output[-2000:]
-        assert f"pid {first.pid}" in output and "running in another process" in output, output
-        assert time.monotonic() - started < 2 + 3  # + the forked interpreter's start
-        rest, _ = first.communicate(timeout=300)
-        assert first.returncode == 0, rest[-3000:]
-    finally:
-        if first.poll() is None:
-            first.kill()
-    runs = trial_runs(store[0].split("=", 1)[1])
-    assert len(runs) == 2 and len({r.data.tags["trial_id"] for r in runs}) == 2
-    assert all(r.info.status == "FINISHED" for r in runs)
 
 
 GRAB = """

@@ -45,6 +45,10 @@ def run(cfg: DictConfig) -> int:
     validate_config(cfg)
     for pin in pins:
         progress.say(pin.describe())
+    if cfg.cluster.role is None and cfg.search.name:  # one live process: before any slow step
+        from pipeline.search.ownership import hold
+
+        hold(cfg.tuner.directory, cfg.search.name)
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
     from pipeline.data import prepare
     from pipeline.search.ledger import plan_search_name
