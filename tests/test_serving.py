@@ -38,6 +38,9 @@ def served(tmp_path_factory, store_template):
         "tuner.max_trials=1",
         "search_space.pooling.values=[attention]",
         f"tracking.register_best={MODEL}",
+        "serving.max_rows=1000",
+        "serving.max_chars=500",
+        "serving.max_explain_rows=3",
         BACKGROUND,  # as a search does by default: the model reaches the store by the spool
     )
     run_search(cfg)
@@ -168,6 +171,23 @@ def test_batch_scoring_of_a_csv_and_a_folder_and_its_bad_inputs(served, tmp_path
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and err.count("\n") == 0 and "Traceback" not in err
+
+
+def test_a_request_beyond_the_model_s_bounds_is_refused_in_one_line(served):
+    from pipeline.serving.batch import score
+    from pipeline.serving.text_model import TextInputError, load_text_model
+
+    store, _ = served
+    model = load_text_model(f"models:/{MODEL}/latest", store.uri)
+    for texts, params, needle in [
+        (["w1"] * 1001, None, "1001 texts in one request; at most 1000"),
+        (["w1"] * 4, {"explain": True}, "4 texts with explain=true in one request; at most 3"),
+        (["w1", "w2 " * 200], None, "text 1 has 600 characters; at most 500"),
+    ]:
+        with pytest.raises(TextInputError, match=needle):
+            model.predict(texts, params=params)
+    explained = score(model, ["k0_1 w2"] * 7, explain=True)  # batch scoring sends chunks of 3
+    assert len(explained) == 7 and explained["explanation"].eq("attention").all()
 
 
 def test_the_predict_command_runs_as_a_subprocess(served, tmp_path):

@@ -361,6 +361,13 @@ class AttentionConfig:
 
 
 @dataclass
+class ServingConfig:
+    max_rows: int
+    max_chars: int
+    max_explain_rows: int
+
+
+@dataclass
 class SearchConfig:
     name: str | None
     resume: bool
@@ -404,6 +411,7 @@ class Config:
     tracking: TrackingConfig
     train: TrainConfig
     attention: AttentionConfig
+    serving: ServingConfig
     search: SearchConfig
     cluster: ClusterConfig
     # Settings of each reference model, by name (pipeline/training/references.py).

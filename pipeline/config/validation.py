@@ -276,6 +276,8 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "a worker needs the parent run id of its search",
     )
     check_search_name(cfg.search.name)
+    for key in ("max_rows", "max_chars", "max_explain_rows"):
+        _require(cfg.serving[key] >= 1, f"serving.{key}", f"must be >= 1, got {cfg.serving[key]}")
     if d.loader == "csv" and d.get("csv") is not None:
         _require(
             d.csv.text_column != d.csv.label_column,

@@ -260,6 +260,7 @@ def log_text_model(
             int(train["batch_size"]) * 4,
             model_pip_requirements(),
             plugins=list(cfg.get("plugins") or []),
+            limits={k: int(v) for k, v in cfg.serving.items()},
         )
         job.files[Artifact.MODEL_DIR] = folder
         logging.submit(job)  # copies the folder into the spool before it is deleted

@@ -57,10 +57,11 @@ def score(model, texts: list[str], explain: bool = False, progress: bool = True)
     parts = []
     started = time.perf_counter()
     params = {"explain": True} if explain else None
-    for start in range(0, len(texts), CHUNK):
-        chunk = pd.DataFrame({"text": texts[start : start + CHUNK]})
+    size = min(CHUNK, model.unwrap_python_model().rows_per_call(explain) or CHUNK)
+    for start in range(0, len(texts), size):
+        chunk = pd.DataFrame({"text": texts[start : start + size]})
         parts.append(model.predict(chunk, params=params))
-        done = min(start + CHUNK, len(texts))
+        done = min(start + size, len(texts))
         if progress and len(texts) > CHUNK:
             rate = done / max(time.perf_counter() - started, 1e-9)
             print(f"scored {done}/{len(texts)} texts ({rate:,.0f}/s)", file=sys.stderr, flush=True)

@@ -116,6 +116,8 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         # also takes lists). A DataFrame hint is one MLflow infers nothing from, so it adds no
         # validation, and without a hint MLflow warns "Add type hints" on every import.
         texts = texts_of(model_input)
+        explain = bool((params or {}).get(EXPLAIN_PARAM))
+        self.check_bounds(texts, explain)
         ids, token_lists = self.encoder.encode(texts)
         probs = self.probabilities(ids)
         out = pd.DataFrame(
@@ -129,7 +131,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
                 "empty": [len(t) == 0 for t in token_lists],
             }
         )
-        if (params or {}).get(EXPLAIN_PARAM):
+        if explain:
             kind, weights = self.explanation(ids)
             shown = [toks[: self.encoder.max_len] for toks in token_lists]
             out["tokens"] = shown
@@ -139,6 +141,23 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
             ]
             out["explanation"] = kind
         return out
+
+    def check_bounds(self, texts: list[str], explain: bool) -> None:
+        """The request within the model's `serving` bounds (none for older models)."""
+        rows = self.rows_per_call(explain)
+        if rows and len(texts) > rows:
+            what = "texts with explain=true" if explain else "texts"
+            raise TextInputError(f"{len(texts)} {what} in one request; at most {rows}")
+        chars = (self.meta.get("limits") or {}).get("max_chars")
+        longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+        if chars and len(texts[longest]) > chars:
+            raise TextInputError(
+                f"text {longest} has {len(texts[longest])} characters; at most {chars}"
+            )
+
+    def rows_per_call(self, explain: bool) -> int | None:
+        limits = self.meta.get("limits") or {}
+        return limits.get("max_explain_rows" if explain else "max_rows")
 
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Class probabilities, in chunks of the trial's inference batch size, each chunk
@@ -205,6 +224,7 @@ def save_text_model(
     pip_requirements: list[str],
     input_texts: Sequence[str] = (),
     plugins: Sequence[str] = (),
+    limits: dict[str, int] | None = None,
 ) -> Path:
     """Write the pyfunc folder at `path` (the trial logs it as its `model/`); the
     `plugins` modules (a pooling's layer) ship with it and are imported on load."""
@@ -215,6 +235,7 @@ def save_text_model(
         "variant": variant_label,
         "batch_size": int(batch_size),
         "plugins": list(plugins),
+        "limits": dict(limits or {}),  # serving.*: what one request may hold
     }
     preprocessing = path.parent / "preprocessing.json"
     preprocessing.write_text(json.dumps(meta))
