@@ -40,14 +40,24 @@ def disk_full_line(err: BaseException, folders: tuple[str, ...] = ()) -> str:
     `folders` the command writes to (the error's file name alone can mislead: a copy
     names its source, and MLflow's staged writes name none)."""
     named = getattr(disk_full(err), "filename", None)
+    place = fullest((*folders, *([os.path.dirname(named)] if named else [])))
+    return (
+        f"no space left on the device of {place}"
+        if place
+        else (f"no space left on the device ({one_line(err)})")
+    )
+
+
+def fullest(folders: tuple[str, ...]) -> str | None:
+    """`folder (N KiB free)` for the one with the least room, None if none can be read."""
     free = {}
-    for place in (*folders, *([os.path.dirname(named)] if named else [])):
+    for folder in folders:
         with contextlib.suppress(OSError):
-            free[place] = shutil.disk_usage(place).free
-    if free:
-        fullest = min(free, key=free.get)
-        return f"no space left on the device of {fullest} ({free[fullest] // 1024} KiB free)"
-    return f"no space left on the device ({one_line(err)})"
+            free[folder] = shutil.disk_usage(folder).free
+    if not free:
+        return None
+    least = min(free, key=free.get)
+    return f"{least} ({free[least] // 1024} KiB free)"
 
 
 class UploadsKept(UserFacingError, RuntimeError):

@@ -9,7 +9,6 @@ Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the CLI
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pipeline.config import (
     to_plain,
 )
 from pipeline.data import PreparedData, prepare
-from pipeline.errors import SearchError, UploadsKept, disk_full_line
+from pipeline.errors import SearchError, UploadsKept, fullest
 from pipeline.models.registry import validate_config, variant_of
 from pipeline.search.ledger import (
     SearchPlan,
@@ -239,8 +238,8 @@ def check_uploads_done(cfg: DictConfig, name: str) -> None:
             j / ERROR_FILE for jobs in kept.values() for j in jobs if (j / ERROR_FILE).exists()
         ]
         why = f"; last error: {errors[-1].read_text().strip()}" if errors else ""
-        if "No space left" in why:
-            why = f"; {disk_full_line(OSError(errno.ENOSPC, why), written_folders(cfg))}"
+        if "No space left" in why and (place := fullest(written_folders(cfg))):
+            why = f"; no space left on the device of {place}"
         registry = "; no model was registered" if cfg.tracking.register_best else ""
         raise UploadsKept(
             f"artifacts: {sum(map(len, kept.values()))} upload job(s) did not reach the "
