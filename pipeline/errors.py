@@ -41,11 +41,9 @@ def disk_full_line(err: BaseException, folders: tuple[str, ...] = ()) -> str:
     names its source, and MLflow's staged writes name none)."""
     named = getattr(disk_full(err), "filename", None)
     place = fullest((*folders, *([os.path.dirname(named)] if named else [])))
-    return (
-        f"no space left on the device of {place}"
-        if place
-        else (f"no space left on the device ({one_line(err)})")
-    )
+    if place:
+        return f"no space left on the device of {place}"
+    return f"no space left on the device ({one_line(err)})"
 
 
 def fullest(folders: tuple[str, ...]) -> str | None:
