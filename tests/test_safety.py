@@ -357,3 +357,36 @@ def test_the_folders_of_killed_servers_are_removed_at_the_next_start(tmp_path):
     remove_left_folders(str(tmp_path))
     left = sorted(p.name.removeprefix(SERVER_FOLDER) for p in tmp_path.iterdir())
     assert left == ["alive", "foreign"]
+
+
+def test_a_lost_guard_tries_the_server_again_after_a_reset():
+    """The upload worker resets its guard each round: one long outage is not for life."""
+    from pipeline.tracking.outage import OutageGuard, TrackingOutage
+
+    guard = OutageGuard("http://127.0.0.1:9", budget_s=60)
+    guard.lost = True
+    with pytest.raises(TrackingOutage):
+        guard.call(lambda: "sent")
+    guard.reset()
+    assert guard.call(lambda: "sent") == "sent"
+
+
+def test_a_search_started_afresh_uploads_what_the_old_one_left_before_its_folder_goes(store):
+    from pipeline.data import prepare
+    from pipeline.search.tuner import make_tuner
+    from pipeline.tracking.spool import ArtifactJob, write_job
+    from pipeline.tracking.store import open_tracker
+
+    cfg = store.compose("+experiment=quick", "search.name=again")
+    tracker = open_tracker(cfg.tracking)
+    with tracker.run("old search", tags={"kind": "search"}) as old:
+        old_id = old.info.run_id
+    spool = store.path / "tuner" / "again" / "spool" / "main"
+    spool.mkdir(parents=True)
+    job = ArtifactJob(old_id)
+    job.files["left/note.txt"] = "uploaded before keras-tuner deletes the folder"
+    write_job(job, spool / f"000000-{old_id}")
+    make_tuner(cfg, prepare(cfg.data), tracker, "again", overwrite=True)
+    assert not spool.exists()  # keras-tuner started the folder afresh
+    logged = [a.path for a in store.client().list_artifacts(old_id, "left")]
+    assert logged == ["left/note.txt"]
