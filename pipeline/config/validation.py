@@ -317,30 +317,28 @@ def check_known_keys(cfg: DictConfig) -> None:
     """Refuse keys the schema does not know. Hydra's `+key=value` adds a key even to a
     typed section, where it would be silently ignored (`+train.epocs=10`); a plugin's
     own section is typed by its dataclass, so its keys are known."""
-    for path in _unknown_keys(cfg, ""):
-        parent, _, key = path.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        known = [f.name for f in dataclasses.fields(OmegaConf.get_type(node))]
+    unknown = _first_unknown_key(cfg, "")
+    if unknown is not None:
+        prefix, key, known = unknown
         close = difflib.get_close_matches(key, known, n=1)
-        hint = f"; did you mean '{f'{parent}.' if parent else ''}{close[0]}'?" if close else ""
-        raise ConfigError(f"{path}: no such key in the config schema{hint}")
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+        raise ConfigError(f"{prefix}{key}: no such key in the config schema{hint}")
 
 
-def _unknown_keys(node: DictConfig, prefix: str) -> list[str]:
+def _first_unknown_key(node: DictConfig, prefix: str) -> tuple[str, str, list[str]] | None:
+    """(prefix, key, the keys its section knows) of the first unknown key, or None."""
     kind = OmegaConf.get_type(node)
     if not dataclasses.is_dataclass(kind):
-        return []  # a plain mapping (search_space, reference): checked where it is read
-    known = {f.name for f in dataclasses.fields(kind)}
-    found = []
+        return None  # a plain mapping (search_space, reference): checked where it is read
+    known = [f.name for f in dataclasses.fields(kind)]
     for key in node.keys():
-        path = f"{prefix}{key}"
         if key not in known:
-            found.append(path)
-            continue
-        child = node._get_node(key)
+            return prefix, str(key), known
+        child = node._get_node(key)  # unresolved: a missing `???` value is no error here
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
-            found += _unknown_keys(child, f"{path}.")
-    return found
+            if (found := _first_unknown_key(child, f"{prefix}{key}.")) is not None:
+                return found
+    return None
 
 
 def embedding_sources(source: Any, dims: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -149,7 +149,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
             what = "texts with explain=true" if explain else "texts"
             raise TextInputError(f"{len(texts)} {what} in one request; at most {rows}")
         chars = (self.meta.get("limits") or {}).get("max_chars")
-        longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+        longest = max(range(len(texts)), key=lambda i: len(texts[i])) if chars else 0
         if chars and len(texts[longest]) > chars:
             raise TextInputError(
                 f"text {longest} has {len(texts[longest])} characters; at most {chars}"

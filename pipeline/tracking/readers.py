@@ -165,6 +165,13 @@ def _prefixed(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
     return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
+def float_tag(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def int_tag(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None

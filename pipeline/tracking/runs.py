@@ -18,7 +18,7 @@ import mlflow
 
 from pipeline.errors import one_line
 from pipeline.tracking import connection
-from pipeline.tracking.readers import int_tag
+from pipeline.tracking.readers import float_tag, int_tag
 from pipeline.tracking.redaction import redact
 from pipeline.tracking.schema import Status, Tag
 
@@ -195,7 +195,7 @@ class RunLifecycle:
             beat = int_tag(run.data.tags.get(Tag.HEARTBEAT)) or (run.info.start_time or 0) // 1000
             silent = now - beat
             # the writer's own limit: a reader's shorter one must not close a live run
-            limit = max(self.stale_after_s, _seconds(run.data.tags.get(Tag.STALE_AFTER)))
+            limit = max(self.stale_after_s, float_tag(run.data.tags.get(Tag.STALE_AFTER)) or 0.0)
             if silent > limit:
                 self._close_failed(
                     run_id,
@@ -220,10 +220,3 @@ class RunLifecycle:
 
     def set_run_tag(self, run_id: str, key: str, value: str) -> None:
         self._set_run_tags(run_id, {key: value})
-
-
-def _seconds(text: str | None) -> float:
-    try:
-        return float(text) if text else 0.0
-    except ValueError:
-        return 0.0
