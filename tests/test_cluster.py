@@ -15,7 +15,7 @@ import time
 import pytest
 
 from pipeline.tracking.mlflow_server import mlflow_server
-from tests.conftest import start_search_cli, start_server_cli
+from tests.conftest import start_search_cli
 from tests.forked_cli import start_server_forked
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +68,7 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path, server)
     env = {**os.environ, "EPOCH_BARRIER": str(barrier), "EPOCH_BARRIER_AFTER": "1"}
     base = server
     proc = start_search(
-        "tuner.max_trials=4",
+        "tuner.max_trials=3",
         "train.epochs=2",
         "train.early_stopping.enabled=false",
         "plugins=[tests.plugins.epoch_barrier]",
@@ -98,26 +98,10 @@ def test_a_killed_worker_is_restarted_and_the_search_completes(tmp_path, server)
     finished = [c for c in children if c.info.status == "FINISHED"]
     interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]
     trial_ids = [c.data.tags["trial_id"] for c in finished]
-    assert len(trial_ids) == len(set(trial_ids)) == 4  # each trial finished exactly once
+    assert len(trial_ids) == len(set(trial_ids)) == 3  # each trial finished exactly once
     assert len(interrupted) == 1 and interrupted[0].info.status == "FAILED"
     assert interrupted[0].data.tags["worker"] == "worker-1"
     assert not [r for r in runs if r.info.status == "RUNNING"]
-
-
-def test_server_command_serves_the_configured_store_on_loopback(tmp_path):
-    from pipeline.tracking.mlflow_server import free_port, wait_for
-
-    port = free_port()
-    proc = start_server_cli(  # the server command's test in an interpreter of its own
-        tmp_path, port, stdout=subprocess.PIPE, text=True, start_new_session=True, fresh=True
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", seconds=90)
-        assert (tmp_path / "store" / "mlflow.db").exists()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    assert f"tracking server: http://127.0.0.1:{port}" in proc.stdout.read()
 
 
 def test_server_refuses_a_server_uri_as_its_store(run_cli):

@@ -41,7 +41,7 @@ OUTAGE_S = 7  # longer than a trial's training: epochs, artifacts and the run's 
 STEADY = [
     "tracking.outage_backoff_max_s=2",
     "+experiment=quick",
-    "tuner.max_trials=3",
+    "tuner.max_trials=2",
     "train.epochs=4",
     "data.synthetic.n_examples=800",
     "tracking.log_model=false",
@@ -173,15 +173,16 @@ def ride_out(server: Server, search: Search, trained_line: str, outage_s: float)
 
 @pytest.mark.e2e
 def test_an_outage_mid_trial_loses_nothing(tmp_path, server):
-    # The artifact worker uploads through the outage too (its own retries).
+    # The artifact worker uploads through the outage too (its own retries). Cluster workers
+    # riding out an outage: test_team.py's database stop behind a live server.
     search = Search(*search_overrides(tmp_path, server.base, "outage", BACKGROUND))
-    ride_out(server, search, "[trial 1/3]", outage_s=OUTAGE_S)
+    ride_out(server, search, "[trial 1/2]", outage_s=OUTAGE_S)
     code = search.finish()
     assert code == 0, search.output
     assert "unreachable" in search.output and "is back after" in search.output
     runs = server.runs()
     trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert len(trials) == 3
+    assert len(trials) == 2
     assert {r.info.status for r in runs} == {"FINISHED"}, [
         (r.info.run_name, r.info.status, r.data.tags.get("error")) for r in runs
     ]
@@ -195,29 +196,10 @@ def test_an_outage_mid_trial_loses_nothing(tmp_path, server):
 
 
 @pytest.mark.e2e
-def test_an_outage_in_cluster_mode_loses_nothing(tmp_path, server):
-    search = Search(
-        *search_overrides(
-            tmp_path, server.base, "cluster-outage", "cluster=workers", "cluster.n_workers=2"
-        )
-    )
-    ride_out(server, search, "[trial 1/3]", outage_s=OUTAGE_S)
-    code = search.finish()
-    assert code == 0, search.output
-    assert "consecutive failures" not in search.output
-    runs = server.runs()
-    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert sorted(r.data.tags["trial_number"] for r in trials) == ["1", "2", "3"]
-    assert {r.info.status for r in runs} == {"FINISHED"}, [
-        (r.info.run_name, r.info.status, r.data.tags.get("error")) for r in runs
-    ]
-
-
-@pytest.mark.e2e
 def test_an_outage_beyond_the_budget_stops_cleanly_and_resumes(tmp_path, server):
     overrides = search_overrides(tmp_path, server.base, "lost", "tracking.outage_budget_s=6")
     search = Search(*overrides)
-    search.wait_for_line("[trial 2/3]")
+    search.wait_for_line("[trial 2/2]")
     server.kill()
     code = search.finish(seconds=120)
     errors = [line for line in search.lines if line.startswith("error:")]
@@ -236,7 +218,7 @@ def test_an_outage_beyond_the_budget_stops_cleanly_and_resumes(tmp_path, server)
     finished = [
         r for r in runs if r.data.tags.get("kind") == "trial" and r.info.status == "FINISHED"
     ]
-    assert sorted(r.data.tags["trial_number"] for r in finished) == ["1", "2", "3"], (
+    assert sorted(r.data.tags["trial_number"] for r in finished) == ["1", "2"], (
         [(r.info.run_name, r.info.status, r.data.tags) for r in runs],
         search.output,
         resumed.stdout + resumed.stderr,

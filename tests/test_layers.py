@@ -66,9 +66,7 @@ def test_prediction_invariant_to_extra_padding(variant):
     short = batch(40)
     long = np.zeros((len(short), 100), dtype=np.int32)
     long[:, :40] = short
-    np.testing.assert_allclose(
-        model.predict(short, verbose=0), model.predict(long, verbose=0), atol=1e-5
-    )
+    np.testing.assert_allclose(model(short), model(long), atol=1e-5)
 
 
 def test_classic_is_not_padding_invariant_and_puts_weight_on_padding():
@@ -79,7 +77,7 @@ def test_classic_is_not_padding_invariant_and_puts_weight_on_padding():
     assert w[x == 0].sum() > 0.1 * len(x)  # short rows are mostly padding
     long = np.zeros((len(x), 100), dtype=np.int32)
     long[:, :40] = x
-    assert np.abs(model.predict(x, verbose=0) - model.predict(long, verbose=0)).max() > 1e-5
+    assert np.abs(model(x) - model(long)).max() > 1e-5
 
 
 def original_recipe(units: int, steps: int) -> keras.Model:
@@ -119,12 +117,14 @@ def test_classic_matches_original_recipe_numerically(tmp_path):
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_save_and_reload_safe_mode_gives_identical_predictions(variant, tmp_path):
     model = model_for(variant)
+    rng = np.random.default_rng(7)  # weights a fresh build would not draw
+    model.set_weights([w + rng.normal(0, 0.05, w.shape) for w in model.get_weights()])
     x = batch(30)
-    model.fit(x, np.arange(len(x)) % CLASSES, epochs=1, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+    # Eager calls: what is compared is the layers and weights, not a traced predict loop.
+    np.testing.assert_array_equal(model(x, training=False), loaded(x, training=False))
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)

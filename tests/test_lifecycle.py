@@ -122,7 +122,7 @@ def resume(store, *overrides: str):
 
 def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
     tmp_path = store.path
-    proc = start(tmp_path, "search.name=crashy", "tuner.max_trials=3", blocked_in_trial=2)
+    proc = start(tmp_path, "search.name=crashy", "tuner.max_trials=2", blocked_in_trial=2)
     wait_for_running_trial(tmp_path, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -135,11 +135,11 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
     whole = state.read_text()
     state.write_text(whole[: len(whole) // 2])
     with pytest.raises(SearchError, match=r"cannot resume 'crashy'.*trial\.json is unreadable"):
-        resume(store, "search.name=crashy", "tuner.max_trials=3")
+        resume(store, "search.name=crashy", "tuner.max_trials=2")
     assert [r.info.status for r in runs_of(tmp_path)] == [r.info.status for r in left]
     state.write_text(whole)
 
-    resume(store, "search.name=crashy", "tuner.max_trials=3")
+    resume(store, "search.name=crashy", "tuner.max_trials=2")
     printed = capsys.readouterr().out
     assert "resumed" in printed and "interrupted trial run(s) marked FAILED" in printed
 
@@ -150,7 +150,7 @@ def test_sigkill_mid_trial_then_resume_runs_each_trial_once(store, capsys):
     children = [r for r in runs if r.data.tags["kind"] == "trial"]
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     finished = [c for c in children if c.info.status == "FINISHED"]
-    assert len(finished) == 3  # max_trials
+    assert len(finished) == 2  # max_trials
     per_key = Counter(c.data.tags["config_hash"] for c in finished)
     assert set(per_key.values()) == {1}  # no trial logged twice
     interrupted = [c for c in children if c.data.tags.get("interrupted") == "true"]

@@ -190,19 +190,6 @@ def test_a_request_beyond_the_model_s_bounds_is_refused_in_one_line(served):
     assert len(explained) == 7 and explained["explanation"].eq("attention").all()
 
 
-def test_the_predict_command_runs_as_a_subprocess(served, tmp_path):
-    store, _ = served
-    csv = tmp_path / "in.csv"
-    csv.write_text("text\nk0_1 k0_2 w3\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", f"models:/{MODEL}/latest", "--input", str(csv),
-         f"tracking.uri={store.uri}"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines()[0].startswith("label,p_class_0")
-
-
 def test_defining_the_text_model_prints_no_mlflow_warning():
     """MLflow checks a PythonModel's `predict` hints when the class is defined, inside its
     own `catch_warnings`, and without a hint it warned "Add type hints" on every search."""
