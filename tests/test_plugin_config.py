@@ -38,9 +38,11 @@ def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews, regis
     from pipeline.models.registry import validate_config
 
     sources = "\n".join(p.read_text() for p in (PROJECT_ROOT / "pipeline").rglob("*.py"))
-    assert "jsonl" not in sources.lower() and "scaled_mean" not in sources
-    cfg = compose_config([f"plugins=[{PLUGIN}]", "data.loader=jsonl", f"data.jsonl.path={reviews}"])
-    assert dict(cfg.data.jsonl) == {
+    assert "review_lines" not in sources and "scaled_mean" not in sources
+    cfg = compose_config(
+        [f"plugins=[{PLUGIN}]", "data.loader=review_lines", f"data.review_lines.path={reviews}"]
+    )
+    assert dict(cfg.data.review_lines) == {
         "path": str(reviews),
         "text_key": "text",
         "label_key": "label",
@@ -49,13 +51,13 @@ def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews, regis
     assert cfg.model.scaled_mean.scale == 1.0  # the dataclass's default
     validate_config(cfg)
     with pytest.raises(Exception, match="min_chars"):  # typed: an int, like any conf/ key
-        compose_config([f"plugins=[{PLUGIN}]", "data.jsonl.min_chars=many"])
+        compose_config([f"plugins=[{PLUGIN}]", "data.review_lines.min_chars=many"])
     plain = compose_config([])  # the same process, without the plugin: no trace of it
-    assert "jsonl" not in plain.data and "scaled_mean" not in plain.model
-    with pytest.raises(Exception, match="jsonl"):  # nor does the key exist without it
-        compose_config(["data.jsonl.path=x"])
+    assert "review_lines" not in plain.data and "scaled_mean" not in plain.model
+    with pytest.raises(Exception, match="review_lines"):  # nor does the key exist without it
+        compose_config(["data.review_lines.path=x"])
     with pytest.raises(ConfigError, match="^plugins: cannot import 'no_such_plugin'"):
-        compose_config(["plugins=[no_such_plugin]", "data.jsonl.path=x"])
+        compose_config(["plugins=[no_such_plugin]", "data.review_lines.path=x"])
 
 
 def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
@@ -68,12 +70,12 @@ def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
     overrides = [
         "+experiment=quick",
         f"plugins=[{PLUGIN}]",
-        "data.loader=jsonl",
+        "data.loader=review_lines",
         "data.name=reviews",
-        f"data.jsonl.path={reviews}",
-        "data.jsonl.text_key=body",
-        "data.jsonl.label_key=stars",
-        "data.jsonl.min_chars=3",
+        f"data.review_lines.path={reviews}",
+        "data.review_lines.text_key=body",
+        "data.review_lines.label_key=stars",
+        "data.review_lines.min_chars=3",
         "search_space=pooling",
         "~search_space.pooling",
         "~search_space.attention_activation",
@@ -91,7 +93,7 @@ def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
     assert {r.data.params["model.scaled_mean.scale"] for r in trials} == {"0.5", "2.0"}
     assert {r.data.tags.get("variant") for r in trials} == {"scaled_mean"}
     parent = next(r for r in runs if r.data.tags.get("kind") == "search")
-    assert parent.data.params["data.jsonl.text_key"] == "body"
+    assert parent.data.params["data.review_lines.text_key"] == "body"
     assert len(outcome.trials) == 2
 
     report = run_report(store.compose(), "jsonl", out=store.path / "report")

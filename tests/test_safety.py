@@ -38,7 +38,7 @@ def test_hostile_names_on_the_command_line_touch_nothing(tmp_path, run_cli):
     [
         ("+train.epocs=10", "train.epocs: no such key in the config schema; did you mean "
                             "'train.epochs'?"),
-        ("+data.csv.sep=tab", "data.csv.sep: no such key"),
+        ("+data.csv.seperator=tab", "data.csv.seperator: no such key"),
         ("+model.embeddings.sorce=glove", "model.embeddings.sorce: no such key"),
         ("+surprise=1", "surprise: no such key"),
     ],

@@ -351,9 +351,13 @@ def test_the_source_is_a_searchable_knob_pinned_by_an_explicit_value():
         (["model.embeddings.source=file"], "model.embeddings.path: needed with source=file"),
         (
             ["model.embeddings.source=file", "model.embeddings.path=v.txt"],
-            "search_space.embedding_dim: the vector file fixes the embedding size",
+            "search_space.embedding_dim: the vectors (file) fix the embedding size",
         ),
-        (["model.embeddings.source=glove"], "model.embeddings.source"),
+        (["model.embeddings.source=bert"], "model.embeddings.source: unknown source 'bert'"),
+        (
+            ["model.embeddings.source=glove"],
+            "search_space.embedding_dim: the vectors (glove) fix the embedding size",
+        ),
         (["model.embeddings.format=csv"], "model.embeddings.format"),
         (["model.embeddings.source=trained", "model.embeddings.epochs=0"], "must be >= 1"),
         (["model.recurrent_dropout=1.5"], "model.recurrent_dropout: must be in [0, 1)"),

@@ -70,6 +70,7 @@ def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
         group=[r.group or r.config_hash for r in records],
         variant=[canonical_label(r.variant) if r.variant else None for r in records],
         pruned=[r.pruned for r in records],
+        vectors=[r.params.get("model.embeddings.source", "random") for r in records],
     )
     params = pd.DataFrame([r.hyperparameters for r in records])
     in_label = label_knobs()
@@ -375,6 +376,8 @@ def context_lines(
         f"seeds {sorted(int(s) for s in runs['seed'].dropna().unique())}",
         f"- report: `python -m pipeline.report {redact(' '.join(argv))}`".rstrip(),
     ]
+    if "vectors" in runs:  # model.embeddings.source: where each trial's embedding started
+        lines.insert(2, f"- word vectors: {', '.join(sorted(runs['vectors'].dropna().unique()))}")
     if parent is not None:
         lines.insert(1, f"- search `{parent.name}`, parent run `{parent.run_id}`")
         if parent.command:

@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--words", type=int, default=400_000)
     e.add_argument("--dim", type=int, default=100)
     e.add_argument("--repeats", type=int, default=5)
+    e.add_argument(
+        "--source",
+        default="file",
+        help="file (a written GloVe-format file) or a named set (glove): aligned to a "
+        "--vocab-word vocabulary",
+    )
+    e.add_argument("--vocab", type=int, default=20_000, help="named set: vocabulary size")
     a = sub.add_parser("audit", help="the data audit on 30 near-copies of each tweet")
     a.add_argument("--texts", type=int, default=3180)
     a.add_argument("--copies", type=int, default=30)

@@ -97,13 +97,23 @@ class SyntheticConfig:
 
 
 @dataclass
-class CsvConfig:
+class TableConfig:
+    """A table of texts and labels in one file (data.jsonl, data.parquet; data.csv adds its
+    own keys): which columns, which labels, and how they are named."""
+
     path: str | None
     text_column: str
     label_column: str
     labels: list[str] | None
     label_map: dict[str, str]
     drop_missing_labels: bool
+    label_names: Any  # null | a list | a file of one name a line: numeric label i -> names[i]
+
+
+@dataclass
+class CsvConfig(TableConfig):
+    sep: str  # auto (tab for .tsv/.tab, else comma) | tab | comma | semicolon | pipe | a character
+    header: bool  # false: no header line; columns are named by position (0, 1, ...)
 
 
 @dataclass
@@ -181,6 +191,8 @@ class DataConfig:
     synthetic: SyntheticConfig | None = None
     csv: CsvConfig | None = None
     text_dir: TextDirConfig | None = None
+    jsonl: TableConfig | None = None
+    parquet: TableConfig | None = None
 
 
 class EmbeddingSource(StrEnum):
@@ -203,7 +215,7 @@ class VectorFormat(StrEnum):
 
 @dataclass
 class EmbeddingsConfig:
-    source: EmbeddingSource
+    source: str  # an EmbeddingSource or a named set (config/vector_sets.yaml); validated
     path: str | None
     format: VectorFormat
     lowercase_fallback: bool

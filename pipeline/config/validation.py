@@ -44,6 +44,14 @@ def _require(ok: bool, key: str, problem: str) -> None:
 NESTED_KNOBS = {"embeddings.source": [s.value for s in EmbeddingSource]}
 
 
+def nested_knobs() -> dict[str, list[str]]:
+    """NESTED_KNOBS with the named vector sets among the embedding sources."""
+    from pipeline.config.vector_sets import named_sets
+
+    return {**NESTED_KNOBS, "embeddings.source": [*NESTED_KNOBS["embeddings.source"],
+                                                  *named_sets()]}  # fmt: skip
+
+
 def searchable_knobs(plugins: list[str] | None = None) -> set[str]:
     """Every model.* and train.* knob a search dimension may name, with the keys of the
     model sections `plugins` bring (`<variant>.<key>`)."""
@@ -86,7 +94,7 @@ def validate_search_space(
     """Every dimension is a `HyperParamSpec` (field names, types, enumerations: checked
     by OmegaConf), names a known knob, and has a usable range or choice list."""
     known = searchable_knobs(plugins)
-    options = {**NESTED_KNOBS, **(options or {})}
+    options = {**nested_knobs(), **(options or {})}
     for name, spec in dims.items():
         key = f"search_space.{name}"
         _require(
@@ -354,16 +362,23 @@ def embedding_sources(source: Any, dims: Mapping[str, Mapping[str, Any]]) -> lis
 
 def validate_embeddings(m: DictConfig, dims: Mapping[str, Mapping[str, Any]]) -> None:
     """`model.embeddings`: what each source needs, checked before anything is read."""
+    from pipeline.config.vector_sets import named_sets
+
     e = m.embeddings
     sources = set(embedding_sources(e.source, dims))
+    known = nested_knobs()["embeddings.source"]
+    if "embeddings.source" not in dims:  # searched values: the search space's own check
+        _require(e.source in known, "model.embeddings.source",
+                 f"unknown source {e.source!r} (known: {', '.join(known)})")  # fmt: skip
     if EmbeddingSource.file in sources:
         _require(bool(e.path), "model.embeddings.path", "needed with source=file")
-        _require(
-            sources != {EmbeddingSource.file} or "embedding_dim" not in dims,
-            "search_space.embedding_dim",
-            "the vector file fixes the embedding size; drop the dimension "
-            "(~search_space.embedding_dim)",
-        )
+    fixed_size = sources & ({EmbeddingSource.file.value} | set(named_sets()))
+    _require(
+        not fixed_size or not sources <= fixed_size or "embedding_dim" not in dims,
+        "search_space.embedding_dim",
+        f"the vectors ({', '.join(sorted(fixed_size))}) fix the embedding size; drop the "
+        "dimension (~search_space.embedding_dim)",
+    )
     if EmbeddingSource.trained in sources:
         _require(e.epochs >= 1, "model.embeddings.epochs", f"must be >= 1, got {e.epochs}")
         _require(e.window >= 1, "model.embeddings.window", f"must be >= 1, got {e.window}")

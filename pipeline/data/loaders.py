@@ -120,18 +120,39 @@ def _bad_utf8_message(path: Path, err: UnicodeDecodeError) -> str:
     )
 
 
+SEPARATORS = {"tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def separator(sep: str, path: Path) -> str:
+    """`data.csv.sep`: `auto` is a tab for `.tsv`/`.tab` files (also gzipped), else a comma;
+    a name (`tab`, `comma`, ...) or the character itself."""
+    if sep == "auto":
+        suffixes = [x.lower() for x in path.suffixes if x.lower() != ".gz"]
+        return "\t" if suffixes and suffixes[-1] in (".tsv", ".tab") else ","
+    sep = SEPARATORS.get(sep, {"\\t": "\t"}.get(sep, sep))
+    if len(sep) != 1:
+        raise DataError(
+            f"data.csv.sep: {sep!r} is not one character (or auto, {', '.join(SEPARATORS)})"
+        )
+    return sep
+
+
 @register_loader("csv")
 def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
-    """Any CSV with a text and a label column (quoted multi-line fields are fine)."""
+    """Any CSV or TSV with a text and a label column (quoted multi-line fields are fine),
+    with a header line or columns by position."""
     import pandas as pd
 
     c = cfg.csv
     path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.csv.path")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    sep = separator(str(c.sep), path)
     try:
         frame = pd.read_csv(
             path,
+            sep=sep,
+            header=0 if c.header else None,
             dtype=str,
             keep_default_na=False,
             encoding="utf-8",
@@ -143,28 +164,96 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
         raise DataError(f"{path}: file is empty") from None
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    frame.columns = [str(col) for col in frame.columns]
+    if frame.shape[1] == 1:  # a text and a label need two columns
+        shown = "tab" if sep == "\t" else repr(sep)
+        raise DataError(
+            f"data.csv.sep: {shown} splits no line of {path} into columns; set data.csv.sep "
+            f"(tab, comma, semicolon, pipe or the character)"
+        )
+    return table_data(frame, c, path, "csv")
+
+
+@register_loader("jsonl")
+def load_jsonl(cfg: DictConfig, encoding_errors: str) -> RawData:
+    """JSON Lines: one object a line; the text and label are two of its keys."""
+    import json
+
+    import pandas as pd
+
+    c = cfg.jsonl
+    path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.jsonl.path")
+    rows = []
+    with path.open(encoding="utf-8", errors=encoding_errors) as f:
+        try:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{number}: not a JSON object ({type(row).__name__})")
+                rows.append(row)
+        except UnicodeDecodeError as err:
+            raise DataError(_bad_utf8_message(path, err)) from None
+    frame = pd.DataFrame(rows)
+    return table_data(frame, c, path, "jsonl")
+
+
+@register_loader("parquet")
+def load_parquet(cfg: DictConfig, encoding_errors: str) -> RawData:
+    """A Parquet file with a text and a label column."""
+    import pandas as pd
+
+    c = cfg.parquet
+    path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.parquet.path")
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})"
+        ) from None
+    return table_data(frame, c, path, "parquet")
+
+
+def _cell(value) -> str:
+    """A table cell as text: absent, None and NaN are empty; 3.0 from a float column is 3."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def table_data(frame, c: DictConfig, path: Path, section: str) -> RawData:
+    """Texts and labels from a table's two columns: labels stripped, empty ones dropped (or
+    refused), kept (`labels`), named (`label_names`), renamed (`label_map`)."""
     for key, column in (("text_column", c.text_column), ("label_column", c.label_column)):
-        if column not in frame.columns:
+        if str(column) not in frame.columns:
             raise DataError(
-                f"data.csv.{key}: column '{column}' not in {path} "
+                f"data.{section}.{key}: column '{column}' not in {path} "
                 f"(columns: {', '.join(map(str, frame.columns))})"
             )
     if frame.empty:
         raise DataError(f"{path}: no rows")
-    texts = frame[c.text_column].tolist()
-    labels = [s.strip() for s in frame[c.label_column].tolist()]
+    texts = [_cell(v) for v in frame[str(c.text_column)].tolist()]
+    labels = [_cell(v).strip() for v in frame[str(c.label_column)].tolist()]
     notes = []
     missing = [i for i, lab in enumerate(labels) if not lab]
     if missing:
         if not c.drop_missing_labels:
             raise DataError(
                 f"{path}: {len(missing)} row(s) with an empty '{c.label_column}' (first: data "
-                f"row {missing[0] + 1}); drop them with data.csv.drop_missing_labels=true"
+                f"row {missing[0] + 1}); drop them with data.{section}.drop_missing_labels=true"
             )
         gone = set(missing)
         texts = [t for i, t in enumerate(texts) if i not in gone]
         labels = [lab for i, lab in enumerate(labels) if i not in gone]
         notes.append(f"dropped {len(missing)} rows with no label")
+    if c.label_names is not None:
+        labels = named_labels(labels, c.label_names, path, section)
     if c.labels is not None:
         keep = set(c.labels)
         rows = [i for i, lab in enumerate(labels) if lab in keep]
@@ -174,11 +263,38 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
         for lab in labels:
             if lab not in mapping:
                 raise DataError(
-                    f"data.csv.label_map: label '{lab}' in {path} is not in the mapping "
+                    f"data.{section}.label_map: label '{lab}' in {path} is not in the mapping "
                     f"(keys: {', '.join(mapping)})"
                 )
         labels = [mapping[lab] for lab in labels]
     return RawData(texts, labels, source=str(path), notes=notes)
+
+
+def named_labels(labels: list[str], names, path: Path, section: str) -> list[str]:
+    """Numeric labels 0..n-1 as names: `names` is a list or a file of one name a line."""
+    key = f"data.{section}.label_names"
+    if isinstance(names, str):
+        listed = _resolve_path(names, key)
+        names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines()]
+        names = [n for n in names if n]
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        raise DataError(f"{key}: a name is listed twice ({', '.join(names)})")
+    out = []
+    for lab in labels:
+        try:
+            index = int(lab)
+        except ValueError:
+            raise DataError(
+                f"{key}: label '{lab}' in {path} is not a number 0..{len(names) - 1}"
+            ) from None
+        if not 0 <= index < len(names):
+            raise DataError(
+                f"{key}: label {index} in {path} has no name ({len(names)} names: 0..."
+                f"{len(names) - 1})"
+            )
+        out.append(names[index])
+    return out
 
 
 @register_loader("text_dir")

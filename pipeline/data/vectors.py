@@ -2,11 +2,13 @@
 
 `model.embeddings.source` says where the embedding layer starts from: `random` (Keras'
 own initializer, today's runs), `file` (GloVe text, word2vec text or binary, fastText
-`.vec`, plain or gzipped, read by gensim's `KeyedVectors.load_word2vec_format`) or
+`.vec`, plain or gzipped, read by gensim's `KeyedVectors.load_word2vec_format`),
 `trained` (gensim `Word2Vec` / `FastText` trained here on the training split, plus an
-optional unlabeled corpus: no download). A table is aligned to a vocabulary once and
-cached on disk (`<tuner.directory>/vectors/`), keyed by the source's fingerprint
-(the file's sha256, or the training settings and data) and the vocabulary's hash, so a
+optional unlabeled corpus: no download) or a named set installed with the project
+(`glove`: `pipeline.config.vector_sets`, read by `pipeline.data.named_vectors`). A table
+is aligned to a vocabulary once and cached on disk (`<tuner.directory>/vectors/`), keyed
+by the source's fingerprint (the file's sha256, the named set's recorded sha256, or the
+training settings and data) and the vocabulary's hash, so a
 resumed search, cluster workers and `pipeline.reproduce` reuse it instead of reading a
 large file again. Row 0 (padding) is zero; rows the vectors lack (OOV) are drawn from
 the vectors' own per-dimension mean and spread with `oov_seed`. No TensorFlow here.
@@ -28,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config.vector_sets import named, named_sets
+from pipeline.data import named_vectors
 from pipeline.data.loaders import DataError
 from pipeline.data.prepare import PreparedData, Tokenizer
 
@@ -45,11 +49,16 @@ class VectorsError(DataError):
     """Unusable word vectors or corpus; the message names the file and the problem."""
 
 
+def known_sources() -> list[str]:
+    """The built-in sources and every named set."""
+    return [*SOURCES, *named_sets()]
+
+
 @dataclass(frozen=True)
 class VectorTable:
     """An embedding matrix for one vocabulary, and where it came from."""
 
-    source: str  # file | trained
+    source: str  # file | trained | a named set (glove)
     matrix: np.ndarray  # (vocabulary, dim) float32; row 0 zero
     fingerprint: str  # source + vocabulary + alignment: a trial's record carries it
     vocab_coverage: float  # share of the vocabulary (padding and OOV rows excluded) found
@@ -248,14 +257,18 @@ def align(
     model gives every word a vector (from its character n-grams)."""
     vectors = kv.vectors
     dim = vectors.shape[1]
-    mean = vectors.mean(axis=0, dtype=np.float64)
-    std = vectors.std(axis=0, dtype=np.float64)
+    mean = getattr(kv, "mean", None)  # a named set's, recorded when it was checked
+    if mean is None:
+        mean = vectors.mean(axis=0, dtype=np.float64)
+    std = getattr(kv, "std", None)
+    if std is None:
+        std = vectors.std(axis=0, dtype=np.float64)
     rng = np.random.default_rng(seed)
     matrix = rng.normal(mean, std, size=(len(vocab), dim)).astype(np.float32)
     matrix[0] = 0.0
     found = np.zeros(len(vocab), dtype=bool)
     index = kv.key_to_index
-    lowered: dict[str, int] | None = None
+    lowered: dict[str, int] | None = getattr(kv, "lowered", None)  # a named set's own
     subwords = hasattr(kv, "get_vector") and getattr(kv, "bucket", 0) > 0  # FastText
     for row, word in enumerate(vocab):
         if row < 2:  # padding, OOV: no word of their own
@@ -345,8 +358,12 @@ def table_key(
             f" + {Path(str(corpus)).name}" if corpus else ""
         )
         return key, what
+    entry = named(source)
+    if entry is not None:  # the recorded checksums stand for the files (checked at first use)
+        key = _key({**common, "named": source, "sha256": [entry.sha256, entry.words_sha256]})
+        return key, entry.description
     raise VectorsError(
-        f"model.embeddings.source: unknown source '{source}' (known: {', '.join(SOURCES)})"
+        f"model.embeddings.source: unknown source '{source}' (known: {', '.join(known_sources())})"
     )
 
 
@@ -369,7 +386,7 @@ def vector_table(
     cache = cache_dir / f"{key[:32]}.npz"
     table = _read_cache(cache, source, key)
     if table is None:
-        table = _build(settings, data, data_cfg, dim, key, what)
+        table = _build(settings, data, data_cfg, dim, key, what, cache_dir)
         _write_atomically(
             cache,
             matrix=table.matrix,
@@ -418,9 +435,14 @@ def _build(
     dim: int,
     key: str,
     what: str,
+    cache_dir: Path,
 ) -> VectorTable:
     source = settings["source"]
-    if source == FILE:
+    entry = named(source)
+    if entry is not None:
+        kv = named_vectors.load(entry, cache_dir)
+        what = f"{what} ({len(kv)} x {kv.vector_size})"
+    elif source == FILE:
         path = Path(str(settings["path"]))
         kv = load_keyed_vectors(path, settings["format"])
         what = (

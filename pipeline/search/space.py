@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import HPType, search_space_dims, to_plain
 from pipeline.config.validation import embedding_sources
+from pipeline.config.vector_sets import named
 from pipeline.data import vectors
 
 HYPERBAND_EPOCHS = "tuner/epochs"
@@ -118,8 +119,11 @@ def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]
         elif name in train:
             train[name] = value
     embeddings = model["embeddings"]
+    named_set = named(embeddings["source"])
     if embeddings["source"] == vectors.FILE:  # the embedding size follows the file
         model["embedding_dim"] = vectors.file_dim(Path(embeddings["path"]), embeddings["format"])
+    elif named_set is not None:  # ... or the named set
+        model["embedding_dim"] = named_set.dim
     elif embeddings["source"] == vectors.TRAINED and embeddings["dim"]:
         model["embedding_dim"] = int(embeddings["dim"])
     return model, train

@@ -1,6 +1,7 @@
 """A plugin that brings its own config, the way a user would add one from outside `pipeline/`.
 
-A JSONL data loader with its own `data.jsonl` section (file, keys, a minimum text length),
+A JSON-lines data loader `review_lines` with its own `data.review_lines` section (file,
+keys, a minimum text length; the built-in `jsonl` loader has no minimum),
 and a pooling variant `scaled_mean` with its own `model.scaled_mean` section (a factor the
 masked mean is multiplied by). Listed in a config's `plugins`, the sections are typed and
 filled with the dataclasses' defaults like any section of `conf/`.
@@ -22,19 +23,19 @@ from pipeline.models.registry import PoolingVariant, register_pooling
 
 
 @dataclass
-class JsonlConfig:
+class ReviewLinesConfig:
     path: str = ""
     text_key: str = "text"
     label_key: str = "label"
     min_chars: int = 1  # shorter texts are dropped (noted on the data line)
 
 
-@register_loader("jsonl", config=JsonlConfig)
-def load_jsonl(cfg: DictConfig, encoding_errors: str) -> RawData:
-    c = cfg.jsonl
+@register_loader("review_lines", config=ReviewLinesConfig)
+def load_review_lines(cfg: DictConfig, encoding_errors: str) -> RawData:
+    c = cfg.review_lines
     path = Path(c.path)
     if not path.is_file():
-        raise DataError(f"data.jsonl.path: no such file: {path}")
+        raise DataError(f"data.review_lines.path: no such file: {path}")
     texts, labels, short = [], [], 0
     with path.open(encoding="utf-8", errors=encoding_errors) as f:
         for number, line in enumerate(f, 1):
