@@ -227,9 +227,8 @@ def test_four_searches_started_at_once_on_a_fresh_postgres_database_leak_no_pass
 
 
 def test_server_keeps_the_password_out_of_its_output_and_command_line(tmp_path, postgres):
-    """`python -m pipeline.server` in an interpreter of its own (the server command's one
-    fresh start) on PostgreSQL with the password in the URI: served on loopback, the
-    password in no printed line and no command line."""
+    """`python -m pipeline.server` on PostgreSQL with the password in the URI: served on
+    loopback (the URL it prints), the password in no printed line and no command line."""
     uri = postgres.uri.replace("mlflow@", f"mlflow:{postgres.password}@")
     port = free_port()
     proc = popen_python(
@@ -241,7 +240,6 @@ def test_server_keeps_the_password_out_of_its_output_and_command_line(tmp_path, 
         text=True,
         env={**os.environ, "PGPASSWORD": "wrong"},
         start_new_session=True,
-        fresh=True,
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", seconds=90)
