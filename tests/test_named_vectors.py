@@ -80,7 +80,7 @@ def test_a_named_set_is_aligned_checked_once_and_refused_once_altered(tiny, tmp_
     for aligned in cache.glob("*.npz"):
         aligned.unlink()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(named_vectors, "_sha256", lambda path: pytest.fail(f"hashed {path}"))
+        patch.setattr(named_vectors, "sha256_file", lambda path: pytest.fail(f"hashed {path}"))
         again = vectors.vector_table(settings("tiny"), data, {}, DIM, cache)
     assert again.fingerprint == table.fingerprint
 

@@ -57,7 +57,8 @@ def locate(entry: NamedVectors) -> tuple[Path, Path]:
     return paths
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read in 4 MB blocks (also the vector files' fingerprint)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -82,7 +83,7 @@ def verify(entry: NamedVectors, array: np.ndarray, words: list[str], paths) -> d
     alignment never reads the whole array."""
     vectors_path, words_path = paths
     for path, expected in ((vectors_path, entry.sha256), (words_path, entry.words_sha256)):
-        found = _sha256(path)
+        found = sha256_file(path)
         if found != expected:
             raise NamedVectorsError(
                 f"model.embeddings.source={entry.name}: {path} has sha256 {found[:16]}..., "

@@ -88,14 +88,6 @@ class VectorTable:
 # ---------------------------------------------------------------- fingerprints
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
@@ -104,7 +96,7 @@ def file_fingerprint(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = _sha256_file(path)
+        _FILE_HASHES[key] = named_vectors.sha256_file(path)
     return _FILE_HASHES[key]
 
 
