@@ -47,9 +47,43 @@ def composed_or_fail(overrides: list[str]) -> DictConfig:
     try:
         return compose_config(overrides)
     except Exception as err:  # Hydra's override/composition errors
+        absent = absent_section(overrides)
+        if absent:
+            fail(absent)
         cause = f": {one_line(err.__cause__)}" if err.__cause__ is not None else ""
         fail(f"config: {one_line(err)}{cause}")
         raise  # unreachable: fail exits
+
+
+def absent_section(overrides: list[str]) -> str | None:
+    """An override into a section the chosen group leaves empty (`data.csv.path=...` with
+    `data=synthetic`) as one line naming the group to choose; None for other failures."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose_config
+    from pipeline.config.schema import CONF_DIR
+
+    for at, override in enumerate(overrides):
+        key = override.split("=", 1)[0]
+        if "=" not in override or key[:1] in "+~" or key.count(".") < 2:
+            continue
+        section, group = key.rsplit(".", 1)[0], key.split(".", 1)[0]
+        try:
+            rest = compose_config(overrides[:at] + overrides[at + 1 :])
+        except Exception:
+            continue
+        if OmegaConf.select(rest, section, default="absent") is None:
+            chosen = OmegaConf.select(rest, f"{group}.loader") or OmegaConf.select(
+                rest, f"{group}.name"
+            )
+            name = section.split(".", 1)[1]
+            hint = (
+                f"; choose it first ({group}={name})"
+                if (CONF_DIR / group / f"{name}.yaml").is_file()
+                else ""
+            )
+            return f"{key}: {section} is not part of this config ({group} is {chosen}){hint}"
+    return None
 
 
 def composed(overrides: list[str]) -> DictConfig:

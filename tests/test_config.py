@@ -124,3 +124,21 @@ def test_schema_holds_no_defaults_and_yaml_sets_every_value():
         ["tuner=hyperband", "cluster=workers", "data=text_dir", "data.text_dir.root=x"],
     ):
         assert OmegaConf.missing_keys(compose_config(overrides)) == set()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["data.csv.path=x.csv"], "error: data.csv.path: data.csv is not part of this config "
+                                  "(data is synthetic); choose it first (data=csv)"),
+        (["data=csv", "data.synthetic.seed=3"], "error: data.synthetic.seed: data.synthetic is "
+         "not part of this config (data is csv); choose it first (data=synthetic)"),
+    ],
+)  # fmt: skip
+def test_a_key_of_a_section_the_chosen_group_leaves_out_is_one_line(overrides, line, capsys):
+    from pipeline.cli import composed_or_fail
+
+    with pytest.raises(SystemExit) as exit_:
+        composed_or_fail(overrides)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == line
