@@ -76,6 +76,16 @@ def trial_start(cfg, data, settings, train, table) -> float:
     return time.perf_counter() - started
 
 
+def start_medians(cfg, with_vectors, data, settings, train, table, repeats: int):
+    """(median trial start from random vectors, median start from `table`), alternated."""
+    plain_settings, _ = trial_settings(cfg, {"embedding_dim": settings["embedding_dim"]})
+    starts: dict[str, list[float]] = {"random": [], "vectors": []}
+    for _ in range(repeats):
+        starts["random"].append(trial_start(cfg, data, plain_settings, train, None))
+        starts["vectors"].append(trial_start(with_vectors, data, settings, train, table))
+    return statistics.median(starts["random"]), statistics.median(starts["vectors"])
+
+
 def named_vocabulary(data, entry, size: int):
     """`data` with a `size`-word vocabulary: three in four words of the named set, taken
     across its frequency ranks, and the rest words it lacks (OOV rows)."""
@@ -115,12 +125,7 @@ def run_named(args) -> None:
         started = time.perf_counter()
         trial_vectors(with_named, data, settings)
         stamped = time.perf_counter() - started
-        plain_settings, _ = trial_settings(cfg, {"embedding_dim": settings["embedding_dim"]})
-        starts: dict[str, list[float]] = {"random": [], "named": []}
-        for _ in range(args.repeats):
-            starts["random"].append(trial_start(cfg, data, plain_settings, train, None))
-            starts["named"].append(trial_start(with_named, data, settings, train, table))
-        rand, vec = statistics.median(starts["random"]), statistics.median(starts["named"])
+        rand, vec = start_medians(cfg, with_named, data, settings, train, table, args.repeats)
         print(
             "\n".join(
                 [
@@ -178,12 +183,7 @@ def run(args) -> None:
         started = time.perf_counter()
         trial_vectors(with_file, data, settings)
         cached = time.perf_counter() - started
-        plain_settings, _ = trial_settings(cfg, {"embedding_dim": settings["embedding_dim"]})
-        starts: dict[str, list[float]] = {"random": [], "file": []}
-        for _ in range(args.repeats):
-            starts["random"].append(trial_start(cfg, data, plain_settings, train, None))
-            starts["file"].append(trial_start(with_file, data, settings, train, table))
-        rand, vec = statistics.median(starts["random"]), statistics.median(starts["file"])
+        rand, vec = start_medians(cfg, with_file, data, settings, train, table, args.repeats)
         print(
             "\n".join(
                 [

@@ -46,10 +46,9 @@ NESTED_KNOBS = {"embeddings.source": [s.value for s in EmbeddingSource]}
 
 def nested_knobs() -> dict[str, list[str]]:
     """NESTED_KNOBS with the named vector sets among the embedding sources."""
-    from pipeline.config.vector_sets import named_sets
+    from pipeline.config.vector_sets import source_names
 
-    return {**NESTED_KNOBS, "embeddings.source": [*NESTED_KNOBS["embeddings.source"],
-                                                  *named_sets()]}  # fmt: skip
+    return {**NESTED_KNOBS, "embeddings.source": source_names()}
 
 
 def searchable_knobs(plugins: list[str] | None = None) -> set[str]:

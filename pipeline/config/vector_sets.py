@@ -60,3 +60,10 @@ def named_sets() -> dict[str, NamedVectors]:
 
 def named(name: str) -> NamedVectors | None:
     return named_sets().get(str(name))
+
+
+def source_names() -> list[str]:
+    """Every value `model.embeddings.source` takes: the built-in sources, then the sets."""
+    from pipeline.config.schema import EmbeddingSource
+
+    return [*(s.value for s in EmbeddingSource), *named_sets()]

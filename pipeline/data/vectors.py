@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.vector_sets import named, named_sets
+from pipeline.config.vector_sets import named, source_names
 from pipeline.data import named_vectors
 from pipeline.data.loaders import DataError
 from pipeline.data.prepare import PreparedData, Tokenizer
@@ -47,11 +47,6 @@ MEMO_TABLES = 4  # aligned tables kept in memory (sources x replicate splits)
 
 class VectorsError(DataError):
     """Unusable word vectors or corpus; the message names the file and the problem."""
-
-
-def known_sources() -> list[str]:
-    """The built-in sources and every named set."""
-    return [*SOURCES, *named_sets()]
 
 
 @dataclass(frozen=True)
@@ -355,7 +350,7 @@ def table_key(
         key = _key({**common, "named": source, "sha256": [entry.sha256, entry.words_sha256]})
         return key, entry.description
     raise VectorsError(
-        f"model.embeddings.source: unknown source '{source}' (known: {', '.join(known_sources())})"
+        f"model.embeddings.source: unknown source '{source}' (known: {', '.join(source_names())})"
     )
 
 
