@@ -153,7 +153,8 @@ def test_gc_freeze_is_undone_when_the_block_ends():
         frozen = gc.get_freeze_count()
         with frozen_heap():
             pass
-        assert gc.get_freeze_count() == frozen
+        # Not unfrozen, not frozen again (a frozen object another thread frees leaves it)
+        assert 0 < gc.get_freeze_count() <= frozen
     finally:
         if not session_frozen:
             gc.unfreeze()

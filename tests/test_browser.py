@@ -36,7 +36,10 @@ def test_the_ui_compares_runs_across_searches(store):
 
     run_search(
         store.compose(
-            *TINY, "tuner.max_trials=2", "search.name=default-search", "tracking.log_model=false"
+            "+experiment=quick",
+            "tuner.max_trials=1",
+            "search.name=default-search",
+            "tracking.log_model=false",
         )
     )
     run_search(

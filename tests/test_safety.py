@@ -246,6 +246,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("artifacts", ["inline", "background"])
 def test_a_full_disk_stops_the_search_in_one_line_and_the_same_command_finishes_it(
     tmp_path, small_disk, run_cli, store_template, artifacts
