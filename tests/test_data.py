@@ -24,8 +24,31 @@ def write_csv(path, text: str, encoding: str = "utf-8"):
     return str(path)
 
 
-def test_synthetic_majority_of_keys_decides_the_label_and_keys_are_marked():
+def test_synthetic_negation_needs_order_and_marks_the_label_s_keys():
+    """Each "not" negates the next key; the label's keys are the others, marked. Both
+    classes occur equally often, so counting words cannot tell them apart."""
     d = prepare(small_synthetic())
+    assert d.n_classes == 3
+    for split in ("train", "val", "test"):
+        for row, label in enumerate(d.y[split]):
+            ids = d.x[split][row]
+            tokens = [d.vocab[i] for i in ids if i]
+            marked = {int(p) for p in np.flatnonzero(d.key_masks[split][row])}
+            negated, own, pending = [], [], False
+            for position, token in enumerate(tokens):
+                if token == "not":
+                    pending = True
+                elif token.startswith("k"):
+                    (negated if pending else own).append((position, token))
+                    pending = False
+            assert {p for p, _ in own} == marked
+            assert {t.split("_")[0] for _, t in own} == {f"k{label}"}
+            assert len({t.split("_")[0] for _, t in negated} - {f"k{label}"}) == 1
+            assert len(negated) == len(own) in (2, 3)
+
+
+def test_synthetic_majority_of_keys_decides_the_label_and_keys_are_marked():
+    d = prepare(small_synthetic("data.synthetic.rule=majority"))
     assert d.n_classes == 3 and d.x["train"].dtype == np.int32
     for split in ("train", "val", "test"):
         mask = d.key_masks[split]

@@ -212,14 +212,17 @@ def test_configs_logged_before_a_training_key_existed_retrain_as_they_did():
     assert cfg.model.lstm_kernel == "fused"
     assert cfg.model.xla_lstm == "bptt"
     assert cfg.train.xla.shards == "auto"
+    assert cfg.data.synthetic.rule == "negation"
     del logged["train"]["steps_per_execution"]
     del logged["train"]["xla"]["shards"]
     del logged["train"]["bucketing"]["exact"]
     del logged["model"]["lstm_kernel"]
     del logged["model"]["xla_lstm"]
+    del logged["data"]["synthetic"]["rule"]
     cfg = OmegaConf.merge(OmegaConf.structured(Config), _current_layout(OmegaConf.create(logged)))
     assert cfg.train.steps_per_execution == 1
     assert cfg.train.xla.shards == 1  # Keras' XLA step
     assert cfg.train.bucketing.exact is False
     assert cfg.model.lstm_kernel == "keras"  # Keras' loop, as those runs trained
     assert cfg.model.xla_lstm == "keras"  # and under XLA too
+    assert cfg.data.synthetic.rule == "majority"  # the synthetic task of those runs

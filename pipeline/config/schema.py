@@ -30,6 +30,11 @@ class EncodingErrors(StrEnum):
     replace = "replace"  # substitute bad bytes
 
 
+class SyntheticRule(StrEnum):
+    negation = "negation"  # keys of another class after "not" do not count: order decides
+    majority = "majority"  # the class with the most keys: a bag of words solves it
+
+
 class ClassWeight(StrEnum):
     none = "none"
     balanced = "balanced"  # inverse class frequency on the training split
@@ -81,6 +86,7 @@ class ClusterRole(StrEnum):
 
 @dataclass
 class SyntheticConfig:
+    rule: SyntheticRule
     n_examples: int
     n_classes: int
     min_tokens: int

@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.compose import to_plain
+from pipeline.config.schema import SyntheticRule
 from pipeline.errors import UserFacingError
 
 
@@ -62,41 +63,91 @@ def register_loader(name: str, config: type | None = None) -> Callable[[LoaderFn
 
 @register_loader("synthetic")
 def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
-    """Filler words with planted key tokens; the class with the most keys is the label.
+    """Filler words `w<j>` with planted key tokens `k<class>_<j>` that decide the label.
 
-    Key tokens `k<class>_<j>`: min_keys..max_keys of the label's class, plus
-    `other_class_keys` keys of other classes (always fewer), so a model has to weigh
-    the keys against each other rather than spot any one of them. Distractor tokens
-    `d<j>` look special but carry no label; filler `w<j>` is noise. Positions are
-    random. The ground truth marks the label's own keys.
+    rule=negation: min_keys..max_keys keys of the label's class and as many of one other
+    class, each of those one or two words after a "not" that cancels it. Both classes occur
+    equally often, so a bag of words (even of word pairs) can only guess between them; a
+    sequence model has to read what comes before each key.
+    rule=majority: the label's class has the most keys (other_class_keys of other classes,
+    always fewer): any model that counts solves it.
+    Distractor tokens `d<j>` look special but carry no label. Positions are random. The
+    ground truth marks the label's own keys.
     """
     # Plain values: an OmegaConf attribute read costs ~50 us and the loop reads ~15 per
     # example (2.4 s of the default search as a DictConfig).
     s = SimpleNamespace(**to_plain(cfg.synthetic))
+    example = _negation_example if s.rule == SyntheticRule.negation else _majority_example
     rng = np.random.default_rng(s.seed)
     texts, labels, positions = [], [], []
     for _ in range(s.n_examples):
         label = int(rng.integers(s.n_classes))
         n_keys = int(rng.integers(s.min_keys, s.max_keys + 1))
-        n_other = min(s.other_class_keys, n_keys - 1)
-        n_dis = s.distractors_per_example
-        length = max(int(rng.integers(s.min_tokens, s.max_tokens + 1)), n_keys + n_other + n_dis)
-        tokens = [f"w{j}" for j in rng.integers(s.filler_vocab, size=length)]
-        slots = [int(p) for p in rng.choice(length, size=n_keys + n_other + n_dis, replace=False)]
-        key_slots = sorted(slots[:n_keys])
-        for p in key_slots:
-            tokens[p] = f"k{label}_{int(rng.integers(s.keys_per_class))}"
-        others = [c for c in range(s.n_classes) if c != label]
-        for p in slots[n_keys : n_keys + n_other]:
-            tokens[p] = f"k{int(rng.choice(others))}_{int(rng.integers(s.keys_per_class))}"
-        for p in slots[n_keys + n_other :]:
-            tokens[p] = f"d{int(rng.integers(s.distractor_tokens))}"
+        tokens, deciding = example(s, rng, label, n_keys)
         if s.label_noise > 0 and rng.random() < s.label_noise:
             label = int(rng.integers(s.n_classes))
         texts.append(" ".join(tokens))
         labels.append(f"class_{label}")
-        positions.append(key_slots)
+        positions.append(deciding)
     return RawData(texts, labels, source="synthetic", key_positions=positions)
+
+
+def _key(s: SimpleNamespace, rng: np.random.Generator, cls: int) -> str:
+    return f"k{cls}_{int(rng.integers(s.keys_per_class))}"
+
+
+def _filler(s: SimpleNamespace, rng: np.random.Generator, n: int) -> list[str]:
+    return [f"w{j}" for j in rng.integers(s.filler_vocab, size=n)]
+
+
+def _distractor(s: SimpleNamespace, rng: np.random.Generator) -> str:
+    return f"d{int(rng.integers(s.distractor_tokens))}"
+
+
+def _negation_example(s, rng, label: int, n_keys: int) -> tuple[list[str], list[int]]:
+    """The label's keys, as many keys of one other class each after "not" and one or two
+    filler words (no word pair gives it away), and distractors, placed in filler words
+    up to a random length."""
+    other = int(rng.choice([c for c in range(s.n_classes) if c != label]))
+    phrases = [[_key(s, rng, label)] for _ in range(n_keys)]
+    phrases += [
+        [NEGATOR, *_filler(s, rng, int(rng.integers(1, 3))), _key(s, rng, other)]
+        for _ in range(n_keys)
+    ]
+    phrases += [[_distractor(s, rng)] for _ in range(s.distractors_per_example)]
+    planted = sum(len(p) for p in phrases)
+    filler = _filler(s, rng, max(int(rng.integers(s.min_tokens, s.max_tokens + 1)) - planted, 0))
+    cuts = np.sort(rng.integers(0, len(filler) + 1, size=len(phrases)))
+    tokens, deciding, start = [], [], 0
+    for cut, i in zip(cuts, rng.permutation(len(phrases)), strict=True):
+        tokens += filler[start:cut]
+        start = cut
+        if i < n_keys:  # one of the label's own keys
+            deciding.append(len(tokens))
+        tokens += phrases[i]
+    return tokens + filler[start:], deciding
+
+
+def _majority_example(s, rng, label: int, n_keys: int) -> tuple[list[str], list[int]]:
+    """min_keys..max_keys keys of the label's class, fewer of others (the task before
+    `rule` existed: the same draws, so its data and fingerprints are unchanged)."""
+    n_other = min(s.other_class_keys, n_keys - 1)
+    n_dis = s.distractors_per_example
+    length = max(int(rng.integers(s.min_tokens, s.max_tokens + 1)), n_keys + n_other + n_dis)
+    tokens = _filler(s, rng, length)
+    slots = [int(p) for p in rng.choice(length, size=n_keys + n_other + n_dis, replace=False)]
+    key_slots = sorted(slots[:n_keys])
+    for p in key_slots:
+        tokens[p] = _key(s, rng, label)
+    others = [c for c in range(s.n_classes) if c != label]
+    for p in slots[n_keys : n_keys + n_other]:
+        tokens[p] = f"k{int(rng.choice(others))}_{int(rng.integers(s.keys_per_class))}"
+    for p in slots[n_keys + n_other :]:
+        tokens[p] = _distractor(s, rng)
+    return tokens, key_slots
+
+
+NEGATOR = "not"
 
 
 def _resolve_path(path: str | None, key: str, folder: bool = False) -> Path:

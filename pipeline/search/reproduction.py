@@ -101,6 +101,9 @@ def _current_layout(logged: DictConfig) -> DictConfig:
         for key in ("near_duplicates", "audit"):
             if key not in data:
                 data[key] = defaults[key]
+        synthetic = data.get("synthetic")
+        if synthetic is not None and "rule" not in synthetic:
+            synthetic.rule = "majority"  # the synthetic task before negation
     model = logged.get("model")
     if model is not None:
         # Runs before pretrained vectors started from Keras' initializer, trainable.
