@@ -1,5 +1,5 @@
 """The layout keeps its promises: import directions between packages (the table in
-../shared/DESIGN.md), MLflow only inside `pipeline.tracking`, nothing heavy where a
+docs/architecture.md), MLflow only inside `pipeline.tracking`, nothing heavy where a
 command must answer fast, and the process-wide switches at the edge."""
 
 from __future__ import annotations
@@ -24,21 +24,29 @@ ENTRY_POINTS = {
     "pipeline.bench.__main__",
     "pipeline.predict",
 }
-# package -> project packages it may import (besides SHARED and itself)
-ALLOWED = {
-    "config": set(),
-    "data": {"config"},
-    "models": {"config"},
-    "training": {"config", "data", "models"},
-    "tracking": {"config"},
-    "analysis": {"config", "tracking", "models"},
-    "search": {"config", "data", "models", "training", "tracking", "analysis", "serving"},
-    "cluster": {"config", "data", "models", "training", "tracking", "search"},
-    # the text-in model: the tokenizer (data), layers and attention probe (models), the
-    # heatmaps' occlusion saliency (analysis.faithfulness, numpy only), the process
-    # helpers `mlflow models serve` shares with the tracking server
-    "serving": {"config", "data", "models", "analysis", "tracking"},
-}
+DESIGN = PROJECT_ROOT / "docs" / "architecture.md"
+
+
+def design_table() -> dict[str, set[str]]:
+    """package -> project packages it may import (besides SHARED and itself), read from
+    the table in docs/architecture.md: the note and the code cannot drift apart."""
+    text = DESIGN.read_text()
+    section = text.split("## Packages and their import directions", 1)[1].split("\n## ", 1)[0]
+    allowed = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            uses = cells[2]
+            allowed[cells[0].strip("`")] = set() if uses == "–" else set(uses.split(", "))
+    return allowed
+
+
+ALLOWED = design_table()
+
+
+def test_the_design_note_names_every_package():
+    packages = {p.name for p in PIPELINE.iterdir() if (p / "__init__.py").exists()}
+    assert set(ALLOWED) == packages - {"bench"}  # bench may import anything
 
 
 def module_name(path: Path) -> str:
