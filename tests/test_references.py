@@ -118,7 +118,7 @@ def test_the_reference_is_a_child_run_the_report_weighs_and_a_resume_keeps(store
     assert versus.b == "tfidf-lr (reference)" and versus.seeds == 2
     assert versus.verdict in {"beats", "equivalent", "underpowered"}
     assert versus.method == "two-level bootstrap"
-    assert "Against the bag-of-words reference" in report.markdown
+    assert "Against the reference" in report.markdown
     assert versus.short() in report.markdown
 
 

@@ -356,7 +356,7 @@ def answer_lines(
         refs = [c for c in against_references if c.data == data]
         if refs:
             lines.append(
-                f"Against the bag-of-words reference{'s' if len(refs) > 1 else ''} "
+                f"Against the reference{'s' if len(refs) > 1 else ''} "
                 f"({objective}; 95% intervals over {refs[0].sources}): "
                 + "; ".join(c.short() for c in refs)
                 + "."

@@ -66,7 +66,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _identity(path: Path) -> dict[str, object]:
+def file_identity(path: Path) -> dict[str, object]:
+    """What says a file is the one checked before: where it is, its size and mtime."""
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -108,7 +109,7 @@ def verify(entry: NamedVectors, array: np.ndarray, words: list[str], paths) -> d
     mean, std = _mean_std(vectors_path)
     return {
         "layout": STAMP_LAYOUT,
-        "files": [_identity(p) for p in paths],
+        "files": [file_identity(p) for p in paths],
         "sha256": [entry.sha256, entry.words_sha256],
         "mean": mean.tolist(),
         "std": std.tolist(),
@@ -185,7 +186,10 @@ def load(entry: NamedVectors, cache_dir: Path) -> ArrayVectors:
             stamp = json.loads(stamp_path.read_text())
         except (OSError, ValueError):
             stamp = None
-    current = {"files": [_identity(p) for p in paths], "sha256": [entry.sha256, entry.words_sha256]}
+    current = {
+        "files": [file_identity(p) for p in paths],
+        "sha256": [entry.sha256, entry.words_sha256],
+    }
     if (
         stamp is None
         or stamp.get("layout") != STAMP_LAYOUT

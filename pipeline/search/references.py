@@ -18,6 +18,7 @@ import gc
 import multiprocessing
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -74,6 +75,7 @@ def inputs_of(cfg: DictConfig, data: PreparedData) -> ReferenceInputs:
         tokenize=Tokenizer(cfg.data.token_pattern, cfg.data.lowercase),
         class_weight=class_weight,
         objective=str(cfg.tuner.objective),
+        cache_dir=Path(cfg.tuner.directory) / "embeddings",
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ class ReferenceInputs:
     tokenize: Callable[[str], list[str]]  # the search's tokenizer: the same tokens
     class_weight: str | None  # "balanced" or None (the data config's class weighting)
     objective: str  # what the settings are chosen by on validation (val_accuracy, ...)
+    cache_dir: Path | None = None  # where a reference may keep what it computed (embeddings)
 
 
 @dataclass
@@ -71,11 +73,39 @@ def _full_probs(model, x, n_classes: int) -> np.ndarray:
     return probs
 
 
+def _logistic_over_c(
+    inputs: ReferenceInputs, settings: Mapping[str, Any], x_train, x_val, fixed: dict
+) -> tuple[float, dict, Any, list[dict]]:
+    """Logistic regression for each C of `settings`, each starting from the last one's
+    solution (fewer iterations): (best validation score, its settings, model, tried)."""
+    from sklearn.linear_model import LogisticRegression
+
+    best, tried, previous = None, [], None
+    for c in sorted(settings["c_values"]):
+        model = LogisticRegression(
+            C=float(c),
+            max_iter=int(settings["max_iter"]),
+            class_weight=inputs.class_weight,
+            warm_start=True,
+        )
+        if previous is not None:
+            model.coef_, model.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
+        model.fit(x_train, inputs.train_y)
+        previous = model
+        probs = _full_probs(model, x_val, inputs.n_classes)
+        score = classification_metrics(probs, inputs.val_y, "val_")[inputs.objective]
+        chosen = {**fixed, "C": float(c)}
+        tried.append({**chosen, inputs.objective: score})
+        if best is None or is_better(score, best[0], inputs.objective):
+            best = (score, chosen, model)
+    assert best is not None, "a reference needs at least one C"
+    return (*best, tried)
+
+
 def fit_tfidf_lr(inputs: ReferenceInputs, settings: Mapping[str, Any]) -> ReferenceFit:
     """TF-IDF of word n-grams (the search's tokens) + multinomial logistic regression;
     the n-gram range and C that score best on validation are kept."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
     best: tuple[float, dict, Any, Any] | None = None
@@ -91,25 +121,13 @@ def fit_tfidf_lr(inputs: ReferenceInputs, settings: Mapping[str, Any]) -> Refere
         )
         x_train = vectorizer.fit_transform(inputs.train_texts)
         x_val = vectorizer.transform(inputs.val_texts)
-        previous = None
-        for c in sorted(settings["c_values"]):
-            model = LogisticRegression(
-                C=float(c),
-                max_iter=int(settings["max_iter"]),
-                class_weight=inputs.class_weight,
-                warm_start=True,
-            )
-            if previous is not None:  # start from the last C's solution: fewer iterations
-                model.coef_, model.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
-            model.fit(x_train, inputs.train_y)
-            previous = model
-            probs = _full_probs(model, x_val, inputs.n_classes)
-            score = classification_metrics(probs, inputs.val_y, "val_")[inputs.objective]
-            chosen = {"ngram_max": int(ngram_max), "C": float(c)}
-            tried.append({**chosen, inputs.objective: score})
-            if best is None or is_better(score, best[0], inputs.objective):
-                best = (score, chosen, model, vectorizer)
-    assert best is not None, "tfidf-lr needs at least one C and one ngram_max"
+        score, chosen, model, more = _logistic_over_c(
+            inputs, settings, x_train, x_val, {"ngram_max": int(ngram_max)}
+        )
+        tried += more
+        if best is None or is_better(score, best[0], inputs.objective):
+            best = (score, chosen, model, vectorizer)
+    assert best is not None, "tfidf-lr needs at least one ngram_max"
     _, chosen, model, vectorizer = best
     val_probs = _full_probs(model, vectorizer.transform(inputs.val_texts), inputs.n_classes)
     test_probs = (
@@ -120,11 +138,38 @@ def fit_tfidf_lr(inputs: ReferenceInputs, settings: Mapping[str, Any]) -> Refere
     return ReferenceFit(val_probs, test_probs, chosen, time.perf_counter() - started, tried)
 
 
+def fit_minilm_lr(inputs: ReferenceInputs, settings: Mapping[str, Any]) -> ReferenceFit:
+    """Frozen all-MiniLM-L6-v2 sentence embeddings + logistic regression, C chosen on
+    validation (`pipeline.training.sentence_encoder`); the embeddings are cached."""
+    from pipeline.training.sentence_encoder import embed
+
+    started = time.perf_counter()
+    texts = [*inputs.train_texts, *inputs.val_texts, *inputs.test_texts]
+    vectors, encoding_s = embed("minilm-lr", texts, settings, inputs.cache_dir)
+    n_train, n_val = len(inputs.train_texts), len(inputs.val_texts)
+    x_train, x_val = vectors[:n_train], vectors[n_train : n_train + n_val]
+    _, chosen, model, tried = _logistic_over_c(
+        inputs, settings, x_train, x_val, {"encoding_s": round(encoding_s, 1)}
+    )
+    x_test = vectors[n_train + n_val :]
+    test_probs = _full_probs(model, x_test, inputs.n_classes) if len(x_test) else None
+    val_probs = _full_probs(model, x_val, inputs.n_classes)
+    return ReferenceFit(val_probs, test_probs, chosen, time.perf_counter() - started, tried)
+
+
 register_reference(
     Reference(
         "tfidf-lr",
         fit_tfidf_lr,
         "scikit-learn TfidfVectorizer (word 1..n-grams) + LogisticRegression, "
         "C and n chosen on validation",
+    )
+)
+register_reference(
+    Reference(
+        "minilm-lr",
+        fit_minilm_lr,
+        "all-MiniLM-L6-v2 sentence embeddings (int8 ONNX, frozen, mean-pooled) + "
+        "LogisticRegression, C chosen on validation",
     )
 )
