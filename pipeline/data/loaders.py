@@ -104,16 +104,19 @@ def _distractor(s: SimpleNamespace, rng: np.random.Generator) -> str:
     return f"d{int(rng.integers(s.distractor_tokens))}"
 
 
+def _gap(s: SimpleNamespace, rng: np.random.Generator) -> list[str]:
+    """One or two filler words: every key follows a filler word, so no word pair tells a
+    cancelled key from the label's."""
+    return _filler(s, rng, int(rng.integers(1, 3)))
+
+
 def _negation_example(s, rng, label: int, n_keys: int) -> tuple[list[str], list[int]]:
-    """The label's keys, as many keys of one other class each after "not" and one or two
-    filler words (no word pair gives it away), and distractors, placed in filler words
+    """The label's keys, as many keys of one other class each after "not", every key one
+    or two filler words after what precedes it, and distractors, placed in filler words
     up to a random length."""
     other = int(rng.choice([c for c in range(s.n_classes) if c != label]))
-    phrases = [[_key(s, rng, label)] for _ in range(n_keys)]
-    phrases += [
-        [NEGATOR, *_filler(s, rng, int(rng.integers(1, 3))), _key(s, rng, other)]
-        for _ in range(n_keys)
-    ]
+    phrases = [[*_gap(s, rng), _key(s, rng, label)] for _ in range(n_keys)]
+    phrases += [[NEGATOR, *_gap(s, rng), _key(s, rng, other)] for _ in range(n_keys)]
     phrases += [[_distractor(s, rng)] for _ in range(s.distractors_per_example)]
     planted = sum(len(p) for p in phrases)
     filler = _filler(s, rng, max(int(rng.integers(s.min_tokens, s.max_tokens + 1)) - planted, 0))
@@ -122,8 +125,8 @@ def _negation_example(s, rng, label: int, n_keys: int) -> tuple[list[str], list[
     for cut, i in zip(cuts, rng.permutation(len(phrases)), strict=True):
         tokens += filler[start:cut]
         start = cut
-        if i < n_keys:  # one of the label's own keys
-            deciding.append(len(tokens))
+        if i < n_keys:  # one of the label's own keys, the phrase's last word
+            deciding.append(len(tokens) + len(phrases[i]) - 1)
         tokens += phrases[i]
     return tokens + filler[start:], deciding
 
