@@ -86,6 +86,22 @@ def start_medians(cfg, with_vectors, data, settings, train, table, repeats: int)
     return statistics.median(starts["random"]), statistics.median(starts["vectors"])
 
 
+def cold_then_again(with_vectors, data, settings, forget) -> tuple:
+    """(table, seconds, extra peak MB) of a trial's first alignment, then the seconds of
+    another in a fresh process's state (the process cache cleared, `forget` called): a
+    resumed search or a cluster worker."""
+    before, started = rss_mb(), time.perf_counter()
+    table = trial_vectors(with_vectors, data, settings)
+    cold = time.perf_counter() - started
+    extra = peak_mb() - before
+    say(table.line())
+    vectors._TABLES.clear()
+    forget()
+    started = time.perf_counter()
+    trial_vectors(with_vectors, data, settings)
+    return table, cold, extra, time.perf_counter() - started
+
+
 def named_vocabulary(data, entry, size: int):
     """`data` with a `size`-word vocabulary: three in four words of the named set, taken
     across its frequency ranks, and the rest words it lacks (OOV rows)."""
@@ -114,17 +130,12 @@ def run_named(args) -> None:
         with_named = compose_config([*base, f"model.embeddings.source={args.source}"])
         data = named_vocabulary(prepare(cfg.data), entry, args.vocab)
         settings, train = trial_settings(with_named, {})
-        before, started = rss_mb(), time.perf_counter()
-        table = trial_vectors(with_named, data, settings)
-        cold = time.perf_counter() - started
-        extra = peak_mb() - before
-        say(table.line())
-        vectors._TABLES.clear()
-        for aligned in Path(tmp, "tuner", "vectors").glob("*.npz"):
-            aligned.unlink()  # a new vocabulary: aligned again, the check's stamp kept
-        started = time.perf_counter()
-        trial_vectors(with_named, data, settings)
-        stamped = time.perf_counter() - started
+
+        def new_vocabulary() -> None:  # aligned again, the check's stamp kept
+            for aligned in Path(tmp, "tuner", "vectors").glob("*.npz"):
+                aligned.unlink()
+
+        table, cold, extra, stamped = cold_then_again(with_named, data, settings, new_vocabulary)
         rand, vec = start_medians(cfg, with_named, data, settings, train, table, args.repeats)
         print(
             "\n".join(
@@ -173,16 +184,12 @@ def run(args) -> None:
             ]
         )
         settings, train = trial_settings(with_file, {})
-        before, started = rss_mb(), time.perf_counter()
-        table = trial_vectors(with_file, data, settings)
-        cold = time.perf_counter() - started
-        extra = peak_mb() - before
-        say(table.line())
-        vectors._TABLES.clear()  # as a resumed search or a worker starts: a new process
-        vectors._FILE_HASHES.clear()  # hashes the file again for the cache key
-        started = time.perf_counter()
-        trial_vectors(with_file, data, settings)
-        cached = time.perf_counter() - started
+        table, cold, extra, cached = cold_then_again(
+            with_file,
+            data,
+            settings,
+            vectors._FILE_HASHES.clear,  # hashed again for the key
+        )
         rand, vec = start_medians(cfg, with_file, data, settings, train, table, args.repeats)
         print(
             "\n".join(
