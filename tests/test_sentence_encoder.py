@@ -40,7 +40,7 @@ def test_minilm_lr_tells_a_tiny_text_set_apart_and_embeds_it_once(tmp_path, monk
     first = fit_minilm_lr(inputs, settings())
     assert first.chosen["encoding_s"] > 0 and first.val_probs.shape == (16, 2)
     assert (first.val_probs.argmax(axis=1) == inputs.val_y).mean() >= 0.9
-    cached = list(tmp_path.glob("minilm-lr-*.npy"))
+    cached = list(tmp_path.glob("minilm-lr-*.npz"))
     assert len(cached) == 1 and (tmp_path / "verified-minilm-lr.json").is_file()
 
     def no_encoding(*args):

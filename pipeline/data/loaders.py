@@ -144,7 +144,7 @@ def _majority_example(s, rng, label: int, n_keys: int) -> tuple[list[str], list[
         tokens[p] = _key(s, rng, label)
     others = [c for c in range(s.n_classes) if c != label]
     for p in slots[n_keys : n_keys + n_other]:
-        tokens[p] = f"k{int(rng.choice(others))}_{int(rng.integers(s.keys_per_class))}"
+        tokens[p] = _key(s, rng, int(rng.choice(others)))
     for p in slots[n_keys + n_other :]:
         tokens[p] = _distractor(s, rng)
     return tokens, key_slots

@@ -66,6 +66,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_json_atomically(path: Path, obj) -> None:
+    """A stamp another process reads whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def write_arrays_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """An .npz cache another process reads whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def file_identity(path: Path) -> dict[str, object]:
     """What says a file is the one checked before: where it is, its size and mtime."""
     stat = path.stat()
@@ -196,11 +218,7 @@ def load(entry: NamedVectors, cache_dir: Path) -> ArrayVectors:
         or {k: stamp.get(k) for k in current} != current
     ):
         stamp = verify(entry, array, words, paths)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp.json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(stamp, f)
-        os.replace(tmp, stamp_path)
+        write_json_atomically(stamp_path, stamp)
     index: dict[str, int] = {}
     for i, word in enumerate(words):
         index.setdefault(word, i)  # the first (most frequent) spelling wins

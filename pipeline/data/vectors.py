@@ -20,8 +20,6 @@ import csv
 import gzip
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -289,19 +287,6 @@ def coverage(found: np.ndarray, train_ids: np.ndarray) -> tuple[float, float]:
 # ---------------------------------------------------------------- the table of a search
 
 
-def _write_atomically(path: Path, **arrays: np.ndarray) -> None:
-    """Another process reading the cache sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 _TABLES: dict[str, VectorTable] = {}
 
 
@@ -374,7 +359,7 @@ def vector_table(
     table = _read_cache(cache, source, key)
     if table is None:
         table = _build(settings, data, data_cfg, dim, key, what, cache_dir)
-        _write_atomically(
+        named_vectors.write_arrays_atomically(
             cache,
             matrix=table.matrix,
             coverage=np.asarray([table.vocab_coverage, table.token_coverage]),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.named_vectors import file_identity, find_spec, sha256_file
+from pipeline.data.named_vectors import (
+    file_identity,
+    find_spec,
+    sha256_file,
+    write_arrays_atomically,
+    write_json_atomically,
+)
 from pipeline.errors import UserFacingError
 
 
@@ -75,16 +80,8 @@ def checked_files(name: str, files: Mapping[str, Mapping[str, Any]], cache_dir: 
                 f"reinstall {files[role]['package']} from constraints.txt"
             )
     if stamp is not None:
-        _write_atomically(stamp, json.dumps(current).encode())
+        write_json_atomically(stamp, current)
     return paths
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def embed(
@@ -92,29 +89,21 @@ def embed(
 ) -> tuple[np.ndarray, float]:
     """(one L2-normalised embedding per text, seconds spent encoding: 0 from the cache)."""
     unique = sorted(set(texts))
-    key = hashlib.sha256(
-        json.dumps([settings["files"]["model"]["sha256"], settings["max_tokens"], unique]).encode()
-    ).hexdigest()[:20]
-    cached = cache_dir / f"{name}-{key}.npy" if cache_dir is not None else None
+    pins = [settings["files"][role]["sha256"] for role in ("model", "tokenizer")]
+    key = hashlib.sha256(json.dumps([pins, settings["max_tokens"], unique]).encode())
+    cached = cache_dir / f"{name}-{key.hexdigest()[:20]}.npz" if cache_dir is not None else None
     seconds = 0.0
     if cached is not None and cached.is_file():
-        table = np.load(cached)
+        with np.load(cached) as stored:
+            table = stored["embeddings"]
     else:
         started = time.perf_counter()
         table = _encode(name, unique, settings, cache_dir)
         seconds = time.perf_counter() - started
         if cached is not None:
-            _write_atomically(cached, _npy_bytes(table))
+            write_arrays_atomically(cached, embeddings=table)
     row = {text: i for i, text in enumerate(unique)}
     return table[[row[t] for t in texts]], seconds
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def _encode(
