@@ -122,7 +122,8 @@ def _encode(
     options.log_severity_level = 3
     session = ort.InferenceSession(str(paths["model"]), options, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
-    out = np.zeros((len(texts), int(settings["dim"])), dtype=np.float32)
+    width = session.get_outputs()[0].shape[-1]  # the hidden size the model declares
+    out = np.zeros((len(texts), width), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together
     size = int(settings["batch_size"])
     for start in range(0, len(order), size):
