@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.analysis.importance import knob_importance, search_views, study_of
+from pipeline.analysis.importance import explain_search, knob_importance, search_views, study_of
 
 SPACE = {
     "pooling": {"type": "choice", "values": ["attention", "mean", "max"]},
@@ -51,6 +51,18 @@ def test_too_few_configurations_say_so():
     study, _ = study_of(configurations(3), SPACE, "val_accuracy", minimise=False)
     importance = knob_importance(study)
     assert importance.by_evaluator == {} and "at least 4" in importance.note
+
+
+def test_three_configurations_get_a_note_and_no_views_four_get_both():
+    rows = configurations(4)
+    importance, figures = explain_search(rows.head(3), SPACE, "val_accuracy", minimise=False)
+    assert "at least 4" in importance.note and figures == {}
+    importance, figures = explain_search(rows, SPACE, "val_accuracy", minimise=False)
+    assert importance.by_evaluator and "optimization_history.png" in figures
+    import matplotlib.pyplot as plt
+
+    for figure in figures.values():
+        plt.close(figure)
 
 
 def test_views_render_with_failed_trials_present():

@@ -34,20 +34,20 @@ def test_search_logs_parent_and_nested_children(store, capsys):
             *TINY,
             "train.epochs=2",
             "train.early_stopping.enabled=false",
-            "tuner.max_trials=3",
+            "tuner.max_trials=4",  # the fewest configurations the importance views draw
             "search_space.pooling.values=[attention,mean]",
             "search.name=e2e",
             "attention.plot_every=1",
         )
     )
     printed = capsys.readouterr().out
-    assert "[trial 3/3]" in printed and "epoch 2/2" in printed
-    assert outcome.search_id == "e2e" and len(outcome.trials) == 3
+    assert "[trial 4/4]" in printed and "epoch 2/2" in printed
+    assert outcome.search_id == "e2e" and len(outcome.trials) == 4
 
     client, runs = store.client(), store.runs()
     parents = [r for r in runs if r.data.tags.get("kind") == "search"]
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    assert len(parents) == 1 and len(children) == 3
+    assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.info.run_name == "e2e"
     assert parent.info.run_id == outcome.parent_run_id

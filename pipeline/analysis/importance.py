@@ -214,10 +214,13 @@ def search_views(
 def explain_search(
     configurations: pd.DataFrame, space: dict[str, dict[str, Any]], objective: str, minimise: bool
 ) -> tuple[KnobImportance, dict[str, Any]]:
-    """Importances and views of one search's finished configurations."""
+    """Importances and views of one search's finished configurations; no views below
+    MIN_CONFIGURATIONS, where the leaderboard already says all they could."""
     costs = [c for c in PARETO_COSTS if c in configurations]
     study, paretos = study_of(configurations, space, objective, minimise, costs=costs)
     importance = knob_importance(study)
+    if len(study.trials) < MIN_CONFIGURATIONS:  # a history or slice of 3 points: the table
+        return importance, {}
     return importance, search_views(study, paretos, importance, objective)
 
 
