@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: search test lint format bench clean-venv lock browser postgres
+.PHONY: search test lint format bench clean-venv lock browser postgres docs screenshots
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,19 @@ postgres:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends postgresql >/dev/null; \
 	  else echo "note: postgresql not installed and no root/apt-get: its tests will skip"; fi; }
+
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, a missing
+# page or anchor fails. The configuration reference page is generated from the code.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The README's and docs' pictures from a real search through the real MLflow UI (Chromium,
+# Playwright): the default search (SEARCH=its name; a new one unless it exists), then
+# pipeline.ui_capture writes docs/images/{heatmap,mlflow_runs,mlflow_compare,mlflow_attention}.png.
+SEARCH ?= screenshots
+screenshots: $(VENV)/.installed browser
+	$(PY) -m pipeline.search search.name=$(SEARCH) $(ARGS)
+	$(PY) -m pipeline.ui_capture --search $(SEARCH) --out docs/images
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.server",
         description="MLflow tracking server over the project's store (127.0.0.1 by default); "
-        "tracking=postgres serves a PostgreSQL store (README 'Team set-up').",
+        "tracking=postgres serves a PostgreSQL store (docs/team.md).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other hosts")
     parser.add_argument("--port", type=int, default=5000)

@@ -661,7 +661,6 @@ def run_report(
     adjust: str = "holm",
 ) -> Report:
     """The report of `search` (default: the latest), or of every live search."""
-    from pipeline.config import PROJECT_ROOT
     from pipeline.tracking import open_tracker
 
     tracker = open_tracker(cfg.tracking)
@@ -673,5 +672,6 @@ def run_report(
             raise SearchError(f"no search in experiment '{tracker.experiment_name}' yet")
         search = latest.name
     name = search or f"experiment-{tracker.experiment_name}"
-    out = out or PROJECT_ROOT / "mlruns" / "reports" / name
+    out = out or Path("mlruns") / "reports" / name  # beside the default store, as it is
+    # found: relative to where the command runs, never inside the checkout
     return build_report(tracker, search, objective, out, argv or [], baseline, margin, adjust)

@@ -5,7 +5,7 @@ Each mode is a real `python -m pipeline.search cluster=workers ...` into its own
 store, run one after the other in this invocation. Stores (`--stores`): `sqlite` (the
 search writes the file itself), `sqlite-server` and `postgres-server` (an `mlflow server`
 with served artifacts over a SQLite file or a throwaway PostgreSQL cluster with its
-default durability, as in README "Team set-up"). Throughput counts the trial phase (first
+default durability, as in docs/team.md). Throughput counts the trial phase (first
 child run start to last child run end, from MLflow) and, separately, the whole command
 (process start-up, chief, summary). A `local` run (one process, TensorFlow's own threads)
 is shown for reference on the first store.

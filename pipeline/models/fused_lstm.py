@@ -6,8 +6,8 @@ Python for every new model. TensorFlow's `BlockLSTM` op (the kernel behind the o
 `LSTMBlockFusedCell`) computes the same recurrence over the whole sequence in one op,
 with a fused gradient op. What it saves is the loop's per-model trace and instantiation
 (~2 s a trial here: the default search 103 s vs 134 s); epochs in steady state run at
-0.83-1.05x the loop's speed, faster only on exact-length buckets (README "Fused LSTM
-kernel").
+0.83-1.05x the loop's speed, faster only on exact-length buckets (docs/performance.md, "Training
+speed").
 
 This is the extension point Keras gives backends for its cuDNN path: `LSTM.inner_loop`
 tries an optimised implementation and falls back to the generic loop. Here the fused op

@@ -3,7 +3,7 @@ inside a `jit_compile` step).
 
 XLA has no `BlockLSTM` kernel, so under `jit_compile` the fused layer used to fall back to
 Keras' loop, and XLA compiled TensorFlow's automatic gradient of it. That gradient is
-slow on a CPU in two ways (perf and the optimised HLO of a train step, README "XLA"):
+slow on a CPU in two ways (perf and the optimised HLO of a train step, docs/performance.md "XLA"):
 - the gradient of the loop's output `TensorArray` zeroes one step of a (time, batch,
   units) buffer per iteration, and XLA cannot do that in place next to the reads of the
   same buffer: it copies the whole buffer twice a step, quadratic in the width (~20% of

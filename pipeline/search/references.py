@@ -9,7 +9,7 @@ trial, and a resumed search finds it FINISHED and does not fit it again.
 
 `python -m pipeline.search` fits them ahead (`ReferencePrefit`), in a forked process
 while its own process imports TensorFlow (its ~2 s fit off the main path; measured ~1.2 s
-less wall on a one-trial search, README).
+less wall on a one-trial search, docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """XLA train and test steps over shards of each batch, run at once (`train.xla.shards`).
 
 XLA's CPU runtime runs a compiled program on one core: the LSTM's time loop, the
-bulk of a step, is a chain of small matmuls it never spreads out (README "XLA"). So with
+bulk of a step, is a chain of small matmuls it never spreads out
+(docs/performance.md, "XLA"). So with
 Keras' `jit_compile`, one core trained and the other idled. Here each batch is split
 into `shards` row blocks; each block's forward pass, loss and gradients are one XLA
 program (`jit_compile=True`, the same function for every block), and the step around them

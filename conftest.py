@@ -1,0 +1,87 @@
+"""The code blocks of README.md and docs/ as tests (Sybil).
+
+Each `bash` block runs as written, with the virtual environment's `bin/` first on PATH
+(as the docs say: the venv active), in a folder of its own that holds a link to the
+project's `.venv`, so what it writes (`mlruns/`, reports) stays there. Each `python`
+block runs in that folder too. A block that cannot run here is preceded by
+`<!-- skip: next "covered by tests/<file>.py::<test>: why" -->`; tests/test_docs.py
+checks that the named test exists.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sybil import Sybil
+from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+BLOCK_TIMEOUT_S = 300
+
+
+def _sandbox() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="docs-block-"))
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    return folder
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = sys.prefix
+    return env
+
+
+def run_bash(example) -> None:
+    """One shell block, as a user would paste it: stops at the first failing command."""
+    folder = _sandbox()
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", example.parsed],
+        cwd=folder,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"exit {done.returncode} in {folder}\n--- stdout\n{done.stdout[-3000:]}"
+            f"\n--- stderr\n{done.stderr[-3000:]}"
+        )
+
+
+class _InSandbox:
+    """Runs a Python block with the working directory in a folder of its own."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+
+    def __call__(self, example):
+        before = Path.cwd()
+        os.chdir(_sandbox())
+        try:
+            return self.evaluator(example)
+        finally:
+            os.chdir(before)
+
+
+class SandboxedPythonParser(PythonCodeBlockParser):
+    def __call__(self, document):
+        for region in super().__call__(document):
+            region.evaluator = _InSandbox(region.evaluator)
+            yield region
+
+
+pytest_collect_file = Sybil(
+    parsers=[
+        SkipParser(),
+        CodeBlockParser(language="bash", evaluator=run_bash),
+        SandboxedPythonParser(),
+    ],
+    patterns=["README.md", "docs/*.md"],
+    path=str(PROJECT_ROOT),
+).pytest()
