@@ -81,3 +81,22 @@ def test_the_readme_is_short_and_carries_no_dated_figure():
     assert not re.search(r"\b20\d\d-\d\d-\d\d\b", readme)
     for page in re.findall(r"\]\((docs/[\w-]+\.md)\)", readme):
         assert (PROJECT_ROOT / page).exists(), page
+
+
+def test_a_report_names_project_paths_relative_to_the_project(tmp_path):
+    from pipeline.analysis.search_report import portable
+
+    inside = PROJECT_ROOT / "experiments" / "results" / "x"
+    assert portable(["x", "--out", str(inside), f"--out={inside}", str(tmp_path)]) == [
+        "x",
+        "--out",
+        "experiments/results/x",
+        "--out=experiments/results/x",
+        str(tmp_path),  # outside the project: as given
+    ]
+
+
+def test_no_committed_report_names_a_folder_of_the_machine_it_ran_on():
+    for report in (PROJECT_ROOT / "experiments" / "results").glob("*/report.md"):
+        text = report.read_text()
+        assert str(PROJECT_ROOT) not in text and "/work/" not in text, report

@@ -364,6 +364,21 @@ def answer_lines(
     return lines
 
 
+def portable(argv: list[str]) -> list[str]:
+    """The command as it travels: a path inside the project is written relative to it (a
+    committed report names no folder of the machine it ran on)."""
+    from pipeline.config import PROJECT_ROOT
+
+    def relative(arg: str) -> str:
+        key, sep, value = arg.rpartition("=") if arg.startswith("--") else ("", "", arg)
+        path = Path(value)
+        if path.is_absolute() and path.resolve().is_relative_to(PROJECT_ROOT.resolve()):
+            value = path.resolve().relative_to(PROJECT_ROOT.resolve()).as_posix() or "."
+        return f"{key}{sep}{value}"
+
+    return [relative(arg) for arg in argv]
+
+
 def context_lines(
     tracker, parent: SearchRun | None, runs: pd.DataFrame, argv: list[str]
 ) -> list[str]:
@@ -374,7 +389,7 @@ def context_lines(
         f"- store: `{redact(tracker.uri)}`, experiment `{tracker.experiment_name}`",
         f"- runs: {len(runs)} finished trial runs, {runs['label'].nunique()} configurations, "
         f"seeds {sorted(int(s) for s in runs['seed'].dropna().unique())}",
-        f"- report: `python -m pipeline.report {redact(' '.join(argv))}`".rstrip(),
+        f"- report: `python -m pipeline.report {redact(' '.join(portable(argv)))}`".rstrip(),
     ]
     if "vectors" in runs:  # model.embeddings.source: where each trial's embedding started
         lines.insert(2, f"- word vectors: {', '.join(sorted(runs['vectors'].dropna().unique()))}")
