@@ -203,3 +203,8 @@ def test_a_gap_the_validation_split_cannot_resolve_asks_for_a_bigger_split_not_s
     large.decide()
     assert not large.split_limited and large.seeds_needed is not None
     assert large.example_sd < small.example_sd / 5
+    # Each seed on its own split (search.vary_split): more seeds shrink that noise too.
+    small.split_varies = True
+    small.decide()
+    assert not small.split_limited and small.seeds_needed is not None
+    assert "validation examples" not in small.short() and "seeds needed" in small.short()

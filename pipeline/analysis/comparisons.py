@@ -209,6 +209,9 @@ class Comparison:
     # True: no number of seeds can settle it on this validation split (the examples' noise
     # alone is wider than the gap to detect); a larger split or search.vary_split is needed.
     split_limited: bool = False
+    # True: every seed drew its own train/validation split (search.vary_split), so the
+    # examples' noise is part of the seed-to-seed spread and shrinks with more seeds too.
+    split_varies: bool = False
     adjustment: str = "holm"  # statsmodels' multipletests method the p-values went through
 
     @property
@@ -334,7 +337,8 @@ def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> i
     when the interval also carries the validation examples' noise (`example_sd`, which
     more seeds leave as it is), the normal approximation with that noise as a floor:
     se(n)^2 = spread^2 / n + example_sd^2. None: no spread to plan with, or no number of
-    seeds is enough (the floor alone is too wide)."""
+    seeds is enough (the floor alone is too wide). With each seed on its own split there
+    is no floor: the spread over seeds already holds the split's noise."""
     from statsmodels.stats.power import TTestPower
 
     spread = c.seed_spread
@@ -342,7 +346,7 @@ def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> i
         return None
     target = max(abs(c.diff), c.margin)
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    floor = c.example_sd if np.isfinite(c.example_sd) else 0.0
+    floor = c.example_sd if np.isfinite(c.example_sd) and not c.split_varies else 0.0
     if floor > 0:
         room = (target / z) ** 2 - floor**2
         return None if room <= 0 else max(2, math.ceil(spread**2 / room))
