@@ -255,7 +255,7 @@ def test_help_cfg_and_bad_values_import_no_heavy_modules(flag, tmp_path):
         assert (
             "experiment: attention_faithfulness, pooling_ablation, pretrained_vectors, "
             "pretrained_vectors_confirm, quick, "
-            "seed_question, units_sweep" in result.stdout
+            "seed_question, seed_recipe, units_sweep" in result.stdout
         )
         assert "cluster: local, workers" in result.stdout and "search_space:" in result.stdout
     if flag == ["--cfg", "job"]:

@@ -341,6 +341,7 @@ def test_the_source_is_a_searchable_knob_pinned_by_an_explicit_value():
     assert search_space_dims(preset.search_space)["embeddings.source"]["values"] == [
         "random",
         "trained",
+        "glove",
     ]
     assert preset.model.embeddings.method == "fasttext"  # a preset's setting pins nothing
 
