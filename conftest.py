@@ -2,8 +2,9 @@
 
 Each `bash` block runs as written, with the virtual environment's `bin/` first on PATH
 (as the docs say: the venv active), in a folder of its own that holds a link to the
-project's `.venv`, so what it writes (`mlruns/`, reports) stays there. Each `python`
-block runs in that folder too. A block that cannot run here is preceded by
+project's `.venv`, so what it writes (`mlruns/`, reports) stays there, and is removed
+once the block passed. Each `python` block runs in such a folder too. A block that
+cannot run here is preceded by
 `<!-- skip: next "covered by tests/<file>.py::<test>: why" -->`; tests/test_docs.py
 checks that the named test exists.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,11 +54,12 @@ def run_bash(example) -> None:
         text=True,
         timeout=BLOCK_TIMEOUT_S,
     )
-    if done.returncode != 0:
+    if done.returncode != 0:  # the folder stays, to look at
         raise AssertionError(
             f"exit {done.returncode} in {folder}\n--- stdout\n{done.stdout[-3000:]}"
             f"\n--- stderr\n{done.stderr[-3000:]}"
         )
+    shutil.rmtree(folder)
 
 
 class _InSandbox:
@@ -66,12 +69,14 @@ class _InSandbox:
         self.evaluator = evaluator
 
     def __call__(self, example):
-        before = Path.cwd()
-        os.chdir(_sandbox())
+        before, folder = Path.cwd(), _sandbox()
+        os.chdir(folder)
         try:
-            return self.evaluator(example)
+            result = self.evaluator(example)
         finally:
             os.chdir(before)
+        shutil.rmtree(folder)
+        return result
 
 
 def _skipped(reason: str):
