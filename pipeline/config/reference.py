@@ -29,11 +29,11 @@ class Key:
     type: str
     default: str
     description: str
-    options: tuple[str, ...]  # the group options that have it ("" for every option)
+    options: tuple[str, ...]  # the group options that have it (empty: every option)
 
 
-def _strip_comment(rest: str) -> tuple[str, str]:
-    """(value, comment) of what follows `key:` on one YAML line (quotes respected)."""
+def _comment_of(rest: str) -> str:
+    """The comment in what follows `key:` on one YAML line (quotes respected)."""
     quote = None
     for i, ch in enumerate(rest):
         if quote:
@@ -41,8 +41,8 @@ def _strip_comment(rest: str) -> tuple[str, str]:
         elif ch in "'\"":
             quote = ch
         elif ch == "#" and (i == 0 or rest[i - 1] in " \t"):
-            return rest[:i].strip(), rest[i + 1 :].strip()
-    return rest.strip(), ""
+            return rest[i + 1 :].strip()
+    return ""
 
 
 def yaml_comments(path: Path, package: str) -> dict[str, str]:
@@ -77,7 +77,7 @@ def yaml_comments(path: Path, package: str) -> dict[str, str]:
         while stack and stack[-1][0] >= indent:
             stack.pop()
         dotted = ".".join([p for p in (package, *[k for _, k in stack], key) if p])
-        _, comment = _strip_comment(match["rest"])
+        comment = _comment_of(match["rest"])
         found[dotted] = comment or " ".join(above)
         last = (dotted, indent) if comment else None
         above = []
@@ -173,8 +173,9 @@ def collect() -> list[Key]:
                 continue
             entry = seen.setdefault(path, {"type": _type_name(parent, key), "in": set()})
             own = option is not None and path.split(".")[1:2] == [option.split("=")[1]]
-            if path in WHOLE_SECTIONS:
-                entry.setdefault("default", f"(a mapping: see conf/{path.replace('.', '/')})")
+            if path in WHOLE_SECTIONS:  # a group's folder, or the file that holds it
+                where = f"conf/{path}/" if (CONF_DIR / path).is_dir() else "conf/config.yaml"
+                entry.setdefault("default", f"(a mapping: see {where})")
             elif own or "default" not in entry:
                 entry["default"] = _default(parent, key)
             if option:
