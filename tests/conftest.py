@@ -64,11 +64,15 @@ class Store:
         return store_overrides(self.path)
 
     def compose(self, *overrides: str):
-        """The real conf/ plus `overrides`, writing into this store (for in-process runs)."""
+        """The real conf/ plus `overrides`, writing into this store, checked as the command
+        checks it (for in-process runs: `run_search` takes a checked config)."""
         from pipeline.config import compose_config
+        from pipeline.models.registry import validate_config
 
         own = [o for o in self.overrides if not o.startswith("hydra.")]
-        return compose_config([*overrides, *own])
+        cfg = compose_config([*overrides, *own])
+        validate_config(cfg)
+        return cfg
 
     def client(self):
         from mlflow.tracking import MlflowClient

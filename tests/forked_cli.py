@@ -36,7 +36,7 @@ PRELOAD = (
     "pipeline.cli",
     "pipeline.search.run",
     "pipeline.cluster.launcher",
-    "pipeline.cluster.roles",
+    "pipeline.search.roles",
     "pipeline.report",
     "pipeline.reproduce",
     "pipeline.server",

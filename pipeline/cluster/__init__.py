@@ -1,9 +1,10 @@
 """Cluster: keras-tuner's chief/worker engine on this machine (or several).
 
-`launcher` starts and supervises the chief and the workers under one parent run;
-`roles` is what each of those processes runs; `zygote` forks them from one preloaded
-interpreter. Sits above `pipeline.search`. This module stays light: the command imports
-it before TensorFlow.
+`launcher` starts and supervises the chief and the workers under one parent run (the
+executor `pipeline.search.run` drives); each of them runs `pipeline.search.roles`;
+`zygote` forks them from one preloaded interpreter. Sits below `pipeline.search`: it
+starts processes and knows nothing of trials. This module stays light: the command
+imports it before TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ROLE_PRELOAD = (
     "mlflow.keras",
     "pipeline.cli",
     "pipeline.search.run",
-    "pipeline.cluster.roles",
+    "pipeline.search.roles",
 )
 
 

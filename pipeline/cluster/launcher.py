@@ -1,11 +1,12 @@
 """`cluster=workers`: a keras-tuner chief plus N worker processes on this machine.
 
-The launcher (in the command's own process) opens the search's parent run,
-writes the resolved config for its children, starts the chief (keras-tuner's oracle over
-gRPC: `KERASTUNER_ORACLE_IP/PORT`, `KERASTUNER_TUNER_ID=chief`) and the workers
-(`KERASTUNER_TUNER_ID=worker-N`, a thread budget each), streams their output with a
-prefix, restarts a worker that dies (keras-tuner hands the same id back its unfinished
-trial), and at the end summarises the children from MLflow on the parent run. No home-made
+The launcher is an executor of the search's one lifecycle (`pipeline.search.run`, which
+opens the parent run before and summarises the children from MLflow after): in the
+command's own process it writes the resolved config for its children, starts the chief
+(keras-tuner's oracle over gRPC: `KERASTUNER_ORACLE_IP/PORT`, `KERASTUNER_TUNER_ID=chief`)
+and the workers (`KERASTUNER_TUNER_ID=worker-N`, a thread budget each), streams their
+output with a prefix and restarts a worker that dies (keras-tuner hands the same id back
+its unfinished trial). What each of them runs is `pipeline.search.roles`. No home-made
 scheduler: trial assignment is keras-tuner's, storage is MLflow's.
 
 Re-running a cluster search by name resumes it like a local one: the same parent run, the
@@ -27,27 +28,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
 from pipeline.cluster import CPU_ENV, start_role_zygote, thread_budget
 from pipeline.cluster.zygote import ForkedProcess, Zygote
 from pipeline.config import ClusterRole, TunerKind
-from pipeline.data import PreparedData
 from pipeline.errors import SearchError
-from pipeline.search.ledger import previous_rows
-from pipeline.search.outcome import SearchOutcome
-from pipeline.search.references import ReferencePrefit, run_references
-from pipeline.search.run import (
-    SearchOpening,
-    best_configuration,
-    count_trials,
-    finish_search,
-    open_search,
-    parent_run,
-)
-from pipeline.tracking import Artifact
 from pipeline.tracking.mlflow_server import free_port, loopback, own_group_dying_with_parent
 from pipeline.tracking.protocol import TrackingStore
 
@@ -244,71 +231,59 @@ def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
             pass
 
 
-def launch(
-    cfg: DictConfig,
-    data: PreparedData,
-    tracker: TrackingStore,
-    prefit: ReferencePrefit | None = None,
-    zygote: Zygote | None = None,
-) -> SearchOutcome:
-    """Run the search on a chief and `cluster.n_workers` workers; return its outcome
-    (`prefit`: the references' fits, started ahead by the command; `zygote`: the roles'
-    zygote, started by the command with `start_role_zygote`, closed here)."""
-    if zygote is None:  # a new interpreter: forking this process now is not safe
-        zygote = start_role_zygote(cfg, fork=False)
-    try:
-        opening = open_search(cfg, data, tracker)
-        plan = opening.plan
-        name, resuming = plan.name, plan.resuming
-        # Beside the tuner's project folder, which the chief recreates (overwrite) at start.
-        job_dir = Path(cfg.tuner.directory).resolve() / f"{name}.cluster"
-        if resuming:
-            oracle_state = Path(cfg.tuner.directory).resolve() / name / "oracle.json"
-            if not oracle_state.exists():
-                raise SearchError(
-                    f"cluster: cannot resume '{name}': keras-tuner's state {oracle_state} is "
-                    "missing (another tuner.directory or host?); run it where it started, or "
-                    "add search.force_new=true to start it again"
-                )
-            plan.close_interrupted(tracker)
-        return _launch(cfg, data, tracker, opening, job_dir, zygote, prefit)
-    finally:
-        if zygote is not None:
-            zygote.close()
+class ClusterExecutor:
+    """The search's trials on a keras-tuner chief and `cluster.n_workers` workers: the
+    executor `run_search` drives (`zygote`: the roles' zygote, started by the command
+    with `start_role_zygote`, closed here)."""
 
+    def __init__(self, cfg: DictConfig, tracker: TrackingStore, zygote: Zygote | None = None):
+        if zygote is None:  # a new interpreter: forking this process now is not safe
+            zygote = start_role_zygote(cfg, fork=False)
+        self.cfg, self.tracker, self.zygote = cfg, tracker, zygote
+        self.host = str(cfg.cluster.oracle_host)
+        self.port = 0
+        self.job_dir = Path()
 
-def _launch(
-    cfg: DictConfig,
-    data: PreparedData,
-    tracker: TrackingStore,
-    opening: SearchOpening,
-    job_dir: Path,
-    zygote: Zygote | None,
-    prefit: ReferencePrefit | None,
-) -> SearchOutcome:
-    plan = opening.plan
-    name, resuming = plan.name, plan.resuming
-    with parent_run(cfg, data, tracker, opening) as parent_id:
-        host = cfg.cluster.oracle_host
-        port = cfg.cluster.oracle_port or free_port(host)
+    def prepare(self, plan) -> None:
+        """Beside the tuner's project folder, which the chief recreates (overwrite) at
+        start; a resume needs keras-tuner's state where the search started."""
+        directory = Path(self.cfg.tuner.directory).resolve()
+        self.job_dir = directory / f"{plan.name}.cluster"
+        oracle_state = directory / plan.name / "oracle.json"
+        if plan.resuming and not oracle_state.exists():
+            raise SearchError(
+                f"cluster: cannot resume '{plan.name}': keras-tuner's state {oracle_state} is "
+                "missing (another tuner.directory or host?); run it where it started, or "
+                "add search.force_new=true to start it again"
+            )
+
+    def describe(self, parent_id: str) -> list[str]:
+        cfg, host = self.cfg, self.host
+        self.port = cfg.cluster.oracle_port or free_port(host)
+        lines = [
+            f"cluster: chief on {host}:{self.port}, {cfg.cluster.n_workers} worker(s) x "
+            f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
+        ]
         if not loopback(host):
-            progress.say(
+            lines.append(
                 f"warning: cluster.oracle_host={host}: keras-tuner's oracle has no "
                 "authentication; anyone who reaches that port can read and steer this search"
             )
-        progress.say(
-            plan.opening_line(cfg, parent_id) + "\n"
-            f"cluster: chief on {host}:{port}, {cfg.cluster.n_workers} worker(s) x "
-            f"{cfg.cluster.threads_per_worker or 'all'} thread(s)"
-        )
         if cfg.tuner.kind == TunerKind.grid and cfg.cluster.n_workers > 1:
-            progress.say(
+            lines.append(
                 "note: keras-tuner's grid oracle derives each next grid point from a finished "
                 "trial, so grid workers mostly take turns; tuner=random or bayesian scale"
             )
-        references = run_references(cfg, data, tracker, parent_id, name, prefit)
-        write_job_config(cfg, job_dir)
-        cluster = Cluster(cfg, job_dir, parent_id, port, resume=resuming, zygote=zygote)
+        return lines
+
+    def run(self, parent_id: str, plan) -> None:
+        """Start the chief and the workers, supervise them until the chief ends; their runs
+        are in the store (None: `run_search` reads them there)."""
+        cfg, host, port = self.cfg, self.host, self.port
+        write_job_config(cfg, self.job_dir)
+        cluster = Cluster(
+            cfg, self.job_dir, parent_id, port, resume=plan.resuming, zygote=self.zygote
+        )
         try:
             cluster.start("chief")
             # Workers import TensorFlow while the chief does: keras-tuner's oracle client
@@ -322,17 +297,19 @@ def _launch(
                     f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} "
                     f"KERASTUNER_TUNER_ID=worker-N {' '.join(cluster.command('worker-N')[1:])}"
                 )
-            supervise(cluster, tracker)
+            supervise(cluster, self.tracker)
         finally:
+            self.zygote = cluster.zygote  # None once it failed
             cluster.stop_all()
-            tracker.close_interrupted(parent_id)
-        trials = pd.DataFrame(previous_rows(tracker, parent_id))
-        if not trials.empty:
-            tracker.log_table_csv(trials, Artifact.SUMMARY)
-        count_trials(tracker, trials)
-        best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
-        outcome = finish_search(
-            cfg, data, tracker, name, parent_id, trials, best_values, best_trial_id
-        )
-        outcome.references = references
-        return outcome
+            self.tracker.close_interrupted(parent_id)
+        return None
+
+    def rows_so_far(self) -> list[dict]:
+        return []  # the store holds the trial runs
+
+    def settle(self) -> None:
+        pass  # every role uploaded its own artifacts before it ended
+
+    def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()

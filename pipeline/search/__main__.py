@@ -1,8 +1,8 @@
 """`python -m pipeline.search`: compose the config with Hydra, check it, run the search.
 
-The entry point, and the only module above both `pipeline.search` and
-`pipeline.cluster` (nothing imports it). Thin on purpose: it parses, checks, and calls
-one function (`run_search`, the cluster launcher, or a cluster role), and owns what
+The entry point (nothing imports it). Thin on purpose: it parses, checks once, and calls
+one function (`run_search`, with the cluster's executor under `cluster=workers`, or a
+cluster role), and owns what
 belongs to the process: signals, exit codes, CPU pinning, a frozen heap. Heavy modules
 (tensorflow, keras_tuner, mlflow) are imported only after the config is valid, so
 `--help`, `--cfg job` and bad overrides answer fast.
@@ -71,23 +71,23 @@ def run(cfg: DictConfig) -> int:
     # known up front for the resume hint; the search's lock held from here (not by the
     # processes a cluster launcher started: the launcher holds it for them)
     cfg.search.name = plan_search_name(cfg, tracker, hold=role is None)
-    import_quietly(cfg.search.verbose, "pipeline.search.run", "pipeline.cluster.roles")
+    import_quietly(cfg.search.verbose, "pipeline.search.run", "pipeline.search.roles")
     stop_on_signals()
     try:
         with frozen_heap():
             if role is not None:  # a process the cluster launcher started
-                from pipeline.cluster.roles import serve_role
+                from pipeline.search.roles import serve_role
 
                 serve_role(cfg, data, tracker)
                 return 0
+            from pipeline.search.run import run_search
+
+            executor = None  # keras-tuner's loop in this process
             if cfg.cluster.mode == ClusterMode.workers:
-                from pipeline.cluster.launcher import launch
+                from pipeline.cluster.launcher import ClusterExecutor
 
-                outcome = launch(cfg, data, tracker, prefit, zygote)
-            else:
-                from pipeline.search.run import run_search
-
-                outcome = run_search(cfg, data, tracker, prefit)
+                executor = ClusterExecutor(cfg, tracker, zygote)
+            outcome = run_search(cfg, data, tracker, prefit, executor)
     except DiskFull as err:
         fail(f"{err}; free some space, then resume with: {resume_command(cfg)}", code=RESUMABLE)
     except UploadsKept as err:

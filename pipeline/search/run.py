@@ -1,36 +1,28 @@
-"""`run_search(cfg) -> SearchOutcome`: one search in this process, start to end.
+"""`run_search(cfg) -> SearchOutcome`: one search, start to end, whatever runs its trials.
 
-Opens (or reopens) the search's parent run, lets keras-tuner drive the trials, then
-records the outcome on the parent: summary table, comparison figure, best trial and its
-score on the held-out test split. The cluster launcher reuses the parent-run pieces
-(`parent_run`, `finish_search`) around its own processes.
-Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the CLI).
+The search's lifecycle, once: open it (new or resumed, the data and vectors said), open or
+reopen its parent run, fit the references, let an executor run the trials, then finish on
+the parent (`pipeline.search.finish`). The executor is keras-tuner's loop in this process
+(`InProcess`, the default) or the cluster's chief and workers (`pipeline.cluster`).
+Signals, exit codes, CPU pinning and `gc.freeze()` belong to the caller (the command).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 from keras_tuner.src import config as kt_config
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
-from pipeline.analysis.figures import comparison_figure
-from pipeline.config import (
-    VALIDATION_METRICS,
-    flatten,
-    hydra_overrides,
-    minimised,
-    search_space_dims,
-    to_plain,
-)
+from pipeline.config import flatten, hydra_overrides, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
-from pipeline.errors import SearchError, UploadsKept, fullest
-from pipeline.models.registry import validate_config, variant_of
+from pipeline.search.finish import best_configuration, count_trials, finish_search, log_summary
 from pipeline.search.ledger import (
     SearchPlan,
     comparable_hash,
@@ -38,22 +30,15 @@ from pipeline.search.ledger import (
     plan_search_name,
     previous_rows,
 )
-from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
+from pipeline.search.outcome import SearchOutcome
 from pipeline.search.references import ReferencePrefit, run_references
-from pipeline.search.replicates import replicate_data, seeds_of
-from pipeline.search.space import (
-    build_trial_model,
-    search_vectors,
-    trial_settings,
-)
+from pipeline.search.space import search_vectors
 from pipeline.search.state_files import check_state_files
-from pipeline.search.tuner import drive, make_tuner, weights_path, written_folders
-from pipeline.tracking import Artifact, Kind, Metric, Status, Tag
+from pipeline.search.tuner import TrackedTuner, drive, make_tuner
+from pipeline.tracking import Artifact, Kind, Tag
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.redaction import redact
 from pipeline.tracking.store import open_tracker
-from pipeline.training.compiled import KEPT, clear_session, set_jit
-from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import enable_determinism
 
 
@@ -130,170 +115,6 @@ def parent_run(
         yield parent.info.run_id
 
 
-def best_configuration(
-    tracker: TrackingStore, trials: pd.DataFrame, objective: str
-) -> tuple[dict, str]:
-    """(hyperparameters, trial id) of the best configuration as the summary ranks it
-    (mean over seeds, from the store): the same pick in one process and in a cluster."""
-    best = ranked(per_trial(trials), objective).iloc[0]
-    return tracker.read_trial_record(best["run_id"]).hyperparameters, str(best["trial_id"])
-
-
-def log_summary(tracker: TrackingStore, rows: list[dict]) -> pd.DataFrame:
-    """The trials so far as `search_summary.csv` on the parent run."""
-    trials = pd.DataFrame(rows)
-    if not trials.empty:
-        tracker.log_table_csv(trials, Artifact.SUMMARY)
-    return trials
-
-
-def count_trials(tracker: TrackingStore, trials: pd.DataFrame) -> int:
-    done = int((trials["status"] == Status.FINISHED).sum()) if not trials.empty else 0
-    tracker.log_metrics({Metric.TRIALS_FINISHED: done, Metric.TRIALS_FAILED: len(trials) - done})
-    if done == 0:
-        raise SearchError("no trial finished; see the FAILED child runs for their errors")
-    return done
-
-
-def evaluate_on_test(
-    cfg: DictConfig, data: PreparedData, values: dict, weights: str
-) -> dict[str, float]:
-    """The best trial's saved weights scored once on the held-out test split."""
-    model_settings, train = trial_settings(cfg, values)
-    keep = int(cfg.search.keep_compiled)
-    clear_session(keep_kernels=keep > 0)  # the kept models' steps left instantiated
-    fresh = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
-    model = KEPT.take(fresh, keep)  # the trial's test step, traced already
-    set_jit(model, fresh.jit_compile)  # evaluated as a new model would be (XLA or not)
-    model.load_weights(weights)
-    metrics, _ = evaluate(
-        model,
-        data,
-        "test",
-        train,
-        trim_padding=variant_of(model_settings).trims_padding,
-        prefix=Metric.TEST_PREFIX,
-    )
-    KEPT.give_back(model, keep)
-    return metrics
-
-
-def finish_search(
-    cfg: DictConfig,
-    data: PreparedData,
-    tracker: TrackingStore,
-    name: str,
-    parent_id: str,
-    trials: pd.DataFrame,
-    best_values: dict,
-    best_trial_id: str,
-    before_registry: Callable[[], None] | None = None,
-) -> SearchOutcome:
-    """On the (active) parent run: comparison figure, best trial, test metrics
-    (`before_registry`: what makes every trial's artifacts present, such as the model the
-    registry points at; the search's artifact spool still uploads until then)."""
-    finished = trials[trials["status"] == Status.FINISHED]
-    tracker.log_figure(comparison_figure(finished, cfg.tuner.objective), Artifact.COMPARISON)
-    table = per_trial(trials)
-    best_row = table[table["trial_id"] == best_trial_id].iloc[0].to_dict()
-    tracker.set_tags({Tag.BEST_RUN_ID: best_row["run_id"], Tag.BEST_TRIAL_ID: best_trial_id})
-    tracker.set_tags({f"{Tag.BEST_PREFIX}{k}": v for k, v in best_values.items()})
-    tracker.log_metrics({f"{Metric.BEST_VAL_PREFIX}{k}": best_row[k] for k in VALIDATION_METRICS})
-    test_metrics: dict[str, float] = {}
-    if cfg.search.evaluate_test and len(data.y["test"]):
-        weights = weights_path(cfg.tuner.directory, name, best_trial_id)
-        _, train = trial_settings(cfg, best_values)
-        # The saved weights are the first seed's, trained on that seed's split.
-        first = replicate_data(cfg, data, seeds_of(cfg, train)[0])
-        test_metrics = evaluate_on_test(cfg, first, best_values, str(weights))
-        tracker.log_metrics(test_metrics)
-    tracker.log_table(leaderboard_table(table, cfg.tuner.objective), Artifact.LEADERBOARD)
-    log_knob_importance(cfg, tracker, table)
-    if before_registry is not None:
-        before_registry()
-    check_uploads_done(cfg, name)  # the registry never points at a model still in a spool
-    if cfg.tracking.register_best:
-        register_best(cfg, tracker, name, best_row, test_metrics)
-    return SearchOutcome(
-        search_id=name,
-        parent_run_id=parent_id,
-        trials=trials,
-        best=best_row,
-        test_metrics=test_metrics,
-        ui_command=tracker.ui_command(),
-        exhausted=exhausted_space(cfg.tuner.kind, cfg.tuner.max_trials, trials),
-    )
-
-
-def check_uploads_done(cfg: DictConfig, name: str) -> None:
-    """Every trial's artifacts reached the store, or UploadsKept (exit 75): the spools
-    keep them, and the same command uploads them first (then registers)."""
-    from pipeline.tracking.spool import ERROR_FILE, pending_jobs
-
-    spools = Path(cfg.tuner.directory) / name / "spool"
-    kept = {f: jobs for f in sorted(spools.glob("*")) if (jobs := pending_jobs(f))}
-    if kept:
-        where = ", ".join(f"{len(jobs)} in {folder}" for folder, jobs in kept.items())
-        errors = [
-            j / ERROR_FILE for jobs in kept.values() for j in jobs if (j / ERROR_FILE).exists()
-        ]
-        why = f"; last error: {errors[-1].read_text().strip()}" if errors else ""
-        if "No space left" in why and (place := fullest(written_folders(cfg))):
-            why = f"; no space left on the device of {place}"
-        registry = "; no model was registered" if cfg.tracking.register_best else ""
-        raise UploadsKept(
-            f"artifacts: {sum(map(len, kept.values()))} upload job(s) did not reach the "
-            f"tracking store ({where}){why}{registry}"
-        )
-
-
-def leaderboard_table(table: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """One row per configuration, best first, without empty columns (the parent run's
-    `leaderboard.json`, shown as a table in the MLflow UI)."""
-    board = ranked(table, objective).dropna(axis="columns", how="all")
-    return board.drop(columns=[c for c in ("trial_id", "status") if c in board])
-
-
-def log_knob_importance(cfg: DictConfig, tracker: TrackingStore, table: pd.DataFrame) -> None:
-    """Which knobs mattered (Optuna's PED-ANOVA and fANOVA over the finished
-    configurations) and the search views, under `search/` on the parent run."""
-    from pipeline.analysis.importance import explain_search, importance_line
-
-    objective = cfg.tuner.objective
-    importance, figures = explain_search(
-        table, search_space_dims(cfg.search_space), objective, minimised(objective)
-    )
-    tracker.log_dict(
-        {"evaluators": importance.by_evaluator, "note": importance.note}, Artifact.IMPORTANCE
-    )
-    for name, figure in figures.items():
-        tracker.log_figure(figure, f"{Artifact.SEARCH_VIEWS}/{name}")
-    progress.say(importance_line(importance))
-
-
-def register_best(
-    cfg: DictConfig, tracker: TrackingStore, name: str, best_row: dict, test_metrics: dict
-) -> str:
-    """The best trial's model as a new version of `tracking.register_best`."""
-    model = cfg.tracking.register_best
-    objective = cfg.tuner.objective
-    tags = {
-        Tag.SEARCH_ID: name,
-        Tag.OBJECTIVE: objective,
-        objective: f"{best_row[objective]:.6g}",
-        Tag.VARIANT: best_row.get("variant", ""),
-        **{k: f"{v:.6g}" for k, v in test_metrics.items()},
-    }
-    version = tracker.register_model(model, best_row["run_id"], tags)
-    tracker.set_tags({Tag.REGISTERED_MODEL: f"{model}/{version}"})
-    progress.say(
-        f"registered the best trial's model as '{model}' version {version}: raw text in, "
-        f"mlflow.pyfunc.load_model('models:/{model}/{version}') (or models:/{model}/latest; "
-        f"python -m pipeline.predict models:/{model}/latest --input FILE.csv)"
-    )
-    return version
-
-
 def describe_data(data: PreparedData) -> str:
     return (
         f"data: {data.name}  train/val/test = {len(data.y['train'])}/"
@@ -303,54 +124,119 @@ def describe_data(data: PreparedData) -> str:
     )
 
 
+class Executor(Protocol):
+    """What runs a search's trials once its parent run is open."""
+
+    def prepare(self, plan: SearchPlan) -> None:
+        """Before anything is marked: where the trials will run; refuse a resume this
+        executor cannot continue."""
+
+    def describe(self, parent_id: str) -> list[str]:
+        """Lines printed after the search's opening line."""
+
+    def run(self, parent_id: str, plan: SearchPlan) -> list[dict] | None:
+        """Run the trials; their summary rows, or None when other processes ran them (the
+        store holds their rows)."""
+
+    def rows_so_far(self) -> list[dict]:
+        """The rows this process holds when the search stops on an error."""
+
+    def settle(self) -> None:
+        """Every trial's artifacts present (before the registry points at a model)."""
+
+    def close(self) -> None:
+        """Release what the executor holds (spools, processes); also after an error."""
+
+
+class InProcess:
+    """keras-tuner's own loop in this process (the default executor)."""
+
+    def __init__(self, cfg: DictConfig, data: PreparedData, tracker: TrackingStore):
+        self.cfg, self.data, self.tracker = cfg, data, tracker
+        self.tuner: TrackedTuner | None = None
+
+    def prepare(self, plan: SearchPlan) -> None:
+        pass
+
+    def describe(self, parent_id: str) -> list[str]:
+        return []
+
+    def run(self, parent_id: str, plan: SearchPlan) -> list[dict]:
+        tuner = make_tuner(self.cfg, self.data, self.tracker, plan.name, not plan.resuming)
+        self.tuner = tuner
+        tuner.parent_run_id = parent_id
+        tuner.reads_store = plan.resuming  # a new parent holds only this process's runs
+        if plan.resuming:
+            tuner.rows = previous_rows(self.tracker, parent_id)
+        drive(tuner, self.cfg, close_spool=False)  # the last uploads overlap the finish
+        return tuner.rows
+
+    def rows_so_far(self) -> list[dict]:
+        return self.tuner.rows if self.tuner is not None else []
+
+    def settle(self) -> None:
+        if self.tuner is not None:
+            self.tuner.close_spool()
+
+    def close(self) -> None:
+        self.settle()
+
+
+def run_and_finish(
+    cfg: DictConfig,
+    data: PreparedData,
+    tracker: TrackingStore,
+    executor: Executor,
+    plan: SearchPlan,
+    parent_id: str,
+) -> SearchOutcome:
+    """The trials on `executor`, then the search's finish on its parent run."""
+    try:
+        rows = executor.run(parent_id, plan)
+    except BaseException:
+        with suppress(Exception):  # the search's own error is the one to tell
+            log_summary(tracker, executor.rows_so_far())
+        raise
+    if rows is None:  # ran in other processes: their runs are in the store
+        rows = previous_rows(tracker, parent_id)
+    trials = log_summary(tracker, rows)
+    count_trials(tracker, trials)
+    best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
+    return finish_search(
+        cfg, data, tracker, plan.name, parent_id, trials, best_values, best_trial_id,
+        before_registry=executor.settle,
+    )  # fmt: skip
+
+
 def run_search(
     cfg: DictConfig,
     data: PreparedData | None = None,
     tracker: TrackingStore | None = None,
     prefit: ReferencePrefit | None = None,
+    executor: Executor | None = None,
 ) -> SearchOutcome:
-    """Prepare data, open (or reopen) the parent run, let keras-tuner drive the trials
-    (`prefit`: the references' fits, started ahead by the command)."""
-    validate_config(cfg)
+    """Open (or reopen) the search and its parent run, fit the references, run the trials
+    on `executor` (default: this process), finish on the parent. The config is validated
+    by the command that composed it (`prefit`: the references' fits, started ahead)."""
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
     data = data or prepare(cfg.data)
     enable_determinism(cfg.train.deterministic)
-    if tracker is None:
-        tracker = open_tracker(cfg.tracking)
-    opening = open_search(cfg, data, tracker)
-    plan = opening.plan
-    name, resuming = plan.name, plan.resuming
-    plan.close_interrupted(tracker)
-    with parent_run(cfg, data, tracker, opening) as parent_id:
-        progress.say(plan.opening_line(cfg, parent_id))
-        references = run_references(cfg, data, tracker, parent_id, name, prefit)
-        tuner = make_tuner(cfg, data, tracker, name, overwrite=not resuming)
-        tuner.parent_run_id = parent_id
-        tuner.reads_store = resuming  # a new parent holds only this process's runs
-        if resuming:
-            tuner.rows = previous_rows(tracker, parent_id)
-        try:
+    tracker = tracker or open_tracker(cfg.tracking)
+    executor = executor or InProcess(cfg, data, tracker)
+    try:
+        opening = open_search(cfg, data, tracker)
+        plan = opening.plan
+        executor.prepare(plan)
+        plan.close_interrupted(tracker)
+        with parent_run(cfg, data, tracker, opening) as parent_id:
+            opening_lines = [plan.opening_line(cfg, parent_id), *executor.describe(parent_id)]
+            progress.say("\n".join(opening_lines))
+            references = run_references(cfg, data, tracker, parent_id, plan.name, prefit)
             try:
-                drive(tuner, cfg, close_spool=False)  # the last uploads overlap the finish
-            except BaseException:
-                with suppress(Exception):  # the search's own error is the one to tell
-                    log_summary(tracker, tuner.rows)
-                raise
-            trials = log_summary(tracker, tuner.rows)
-            count_trials(tracker, trials)
-            best_values, best_trial_id = best_configuration(tracker, trials, cfg.tuner.objective)
-            outcome = finish_search(
-                cfg,
-                data,
-                tracker,
-                name,
-                parent_id,
-                trials,
-                best_values,
-                best_trial_id,
-                before_registry=tuner.close_spool,
-            )
-        finally:
-            tuner.close_spool()
-        outcome.references = references
-        return outcome
+                outcome = run_and_finish(cfg, data, tracker, executor, plan, parent_id)
+            finally:
+                executor.settle()
+            outcome.references = references
+            return outcome
+    finally:
+        executor.close()

@@ -9,7 +9,6 @@ from omegaconf import DictConfig
 from pipeline import progress
 from pipeline.config import ClusterRole
 from pipeline.data import PreparedData
-from pipeline.models.registry import validate_config
 from pipeline.search.tuner import drive, make_tuner
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.training.fit import enable_determinism
@@ -45,10 +44,10 @@ def limit_threads(threads: int) -> None:
 
 
 def serve_role(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> None:
-    """Run this process's part of a cluster search (`cluster.role`)."""
+    """Run this process's part of a cluster search (`cluster.role`; the config checked by
+the command)."""
     from keras_tuner.src import config as kt_config
 
-    validate_config(cfg)
     kt_config.DEBUG = bool(cfg.search.verbose)
     name = cfg.search.name
     silence_condition_proto_print()
