@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
 
-    from pipeline.cli import composed, guarded
+    from pipeline.runtime.cli import composed, guarded
 
     base = composed(args.overrides)
 
     def run() -> int:
         from pipeline import progress
-        from pipeline.cli import import_quietly
+        from pipeline.runtime.cli import import_quietly
         from pipeline.serving.batch import beside, read_texts, score
 
         rows, texts = read_texts(args.input, args.text_column)  # before TensorFlow loads
@@ -55,6 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import exit_without_teardown
+    from pipeline.runtime.cli import exit_without_teardown
 
     exit_without_teardown(main)

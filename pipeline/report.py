@@ -1,6 +1,6 @@
 """`python -m pipeline.report [SEARCH] [--all] [--out DIR] [key=value ...]`: the
 leaderboard and paired comparisons of a search, from the store (see
-`pipeline.analysis.search_report`). Never imports TensorFlow."""
+`pipeline.reporting.search_report`). Never imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.search)
         args.search = None
 
-    from pipeline.cli import composed, guarded
+    from pipeline.runtime.cli import composed, guarded
 
     cfg = composed(args.overrides)
 
     def run() -> int:
-        from pipeline.analysis.search_report import run_report
+        from pipeline.reporting.search_report import run_report
 
         report = run_report(
             cfg,

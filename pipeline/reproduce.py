@@ -23,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-6, help="max |difference|")
     args = parser.parse_intermixed_args(argv)
 
-    from pipeline.cli import composed, guarded
+    from pipeline.runtime.cli import composed, guarded
 
     base = composed(args.overrides)
 
     def run() -> int:
         from pipeline import progress
-        from pipeline.cli import import_quietly
+        from pipeline.runtime.cli import import_quietly
         from pipeline.search.reproduction import plan_reproduction, retrain
 
         plan = plan_reproduction(base, args.run_id)  # checks first, before TensorFlow loads
@@ -49,6 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import exit_without_teardown
+    from pipeline.runtime.cli import exit_without_teardown
 
     exit_without_teardown(main)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="e.g. tracking.uri=postgresql://...")
     args = parser.parse_intermixed_args(argv)
 
-    from pipeline.cli import composed, guarded, stop_on_signals
+    from pipeline.runtime.cli import composed, guarded, stop_on_signals
     from pipeline.tracking.mlflow_server import serve
 
     cfg = composed(args.overrides)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/images")
     args = parser.parse_args(argv)
 
-    from pipeline.cli import guarded
+    from pipeline.runtime.cli import guarded
 
     def run() -> int:
         print("\n".join(str(p) for p in capture_search(args.db, args.search, Path(args.out))))

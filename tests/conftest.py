@@ -208,7 +208,7 @@ def search_command_in_process(*overrides: str) -> int:
     same compose (one line for what Hydra refuses), checks and `guarded` exit codes. For
     tests about what the command does, not about its process (each such test costs the
     ~8 CPU-seconds a new interpreter spends importing TensorFlow and MLflow)."""
-    from pipeline.cli import composed_or_fail, guarded
+    from pipeline.runtime.cli import composed_or_fail, guarded
     from pipeline.search.__main__ import run as run_search_command
 
     own = [o for o in overrides if not o.startswith("hydra.")]  # steer Hydra's run dir only
@@ -241,7 +241,7 @@ _frozen_modules = 0
 
 @pytest.fixture(autouse=True)
 def _frozen_imports():
-    """What the CLI does for a search (`pipeline.cli.frozen_heap`), for the in-process
+    """What the CLI does for a search (`pipeline.runtime.cli.frozen_heap`), for the in-process
     tests: the modules imported so far (TensorFlow, MLflow: ~500k objects) are frozen, so
     each trial's clear_session() collection, and Python's own, stop re-scanning them
     (0.3-1 s per collection in a worker). Re-frozen only when new modules were imported."""

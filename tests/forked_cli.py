@@ -24,7 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pipeline.cluster.zygote import ForkedProcess, Zygote
+from pipeline.runtime.zygote import ForkedProcess, Zygote
 
 PRELOAD = (
     "tensorflow",
@@ -33,7 +33,7 @@ PRELOAD = (
     "mlflow",
     "mlflow.keras",
     "mlflow.tracking",
-    "pipeline.cli",
+    "pipeline.runtime.cli",
     "pipeline.search.run",
     "pipeline.cluster.launcher",
     "pipeline.search.roles",

@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     "pipeline.predict",
 }
 DESIGN = PROJECT_ROOT / "docs" / "architecture.md"
+EDGE = "pipeline.runtime.cli"  # the command-line edge the entry points share
 
 
 def design_table() -> dict[str, set[str]]:
@@ -115,8 +116,8 @@ def test_mlflow_is_imported_only_inside_tracking_and_serving_through_pyfunc():
         ("pipeline.models.scores", HEAVY),
         ("pipeline.tracking.schema", HEAVY),
         ("pipeline.tracking.records", HEAVY),
-        ("pipeline.analysis.search_report", {"tensorflow", "keras", "keras_tuner"}),
-        ("pipeline.analysis.statistics", {"tensorflow", "keras", "keras_tuner"}),
+        ("pipeline.reporting.search_report", {"tensorflow", "keras", "keras_tuner"}),
+        ("pipeline.reporting.statistics", {"tensorflow", "keras", "keras_tuner"}),
         ("pipeline.search.ledger", {"tensorflow", "keras", "keras_tuner"}),
         ("pipeline.search.outcome", {"tensorflow", "keras", "keras_tuner"}),
     ],
@@ -134,7 +135,7 @@ TRACKER_PARTS = {f"pipeline.tracking.{m}" for m in ("connection", "runs", "reade
 
 def test_tracking_and_entry_points_import_nothing_heavy_at_module_level():
     for module, path in MODULES.items():
-        if package_of(module) == "tracking" or module in ENTRY_POINTS or module == "pipeline.cli":
+        if package_of(module) == "tracking" or module in ENTRY_POINTS or module == EDGE:
             roots = {i.split(".")[0] for i in imports(path, top_level_only=True)}
             allowed = {"mlflow"} if module in TRACKER_PARTS else set()
             assert not roots & (HEAVY - allowed), f"{module}: {sorted(roots & HEAVY)}"
@@ -145,11 +146,11 @@ def test_nothing_imports_an_entry_point_and_the_library_never_imports_the_edge()
         used = imports(path)
         assert not used & ENTRY_POINTS, f"{module} imports an entry point"
         if package_of(module) in ALLOWED and module not in ENTRY_POINTS:
-            assert not any(i.startswith("pipeline.cli") for i in used), f"{module} imports cli"
+            assert not any(i.startswith(EDGE) for i in used), f"{module} imports the edge"
 
 
 def test_gc_freeze_is_undone_when_the_block_ends():
-    from pipeline.cli import frozen_heap
+    from pipeline.runtime.cli import frozen_heap
 
     session_frozen = gc.get_freeze_count() > 0  # tests/conftest.py freezes the imports
     gc.unfreeze()
@@ -171,7 +172,7 @@ def test_gc_freeze_is_undone_when_the_block_ends():
 def test_a_search_collects_once_after_its_imports_then_as_usual():
     """`python -m pipeline.search` turns the collector off through its imports;
     frozen_heap collects once, freezes, and turns it back on (also on a frozen heap)."""
-    from pipeline.cli import collect_after_startup, frozen_heap
+    from pipeline.runtime.cli import collect_after_startup, frozen_heap
 
     session_frozen = gc.get_freeze_count() > 0  # tests/conftest.py freezes the imports
     try:
@@ -187,3 +188,58 @@ def test_a_search_collects_once_after_its_imports_then_as_usual():
         gc.enable()
         if not session_frozen:
             gc.unfreeze()
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected parts of more than one node (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            part = []
+            while True:
+                top = stack.pop()
+                part.append(top)
+                if top == node:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for node in list(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The project modules a file imports, anywhere in it: `from P import name` counts as
+    an import of the module P.name when that is a module, else of P."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                inner = f"{node.module}.{alias.name}"
+                found.add(inner if inner in MODULES else node.module)
+    return found & set(MODULES)
+
+
+def test_no_import_makes_a_circle_between_modules_or_packages():
+    """Local imports count too: a circle closed inside a function is still a circle."""
+    modules = {m: imported_modules(path) - {m} for m, path in MODULES.items()}
+    assert _circles(modules) == []
+    packages = {own: uses - {own} for own, uses in ALLOWED.items()}
+    assert _circles(packages) == []
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

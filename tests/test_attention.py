@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from pipeline.analysis.attention import (
+from pipeline.diagnostics.attention import (
     PanelRow,
     attention_metrics,
     choose_panel,
     panel_rows,
 )
-from pipeline.analysis.faithfulness import occlusion_saliency
-from pipeline.analysis.figures import comparison_figure, heatmap_figure, panel_html, token_window
+from pipeline.diagnostics.faithfulness import occlusion_saliency
+from pipeline.diagnostics.figures import heatmap_figure, panel_html, token_window
+from pipeline.reporting.figures import comparison_figure
 
 IDS = np.array([[5, 6, 7, 8, 0, 0, 0, 0]])  # 4 real tokens, 4 padding
 KEYS = np.array([[False, False, True, False, False, False, False, False]])

@@ -245,8 +245,8 @@ def test_airline_tweets_audit_finds_the_copies_and_exact_dedupe_removes_the_leak
 
 
 def test_the_parent_run_logs_the_audit_a_resume_with_other_dedupe_is_refused(store):
-    from pipeline.analysis.search_report import build_report
     from pipeline.errors import SearchError
+    from pipeline.reporting.search_report import build_report
     from pipeline.search.run import run_search
     from pipeline.tracking.store import Tracker
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.analysis.comparisons import (
+from pipeline.reporting.comparisons import (
     comparisons,
     pair_predictions,
     resolve_baseline,
@@ -172,7 +172,7 @@ def test_baseline_names_resolve_to_one_configuration():
 def _evidence(n_examples: int, flip: float, seeds: int = 3, seed: int = 0):
     """a and b right on the same examples except `flip` of them each, drawn per seed:
     a small true gap (a's flips are fewer), seeds that barely disagree."""
-    from pipeline.analysis.comparisons import PairedEvidence
+    from pipeline.reporting.comparisons import PairedEvidence
 
     rng = np.random.default_rng(seed)
     y = np.tile(rng.integers(0, 2, n_examples), (seeds, 1))
@@ -189,7 +189,7 @@ def test_a_gap_the_validation_split_cannot_resolve_asks_for_a_bigger_split_not_s
     """The two-level interval carries the examples' noise, which more seeds leave as it is:
     on a small split no number of seeds settles a small gap, and the report says so
     instead of promising "about N seeds"; on a split 40x larger, seeds can."""
-    from pipeline.analysis.comparisons import compare_predictions
+    from pipeline.reporting.comparisons import compare_predictions
 
     small = compare_predictions("d", "a", "b", "val_accuracy", _evidence(2000, 0.1), 0.01)
     small.p_adjusted = small.p_value

@@ -136,7 +136,7 @@ def test_schema_holds_no_defaults_and_yaml_sets_every_value():
     ],
 )  # fmt: skip
 def test_a_key_of_a_section_the_chosen_group_leaves_out_is_one_line(overrides, line, capsys):
-    from pipeline.cli import composed_or_fail
+    from pipeline.runtime.cli import composed_or_fail
 
     with pytest.raises(SystemExit) as exit_:
         composed_or_fail(overrides)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.analysis.faithfulness import (
+from pipeline.diagnostics.faithfulness import (
     compact,
     erasure_metrics,
     evaluation_subset,
@@ -234,7 +234,7 @@ def test_occlusion_finds_the_decisive_token_and_ranks_agree():
 def test_kendall_tau_b_matches_scipy_with_ties():
     from scipy.stats import kendalltau
 
-    from pipeline.analysis.faithfulness import kendall_tau_b
+    from pipeline.diagnostics.faithfulness import kendall_tau_b
 
     rng = np.random.default_rng(0)
     for n in (2, 5, 30):
@@ -280,7 +280,7 @@ def test_faithfulness_settings_are_checked(store):
 
 @pytest.mark.e2e
 def test_the_preset_composes_and_a_quick_run_logs_every_metric(store):
-    from pipeline.analysis.search_report import build_report
+    from pipeline.reporting.search_report import build_report
     from pipeline.search import run_search
     from pipeline.tracking import Tracker
 

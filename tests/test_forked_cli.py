@@ -1,4 +1,4 @@
-"""The forked CLI (tests/forked_cli.py, on pipeline/cluster/zygote.py) behaves as a fresh
+"""The forked CLI (tests/forked_cli.py, on pipeline/runtime/zygote.py) behaves as a fresh
 `python -m` process does where the tests look: exit code, stdout and stderr, a session of
 its own, death by a signal; a zygote started `die_with_parent` (the cluster launcher's)
 takes its children with it when its starter dies. (Signals handled by the search itself
@@ -56,7 +56,7 @@ def gone(pid: int) -> bool:
 def test_a_zygote_and_its_children_die_with_the_process_that_started_it(fork):
     starter = subprocess.Popen(
         [sys.executable, "-c", (
-            "import subprocess, time; from pipeline.cluster.zygote import ForkedProcess, Zygote\n"
+            "import subprocess, time; from pipeline.runtime.zygote import ForkedProcess, Zygote\n"
             f"z = Zygote([], die_with_parent=True, fork={fork})\n"
             "p = ForkedProcess(z, 'http.server', ['0', '--bind', '127.0.0.1'], cwd='.', "
             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
@@ -99,7 +99,7 @@ def test_a_forked_zygote_runs_children_as_a_new_interpreter_would(tmp_path):
         "import gc, os, subprocess\n"
         "import hydra, numpy\n"
         "gc.disable()\n"
-        "from pipeline.cluster.zygote import ForkedProcess, Zygote\n"
+        "from pipeline.runtime.zygote import ForkedProcess, Zygote\n"
         "@hydra.main(version_base='1.3', config_path=None)\n"
         "def main(_cfg):\n"
         "    print('starter output', flush=True)\n"
@@ -131,12 +131,12 @@ def test_a_forked_zygote_runs_children_as_a_new_interpreter_would(tmp_path):
     [("return 3", 3, ""), ("raise SystemExit(2)", 2, ""), ("raise SystemExit('bad')", 1, "bad")],
 )
 def test_a_command_exiting_without_teardown_still_does_what_exit_does(ending, code, stderr):
-    """`pipeline.cli.exit_without_teardown` skips only the modules' teardown: buffered
+    """`pipeline.runtime.cli.exit_without_teardown` skips only the modules' teardown: buffered
     output is flushed, a non-daemon thread finishes, atexit handlers run, and the exit
     code is the command's."""
     script = (
         "import atexit, sys, threading, time\n"
-        "from pipeline.cli import exit_without_teardown\n"
+        "from pipeline.runtime.cli import exit_without_teardown\n"
         "def main():\n"
         "    sys.stdout.write('buffered')\n"  # no newline, no flush: only exit flushes it
         "    threading.Thread(target=lambda: (time.sleep(0.3), print(' thread'))).start()\n"

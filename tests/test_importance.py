@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.analysis.importance import explain_search, knob_importance, search_views, study_of
+from pipeline.reporting.importance import explain_search, knob_importance, search_views, study_of
 
 SPACE = {
     "pooling": {"type": "choice", "values": ["attention", "mean", "max"]},

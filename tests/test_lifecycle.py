@@ -179,7 +179,7 @@ def test_sigkill_mid_upload_then_resume_uploads_every_artifact_whole(store, caps
     """kill -9 of the search and its upload worker with a trial's artifacts still in the
     spool (the worker frozen before it could upload them) and one of them half-written in
     the store: the resume uploads them whole, and no run is left RUNNING."""
-    from pipeline.analysis.renders import RENDERERS
+    from pipeline.diagnostics.renders import RENDERERS
 
     tmp_path = store.path
     args = ("search.name=spooled", "tuner.max_trials=2", "attention.enabled=true", BACKGROUND)

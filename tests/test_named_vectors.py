@@ -136,7 +136,7 @@ GLOVE = pytest.mark.skipif(
 def test_glove_in_a_search_a_report_and_a_reproduce(store, capsys):
     """The real package: its rows for plain English words, recorded on the trial, the
     report naming it, and a reproduce that starts from the same vectors."""
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
     from pipeline.search import reproduce_run, run_search
 
     words = {"pos": "great lovely kind fine", "neg": "awful late rude lost"}

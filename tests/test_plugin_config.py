@@ -63,7 +63,7 @@ def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews, regis
 def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
     store, reviews, registry_restored
 ):
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
     from pipeline.search import run_search
     from pipeline.search.reproduction import reproduce_run
 

@@ -79,7 +79,7 @@ def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_r
     store, registry_restored
 ):
     """The proof the registry is the one place: `gated` lives in tests/plugins only."""
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
     from pipeline.search import run_search
 
     sources = "".join(p.read_text() for p in (PROJECT_ROOT / "pipeline").rglob("*.py"))

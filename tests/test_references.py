@@ -82,7 +82,7 @@ SEARCH = [
 
 
 def test_the_reference_is_a_child_run_the_report_weighs_and_a_resume_keeps(store, capsys):
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
     from pipeline.search import run_search
 
     outcome = run_search(store.compose(*SEARCH))
@@ -157,7 +157,7 @@ def test_the_summary_weighs_the_best_against_the_reference_mean_over_splits():
 def test_a_single_configuration_is_weighed_only_against_the_references():
     import pandas as pd
 
-    from pipeline.analysis.search_report import answer_lines
+    from pipeline.reporting.search_report import answer_lines
 
     board = pd.DataFrame({"data": ["tweets"], "configuration": ["spattn-tanh"]})
     (line,) = answer_lines(board, [], "val_accuracy", None)

@@ -147,7 +147,7 @@ def test_seed_replicates_report_and_reproduce(store, run_cli, capsys):
 
 
 def test_vary_split_redraws_each_seed_s_split_and_its_runs_reproduce(store):
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
 
     outcome = run_search(
         store.compose(

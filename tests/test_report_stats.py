@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pipeline.analysis.statistics import ci95, leaderboard
 from pipeline.config import PROJECT_ROOT, compose_config, search_space_dims
 from pipeline.models.registry import validate_config as validate
+from pipeline.reporting.statistics import ci95, leaderboard
 from pipeline.search.outcome import per_trial
 
 
@@ -56,7 +56,7 @@ def test_leaderboard_orders_by_objective_and_counts_seeds():
 
 
 def test_seed_level_comparison_finds_a_real_difference_and_says_so():
-    from pipeline.analysis.comparisons import comparisons
+    from pipeline.reporting.comparisons import comparisons
 
     runs = replicate_runs({"attention-tanh": 0.02, "mean": 0.0}, noise=0.004)
     (comp,) = comparisons(runs, {}, "val_accuracy")  # no predictions: paired t over seeds
@@ -70,7 +70,7 @@ def test_seed_level_comparison_finds_a_real_difference_and_says_so():
 
 
 def test_noise_is_underpowered_or_equivalent_never_no_clear_difference():
-    from pipeline.analysis.comparisons import comparisons
+    from pipeline.reporting.comparisons import comparisons
 
     runs = replicate_runs({"a": 0.0, "b": 0.0}, noise=0.03, seed=3)
     (comp,) = comparisons(runs, {}, "val_accuracy")
@@ -81,7 +81,7 @@ def test_noise_is_underpowered_or_equivalent_never_no_clear_difference():
 
 
 def test_pairs_only_use_matched_seeds():
-    from pipeline.analysis.comparisons import comparisons
+    from pipeline.reporting.comparisons import comparisons
 
     runs = replicate_runs({"a": 0.02, "b": 0.0})
     runs = runs[~((runs["label"] == "b") & (runs["seed"] >= 3))]  # b has seeds 0-2 only
@@ -211,7 +211,7 @@ def trial_records(parent: str, variant: str, units: int, seeds, start: int, acc:
 
 
 def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
-    from pipeline.analysis.search_report import load_trials
+    from pipeline.reporting.search_report import load_trials
 
     rows = (
         trial_records("live", "mean", 16, [0, 1], 100, 0.7)
@@ -226,7 +226,7 @@ def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
 
 
 def test_many_comparisons_are_adjusted_before_a_win_is_declared():
-    from pipeline.analysis.comparisons import comparisons
+    from pipeline.reporting.comparisons import comparisons
 
     # Ten configurations with no real difference: raw p-values below 0.05 appear by
     # chance among 45 pairs, but none survives Holm's adjustment.
@@ -242,7 +242,7 @@ def test_runs_of_both_layouts_group_into_one_configuration():
     one after it (dotted params, a `searched` tag, `attn-tanh`) read as the same rows."""
     from dataclasses import replace
 
-    from pipeline.analysis.search_report import load_trials
+    from pipeline.reporting.search_report import load_trials
 
     old = trial_records("p", "attention-tanh", 16, [0, 1], 0, 0.7)
     new = [

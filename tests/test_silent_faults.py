@@ -114,7 +114,7 @@ def searched(tmp_path_factory, store_template):
 def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(searched, monkeypatch):
     from mlflow.exceptions import RestException
 
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
     from pipeline.tracking import connection as store_module
     from pipeline.tracking.store import TrackingError
 
@@ -137,7 +137,7 @@ def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(searched, monk
 
 
 def test_a_corrupt_predictions_file_is_named_in_the_report(searched):
-    from pipeline.analysis.search_report import run_report
+    from pipeline.reporting.search_report import run_report
 
     trial = next(r for r in searched.runs() if r.data.tags["kind"] == "trial")
     path = trial.info.artifact_uri.removeprefix("file://") + "/predictions/val.npz"
@@ -241,7 +241,7 @@ def three_configurations(rng) -> tuple[pd.DataFrame, dict]:
     [("holm", "Holm"), ("fdr_bh", "Benjamini-Hochberg (FDR)"), ("bonferroni", "Bonferroni")],
 )
 def test_the_adjustment_named_is_the_one_applied(adjust, name):
-    from pipeline.analysis.comparisons import comparisons
+    from pipeline.reporting.comparisons import comparisons
 
     runs, preds = three_configurations(np.random.default_rng(5))
     found = comparisons(runs, preds, "val_accuracy", baseline="base", adjust=adjust)
@@ -251,7 +251,7 @@ def test_the_adjustment_named_is_the_one_applied(adjust, name):
 
 
 def test_seeds_needed_is_never_the_seeds_already_run():
-    from pipeline.analysis.comparisons import Comparison, compare_seeds
+    from pipeline.reporting.comparisons import Comparison, compare_seeds
 
     # The two-level interval carries the validation set's noise; the seeds barely
     # disagree, so the seed-level power estimate asks for 2-3 seeds, although these 3 did

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.analysis.renders import RENDERERS, RENDERERS_PATH
+from pipeline.diagnostics.renders import RENDERERS, RENDERERS_PATH
 from pipeline.tracking import open_tracker
 from pipeline.tracking.spool import ArtifactJob, ArtifactSpool, SpoolTarget, write_job
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     args = parser.parse_args(argv)
 
-    from pipeline.cli import import_quietly, quiet
+    from pipeline.runtime.cli import import_quietly, quiet
 
     quiet(verbose=False)
     if args.which not in ("startup", "scaling"):

@@ -13,10 +13,10 @@ import tempfile
 
 from omegaconf import OmegaConf
 
-from pipeline.cli import frozen_heap
 from pipeline.config import compose_config
 from pipeline.data import prepare
 from pipeline.progress import say
+from pipeline.runtime.cli import frozen_heap
 from pipeline.search.run import run_search
 from pipeline.tracking.store import open_tracker
 

@@ -18,11 +18,11 @@ import time
 import keras
 from omegaconf import OmegaConf
 
-from pipeline.cli import frozen_heap
 from pipeline.config import compose_config, to_plain
 from pipeline.data import prepare
 from pipeline.models.registry import label_knobs, variant_of
 from pipeline.progress import say
+from pipeline.runtime.cli import frozen_heap
 from pipeline.search.run import run_search
 from pipeline.search.space import build_trial_model, trial_settings
 from pipeline.tracking.store import open_tracker

@@ -126,7 +126,7 @@ class Turns:
 
 def one_side(trials: int, first_shared: int, epochs: int, pruner: str, mine, theirs, out):
     """A child process: one faked search; puts (in-process pauses, store pauses) on `out`."""
-    from pipeline.cli import frozen_heap, import_quietly, quiet
+    from pipeline.runtime.cli import frozen_heap, import_quietly, quiet
 
     quiet(verbose=False)
     import_quietly(False)

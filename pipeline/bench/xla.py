@@ -37,13 +37,13 @@ def overrides(args) -> list[str]:
 def one_fit(args) -> dict:
     """The child: one fit in `args.modes[0]` (with `args.xla_lstm[0]`), timed from
     building the model to the end of `fit`, with the heap frozen as a search freezes it
-    (`pipeline.cli.frozen_heap`)."""
+    (`pipeline.runtime.cli.frozen_heap`)."""
     import keras
 
-    from pipeline.cli import frozen_heap
     from pipeline.config import compose_config
     from pipeline.data import prepare
     from pipeline.models.registry import variant_of
+    from pipeline.runtime.cli import frozen_heap
     from pipeline.search.space import build_trial_model, trial_settings
     from pipeline.training.evaluation import evaluate
     from pipeline.training.fit import fit

@@ -14,11 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from pipeline.cluster.zygote import Zygote
-
-# The CPU a worker runs on: set by the launcher, read first thing by the worker's process
-# (`pipeline.cli.pin_to_cpu_from_env`).
-CPU_ENV = "PIPELINE_WORKER_CPU"
+    from pipeline.runtime.zygote import Zygote
 
 # What every role imports before it trains: the zygote imports them once for all roles.
 ROLE_PRELOAD = (
@@ -27,7 +23,7 @@ ROLE_PRELOAD = (
     "keras_tuner",
     "mlflow",
     "mlflow.keras",
-    "pipeline.cli",
+    "pipeline.runtime.cli",
     "pipeline.search.run",
     "pipeline.search.roles",
 )
@@ -49,7 +45,7 @@ def start_role_zygote(cfg: DictConfig, fork: bool = True) -> Zygote | None:
         return None
     import os
 
-    from pipeline.cluster.zygote import Zygote
+    from pipeline.runtime.zygote import Zygote
 
     threads = cfg.cluster.threads_per_worker
     return Zygote(

@@ -31,11 +31,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
-from pipeline.cluster import CPU_ENV, start_role_zygote, thread_budget
-from pipeline.cluster.zygote import ForkedProcess, Zygote
+from pipeline.cluster import start_role_zygote, thread_budget
 from pipeline.config import ClusterRole, TunerKind
 from pipeline.errors import SearchError
-from pipeline.tracking.mlflow_server import free_port, loopback, own_group_dying_with_parent
+from pipeline.runtime.processes import (
+    CPU_ENV,
+    free_port,
+    loopback,
+    own_group_dying_with_parent,
+)
+from pipeline.runtime.zygote import ForkedProcess, Zygote
 from pipeline.tracking.protocol import TrackingStore
 
 STOP_GRACE_SECONDS = 20

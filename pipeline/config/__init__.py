@@ -4,15 +4,7 @@ Light on purpose (no tensorflow, keras_tuner or mlflow, nothing else of the proj
 `--help`, `--cfg job` and bad overrides are answered from here.
 """
 
-from pipeline.config.compose import (
-    compose_config,
-    config_hash,
-    flatten,
-    hydra_overrides,
-    import_plugins,
-    search_space_dims,
-    to_plain,
-)
+from pipeline.config.compose import compose_config, hydra_overrides, import_plugins
 from pipeline.config.objectives import (
     VALIDATION_METRICS,
     Objective,
@@ -21,6 +13,7 @@ from pipeline.config.objectives import (
     minimised,
 )
 from pipeline.config.pins import Pin, pin_explicit_knobs
+from pipeline.config.plain import config_hash, flatten, search_space_dims, to_plain
 from pipeline.config.schema import (
     CONF_DIR,
     PROJECT_ROOT,

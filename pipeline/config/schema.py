@@ -408,7 +408,7 @@ class ClusterConfig:
     threads_per_worker: int
     pin_cpus: bool
     max_restarts: int
-    fork_roles: bool  # roles forked from one preloaded interpreter (pipeline/cluster/zygote.py)
+    fork_roles: bool  # roles forked from one preloaded interpreter (pipeline/runtime/zygote.py)
     oracle_host: str
     oracle_port: int
     # Set by the launcher for the processes it starts (or by hand on other hosts).

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline.config.plain import search_space_dims
 from pipeline.config.schema import (
     JIT_MODES,
     EmbeddingSource,
@@ -129,8 +130,6 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     `options` maps a model knob to its allowed values (e.g. `pooling` to the registered
     variants); `pipeline.models.registry.validate_config` passes the registry's.
     """
-    from pipeline.config.compose import search_space_dims
-
     options = options or {}
     check_known_keys(cfg)
     d, m, t, tu = cfg.data, cfg.model, cfg.train, cfg.tuner

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config.compose import to_plain
+from pipeline.config.plain import to_plain
 from pipeline.config.schema import SyntheticRule
 from pipeline.errors import UserFacingError
 

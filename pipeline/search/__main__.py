@@ -15,9 +15,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.cli import fail, guarded
 from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides, pin_explicit_knobs
 from pipeline.errors import DiskFull, UploadsKept, disk_full, disk_full_line
+from pipeline.runtime.cli import fail, guarded
 
 # EX_TEMPFAIL: the environment failed (the tracking server away too long, a full disk,
 # uploads kept): the same command, later, goes on where this one stopped
@@ -26,7 +26,7 @@ RESUMABLE = 75
 
 def resume_command(cfg: DictConfig) -> str:
     """The command that continues this search (its overrides, plus its name)."""
-    from pipeline.tracking.redaction import redact
+    from pipeline.runtime.redaction import redact
 
     overrides = [o for o in hydra_overrides() if not o.startswith("search.")]
     return redact(
@@ -38,8 +38,8 @@ def run(cfg: DictConfig) -> int:
     """Check, then search. Expected failures (UserFacingError) reach `guarded`, which
     prints them as one line with exit code 2."""
     from pipeline import progress
-    from pipeline.cli import frozen_heap, import_quietly, interrupt_code, stop_on_signals
     from pipeline.models.registry import validate_config
+    from pipeline.runtime.cli import frozen_heap, import_quietly, interrupt_code, stop_on_signals
 
     pins = pin_explicit_knobs(cfg, hydra_overrides())  # what the user set is what trains
     validate_config(cfg)
@@ -182,7 +182,7 @@ def effective_job_config(args: list[str]) -> str | None:
     overrides = [a for i, a in enumerate(args) if not a.startswith("-") and i != at + 1]
     from omegaconf import OmegaConf
 
-    from pipeline.cli import composed_or_fail
+    from pipeline.runtime.cli import composed_or_fail
 
     cfg = composed_or_fail(overrides)
     return OmegaConf.to_yaml(cfg, resolve="--resolve" in flags)
@@ -201,7 +201,7 @@ if __name__ == "__main__":
     if job is not None:
         print(job, end="")
         sys.exit(0)
-    from pipeline.cli import (
+    from pipeline.runtime.cli import (
         collect_after_startup,
         composed_or_fail,
         exit_without_teardown,

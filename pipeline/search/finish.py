@@ -12,11 +12,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline import progress
-from pipeline.analysis.figures import comparison_figure
 from pipeline.config import VALIDATION_METRICS, minimised, search_space_dims
 from pipeline.data import PreparedData
 from pipeline.errors import SearchError, UploadsKept, fullest
 from pipeline.models.registry import variant_of
+from pipeline.reporting.figures import comparison_figure
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import build_trial_model, trial_settings
@@ -154,7 +154,7 @@ def leaderboard_table(table: pd.DataFrame, objective: str) -> pd.DataFrame:
 def log_knob_importance(cfg: DictConfig, tracker: TrackingStore, table: pd.DataFrame) -> None:
     """Which knobs mattered (Optuna's PED-ANOVA and fANOVA over the finished
     configurations) and the search views, under `search/` on the parent run."""
-    from pipeline.analysis.importance import explain_search, importance_line
+    from pipeline.reporting.importance import explain_search, importance_line
 
     objective = cfg.tuner.objective
     importance, figures = explain_search(

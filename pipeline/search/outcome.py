@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.analysis.statistics import per_configuration
 from pipeline.config import VALIDATION_METRICS, minimised
 from pipeline.models.registry import canonical_label
+from pipeline.reporting.statistics import per_configuration
 from pipeline.tracking import Metric, Status, TrialRun
 
 

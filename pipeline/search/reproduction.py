@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import progress
 from pipeline.config import CONF_DIR
 from pipeline.errors import SearchError
+from pipeline.runtime.redaction import redact
 from pipeline.tracking import Artifact, Kind, Metric, Status, Tag, TrialRecord, TrialRun
-from pipeline.tracking.redaction import redact
 
 # Metrics that measure the machine, not the model: never compared.
 UNCOMPARED = (Metric.TRAIN_SECONDS, Metric.DIAGNOSTICS_SECONDS)

@@ -45,7 +45,7 @@ def limit_threads(threads: int) -> None:
 
 def serve_role(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> None:
     """Run this process's part of a cluster search (`cluster.role`; the config checked by
-the command)."""
+    the command)."""
     from keras_tuner.src import config as kt_config
 
     kt_config.DEBUG = bool(cfg.search.verbose)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import progress
 from pipeline.config import flatten, hydra_overrides, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
+from pipeline.runtime.redaction import redact
 from pipeline.search.finish import best_configuration, count_trials, finish_search, log_summary
 from pipeline.search.ledger import (
     SearchPlan,
@@ -37,7 +38,6 @@ from pipeline.search.state_files import check_state_files
 from pipeline.search.tuner import TrackedTuner, drive, make_tuner
 from pipeline.tracking import Artifact, Kind, Tag
 from pipeline.tracking.protocol import TrackingStore
-from pipeline.tracking.redaction import redact
 from pipeline.tracking.store import open_tracker
 from pipeline.training.fit import enable_determinism
 

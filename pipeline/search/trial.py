@@ -19,17 +19,17 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import progress
-from pipeline.analysis.attention import (
+from pipeline.config import flatten, to_plain
+from pipeline.data import PreparedData
+from pipeline.data.loaders import LOADERS
+from pipeline.diagnostics.attention import (
     AttentionView,
     FaithfulnessPlan,
     choose_panel,
     inspect_attention,
 )
-from pipeline.analysis.faithfulness import evaluation_subset
-from pipeline.analysis.renders import RENDERERS_PATH
-from pipeline.config import flatten, to_plain
-from pipeline.data import PreparedData
-from pipeline.data.loaders import LOADERS
+from pipeline.diagnostics.faithfulness import evaluation_subset
+from pipeline.diagnostics.renders import RENDERERS_PATH
 from pipeline.models.registry import PoolingVariant, variant_label, variant_of
 from pipeline.search.space import param_key
 from pipeline.tracking import Artifact, Metric, Predictions, Tag, TrialRecord

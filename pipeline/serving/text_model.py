@@ -181,7 +181,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
             if self._probe is None:
                 self._probe = AttentionProbe(self.keras_model, variant, self.encoder.max_len)
             return "attention", self._probe.run(ids).weights.mean(axis=1)
-        from pipeline.analysis.faithfulness import occlusion_saliency
+        from pipeline.diagnostics.faithfulness import occlusion_saliency
 
         return "saliency", occlusion_saliency(self.probabilities, ids)
 

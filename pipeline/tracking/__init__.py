@@ -5,7 +5,7 @@
 - `store`: `Tracker` and `open_tracker`, made of `connection`, `runs`, `readers` and
   `artifacts` (each imports MLflow); `protocol`: the contract a store meets.
 - `mlflow_server`: an `mlflow server` over the store; `ui`: the MLflow UI in a browser.
-- `redaction`: credentials never logged.
+- `redact` (from `pipeline.runtime.redaction`): credentials never logged.
 
 `from pipeline.tracking import open_tracker` loads MLflow only when asked for.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.runtime.redaction import redact
 from pipeline.tracking.records import Predictions, SearchRun, TrialRecord, TrialRun
-from pipeline.tracking.redaction import redact
 from pipeline.tracking.schema import Artifact, Kind, Metric, Status, Tag
 
 __all__ = [

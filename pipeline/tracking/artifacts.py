@@ -18,11 +18,11 @@ import mlflow
 
 from pipeline.config import PROJECT_ROOT
 from pipeline.errors import one_line
+from pipeline.runtime.redaction import redact
 from pipeline.tracking import connection
 from pipeline.tracking.connection import TrackingError
 from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.records import Predictions, TrialRecord
-from pipeline.tracking.redaction import redact
 from pipeline.tracking.schema import MLFLOW_GIT_COMMIT, Artifact, Tag
 
 TRACKED_PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")

@@ -20,9 +20,9 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import progress
 from pipeline.errors import UserFacingError, one_line
+from pipeline.runtime.redaction import redact
 from pipeline.tracking import postgres, sqlite_store
 from pipeline.tracking.outage import STORE_PROBE, auth_headers
-from pipeline.tracking.redaction import redact
 
 
 class TrackingError(UserFacingError, RuntimeError):

@@ -11,35 +11,20 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.runtime.processes import (
+    free_port,
+    loopback,
+    own_group_dying_with_parent,
+    stop_group,
+    wait_for,
+)
 from pipeline.tracking.sqlite_store import sqlite_path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {seconds}s")
 
 
 def server_command(
@@ -72,36 +57,12 @@ def server_env(backend_uri: str, **extra: str) -> dict[str, str]:
 
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_GRACE_SECONDS = 15
 
 
-def _libc_prctl():
-    """prctl(2), resolved once here: the child between fork and exec must not import."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: the process group still helps
-        return None
-
-
-_PRCTL = _libc_prctl()
-
-
-def own_group_dying_with_parent() -> None:
-    """In a child process, before exec: a session and process group of its own (so it can be
-    stopped as a whole: the MLflow CLI, uvicorn and its workers; a cluster's chief), and
-    SIGTERM when the process that started it dies, even by SIGKILL."""
-    os.setsid()
-    die_with_parent()
-
-
-def die_with_parent() -> None:
-    """SIGTERM to this process when the one that started it dies, even by SIGKILL (Linux;
-    a no-op elsewhere)."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+def stop_server_process(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+    """An `mlflow server` or `mlflow models serve` and its uvicorn workers stopped."""
+    stop_group(proc, grace)
 
 
 def server_process_env(env: dict[str, str]) -> dict[str, str]:
@@ -121,39 +82,6 @@ def start_server_process(
         preexec_fn=own_group_dying_with_parent,
         **popen_kwargs,
     )
-
-
-def stop_server_process(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM to the server's whole group, SIGKILL after a grace period: the port is free
-    when this returns (killing only the MLflow CLI leaves uvicorn's workers serving)."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        if not _group_alive(proc.pid):
-            break
-        time.sleep(0.2)
-    try:  # stragglers of the group (uvicorn workers) outliving the CLI
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc.poll() is None:
-        proc.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -180,7 +108,7 @@ def mlflow_server(
         wait_for(f"{base}/health")
         yield base
     finally:
-        stop_server_process(server)
+        stop_group(server)
 
 
 MIN_ADMIN_PASSWORD = 12  # MLflow's basic-auth password policy
@@ -230,10 +158,6 @@ def auth_config(tracking, folder: Path) -> dict[str, str]:
 SERVER_FOLDER = "attention-search-server-"  # a server's own files (the auth ini) while it runs
 
 
-def loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def remove_left_folders(tmp: str) -> None:
     """The folders of servers killed with -9 (their auth ini names the user store)."""
     import shutil
@@ -255,7 +179,7 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
     """Run `mlflow server` on the configured store until it stops; its exit code."""
     import tempfile
 
-    from pipeline.tracking.redaction import redact
+    from pipeline.runtime.redaction import redact
     from pipeline.tracking.store import (
         TrackingError,
         check_artifact_uri,
@@ -302,4 +226,4 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
         try:
             return server.wait()
         finally:  # Ctrl-C, SIGTERM (raised as an exception by the CLI) or an error here
-            stop_server_process(server)
+            stop_group(server)

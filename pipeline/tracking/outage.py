@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from pipeline import progress
 from pipeline.errors import UserFacingError, one_line
-from pipeline.tracking.redaction import redact
+from pipeline.runtime.redaction import redact
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from typing import Any
 import mlflow
 
 from pipeline.errors import one_line
+from pipeline.runtime.redaction import redact
 from pipeline.tracking import connection
 from pipeline.tracking.readers import float_tag, int_tag
-from pipeline.tracking.redaction import redact
 from pipeline.tracking.schema import Status, Tag
 
 MAX_PARAM_CHARS = 6000

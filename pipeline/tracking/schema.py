@@ -100,7 +100,7 @@ class Metric:
     ATTENTION_ON_PADDING = "attention_on_padding"
     ATTENTION_ON_KEYS = "attention_on_keys"  # synthetic data: share on planted keys
     ATTENTION_TOP1_KEY_HIT = "attention_top1_key_hit"
-    # faithfulness (pipeline.analysis.faithfulness), on the final model's evaluation subset
+    # faithfulness (pipeline.diagnostics.faithfulness), on the final model's evaluation subset
     FAITH_PREFIX = "faith_"
     FAITH_EXAMPLES = "faith_examples"  # size of the evaluation subset
     FAITH_OCCLUSION_TAU = "faith_occlusion_tau"  # Kendall tau, weights vs occlusion

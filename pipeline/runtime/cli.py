@@ -110,7 +110,7 @@ def exit_without_teardown(main: Callable[[], object]) -> None:
     flushed), minus the teardown of every module it imported: with TensorFlow,
     keras-tuner and MLflow loaded that took ~2 s after the last line (the zygote's
     children exit the same way)."""
-    from pipeline.cluster.zygote import run_exit_handlers
+    from pipeline.runtime.zygote import run_exit_handlers
 
     try:
         result = main()
@@ -171,7 +171,7 @@ class WritableOutputs:
         password given in an override (`tracking.uri=postgresql://u:PW@...`) is hidden."""
         from pathlib import Path
 
-        from pipeline.tracking.redaction import redact
+        from pipeline.runtime.redaction import redact
 
         subdir = config.hydra.output_subdir
         if subdir is None:
@@ -242,7 +242,7 @@ def frozen_heap() -> Iterator[None]:
 def pin_to_cpu_from_env() -> None:
     """First thing a cluster worker does, before TensorFlow starts threads (they inherit
     the affinity): run on the one CPU the launcher gave it."""
-    from pipeline.cluster import CPU_ENV
+    from pipeline.runtime.processes import CPU_ENV
 
     cpu = os.environ.get(CPU_ENV)
     if cpu is not None and hasattr(os, "sched_setaffinity"):

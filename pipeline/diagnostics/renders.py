@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.analysis.attention import PanelRow
-from pipeline.analysis.figures import (
+from pipeline.diagnostics.attention import PanelRow
+from pipeline.diagnostics.figures import (
     confusion_matrix_figure,
     heatmap_figure,
     panel_html,
     png_bytes,
 )
 
-RENDERERS_PATH = "pipeline.analysis.renders:RENDERERS"
+RENDERERS_PATH = "pipeline.diagnostics.renders:RENDERERS"
 
 
 def _rows(payload: dict) -> list[PanelRow]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.analysis.faithfulness import Predict, headline, measure, occlusion_saliency
+from pipeline.diagnostics.faithfulness import Predict, headline, measure, occlusion_saliency
 from pipeline.tracking import Metric
 
 

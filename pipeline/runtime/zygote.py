@@ -40,7 +40,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.tracking.mlflow_server import die_with_parent, own_group_dying_with_parent
+from pipeline.runtime.processes import die_with_parent, own_group_dying_with_parent
 
 _HEADER = struct.Struct("!I")
 
@@ -305,7 +305,7 @@ class Zygote:
             self.proc = _fork_zygote(self.path, preload, cwd, env, die_with_parent)
         else:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cluster.zygote", self.path, *preload],
+                [sys.executable, "-m", "pipeline.runtime.zygote", self.path, *preload],
                 cwd=cwd,
                 env=env,
                 stdout=subprocess.PIPE,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline.analysis.comparisons import Comparison
 from pipeline.config import minimised
 from pipeline.errors import SearchError
+from pipeline.reporting.comparisons import Comparison
 from pipeline.tracking import Artifact, Metric, SearchRun, Status, TrialRun
 from pipeline.tracking.connection import refused_permission, write_refused
 
@@ -131,7 +131,7 @@ def reference_comparisons(
     margin: float,
 ) -> list[Comparison]:
     """The leader of each data set against each of its references."""
-    from pipeline.analysis.comparisons import against_reference
+    from pipeline.reporting.comparisons import against_reference
 
     found = []
     for (data, label), frame in refs.groupby(["data", "label"], sort=False):
@@ -503,9 +503,9 @@ def build_report(
     """Write report.md, CSVs and PNGs into `out` for one search (or every live one)."""
     import matplotlib.pyplot as plt
 
-    from pipeline.analysis.comparisons import comparisons
-    from pipeline.analysis.figures import forest_figure, replicates_figure, tradeoff_figure
-    from pipeline.analysis.statistics import leaderboard
+    from pipeline.reporting.comparisons import comparisons
+    from pipeline.reporting.figures import forest_figure, replicates_figure, tradeoff_figure
+    from pipeline.reporting.statistics import leaderboard
 
     parent = tracker.find_search(search) if search else None
     if search and parent is None:
@@ -635,7 +635,7 @@ def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    from pipeline.analysis.statistics import per_configuration
+    from pipeline.reporting.statistics import per_configuration
 
     table = per_configuration(frame, "group", mean=[objective], total=["seconds"])
     return table.drop(columns=["group", "seeds"])
@@ -645,7 +645,7 @@ def knob_importance_of(tracker, parent, objective: str):
     """(KnobImportance, views) of one search, from its trial runs and logged space."""
     import json
 
-    from pipeline.analysis.importance import explain_search
+    from pipeline.reporting.importance import explain_search
 
     space = json.loads(tracker.read_text(parent.run_id, Artifact.SEARCH_SPACE))
     records = tracker.trial_runs(parent.run_id, status=Status.FINISHED)
