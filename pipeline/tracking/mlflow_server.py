@@ -108,7 +108,7 @@ def mlflow_server(
         wait_for(f"{base}/health")
         yield base
     finally:
-        stop_group(server)
+        stop_server_process(server)
 
 
 MIN_ADMIN_PASSWORD = 12  # MLflow's basic-auth password policy
@@ -226,4 +226,4 @@ def serve(tracking, host: str, port: int, workers: int, auth: bool = False) -> i
         try:
             return server.wait()
         finally:  # Ctrl-C, SIGTERM (raised as an exception by the CLI) or an error here
-            stop_group(server)
+            stop_server_process(server)
