@@ -3,7 +3,7 @@
 Two real `run_search`es (keras-tuner's random oracle, the median pruner and its store
 mirror, child runs, params, trial records, keras-tuner's own state files, weights), each
 in its own process with its own fresh SQLite store, one part faked to keep 500 trials
-short: `train_and_log` logs a seeded learning curve epoch by epoch (through the pruning
+short: `TrialRunner.trained` logs a seeded learning curve epoch by epoch (through the pruning
 callback, as Keras would) instead of training.
 
 The *late* search runs `--trials` trials; the *early* one runs `--window` trials. Over
@@ -40,15 +40,18 @@ FIRST_PAUSE = 10  # pauses from trial 10 on: the first trials warm caches
 
 
 def fake_training(tiny_model, before_each=None):
-    """A stand-in for `trial.train_and_log`: a seeded curve, logged per epoch like the
-    real one, seen by the extra callbacks (the pruner), no TensorFlow work.
-    `before_each()` runs at the start of every trial (the two sides take turns there)."""
+    """A stand-in for `TrialRunner.trained` (building and `train_and_log`): a seeded
+    curve, logged per epoch like the real one, seen by the extra callbacks (the pruner), no
+    TensorFlow work. `before_each()` runs at the start of every trial (the two sides take
+    turns there)."""
     from pipeline.search.trial import TrainedTrial
     from pipeline.tracking.schema import Metric
 
-    def train_and_log(logging, model_settings, train, build, label, extra_callbacks=()):
+    @contextlib.contextmanager
+    def trained(runner, spec, label, extra_callbacks=()):
         if before_each is not None:
             before_each()
+        train, tracker = spec.train, runner.tracker
         rng = np.random.default_rng(abs(hash(label)) % 2**32)
         ceiling = float(rng.uniform(0.5, 0.95))
         epochs = int(train["epochs"])
@@ -60,15 +63,15 @@ def fake_training(tiny_model, before_each=None):
         for epoch in range(epochs):
             acc = ceiling * (1 - 0.5 ** (epoch + 1))
             metrics = {"val_accuracy": acc, "val_loss": 1 - acc, "val_macro_f1": acc}
-            logging.tracker.log_metrics({"loss": 1 - acc, **metrics}, step=epoch)
+            tracker.log_metrics({"loss": 1 - acc, **metrics}, step=epoch)
             for cb in extra_callbacks:
                 cb.on_epoch_end(epoch, metrics)
             if tiny_model.stop_training:
                 break
-        logging.tracker.log_metrics({Metric.TRAIN_SECONDS: 0.0})
-        return TrainedTrial(metrics, tiny_model, 0.0)
+        tracker.log_metrics({Metric.TRAIN_SECONDS: 0.0})
+        yield TrainedTrial(metrics, tiny_model, 0.0)
 
-    return train_and_log
+    return trained
 
 
 def pauses_ms(runs) -> list[float]:
@@ -132,13 +135,13 @@ def one_side(trials: int, first_shared: int, epochs: int, pruner: str, mine, the
     import_quietly(False)
     import keras
 
-    from pipeline.search import tuner as tuner_module
     from pipeline.search.run import run_search
+    from pipeline.search.runner import TrialRunner
     from pipeline.tracking.store import open_tracker
 
     turns = Turns(mine, theirs, first_shared)
     tiny = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    tuner_module.train_and_log = fake_training(tiny, turns.before_trial)
+    TrialRunner.trained = fake_training(tiny, turns.before_trial)
     opened: list[float] = []
     closed: list[float] = []
     try:

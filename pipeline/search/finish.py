@@ -60,18 +60,17 @@ def evaluate_on_test(
     keep = int(cfg.search.keep_compiled)
     clear_session(keep_kernels=keep > 0)  # the kept models' steps left instantiated
     fresh = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
-    model = KEPT.take(fresh, keep)  # the trial's test step, traced already
-    set_jit(model, fresh.jit_compile)  # evaluated as a new model would be (XLA or not)
-    model.load_weights(weights)
-    metrics, _ = evaluate(
-        model,
-        data,
-        "test",
-        train,
-        trim_padding=variant_of(model_settings).trims_padding,
-        prefix=Metric.TEST_PREFIX,
-    )
-    KEPT.give_back(model, keep)
+    with KEPT.lease(fresh, keep) as model:  # the trial's test step, traced already
+        set_jit(model, fresh.jit_compile)  # evaluated as a new model would be (XLA or not)
+        model.load_weights(weights)
+        metrics, _ = evaluate(
+            model,
+            data,
+            "test",
+            train,
+            trim_padding=variant_of(model_settings).trims_padding,
+            prefix=Metric.TEST_PREFIX,
+        )
     return metrics
 
 

@@ -202,9 +202,9 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
 def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     """Train the planned run again with op determinism, log it, compare the metrics."""
     from pipeline.models.registry import variant_label
-    from pipeline.search.space import build_trial_model, trial_settings, trial_vectors
-    from pipeline.search.trial import TrialLogging, log_trial_inputs, train_and_log
-    from pipeline.training.compiled import KEPT
+    from pipeline.search.runner import TrialRunner, TrialSpec
+    from pipeline.search.space import trial_settings, trial_vectors
+    from pipeline.search.trial import TrialLogging
     from pipeline.training.fit import enable_determinism
 
     tracker, source, data = plan.tracker, plan.source, plan.data
@@ -249,33 +249,20 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
         Tag.SEED: record.seed,
         Tag.VARIANT: variant,
     }
-    with tracker.run(f"reproduce-{name}", tags=tags) as run:
-        log_trial_inputs(
-            tracker,
-            cfg,
-            TrialRecord(
-                record.hyperparameters,
-                record.seed,
-                data.fingerprint,
-                None,
-                record.split_seed,
-                found,
-            ),
-            model_settings,
-            train,
-        )
+    spec = TrialSpec.of(
+        record.hyperparameters, model_settings, train, record.seed, data, vectors=table,
+        split_seed=record.split_seed,
+    )  # fmt: skip
+    opened: list[str] = []
+
+    def log_config(run_id: str) -> None:
+        opened.append(run_id)
         tracker.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), Artifact.CONFIG)
-        trained = train_and_log(
-            TrialLogging.for_search(cfg, data, tracker),
-            model_settings,
-            train,
-            lambda: build_trial_model(
-                model_settings, train, len(data.vocab), data.n_classes, table
-            ),
-            f"reproduction of {name}",
-        )
-        KEPT.give_back(trained.model, cfg.search.keep_compiled)
-        new_id = run.info.run_id
+
+    runner = TrialRunner(cfg, tracker, lambda d: TrialLogging.for_search(cfg, d, tracker))
+    runner.run(spec, f"reproduce-{name}", tags, f"reproduction of {name}", nested=False,
+               opened=log_config)  # fmt: skip
+    new_id = opened[0]
     reproduced = tracker.get_trial_run(new_id)
     table, matches = side_by_side(source.run.metrics, reproduced.metrics, tolerance)
     return Reproduction(source.run, reproduced, table, matches)

@@ -1,6 +1,6 @@
 """Train one configuration with one seed and log it on the active run.
 
-Shared by the tuner (`TrackedTuner.run_trial`) and `pipeline.reproduce`, so a
+Shared by the tuner and `pipeline.reproduce` through `pipeline.search.runner`, so a
 reproduction trains and logs through exactly the code path the original run took:
 `log_trial_inputs` writes the trial record, `train_and_log` fits, scores and logs.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.spool import ArtifactJob, ArtifactSpool, SpoolTarget
 from pipeline.training.batching import Forward
 from pipeline.training.callbacks import EpochPrinter, ValidationConfusion
-from pipeline.training.compiled import KEPT, start_trial
 from pipeline.training.evaluation import evaluate
 from pipeline.training.fit import best_epoch, final_epoch, fit, validation_metrics
 
@@ -278,20 +277,16 @@ def train_and_log(
     logging: TrialLogging,
     model_settings: dict[str, Any],
     train: dict[str, Any],
-    build: Callable[[], keras.Model],
+    model: keras.Model,
     label: str,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainedTrial:
-    """Fit with seed `train.seed`, log its curves and final metrics, a confusion matrix
-    and the attention artifacts on the active run. The model may be a kept one of the same
-    architecture (`training.compiled`): give it back (`KEPT.give_back`) once done with it."""
+    """Fit `model` (built on seed `train.seed`: `TrialRunner.trained`), log its curves and
+    final metrics, a confusion matrix and the attention artifacts on the active run."""
     cfg, data, tracker = logging.cfg, logging.data, logging.tracker
     variant = variant_of(model_settings)
     if cfg.tracking.log_datasets:
         log_datasets(data, tracker)
-    keep = int(cfg.search.keep_compiled)
-    start_trial(int(train["seed"]), keep_kernels=keep > 0)  # clear_session + set_random_seed
-    model = KEPT.take(build(), keep)  # the caller gives it back when done with it
     confusion = ValidationConfusion()
     callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
     callbacks.append(MetricsLogger(tracker, cfg.tuner.objective))

@@ -35,20 +35,19 @@ from pipeline.search.replicates import (
     seeds_of,
     split_seed_of,
 )
+from pipeline.search.runner import TrialRunner, TrialSpec
 from pipeline.search.space import (
     SearchSpaceHyperModel,
     active_values,
-    build_trial_model,
     trial_settings,
     trial_vectors,
 )
 from pipeline.search.state_files import write_json_atomically
-from pipeline.search.trial import TrialLogging, artifact_spool, log_trial_inputs, train_and_log
-from pipeline.tracking import Kind, Metric, Status, Tag, TrialRecord
+from pipeline.search.trial import TrainedTrial, TrialLogging, artifact_spool
+from pipeline.tracking import Kind, Metric, Status, Tag
 from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.spool import ArtifactSpool
-from pipeline.training.compiled import KEPT
 
 WEIGHTS_FILE = "best.weights.h5"
 
@@ -127,6 +126,7 @@ class TrackedTuner(kt.Tuner):
         self._rows_by_key: dict[str | None, list[dict[str, Any]]] = {}
         self.logging = TrialLogging.for_search(cfg, data, tracker)
         self._split_logging: dict[str, TrialLogging] = {}
+        self.runner = TrialRunner(cfg, tracker, self._logging_for)
         self.best_score: float | None = None
         self.best_number: int | None = None
         self.worker_id: str | None = None  # set on cluster workers, tagged on their runs
@@ -270,21 +270,10 @@ class TrackedTuner(kt.Tuner):
             progress.say(f"  seed {seed}")
         data = replicate_data(self.cfg, self.data, seed)
         table = trial_vectors(self.cfg, data, model_settings)
-        tags = {
-            Tag.SEARCH_ID: self.search_id,
-            Tag.TRIAL_ID: trial.trial_id,
-            Tag.TRIAL_NUMBER: number,
-            Tag.CONFIG_HASH: key,
-            Tag.GROUP: group,
-            Tag.DATA_FINGERPRINT: data.fingerprint,
-            Tag.DATA: self.data.name,
-            Tag.SEED: seed,
-            Tag.POOLING: model_settings["pooling"],
-            Tag.VARIANT: variant,
-            Tag.KIND: Kind.TRIAL,
-            **({Tag.WORKER: self.worker_id} if self.worker_id else {}),
-            **({Tag.VECTORS: table.fingerprint[:16]} if table is not None else {}),
-        }
+        spec = TrialSpec.of(
+            values, model_settings, train, seed, data, vectors=table,
+            split_seed=split_seed_of(self.cfg, seed), group=group,
+        )  # fmt: skip
         name = trial_run_name(number, variant, model_settings, train, seed if several else None)
         started = time.perf_counter()
         pruning = None  # per-epoch pruning: this replicate's callback
@@ -293,60 +282,21 @@ class TrackedTuner(kt.Tuner):
             pruning = PruningCallback(self.pruning, key)
         metrics: dict[str, float] = {}
         try:
-            with self.tracker.run(name, tags=tags, nested=True, system_metrics=True) as run:
-                row["run_id"] = run.info.run_id
-                split = split_seed_of(self.cfg, seed)
-                log_trial_inputs(
-                    self.tracker,
-                    self.cfg,
-                    TrialRecord(
-                        values,
-                        seed,
-                        data.fingerprint,
-                        group,
-                        split,
-                        None if table is None else table.fingerprint,
-                    ),
-                    model_settings,
-                    train,
-                )
-                trained = train_and_log(
-                    self._logging_for(data),
-                    model_settings,
-                    train,
-                    lambda: build_trial_model(
-                        model_settings, train, len(data.vocab), data.n_classes, table
-                    ),
-                    f"trial {number} ({variant}, seed {seed})",
-                    extra_callbacks=[pruning] if pruning else (),
-                )
-                metrics = trained.metrics
-                if pruning is not None and pruning.pruned_at is not None:
-                    stopped = pruning.pruned_at + 1
-                    self.tracker.set_tags({Tag.PRUNED: "true", Tag.PRUNED_EPOCH: stopped})
-                    row["pruned"] = stopped
-                    progress.say(f"    pruned after epoch {stopped} ({self.cfg.tuner.pruning})")
-                row["fit_seconds"] = round(trained.fit_seconds, 3)
-                row["diagnostics_seconds"] = round(trained.diagnostics_seconds, 3)
-                row[Metric.PARAM_COUNT] = trained.model.count_params()
-                if seed == seeds_of(self.cfg, train)[0]:
-                    self.save_model(trial.trial_id, trained.model)  # the first seed's weights
-                KEPT.give_back(trained.model, self.cfg.search.keep_compiled)
-                del trained
+            metrics = self.runner.run(
+                spec,
+                name,
+                self._replicate_tags(trial.trial_id, number, spec, key, variant),
+                f"trial {number} ({variant}, seed {seed})",
+                callbacks=[pruning] if pruning else (),
+                opened=lambda run_id: row.update(run_id=run_id),
+                done=lambda trained: self._replicate_done(trial, spec, row, trained, pruning),
+            )
         except TrackingOutage as err:  # not this trial's fault: run_trial stops the search
             row["error"] = one_line(err)
             raise
         except Exception as err:
-            if disk_full(err):  # nor this: its run is left to the resume, which re-runs it
-                row["error"] = line = disk_full_line(err, written_folders(self.cfg))
-                if row.get("run_id"):
-                    with contextlib.suppress(Exception):  # the store may be on that disk
-                        self.tracker.set_run_tag(row["run_id"], Tag.INTERRUPTED, "true")
-                raise TrialDiskFull(line) from None
-            first = one_line(err)
-            row["error"] = first
-            progress.say(f"    FAILED: {first}")
-            raise kt.errors.FailedTrialError(first) from err
+            failure = self._replicate_failed(row, err)
+            raise failure from (None if isinstance(failure, TrialDiskFull) else err)
         finally:
             if pruning is not None:
                 pruning.close(metrics.get(self.cfg.tuner.objective))
@@ -357,6 +307,55 @@ class TrackedTuner(kt.Tuner):
             rss_mb=round(rss_mb(), 1),
         )
         return metrics
+
+    def _replicate_tags(
+        self, trial_id: str, number: int, spec: TrialSpec, key: str, variant: str
+    ) -> dict[str, Any]:
+        return {
+            Tag.SEARCH_ID: self.search_id,
+            Tag.TRIAL_ID: trial_id,
+            Tag.TRIAL_NUMBER: number,
+            Tag.CONFIG_HASH: key,
+            Tag.GROUP: spec.group,
+            Tag.DATA_FINGERPRINT: spec.data.fingerprint,
+            Tag.DATA: self.data.name,
+            Tag.SEED: spec.seed,
+            Tag.POOLING: spec.model["pooling"],
+            Tag.VARIANT: variant,
+            Tag.KIND: Kind.TRIAL,
+            **({Tag.WORKER: self.worker_id} if self.worker_id else {}),
+            **({Tag.VECTORS: spec.vectors.fingerprint[:16]} if spec.vectors is not None else {}),
+        }
+
+    def _replicate_done(
+        self, trial, spec: TrialSpec, row: dict, trained: TrainedTrial, pruning
+    ) -> None:
+        """On the replicate's run, its model still leased: pruning tags, the row's
+        figures, the first seed's weights."""
+        if pruning is not None and pruning.pruned_at is not None:
+            stopped = pruning.pruned_at + 1
+            self.tracker.set_tags({Tag.PRUNED: "true", Tag.PRUNED_EPOCH: stopped})
+            row["pruned"] = stopped
+            progress.say(f"    pruned after epoch {stopped} ({self.cfg.tuner.pruning})")
+        row["fit_seconds"] = round(trained.fit_seconds, 3)
+        row["diagnostics_seconds"] = round(trained.diagnostics_seconds, 3)
+        row[Metric.PARAM_COUNT] = trained.model.count_params()
+        if spec.seed == seeds_of(self.cfg, spec.train)[0]:
+            self.save_model(trial.trial_id, trained.model)  # the first seed's weights
+
+    def _replicate_failed(self, row: dict, err: Exception) -> Exception:
+        """What keras-tuner is told of a failed replicate: a full disk keeps the trial for
+        the resume (its run tagged `interrupted`); anything else is a FAILED trial."""
+        if disk_full(err):  # not this trial's fault: its run is left to the resume
+            row["error"] = line = disk_full_line(err, written_folders(self.cfg))
+            if row.get("run_id"):
+                with contextlib.suppress(Exception):  # the store may be on that disk
+                    self.tracker.set_run_tag(row["run_id"], Tag.INTERRUPTED, "true")
+            return TrialDiskFull(line)
+        first = one_line(err)
+        row["error"] = first
+        progress.say(f"    FAILED: {first}")
+        return kt.errors.FailedTrialError(first)
 
     def _finished_before(self, key: str) -> dict[str, Any] | None:
         """The summary row of a FINISHED run of this replicate (same search, configuration,

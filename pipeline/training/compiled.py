@@ -9,8 +9,8 @@ the same architecture skips both: it takes over the new model's starting state (
 variable, the dropout layers' seed states included, and a fresh optimizer's slots),
 so it trains bit for bit as the new model would have (tests/test_compiled.py).
 
-`take` hands a model out (it leaves the pool: never two users at once, also with
-worker threads); `give_back` returns it once its trial is done with it. Keyed by the
+`lease` hands a model out for a block (`take`: it leaves the pool, never two users at
+once, also with worker threads; `give_back` when the block ends). Keyed by the
 model's whole config and its compile config except the learning rate, which Keras keeps
 in a variable: anything else that differs (units, dropout rate, vocabulary size, pooling
 variant...) is another architecture.
@@ -24,6 +24,8 @@ import random
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import keras
 import numpy as np
@@ -103,6 +105,14 @@ class KeptModels:
             self._idle.move_to_end(key)
             while len(self._idle) > capacity:
                 self._idle.popitem(last=False)
+
+    @contextmanager
+    def lease(self, fresh: keras.Model, capacity: int) -> Iterator[keras.Model]:
+        """`take` for the block, `give_back` when it ends normally: a model whose trial
+        failed is dropped, never handed to the next trial."""
+        model = self.take(fresh, capacity)
+        yield model
+        self.give_back(model, capacity)
 
     def clear(self) -> None:
         with self._lock:
