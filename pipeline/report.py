@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         from pipeline.reporting.search_report import run_report
+        from pipeline.tracking import open_tracker
 
         report = run_report(
-            cfg,
+            open_tracker(cfg.tracking),
             args.search,
             every_search=args.all,
             objective=args.objective,

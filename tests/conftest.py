@@ -74,6 +74,12 @@ class Store:
         validate_config(cfg)
         return cfg
 
+    def tracker(self):
+        """The store opened as a command opens it (`open_tracker`)."""
+        from pipeline.tracking import open_tracker
+
+        return open_tracker(self.compose().tracking)
+
     def client(self):
         from mlflow.tracking import MlflowClient
 

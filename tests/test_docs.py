@@ -88,7 +88,7 @@ def test_the_readme_is_short_and_carries_no_dated_figure():
 
 
 def test_a_report_names_project_paths_relative_to_the_project(tmp_path):
-    from pipeline.reporting.search_report import portable
+    from pipeline.reporting.markdown import portable
 
     inside = PROJECT_ROOT / "experiments" / "results" / "x"
     assert portable(["x", "--out", str(inside), f"--out={inside}", str(tmp_path)]) == [

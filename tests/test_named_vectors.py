@@ -159,7 +159,7 @@ def test_glove_in_a_search_a_report_and_a_reproduce(store, capsys):
     (trial,) = [r for r in runs if r.data.tags["kind"] == "trial"]
     assert trial.data.params["model.embeddings.source"] == "glove"
     assert trial.data.params["model.embedding_dim"] == "50" and trial.data.tags["vectors"]
-    report = run_report(store.compose(), "named", out=store.path / "report")
+    report = run_report(store.tracker(), "named", out=store.path / "report")
     assert "- word vectors: glove" in report.markdown
     again = reproduce_run(store.compose(), trial.info.run_id)
     assert again.matches, again.table

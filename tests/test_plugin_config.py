@@ -96,7 +96,7 @@ def test_a_quick_search_on_a_plugin_loader_and_pooling_with_their_own_keys(
     assert parent.data.params["data.review_lines.text_key"] == "body"
     assert len(outcome.trials) == 2
 
-    report = run_report(store.compose(), "jsonl", out=store.path / "report")
+    report = run_report(store.tracker(), "jsonl", out=store.path / "report")
     assert "reviews" in report.markdown  # the data set's own name, not the loader's
 
     reproduced = reproduce_run(store.compose(), trials[0].info.run_id)

@@ -111,7 +111,7 @@ def test_a_variant_registered_outside_pipeline_runs_a_search_and_gets_a_report_r
     files = {a.path for a in client.list_artifacts(mean.info.run_id, "attention")}
     assert "attention/final_saliency.png" in files
 
-    report = run_report(store.compose(), "plugin", out=Path(store.path) / "report")
+    report = run_report(store.tracker(), "plugin", out=Path(store.path) / "report")
     assert set(report.leaderboard["configuration"]) == {"gated", "mean"}
     assert list(report.leaderboard["seeds"]) == [2, 2]
     assert "| gated |" in report.markdown or "| mean |" in report.markdown

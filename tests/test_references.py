@@ -110,7 +110,7 @@ def test_the_reference_is_a_child_run_the_report_weighs_and_a_resume_keeps(store
     assert "logged before; not refitted" in capsys.readouterr().out
     assert len([r for r in store.runs() if r.data.tags.get("kind") == "reference"]) == 1
 
-    report = run_report(store.compose(), "withref", out=store.path / "report")
+    report = run_report(store.tracker(), "withref", out=store.path / "report")
     board = report.leaderboard
     assert board[board["reference"]]["configuration"].tolist() == ["tfidf-lr (reference)"]
     assert board[board["reference"]]["seeds"].tolist() == [1]
@@ -157,7 +157,7 @@ def test_the_summary_weighs_the_best_against_the_reference_mean_over_splits():
 def test_a_single_configuration_is_weighed_only_against_the_references():
     import pandas as pd
 
-    from pipeline.reporting.search_report import answer_lines
+    from pipeline.reporting.markdown import answer_lines
 
     board = pd.DataFrame({"data": ["tweets"], "configuration": ["spattn-tanh"]})
     (line,) = answer_lines(board, [], "val_accuracy", None)

@@ -173,7 +173,7 @@ def test_vary_split_redraws_each_seed_s_split_and_its_runs_reproduce(store):
     # Each seed trained on its own split; both configurations of a seed on the same one.
     assert all(len(prints) == 1 for prints in by_seed.values())
     assert by_seed["0"] != by_seed["1"]
-    report = run_report(store.compose(), "splits", out=store.path / "report")
+    report = run_report(store.tracker(), "splits", out=store.path / "report")
     (comparison,) = report.comparisons
     assert comparison.b == "mean" and comparison.method == "two-level bootstrap"
     assert comparison.sources == "seeds, validation examples and the train/validation split"

@@ -211,7 +211,7 @@ def trial_records(parent: str, variant: str, units: int, seeds, start: int, acc:
 
 
 def test_load_trials_keeps_live_parents_and_labels_by_what_varies():
-    from pipeline.reporting.search_report import load_trials
+    from pipeline.reporting.evidence import load_trials
 
     rows = (
         trial_records("live", "mean", 16, [0, 1], 100, 0.7)
@@ -242,7 +242,7 @@ def test_runs_of_both_layouts_group_into_one_configuration():
     one after it (dotted params, a `searched` tag, `attn-tanh`) read as the same rows."""
     from dataclasses import replace
 
-    from pipeline.reporting.search_report import load_trials
+    from pipeline.reporting.evidence import load_trials
 
     old = trial_records("p", "attention-tanh", 16, [0, 1], 0, 0.7)
     new = [

@@ -91,7 +91,7 @@ def test_one_live_holder_per_search_and_a_free_generated_name(tmp_path):
 
 
 def test_the_report_table_of_a_search_with_pruned_trials_and_a_reference():
-    from pipeline.reporting.search_report import leaderboard_markdown
+    from pipeline.reporting.markdown import leaderboard_markdown
 
     board = pd.DataFrame(
         {

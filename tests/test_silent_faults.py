@@ -133,7 +133,7 @@ def test_a_refused_read_of_predictions_is_an_error_not_a_fallback(searched, monk
 
     monkeypatch.setattr(store_module, "client", lambda: Refusing())
     with pytest.raises(TrackingError, match="PERMISSION_DENIED|Permission denied"):
-        run_report(searched.compose(), "preds", out=searched.path / "refused")
+        run_report(searched.tracker(), "preds", out=searched.path / "refused")
 
 
 def test_a_corrupt_predictions_file_is_named_in_the_report(searched):
@@ -143,7 +143,7 @@ def test_a_corrupt_predictions_file_is_named_in_the_report(searched):
     path = trial.info.artifact_uri.removeprefix("file://") + "/predictions/val.npz"
     with open(path, "wb") as f:
         f.write(b"not an npz")
-    report = run_report(searched.compose(), "preds", out=searched.path / "corrupt")
+    report = run_report(searched.tracker(), "preds", out=searched.path / "corrupt")
     assert "## Runs without per-example predictions" in report.markdown
     line = next(ln for ln in report.markdown.splitlines() if trial.info.run_id in ln)
     assert "predictions/val.npz is unreadable" in line

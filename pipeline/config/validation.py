@@ -124,15 +124,8 @@ def validate_search_space(
             _require(parent in dims, f"{key}.when", f"parent dimension '{parent}' is not searched")
 
 
-def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = None) -> None:
-    """Range and cross-field checks; raises ConfigError naming the first bad key.
-
-    `options` maps a model knob to its allowed values (e.g. `pooling` to the registered
-    variants); `pipeline.models.registry.validate_config` passes the registry's.
-    """
-    options = options or {}
-    check_known_keys(cfg)
-    d, m, t, tu = cfg.data, cfg.model, cfg.train, cfg.tuner
+def _check_data(d: DictConfig) -> None:
+    """Data: ranges, the audit's and near-duplicate settings, the synthetic task."""
     _require(d.max_len > 0, "data.max_len", f"must be > 0, got {d.max_len}")
     _require(d.vocab_size >= 3, "data.vocab_size", f"must be >= 3, got {d.vocab_size}")
     _require(
@@ -171,6 +164,10 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
             "data.synthetic.min_keys/max_keys",
             "need 1 <= min_keys <= max_keys",
         )
+
+
+def _check_model(m: DictConfig, options: Mapping[str, Collection[str]]) -> None:
+    """Model: sizes, rates, and the knobs a registry names (`options`)."""
     _require(m.units > 0, "model.units", f"must be > 0, got {m.units}")
     _require(m.embedding_dim > 0, "model.embedding_dim", f"must be > 0, got {m.embedding_dim}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
@@ -191,9 +188,10 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
             f"model.{knob}",
             f"'{value}' not in {list(allowed)}",
         )
-    _require(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
-    validate_embeddings(m, search_space_dims(cfg.search_space))
-    tr = cfg.tracking
+
+
+def _check_tracking(tr: DictConfig) -> None:
+    """Tracking: the registry's needs, outage and heartbeat timings."""
     _require(
         not tr.register_best or tr.log_model,
         "tracking.register_best",
@@ -211,15 +209,10 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         f"must be > 0 and below tracking.stale_after_s ({tr.stale_after_s:g}), or a live run "
         f"would be closed as stale; got {tr.heartbeat_s:g}",
     )
-    _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
-    _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
-    _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")
-    _require(
-        t.steps_per_execution >= 1,
-        "train.steps_per_execution",
-        f"must be >= 1, got {t.steps_per_execution}",
-    )
-    a = cfg.attention
+
+
+def _check_attention(a: DictConfig) -> None:
+    """Attention: the panel, heatmaps and faithfulness settings."""
     _require(a.panel_size >= 1, "attention.panel_size", f"must be >= 1, got {a.panel_size}")
     _require(a.max_tokens >= 1, "attention.max_tokens", f"must be >= 1, got {a.max_tokens}")
     _require(a.plot_every >= 0, "attention.plot_every", f"must be >= 0, got {a.plot_every}")
@@ -232,6 +225,10 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "attention.faithfulness.fractions",
         f"need shares in (0, 1), got {list(f.fractions)}",
     )
+
+
+def _check_xla(t: DictConfig) -> None:
+    """Train: XLA modes and their measured costs."""
     _require(
         str(t.jit_compile).lower() in JIT_MODES,
         "train.jit_compile",
@@ -254,6 +251,10 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "train.xla.shards",
         f"'{t.xla.shards}' is neither auto nor a whole number >= 1",
     )
+
+
+def _check_tuner(tu: DictConfig, seeds: list) -> None:
+    """Tuner: trials, pruning and Hyperband's settings."""
     _require(tu.max_trials > 0, "tuner.max_trials", f"must be > 0, got {tu.max_trials}")
     _require(
         tu.pruning == "none" or tu.kind != TunerKind.hyperband,
@@ -261,7 +262,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "Hyperband prunes by itself: use tuner.pruning=none with tuner=hyperband",
     )
     _require(
-        tu.pruning != "wilcoxon" or len(cfg.search.seeds or []) >= 3,
+        tu.pruning != "wilcoxon" or len(seeds) >= 3,
         "tuner.pruning",
         "wilcoxon compares configurations seed by seed: it needs search.seeds with 3 or more",
     )
@@ -273,7 +274,10 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
             "tuner.max_epochs/factor",
             "need > 0 and >= 2",
         )
-    c = cfg.cluster
+
+
+def _check_cluster(c: DictConfig) -> None:
+    """Cluster: workers, threads, a worker's parent run."""
     _require(c.n_workers >= 0, "cluster.n_workers", f"must be >= 0, got {c.n_workers}")
     _require(c.threads_per_worker >= 0, "cluster.threads_per_worker", "must be >= 0")
     _require(
@@ -281,6 +285,34 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
         "cluster.parent_run_id",
         "a worker needs the parent run id of its search",
     )
+
+
+def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = None) -> None:
+    """Range and cross-field checks; raises ConfigError naming the first bad key.
+
+    `options` maps a model knob to its allowed values (e.g. `pooling` to the registered
+    variants); `pipeline.models.registry.validate_config` passes the registry's.
+    """
+    options = options or {}
+    check_known_keys(cfg)
+    d, t = cfg.data, cfg.train
+    _check_data(d)
+    _check_model(cfg.model, options)
+    _require(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    validate_embeddings(cfg.model, search_space_dims(cfg.search_space))
+    _check_tracking(cfg.tracking)
+    _require(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
+    _require(t.learning_rate > 0, "train.learning_rate", f"must be > 0, got {t.learning_rate}")
+    _require(t.bucketing.n_buckets >= 1, "train.bucketing.n_buckets", "must be >= 1")
+    _require(
+        t.steps_per_execution >= 1,
+        "train.steps_per_execution",
+        f"must be >= 1, got {t.steps_per_execution}",
+    )
+    _check_attention(cfg.attention)
+    _check_xla(t)
+    _check_tuner(cfg.tuner, list(cfg.search.seeds or []))
+    _check_cluster(cfg.cluster)
     check_search_name(cfg.search.name)
     for key in ("max_rows", "max_chars", "max_explain_rows"):
         _require(cfg.serving[key] >= 1, f"serving.{key}", f"must be >= 1, got {cfg.serving[key]}")

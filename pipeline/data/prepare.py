@@ -213,6 +213,41 @@ def split_rows(
     return split(kept, cfg.val_fraction, cfg.test_fraction)
 
 
+def label_indices(raw: RawData) -> tuple[list[str], np.ndarray]:
+    """The classes (sorted names) and each example's class index; two classes at least."""
+    class_names = sorted(set(raw.labels))
+    if len(class_names) < 2:
+        raise DataError(
+            f"{raw.source}: needs at least 2 classes, found {len(class_names)} "
+            f"({', '.join(repr(c) for c in class_names)})"
+        )
+    return class_names, np.asarray([class_names.index(lab) for lab in raw.labels], np.int32)
+
+
+def stripped_of_html(raw: RawData) -> tuple[RawData, int]:
+    """The texts without markup, and how many changed."""
+    texts = [strip_html(t) if "<" in t or "&" in t else t for t in raw.texts]
+    changed = sum(a != b for a, b in zip(texts, raw.texts, strict=True))
+    return RawData(
+        texts, raw.labels, raw.source, raw.key_positions, raw.fixed_split, raw.notes
+    ), changed
+
+
+def planted_key_masks(
+    key_positions: list[list[int]], splits: dict[str, np.ndarray], max_len: int
+) -> dict[str, np.ndarray]:
+    """Per split, where the planted keys sit in each encoded example (the ground truth of
+    the attention metrics)."""
+    masks = {}
+    for k, idx in splits.items():
+        mask = np.zeros((len(idx), max_len), dtype=bool)
+        for row, i in enumerate(idx):
+            pos = [p for p in key_positions[i] if p < max_len]
+            mask[row, pos] = True
+        masks[k] = mask
+    return masks
+
+
 def prepare(cfg: DictConfig) -> PreparedData:
     """Load with the configured loader, resolve duplicates, split, fit the vocabulary on
     train, encode, audit."""
@@ -223,20 +258,10 @@ def prepare(cfg: DictConfig) -> PreparedData:
     raw = LOADERS[cfg.loader](cfg, cfg.encoding_errors)
     if not raw.texts:
         raise DataError(f"{raw.source}: no examples")
-    class_names = sorted(set(raw.labels))
-    if len(class_names) < 2:
-        raise DataError(
-            f"{raw.source}: needs at least 2 classes, found {len(class_names)} "
-            f"({', '.join(repr(c) for c in class_names)})"
-        )
-    y_all = np.asarray([class_names.index(lab) for lab in raw.labels], dtype=np.int32)
+    class_names, y_all = label_indices(raw)
 
     raw_texts = raw.texts
-    html_changed = 0
-    if cfg.strip_html:
-        texts = [strip_html(t) if "<" in t or "&" in t else t for t in raw.texts]
-        html_changed = sum(a != b for a, b in zip(texts, raw.texts, strict=True))
-        raw = RawData(texts, raw.labels, raw.source, raw.key_positions, raw.fixed_split, raw.notes)
+    raw, html_changed = stripped_of_html(raw) if cfg.strip_html else (raw, 0)
 
     tokenizer = Tokenizer(cfg.token_pattern, cfg.lowercase)
     tokens = [tokenizer(t) for t in raw.texts]
@@ -276,15 +301,7 @@ def prepare(cfg: DictConfig) -> PreparedData:
 
     key_masks = None
     if raw.key_positions is not None:
-        key_masks = {}
-        max_len = int(cfg.max_len)  # read once: a DictConfig read per key position is slow
-        for k, idx in splits.items():
-            mask = np.zeros((len(idx), max_len), dtype=bool)
-            for row, i in enumerate(idx):
-                pos = [p for p in raw.key_positions[i] if p < max_len]
-                mask[row, pos] = True
-            key_masks[k] = mask
-
+        key_masks = planted_key_masks(raw.key_positions, splits, int(cfg.max_len))
     preprocessing = hashed_preprocessing(to_plain(cfg), cfg.loader)
     return PreparedData(
         name=data_name(cfg.name, cfg.loader, raw.source),

@@ -2,7 +2,7 @@
 between configurations are `comparisons.py`).
 
 Input is one row per finished trial run with at least `group`, `label`, `seed`,
-`data` and metric columns (see `pipeline.reporting.search_report.load_trials`). Pure pandas/scipy,
+`data` and metric columns (see `pipeline.reporting.evidence.load_trials`). Pure pandas/scipy,
 so reports never need TensorFlow.
 """
 

@@ -110,7 +110,7 @@ def exit_without_teardown(main: Callable[[], object]) -> None:
     flushed), minus the teardown of every module it imported: with TensorFlow,
     keras-tuner and MLflow loaded that took ~2 s after the last line (the zygote's
     children exit the same way)."""
-    from pipeline.runtime.zygote import run_exit_handlers
+    from pipeline.runtime.zygote_server import run_exit_handlers
 
     try:
         result = main()

@@ -11,6 +11,7 @@ belongs to the process: signals, exit codes, CPU pinning, a frozen heap. Heavy m
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig
@@ -39,7 +40,7 @@ def run(cfg: DictConfig) -> int:
     prints them as one line with exit code 2."""
     from pipeline import progress
     from pipeline.models.registry import validate_config
-    from pipeline.runtime.cli import frozen_heap, import_quietly, interrupt_code, stop_on_signals
+    from pipeline.runtime.cli import frozen_heap, import_quietly, stop_on_signals
 
     pins = pin_explicit_knobs(cfg, hydra_overrides())  # what the user set is what trains
     validate_config(cfg)
@@ -52,7 +53,6 @@ def run(cfg: DictConfig) -> int:
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
     from pipeline.data import prepare
     from pipeline.search.ledger import plan_search_name
-    from pipeline.tracking.outage import TrackingOutage
     from pipeline.tracking.store import open_tracker
 
     role = cfg.cluster.role
@@ -88,11 +88,27 @@ def run(cfg: DictConfig) -> int:
 
                 executor = ClusterExecutor(cfg, tracker, zygote)
             outcome = run_search(cfg, data, tracker, prefit, executor)
-    except DiskFull as err:
+    except (Exception, KeyboardInterrupt) as err:
+        exit_for(err, cfg)
+    from pipeline.search.outcome import summary_lines
+
+    for line in summary_lines(outcome, cfg.tuner.objective, cfg.search.top_k, cfg.tuner.max_trials):
+        progress.say(line)
+    return 0
+
+
+def exit_for(err: BaseException, cfg: DictConfig) -> NoReturn:
+    """The one line and exit code of a search that stopped: 75 (EX_TEMPFAIL) with the
+    resume command when the environment failed, 2 for a store that refused a write, the
+    signal's code for an interrupt; anything else goes on up (`guarded`)."""
+    role = cfg.cluster.role
+    if isinstance(err, DiskFull):
         fail(f"{err}; free some space, then resume with: {resume_command(cfg)}", code=RESUMABLE)
-    except UploadsKept as err:
+    if isinstance(err, UploadsKept):
         fail(f"{err}; the same command uploads them: {resume_command(cfg)}", code=RESUMABLE)
-    except TrackingOutage as err:
+    from pipeline.tracking.outage import TrackingOutage
+
+    if isinstance(err, TrackingOutage):
         if role is not None:
             fail(f"{cfg.cluster.worker_id}: {err}", code=RESUMABLE)
         fail(
@@ -100,41 +116,39 @@ def run(cfg: DictConfig) -> int:
             f"that reaches the server; resume with: {resume_command(cfg)}",
             code=RESUMABLE,
         )
-    except Exception as err:
-        from pipeline.tracking.connection import refused_permission, write_refused
+    if isinstance(err, KeyboardInterrupt):
+        interrupted(err, cfg)
+    from pipeline.tracking.connection import refused_permission, write_refused
 
-        if disk_full(err):  # outside a trial: keras-tuner's state, the search's own files
-            from pipeline.search.tuner import written_folders
+    if disk_full(err):  # outside a trial: keras-tuner's state, the search's own files
+        from pipeline.search.tuner import written_folders
 
-            line = disk_full_line(err, written_folders(cfg))
-            fail(
-                f"{line}; free some space, then resume with: {resume_command(cfg)}", code=RESUMABLE
-            )
-        if not refused_permission(err):
-            raise
-        fail(write_refused(str(cfg.tracking.uri), str(cfg.tracking.experiment)))
-    except KeyboardInterrupt as err:
-        code = interrupt_code(err)
-        if role == ClusterRole.chief:  # stopped by its launcher: nothing to report
-            sys.exit(code)
-        if role is not None:
-            fail(f"{cfg.cluster.worker_id}: stopped", code=code)
-        if cfg.cluster.mode == ClusterMode.workers:
-            fail(
-                "interrupted: the chief and workers were stopped and every run marked KILLED "
-                f"or FAILED; resume with: {resume_command(cfg)}",
-                code=code,
-            )
+        line = disk_full_line(err, written_folders(cfg))
+        fail(f"{line}; free some space, then resume with: {resume_command(cfg)}", code=RESUMABLE)
+    if not refused_permission(err):
+        raise err
+    fail(write_refused(str(cfg.tracking.uri), str(cfg.tracking.experiment)))
+
+
+def interrupted(err: KeyboardInterrupt, cfg: DictConfig) -> NoReturn:
+    from pipeline.runtime.cli import interrupt_code
+
+    code, role = interrupt_code(err), cfg.cluster.role
+    if role == ClusterRole.chief:  # stopped by its launcher: nothing to report
+        sys.exit(code)
+    if role is not None:
+        fail(f"{cfg.cluster.worker_id}: stopped", code=code)
+    if cfg.cluster.mode == ClusterMode.workers:
         fail(
-            f"interrupted: the current trial and the search run were marked KILLED; "
-            f"resume with: {resume_command(cfg)}",
+            "interrupted: the chief and workers were stopped and every run marked KILLED "
+            f"or FAILED; resume with: {resume_command(cfg)}",
             code=code,
         )
-    from pipeline.search.outcome import summary_lines
-
-    for line in summary_lines(outcome, cfg.tuner.objective, cfg.search.top_k, cfg.tuner.max_trials):
-        progress.say(line)
-    return 0
+    fail(
+        f"interrupted: the current trial and the search run were marked KILLED; "
+        f"resume with: {resume_command(cfg)}",
+        code=code,
+    )
 
 
 def quick_help() -> str:

@@ -338,19 +338,31 @@ def train_and_log(
         },
     )
     job.add_render(Artifact.CONFUSION, "confusion_png", Artifact.CONFUSION_DATA)
+    diagnostics_seconds = log_final_model(logging, model, variant, label, train, final, job,
+                                          step=len(history.epoch))  # fmt: skip
+    return TrainedTrial(final, model, fit_seconds, diagnostics_seconds)
+
+
+def log_final_model(
+    logging: TrialLogging,
+    model: keras.Model,
+    variant: PoolingVariant,
+    label: str,
+    train: dict[str, Any],
+    final: dict[str, float],
+    job: ArtifactJob,
+    step: int,
+) -> float:
+    """The final model's attention artifacts and metrics (added to `final`), its
+    validation predictions and the model itself, into `job`; the seconds the diagnostics
+    took."""
+    cfg, data, tracker = logging.cfg, logging.data, logging.tracker
     probs = None
     diagnostics_seconds = 0.0
     if cfg.attention.enabled:
         started = time.perf_counter()
         view = logging.log_attention(
-            model,
-            variant,
-            label,
-            name="final",
-            step=len(history.epoch),
-            train=train,
-            final=True,
-            job=job,
+            model, variant, label, name="final", step=step, train=train, final=True, job=job
         )
         diagnostics_seconds = time.perf_counter() - started
         tracker.log_metrics({Metric.DIAGNOSTICS_SECONDS: diagnostics_seconds})
@@ -366,4 +378,4 @@ def train_and_log(
         log_text_model(logging, model, variant, label, train, job)
     else:
         logging.submit(job)
-    return TrainedTrial(final, model, fit_seconds, diagnostics_seconds)
+    return diagnostics_seconds
