@@ -119,7 +119,7 @@ def registry_restored():
     """The registries are process-wide (pooling variants, loaders, plugin config sections):
     what a test's plugins register is gone after it, and the plugin modules are imported
     afresh by the next config naming them (an xdist worker runs many test modules)."""
-    from pipeline.config.schema import PLUGIN_SECTIONS, register_configs
+    from pipeline.config.sections import PLUGIN_SECTIONS, register_configs
     from pipeline.data.loaders import LOADERS
     from pipeline.models.registry import POOLINGS
 

@@ -243,3 +243,22 @@ def test_no_import_makes_a_circle_between_modules_or_packages():
     packages = {own: uses - {own} for own, uses in ALLOWED.items()}
     assert _circles(packages) == []
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+LONGEST_FILE, LONGEST_FUNCTION = 450, 80  # lines; tests and bench/ aside
+
+
+def test_no_file_or_function_outgrows_what_one_reading_holds():
+    too_long = []
+    for module, path in MODULES.items():
+        if package_of(module) == "bench":
+            continue
+        text = path.read_text()
+        if text.count("\n") > LONGEST_FILE:
+            too_long.append(f"{path.name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > LONGEST_FUNCTION:
+                    too_long.append(f"{module}.{node.name}: {length} lines")
+    assert too_long == []

@@ -12,7 +12,8 @@ import pytest
 from pipeline.config import compose_config
 from pipeline.config.validation import ConfigError, validate
 from pipeline.data import prepare
-from pipeline.data.audit import stratified_group_split, strip_html
+from pipeline.data.audit import strip_html
+from pipeline.data.duplicates import stratified_group_split
 from pipeline.data.prepare import NEUTRAL_SETTINGS, hashed_preprocessing, stratified_split
 from tests.conftest import needs_airline
 
@@ -281,7 +282,7 @@ def test_the_numpy_buckets_are_datasketchs_lsh_buckets():
     index returns for the same MinHash values and bands."""
     from datasketch import MinHash, MinHashLSH
 
-    from pipeline.data.audit import _prehashed, lsh_buckets, signatures
+    from pipeline.data.duplicates import _prehashed, lsh_buckets, signatures
 
     rng = np.random.default_rng(1)
     base = [list(rng.integers(0, 300, 15)) for _ in range(40)]

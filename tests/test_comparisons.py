@@ -7,12 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.reporting.comparisons import (
-    comparisons,
-    pair_predictions,
-    resolve_baseline,
-    two_level_bootstrap,
-)
+from pipeline.reporting.comparisons import comparisons, resolve_baseline
+from pipeline.reporting.paired import pair_predictions, two_level_bootstrap
 from pipeline.tracking import Predictions
 
 CLASSES = 3
@@ -172,7 +168,7 @@ def test_baseline_names_resolve_to_one_configuration():
 def _evidence(n_examples: int, flip: float, seeds: int = 3, seed: int = 0):
     """a and b right on the same examples except `flip` of them each, drawn per seed:
     a small true gap (a's flips are fewer), seeds that barely disagree."""
-    from pipeline.reporting.comparisons import PairedEvidence
+    from pipeline.reporting.paired import PairedEvidence
 
     rng = np.random.default_rng(seed)
     y = np.tile(rng.integers(0, 2, n_examples), (seeds, 1))

@@ -233,7 +233,8 @@ def test_an_outage_before_a_trial_trains_stops_the_search_and_fails_no_trial(sto
     (resumable), not fail that trial and the next ones: keras-tuner never re-runs a FAILED
     trial, so a resumed search would silently skip them."""
     from pipeline.data import prepare
-    from pipeline.search.tuner import TrackingLost, make_tuner
+    from pipeline.search.driver import make_tuner
+    from pipeline.search.tuner import TrackingLost
     from pipeline.tracking.store import Tracker
 
     cfg = store.compose(*STEADY, "tuner.pruning=median")

@@ -374,7 +374,7 @@ def test_a_lost_guard_tries_the_server_again_after_a_reset():
 
 def test_a_search_started_afresh_uploads_what_the_old_one_left_before_its_folder_goes(store):
     from pipeline.data import prepare
-    from pipeline.search.tuner import make_tuner
+    from pipeline.search.driver import make_tuner
     from pipeline.tracking.spool import ArtifactJob, write_job
     from pipeline.tracking.store import open_tracker
 

@@ -25,7 +25,7 @@ def test_a_replicate_finished_in_the_store_is_not_trained_again_by_a_worker(stor
     store, hands the logged score to the oracle and logs nothing new."""
     from pipeline.data import prepare
     from pipeline.search import run_search
-    from pipeline.search.tuner import make_tuner
+    from pipeline.search.driver import make_tuner
     from pipeline.tracking import Tracker
 
     cfg = store.compose(*QUICK, "search.name=once", "tuner.max_trials=1")

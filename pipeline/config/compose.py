@@ -6,7 +6,8 @@ import importlib
 
 from omegaconf import DictConfig
 
-from pipeline.config.schema import CONF_DIR, register_configs, register_open_schema
+from pipeline.config.schema import CONF_DIR
+from pipeline.config.sections import register_configs, register_open_schema
 from pipeline.config.validation import ConfigError
 
 
@@ -22,7 +23,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     knobs the overrides (or a preset) set explicitly are pinned (`pins.py`).
 
     The `plugins` the config names are imported first when they bring config sections
-    (`schema.register_section`), so the schema Hydra composes onto (here and in the
+    (`sections.register_section`), so the schema Hydra composes onto (here and in the
     `@hydra.main` that follows on the command line) types them and fills their defaults."""
     from pipeline.config.pins import pin_explicit_knobs
 

@@ -55,7 +55,7 @@ def nested_knobs() -> dict[str, list[str]]:
 def searchable_knobs(plugins: list[str] | None = None) -> set[str]:
     """Every model.* and train.* knob a search dimension may name, with the keys of the
     model sections `plugins` bring (`<variant>.<key>`)."""
-    from pipeline.config.schema import plugin_sections
+    from pipeline.config.sections import plugin_sections
 
     model = set(ModelConfig.__dataclass_fields__) - {"embeddings"}
     own = {

@@ -49,7 +49,7 @@ def register_loader(name: str, config: type | None = None) -> Callable[[LoaderFn
 
     def deco(fn: LoaderFn) -> LoaderFn:
         if config is not None:
-            from pipeline.config.schema import register_section
+            from pipeline.config.sections import register_section
 
             register_section("data", name, config, module=fn.__module__)
         LOADERS[name] = fn

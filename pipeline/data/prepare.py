@@ -16,13 +16,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import to_plain
-from pipeline.data.audit import (
-    DataAudit,
-    audit_data,
-    resolve_duplicates,
-    stratified_group_split,
-    strip_html,
-)
+from pipeline.data.audit import DataAudit, audit_data, strip_html
+from pipeline.data.duplicates import resolve_duplicates, stratified_group_split
 from pipeline.data.loaders import LOADERS, DataError, RawData
 
 PAD, OOV = "", "[UNK]"  # ids 0 and 1

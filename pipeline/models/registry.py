@@ -71,7 +71,7 @@ def register_pooling(variant: PoolingVariant, replace: bool = False) -> PoolingV
     if variant.name in POOLINGS and not replace:
         raise ValueError(f"pooling '{variant.name}' is already registered")
     if variant.config is not None:
-        from pipeline.config.schema import register_section
+        from pipeline.config.sections import register_section
 
         register_section("model", variant.name, variant.config)
     POOLINGS[variant.name] = variant

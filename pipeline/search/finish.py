@@ -17,10 +17,11 @@ from pipeline.data import PreparedData
 from pipeline.errors import SearchError, UploadsKept, fullest
 from pipeline.models.registry import variant_of
 from pipeline.reporting.figures import comparison_figure
+from pipeline.search.driver import weights_path
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import build_trial_model, trial_settings
-from pipeline.search.tuner import weights_path, written_folders
+from pipeline.search.tuner import written_folders
 from pipeline.tracking import Artifact, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.training.compiled import KEPT, clear_session, set_jit

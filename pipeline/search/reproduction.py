@@ -37,7 +37,7 @@ class Source:
 
 def load_source(tracker, run_id: str) -> Source:
     from pipeline.config import import_plugins
-    from pipeline.config.schema import config_class
+    from pipeline.config.sections import config_class
     from pipeline.tracking.records import StaleRecordError
 
     run = tracker.get_trial_run(run_id)

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from pipeline import progress
 from pipeline.config import ClusterRole
 from pipeline.data import PreparedData
-from pipeline.search.tuner import drive, make_tuner
+from pipeline.search.driver import drive, make_tuner
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.training.fit import enable_determinism
 

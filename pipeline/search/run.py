@@ -23,6 +23,7 @@ from pipeline import progress
 from pipeline.config import flatten, hydra_overrides, search_space_dims, to_plain
 from pipeline.data import PreparedData, prepare
 from pipeline.runtime.redaction import redact
+from pipeline.search.driver import drive, make_tuner
 from pipeline.search.finish import best_configuration, count_trials, finish_search, log_summary
 from pipeline.search.ledger import (
     SearchPlan,
@@ -35,7 +36,7 @@ from pipeline.search.outcome import SearchOutcome
 from pipeline.search.references import ReferencePrefit, run_references
 from pipeline.search.space import search_vectors
 from pipeline.search.state_files import check_state_files
-from pipeline.search.tuner import TrackedTuner, drive, make_tuner
+from pipeline.search.tuner import TrackedTuner
 from pipeline.tracking import Artifact, Kind, Tag
 from pipeline.tracking.protocol import TrackingStore
 from pipeline.tracking.store import open_tracker
