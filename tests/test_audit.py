@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.config.validation import ConfigError, validate
 from pipeline.data import prepare
 from pipeline.data.audit import strip_html
@@ -51,7 +51,9 @@ def leaky_rows(n_texts: int = 60, copies: int = 4, seed: int = 0):
 
 
 def csv_data(path, *overrides: str):
-    return prepare(compose_config(["data=csv", f"data.csv.path={path}", *overrides]).data)
+    return prepare(
+        typed_data(compose_config(["data=csv", f"data.csv.path={path}", *overrides]).data)
+    )
 
 
 def split_of(data) -> dict[int, str]:
@@ -171,7 +173,9 @@ def test_a_fixed_test_split_keeps_its_rows_over_their_training_copies(tmp_path):
         folder = tmp_path / split / label
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{len(list(folder.iterdir()))}.txt").write_text(text)
-    data = prepare(compose_config(["data=text_dir", f"data.text_dir.root={tmp_path}"]).data)
+    data = prepare(
+        typed_data(compose_config(["data=text_dir", f"data.text_dir.root={tmp_path}"]).data)
+    )
     assert data.texts["test"] == ["a dull film"]
     assert "a dull film" not in data.texts["train"] + data.texts["val"]
 
@@ -184,13 +188,15 @@ def test_neutral_settings_leave_the_fingerprint_of_earlier_runs(tmp_path):
     hashed = hashed_preprocessing(to_plain(cfg.data), "synthetic")
     assert not set(NEUTRAL_SETTINGS) & set(hashed) and "audit" not in hashed
     assert "near_duplicates" not in hashed and "dedupe" in plain
-    base = prepare(cfg.data).fingerprint
+    base = prepare(typed_data(cfg.data)).fingerprint
     assert (
-        prepare(compose_config(["data.dedupe=none", "data.audit.enabled=false"]).data).fingerprint
+        prepare(
+            typed_data(compose_config(["data.dedupe=none", "data.audit.enabled=false"]).data)
+        ).fingerprint
         == base
     )
     fingerprints = {
-        prepare(compose_config(ov).data).fingerprint
+        prepare(typed_data(compose_config(ov).data)).fingerprint
         for ov in (["data.dedupe=exact"], ["data.dedupe=near"], ["data.dedupe=none"])
     }
     assert len(fingerprints) == 3 and base in fingerprints
@@ -235,7 +241,7 @@ def test_an_unknown_dedupe_mode_fails_while_composing():
 
 @needs_airline
 def test_airline_tweets_audit_finds_the_copies_and_exact_dedupe_removes_the_leak():
-    data = prepare(compose_config(["data=airline_tweets"]).data)
+    data = prepare(typed_data(compose_config(["data=airline_tweets"]).data))
     report = data.audit.report
     assert report["exact"]["verbatim_copies"] == 213
     assert report["conflicting"]["verbatim_texts"] == 25

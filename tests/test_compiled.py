@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.data import prepare
 from pipeline.models.build import build_model
 from pipeline.search.space import trial_settings
@@ -18,7 +18,7 @@ from pipeline.training.sharded import shards_in_use
 
 def quick(*overrides: str):
     cfg = compose_config(["+experiment=quick", "train.epochs=2", *overrides])
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     settings, train = trial_settings(cfg, {})
     return data, settings, train
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.data import DataError, balanced_class_weights, prepare
 from pipeline.data.prepare import build_vocab, encode, stratified_split
+from pipeline.errors import UserFacingError
 from tests.conftest import AIRLINE_CSV, needs_airline
 
 
 def data_cfg(*overrides: str):
-    return compose_config(list(overrides)).data
+    return typed_data(compose_config(list(overrides)).data)
 
 
 def small_synthetic(*overrides: str):
@@ -169,7 +170,8 @@ def test_non_utf8_can_be_replaced_by_config(tmp_path):
 
 
 def test_csv_without_path_says_how_to_set_it():
-    with pytest.raises(DataError, match="data.csv.path"):
+    missing = r"^data.csv.path: no value given \(set data.csv.path="
+    with pytest.raises(UserFacingError, match=missing):
         prepare(data_cfg("data=csv"))
 
 

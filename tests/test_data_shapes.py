@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.data import DataError, prepare
 
 CLASSES = [f"topic{i}" for i in range(10)]
@@ -22,7 +22,7 @@ def rows(n: int = 200) -> list[tuple[int, str]]:
 
 
 def loaded(*overrides: str):
-    return prepare(compose_config(list(overrides)).data)
+    return prepare(typed_data(compose_config(list(overrides)).data))
 
 
 def test_a_headerless_tsv_with_numeric_labels_and_a_names_file(tmp_path):

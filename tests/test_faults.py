@@ -232,6 +232,7 @@ def test_an_outage_before_a_trial_trains_stops_the_search_and_fails_no_trial(sto
     """Pruning reads the store before a trial trains. An outage there must stop the search
     (resumable), not fail that trial and the next ones: keras-tuner never re-runs a FAILED
     trial, so a resumed search would silently skip them."""
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search.driver import make_tuner
     from pipeline.search.tuner import TrackingLost
@@ -239,7 +240,7 @@ def test_an_outage_before_a_trial_trains_stops_the_search_and_fails_no_trial(sto
 
     cfg = store.compose(*STEADY, "tuner.pruning=median")
     dead = Tracker(f"http://127.0.0.1:{free_port()}", EXPERIMENT, str(tmp_path), outage_budget_s=1)
-    tuner = make_tuner(cfg, prepare(cfg.data), dead, "dead-server", overwrite=True)
+    tuner = make_tuner(cfg, prepare(typed_data(cfg.data)), dead, "dead-server", overwrite=True)
     tuner.parent_run_id = "the-parent-run"
     with pytest.raises(TrackingLost, match="unreachable for more than 1s"):
         tuner.search(verbose=0)
@@ -430,34 +431,39 @@ def csv_rows(n: int, empty_labels: int = 0, blank_texts: bool = False) -> list[t
 
 
 def test_rows_with_an_empty_label_are_dropped_and_counted(tmp_path, store):
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search.run import describe_data
 
     path = write_csv(tmp_path / "d.csv", csv_rows(80, empty_labels=16))
-    data = prepare(store.compose("data=csv", f"data.csv.path={path}").data)
+    data = prepare(typed_data(store.compose("data=csv", f"data.csv.path={path}").data))
     assert data.class_names == ["neg", "pos"]
     assert sum(len(y) for y in data.y.values()) == 64
     assert "(dropped 16 rows with no label)" in describe_data(data)
 
 
 def test_empty_labels_are_refused_when_asked(tmp_path, store):
+    from pipeline.config import typed_data
     from pipeline.data import DataError, prepare
 
     path = write_csv(tmp_path / "d.csv", csv_rows(40, empty_labels=2))
     cfg = store.compose("data=csv", f"data.csv.path={path}", "data.csv.drop_missing_labels=false")
     with pytest.raises(DataError, match="2 row\\(s\\) with an empty 'label'"):
-        prepare(cfg.data)
+        prepare(typed_data(cfg.data))
 
 
 def test_dropping_switch_leaves_the_fingerprint_of_clean_data_alone(tmp_path, store):
+    from pipeline.config import typed_data
     from pipeline.data import prepare
 
     path = write_csv(tmp_path / "d.csv", csv_rows(40))
-    on = prepare(store.compose("data=csv", f"data.csv.path={path}").data)
+    on = prepare(typed_data(store.compose("data=csv", f"data.csv.path={path}").data))
     off = prepare(
-        store.compose(
-            "data=csv", f"data.csv.path={path}", "data.csv.drop_missing_labels=false"
-        ).data
+        typed_data(
+            store.compose(
+                "data=csv", f"data.csv.path={path}", "data.csv.drop_missing_labels=false"
+            ).data
+        )
     )
     assert on.fingerprint == off.fingerprint
 

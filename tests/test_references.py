@@ -44,7 +44,7 @@ def test_a_reference_fits_on_one_blas_thread(monkeypatch):
     from omegaconf import open_dict
     from threadpoolctl import threadpool_info
 
-    from pipeline.config import compose_config
+    from pipeline.config import compose_config, typed_data
     from pipeline.data import prepare
     from pipeline.search.references import fit_reference
     from pipeline.training.references import Reference
@@ -65,7 +65,7 @@ def test_a_reference_fits_on_one_blas_thread(monkeypatch):
     cfg = compose_config(["data.synthetic.n_examples=200"])
     with open_dict(cfg):
         cfg.reference["spy"] = cfg.reference["tfidf-lr"]
-    fitted = fit_reference(cfg, prepare(cfg.data), "spy", None)
+    fitted = fit_reference(cfg, prepare(typed_data(cfg.data)), "spy", None)
     assert seen == [{1}] and fitted.val_probs.shape[1] == 3
     assert before.items() <= pools().items()  # the process's own pools as they were
 
@@ -193,13 +193,14 @@ def test_references_fitted_ahead_in_a_forked_process_are_the_in_line_fits(store)
     search's process) is fitted in line, as without the fit ahead."""
     import os
 
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search.references import ReferencePrefit, fit_reference, run_references
     from pipeline.tracking.store import open_tracker
     from pipeline.training.references import Reference, register_reference
 
     cfg = store.compose("+experiment=quick", "search.reference=[tfidf-lr]", *ONE_NGRAM)
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     prefit = ReferencePrefit(cfg, data)
     ahead = prefit.take("tfidf-lr", None)
     inline = fit_reference(cfg, data, "tfidf-lr", None)

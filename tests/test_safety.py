@@ -373,6 +373,7 @@ def test_a_lost_guard_tries_the_server_again_after_a_reset():
 
 
 def test_a_search_started_afresh_uploads_what_the_old_one_left_before_its_folder_goes(store):
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search.driver import make_tuner
     from pipeline.tracking.spool import ArtifactJob, write_job
@@ -387,7 +388,7 @@ def test_a_search_started_afresh_uploads_what_the_old_one_left_before_its_folder
     job = ArtifactJob(old_id)
     job.files["left/note.txt"] = "uploaded before keras-tuner deletes the folder"
     write_job(job, spool / f"000000-{old_id}")
-    make_tuner(cfg, prepare(cfg.data), tracker, "again", overwrite=True)
+    make_tuner(cfg, prepare(typed_data(cfg.data)), tracker, "again", overwrite=True)
     assert not spool.exists()  # keras-tuner started the folder afresh
     logged = [a.path for a in store.client().list_artifacts(old_id, "left")]
     assert logged == ["left/note.txt"]

@@ -95,7 +95,8 @@ def test_a_search_logs_minilm_lr_as_a_reference_run(store):
     assert {"val_accuracy", "test_accuracy"} <= set(ref.data.metrics)
     assert float(ref.data.params["chosen.encoding_s"]) > 0
     # A second search on the same data embeds nothing.
+    from pipeline.config import typed_data
     from pipeline.data import prepare
 
-    again = fit_reference(cfg, prepare(cfg.data), "minilm-lr", None)
+    again = fit_reference(cfg, prepare(typed_data(cfg.data)), "minilm-lr", None)
     assert again.chosen["encoding_s"] == 0

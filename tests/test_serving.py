@@ -64,6 +64,7 @@ def post(base: str, payload, params: dict | None = None) -> tuple[int, dict]:
 
 
 def test_raw_text_predictions_equal_the_tuners_validation_predictions(served):
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.serving.text_model import load_text_model
     from pipeline.tracking.store import Tracker
@@ -73,7 +74,7 @@ def test_raw_text_predictions_equal_the_tuners_validation_predictions(served):
     tracker.connect()
     best = tracker.find_search("serving").best_run_id
     logged = tracker.read_predictions(best)
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     assert np.array_equal(logged.index, data.indices["val"])
     model = load_text_model(f"models:/{MODEL}/latest", store.uri)
     answer = model.predict(pd.DataFrame({"text": data.texts["val"]}))

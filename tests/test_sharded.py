@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.config.validation import ConfigError, validate
 from pipeline.data import prepare
 from pipeline.search.space import build_trial_model, trial_settings
@@ -33,7 +33,7 @@ SMALL = [
 @pytest.fixture(scope="module")
 def small():
     cfg = compose_config(SMALL)
-    return cfg, prepare(cfg.data)
+    return cfg, prepare(typed_data(cfg.data))
 
 
 @pytest.fixture

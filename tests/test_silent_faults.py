@@ -23,6 +23,7 @@ def test_a_replicate_finished_in_the_store_is_not_trained_again_by_a_worker(stor
     """A cluster worker (or a chief killed between a run reaching FINISHED and the oracle
     hearing of it) has no summary rows of that run: before training a replicate it asks the
     store, hands the logged score to the oracle and logs nothing new."""
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search import run_search
     from pipeline.search.driver import make_tuner
@@ -38,7 +39,7 @@ def test_a_replicate_finished_in_the_store_is_not_trained_again_by_a_worker(stor
     tracker.parent_run_id = outcome.parent_run_id
     # A fresh tuner of the same search, as a worker starts: no rows, a new oracle that
     # proposes the same first trial (same tuner seed).
-    worker = make_tuner(cfg, prepare(cfg.data), tracker, "once-again", overwrite=True)
+    worker = make_tuner(cfg, prepare(typed_data(cfg.data)), tracker, "once-again", overwrite=True)
     worker.parent_run_id = outcome.parent_run_id
     capsys.readouterr()
     worker.search(verbose=0)

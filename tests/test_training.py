@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.data import prepare
 from pipeline.models.build import build_model
 from pipeline.models.metrics import MacroF1
@@ -42,7 +42,7 @@ def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restor
             "train.class_weight=balanced",  # weights the loss, not the val metrics
         ]
     )
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     settings, train = trial_settings(cfg, {})
     keras.utils.set_random_seed(0)
     model = build_model(
@@ -65,7 +65,7 @@ def test_several_steps_per_execution_train_on_every_batch_once():
     """Keras runs `steps_per_execution` steps per call; a last, partial call must still train
     on the remaining batches, every epoch (the dataset's length is unknown to Keras)."""
     cfg = compose_config(["data.synthetic.n_examples=400"])
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     settings, train = trial_settings(cfg, {})
     plan_size = len(fit_batches(data, "train", train, trim_padding=True, shuffle=True))
     steps = plan_size // 2 + 1  # more than one call per epoch, the last one partial
@@ -131,7 +131,7 @@ def test_fit_traces_the_train_step_once():
     builds them first, so the step (the LSTM and its gradient) is traced once (and the
     test step once)."""
     cfg = compose_config(["+experiment=quick", "train.epochs=2"])
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     settings, train = trial_settings(cfg, {})
     keras.utils.set_random_seed(0)
     model = build_model(settings, len(data.vocab), data.n_classes, 0.01, 1.0, 4)
@@ -160,7 +160,7 @@ def test_predict_proba_gives_keras_predicts_numbers(pooling, trims):
     from pipeline.training.batching import BucketedBatches, predict_proba
 
     cfg = compose_config(["+experiment=quick", f"model.pooling={pooling}"])
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     settings, _ = trial_settings(cfg, {})
     keras.utils.set_random_seed(0)
     model = build_model(settings, len(data.vocab), data.n_classes, 0.01, 1.0, 1)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from pipeline.bench.embeddings import peak_mb
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.data import prepare
 from pipeline.data.prepare import Tokenizer
 from pipeline.progress import say
@@ -65,7 +65,7 @@ def timed_prepare(overrides: list[str]):
     cfg = compose_config(overrides)
     before = peak_mb()
     started = time.perf_counter()
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     return cfg, data, time.perf_counter() - started, peak_mb() - before
 
 

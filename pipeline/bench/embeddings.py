@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.config import compose_config, to_plain
+from pipeline.config import compose_config, to_plain, typed_data
 from pipeline.data import prepare, vectors
 from pipeline.progress import say
 from pipeline.search.space import build_trial_model, trial_settings, trial_vectors
@@ -128,7 +128,7 @@ def run_named(args) -> None:
         base = [f"data={args.data}", f"tuner.directory={tmp}/tuner", "model.pooling=attention"]
         cfg = compose_config(base)
         with_named = compose_config([*base, f"model.embeddings.source={args.source}"])
-        data = named_vocabulary(prepare(cfg.data), entry, args.vocab)
+        data = named_vocabulary(prepare(typed_data(cfg.data)), entry, args.vocab)
         settings, train = trial_settings(with_named, {})
 
         def new_vocabulary() -> None:  # aligned again, the check's stamp kept
@@ -163,7 +163,7 @@ def run(args) -> None:
         cfg = compose_config(
             [f"data={data_name}", f"tuner.directory={tmp}/tuner", "model.pooling=attention"]
         )
-        data = prepare(cfg.data)
+        data = prepare(typed_data(cfg.data))
         path = Path(tmp) / "vectors.txt"
         started = time.perf_counter()
         write_vectors(path, data.vocab, args.words, args.dim)

@@ -15,7 +15,7 @@ import time
 
 from omegaconf import OmegaConf
 
-from pipeline.config import VALIDATION_METRICS, compose_config
+from pipeline.config import VALIDATION_METRICS, compose_config, typed_data
 from pipeline.data import prepare
 from pipeline.progress import say
 from pipeline.search.run import run_search
@@ -65,7 +65,7 @@ def run(args) -> None:
             *args.set,
         ]
     )
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     keep = int(args.keep)
     say(
         f"{args.trials} configurations x {args.seeds} seeds (quick preset), "

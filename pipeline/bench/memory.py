@@ -13,7 +13,7 @@ import tempfile
 
 from omegaconf import OmegaConf
 
-from pipeline.config import compose_config
+from pipeline.config import compose_config, typed_data
 from pipeline.data import prepare
 from pipeline.progress import say
 from pipeline.runtime.cli import frozen_heap
@@ -32,7 +32,7 @@ def run(args) -> None:
             "search.evaluate_test=false",
         ]
     )
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = OmegaConf.merge(
             cfg,

@@ -18,7 +18,7 @@ import time
 import keras
 from omegaconf import OmegaConf
 
-from pipeline.config import compose_config, to_plain
+from pipeline.config import compose_config, to_plain, typed_data
 from pipeline.data import prepare
 from pipeline.models.registry import label_knobs, variant_of
 from pipeline.progress import say
@@ -141,7 +141,7 @@ def run(args) -> None:
         if k in label_knobs()
     }
     cfg.search_space = fixed
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     if args.attention:
         attention_run(cfg, data, args)
         return

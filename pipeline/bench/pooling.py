@@ -19,7 +19,7 @@ import time
 
 import keras
 
-from pipeline.config import compose_config, to_plain
+from pipeline.config import compose_config, to_plain, typed_data
 from pipeline.data import DataError, PreparedData, prepare
 from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
@@ -33,7 +33,7 @@ DEFAULT_VARIANTS = ["attn-tanh", "attn-none", "spattn-tanh", "dot", "mean", "max
 
 def load(name: str, examples: int) -> PreparedData | None:
     try:
-        data = prepare(compose_config([f"data={name}"]).data)
+        data = prepare(typed_data(compose_config([f"data={name}"]).data))
     except DataError as err:  # a missing shared file is a skip, not a crash
         print(f"skip {name}: {err}")
         return None

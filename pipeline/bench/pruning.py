@@ -62,9 +62,10 @@ def one_search(args, pruning: str, tuner_seed: int, data) -> tuple[float, float,
 
 
 def run(args) -> None:
+    from pipeline.config import typed_data
     from pipeline.data import prepare
 
-    data = prepare(compose_config([f"data={args.data}", *args.set]).data)
+    data = prepare(typed_data(compose_config([f"data={args.data}", *args.set]).data))
     rows = []
     for seed in args.tuner_seeds:
         # Alternate which goes first, so drift on the machine hits both alike.

@@ -30,6 +30,7 @@ MODEL = "bench-served"
 
 
 def run(args) -> None:
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search.run import run_search
     from pipeline.serving.batch import score
@@ -59,7 +60,7 @@ def run(args) -> None:
         run_search(cfg)
         tracker = open_tracker(cfg.tracking)
         logged = tracker.read_predictions(tracker.find_search("serve").best_run_id)
-        data = prepare(cfg.data)
+        data = prepare(typed_data(cfg.data))
         model = load_text_model(f"models:/{MODEL}/latest", uri)
         keras_model = model.unwrap_python_model().keras_model
         texts = data.texts["val"]

@@ -40,7 +40,7 @@ def one_fit(args) -> dict:
     (`pipeline.runtime.cli.frozen_heap`)."""
     import keras
 
-    from pipeline.config import compose_config
+    from pipeline.config import compose_config, typed_data
     from pipeline.data import prepare
     from pipeline.models.registry import variant_of
     from pipeline.runtime.cli import frozen_heap
@@ -50,7 +50,7 @@ def one_fit(args) -> dict:
 
     (mode,) = args.modes
     cfg = compose_config(overrides(args))
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     settings, train = trial_settings(cfg, {})
     train = {**train, "jit_compile": mode}
     lines: list[str] = []

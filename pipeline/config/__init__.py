@@ -4,7 +4,13 @@ Light on purpose (no tensorflow, keras_tuner or mlflow, nothing else of the proj
 `--help`, `--cfg job` and bad overrides are answered from here.
 """
 
-from pipeline.config.compose import compose_config, hydra_overrides, import_plugins
+from pipeline.config.compose import (
+    compose_config,
+    hydra_overrides,
+    import_plugins,
+    typed,
+    typed_data,
+)
 from pipeline.config.objectives import (
     VALIDATION_METRICS,
     Objective,
@@ -28,6 +34,8 @@ from pipeline.config.schema import (
 from pipeline.config.validation import ConfigError, validate, validate_search_space
 
 __all__ = [
+    "typed",
+    "typed_data",
     "CONF_DIR",
     "PROJECT_ROOT",
     "ClassWeight",

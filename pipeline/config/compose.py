@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from pipeline.config.schema import CONF_DIR
 from pipeline.config.sections import register_configs, register_open_schema
@@ -79,3 +81,27 @@ def import_plugins(modules: list[str]) -> None:
             importlib.import_module(name)
         except ImportError as err:
             raise ConfigError(f"plugins: cannot import '{name}' ({err})") from None
+
+
+def typed_data(data: DictConfig) -> Any:
+    """The data section as its dataclass, with the other loaders' sections left out (None):
+    unused, and a preset may fill them in part (`+experiment=quick` sizes the synthetic
+    task whatever the loader)."""
+    node = data.copy()
+    for key in list(node.keys()):
+        if key != node.loader and OmegaConf.is_dict(node[key]):
+            try:
+                node[key] = None
+            except ValidationError:  # a section every loader uses (audit, near_duplicates)
+                pass
+    return typed(node)
+
+
+def typed(section: DictConfig) -> Any:
+    """A config section as its schema's dataclass, checked and resolved: what crosses from
+    the commands into the packages below them keeps its types (`prepare(typed_data(cfg.data))`)."""
+    try:
+        return OmegaConf.to_object(section)
+    except MissingMandatoryValue as err:
+        key = err.full_key
+        raise ConfigError(f"{key}: no value given (set {key}=...)") from None

@@ -7,11 +7,14 @@ import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
-def to_plain(cfg: DictConfig) -> Any:
-    """The resolved config as plain Python containers (enum values as their strings)."""
+def to_plain(cfg: Any) -> Any:
+    """The resolved config (or a section as its schema's dataclass) as plain Python
+    containers, enum values as their strings."""
+    if not isinstance(cfg, DictConfig | ListConfig):
+        cfg = OmegaConf.structured(cfg)
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 

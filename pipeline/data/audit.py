@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
+from pipeline.config.plain import to_plain
+from pipeline.config.schema import AuditConfig, DataConfig
 from pipeline.data.duplicates import Resolution, conflicting_keys, near_families_of, text_keys
 
 # An HTML tag starts with a letter (or /letter, !--): "<3" and "a < b" are text.
@@ -181,7 +182,7 @@ def audit_data(
     class_names: Sequence[str],
     splits: dict[str, np.ndarray],
     resolution: Resolution,
-    cfg: DictConfig,
+    cfg: DataConfig,
     html_changed: int = 0,
     raw_texts: Sequence[str] | None = None,
 ) -> DataAudit:
@@ -219,7 +220,7 @@ def audit_data(
             "dedupe": str(cfg.dedupe),
             "conflicting_labels": str(cfg.conflicting_labels),
             "strip_html": bool(cfg.strip_html),
-            "near_duplicates": {k: cfg.near_duplicates[k] for k in cfg.near_duplicates},
+            "near_duplicates": to_plain(cfg.near_duplicates),
             "max_leak": float(a.max_leak),
         },
         "rows": {
@@ -262,7 +263,7 @@ def find_label_issues(
     class_names: Sequence[str],
     rows: np.ndarray,
     split_of: np.ndarray,
-    a: DictConfig,
+    a: AuditConfig,
 ) -> dict[str, Any]:
     """Out-of-sample probabilities of a cross-validated TF-IDF + logistic regression
     (the reference's features) through cleanlab: likely mislabelled rows, most likely

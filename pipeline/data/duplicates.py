@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from omegaconf import DictConfig
+
+from pipeline.config.schema import DataConfig, NearDuplicatesConfig
 
 
 def text_keys(tokens: Sequence[Sequence[str]]) -> list[str | None]:
@@ -194,7 +195,7 @@ def near_families(
     return NearFamilies(uf.roots(), checked, joined, examples)
 
 
-def near_families_of(tokens: Sequence[Sequence[str]], rows: np.ndarray, s: DictConfig):
+def near_families_of(tokens: Sequence[Sequence[str]], rows: np.ndarray, s: NearDuplicatesConfig):
     """`near_families` with the `data.near_duplicates` settings."""
     return near_families(
         tokens,
@@ -242,7 +243,7 @@ def conflicting_keys(keys: Sequence[str | None], y: np.ndarray) -> set[str]:
 def resolve_duplicates(
     tokens: Sequence[Sequence[str]],
     y: np.ndarray,
-    cfg: DictConfig,
+    cfg: DataConfig,
     keep_first: np.ndarray | None = None,
 ) -> Resolution:
     """dedupe=none keeps every row and splits row by row (as before this existed);

@@ -14,10 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.plain import to_plain
-from pipeline.config.schema import SyntheticRule
+from pipeline.config.schema import DataConfig, SyntheticRule, TableConfig
 from pipeline.errors import UserFacingError
 
 
@@ -38,7 +37,7 @@ class RawData:
     notes: list[str] = field(default_factory=list)
 
 
-LoaderFn = Callable[[DictConfig, str], RawData]
+LoaderFn = Callable[[DataConfig, str], RawData]  # the data section, typed
 LOADERS: dict[str, LoaderFn] = {}
 
 
@@ -62,7 +61,7 @@ def register_loader(name: str, config: type | None = None) -> Callable[[LoaderFn
 
 
 @register_loader("synthetic")
-def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
+def load_synthetic(cfg: DataConfig, encoding_errors: str) -> RawData:
     """Filler words `w<j>` with planted key tokens `k<class>_<j>` that decide the label.
 
     rule=negation: min_keys..max_keys keys of the label's class and as many of one other
@@ -74,9 +73,7 @@ def load_synthetic(cfg: DictConfig, encoding_errors: str) -> RawData:
     Distractor tokens `d<j>` look special but carry no label. Positions are random. The
     ground truth marks the label's own keys.
     """
-    # Plain values: an OmegaConf attribute read costs ~50 us and the loop reads ~15 per
-    # example (2.4 s of the default search as a DictConfig).
-    s = SimpleNamespace(**to_plain(cfg.synthetic))
+    s = SimpleNamespace(**to_plain(cfg.synthetic))  # the rule as its string
     example = _negation_example if s.rule == SyntheticRule.negation else _majority_example
     rng = np.random.default_rng(s.seed)
     texts, labels, positions = [], [], []
@@ -192,13 +189,13 @@ def separator(sep: str, path: Path) -> str:
 
 
 @register_loader("csv")
-def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
+def load_csv(cfg: DataConfig, encoding_errors: str) -> RawData:
     """Any CSV or TSV with a text and a label column (quoted multi-line fields are fine),
     with a header line or columns by position."""
     import pandas as pd
 
     c = cfg.csv
-    path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.csv.path")
+    path = _resolve_path(c.path, "data.csv.path")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     sep = separator(str(c.sep), path)
@@ -229,14 +226,14 @@ def load_csv(cfg: DictConfig, encoding_errors: str) -> RawData:
 
 
 @register_loader("jsonl")
-def load_jsonl(cfg: DictConfig, encoding_errors: str) -> RawData:
+def load_jsonl(cfg: DataConfig, encoding_errors: str) -> RawData:
     """JSON Lines: one object a line; the text and label are two of its keys."""
     import json
 
     import pandas as pd
 
     c = cfg.jsonl
-    path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.jsonl.path")
+    path = _resolve_path(c.path, "data.jsonl.path")
     rows = []
     with path.open(encoding="utf-8", errors=encoding_errors) as f:
         try:
@@ -257,12 +254,12 @@ def load_jsonl(cfg: DictConfig, encoding_errors: str) -> RawData:
 
 
 @register_loader("parquet")
-def load_parquet(cfg: DictConfig, encoding_errors: str) -> RawData:
+def load_parquet(cfg: DataConfig, encoding_errors: str) -> RawData:
     """A Parquet file with a text and a label column."""
     import pandas as pd
 
     c = cfg.parquet
-    path = _resolve_path(None if OmegaConf.is_missing(c, "path") else c.path, "data.parquet.path")
+    path = _resolve_path(c.path, "data.parquet.path")
     try:
         frame = pd.read_parquet(path)
     except (OSError, ValueError) as err:
@@ -281,7 +278,7 @@ def _cell(value) -> str:
     return str(value)
 
 
-def table_data(frame, c: DictConfig, path: Path, section: str) -> RawData:
+def table_data(frame, c: TableConfig, path: Path, section: str) -> RawData:
     """Texts and labels from a table's two columns: labels stripped, empty ones dropped (or
     refused), kept (`labels`), named (`label_names`), renamed (`label_map`)."""
     for key, column in (("text_column", c.text_column), ("label_column", c.label_column)):
@@ -352,12 +349,10 @@ def named_labels(labels: list[str], names, path: Path, section: str) -> list[str
 
 
 @register_loader("text_dir")
-def load_text_dir(cfg: DictConfig, encoding_errors: str) -> RawData:
+def load_text_dir(cfg: DataConfig, encoding_errors: str) -> RawData:
     """root/<split>/<label>/*.txt; the test split (if named and present) is kept aside."""
     t = cfg.text_dir
-    root = _resolve_path(
-        None if OmegaConf.is_missing(t, "root") else t.root, "data.text_dir.root", folder=True
-    )
+    root = _resolve_path(t.root, "data.text_dir.root", folder=True)
     texts, labels, splits = [], [], []
     names = [(t.train_split, "train")] + ([(t.test_split, "test")] if t.test_split else [])
     for folder, split in names:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
 from pipeline.config import to_plain
+from pipeline.config.schema import DataConfig
 from pipeline.data.audit import DataAudit, audit_data, strip_html
 from pipeline.data.duplicates import resolve_duplicates, stratified_group_split
 from pipeline.data.loaders import LOADERS, DataError, RawData
@@ -83,12 +83,12 @@ class TextEncoder:
         self._index = {w: i for i, w in enumerate(self.vocab)}
 
     @classmethod
-    def of(cls, data_cfg: DictConfig, vocab: list[str]) -> TextEncoder:
+    def of(cls, data_cfg: DataConfig, vocab: list[str]) -> TextEncoder:
         return cls(
             list(vocab),
             str(data_cfg.token_pattern),
             bool(data_cfg.lowercase),
-            bool(data_cfg.get("strip_html", False)),
+            bool(data_cfg.strip_html),
             int(data_cfg.max_len),
         )
 
@@ -189,7 +189,7 @@ def hashed_preprocessing(plain: dict, loader: str) -> dict:
 
 
 def split_rows(
-    raw: RawData, y_all: np.ndarray, kept: np.ndarray, groups: np.ndarray | None, cfg: DictConfig
+    raw: RawData, y_all: np.ndarray, kept: np.ndarray, groups: np.ndarray | None, cfg: DataConfig
 ) -> dict[str, np.ndarray]:
     """Train/val/test row indices among `kept`; rows sharing a group share a split."""
 
@@ -243,7 +243,7 @@ def planted_key_masks(
     return masks
 
 
-def prepare(cfg: DictConfig) -> PreparedData:
+def prepare(cfg: DataConfig) -> PreparedData:
     """Load with the configured loader, resolve duplicates, split, fit the vocabulary on
     train, encode, audit."""
     if cfg.loader not in LOADERS:

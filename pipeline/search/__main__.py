@@ -51,12 +51,13 @@ def run(cfg: DictConfig) -> int:
 
         hold(cfg.tuner.directory, cfg.search.name)
     # Cheap checks first (data, tracking store), so bad input fails before TensorFlow loads.
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.search.ledger import plan_search_name
     from pipeline.tracking.store import open_tracker
 
     role = cfg.cluster.role
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     zygote = None  # the cluster roles' zygote: forked now, before any thread or connection
     if role is None and cfg.cluster.mode == ClusterMode.workers:
         from pipeline.cluster import start_role_zygote

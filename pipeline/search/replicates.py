@@ -3,12 +3,13 @@ identified (`group`: the configuration whatever the seed; `config_hash`: one rep
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.config import VALIDATION_METRICS, config_hash
+from pipeline.config import VALIDATION_METRICS, config_hash, typed_data
 from pipeline.data import PreparedData, prepare
 
 
@@ -45,11 +46,9 @@ def replicate_data(cfg: DictConfig, base: PreparedData, seed: int) -> PreparedDa
         return base
     key = (base.fingerprint, seed)
     if key not in _SPLITS:
-        data_cfg = cfg.data.copy()
-        data_cfg.split_seed = seed
         if any(k[0] != base.fingerprint for k in _SPLITS):
             _SPLITS.clear()  # another search's splits: keep memory flat
-        _SPLITS[key] = prepare(data_cfg)
+        _SPLITS[key] = prepare(replace(typed_data(cfg.data), split_seed=seed))
     return _SPLITS[key]
 
 

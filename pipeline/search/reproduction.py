@@ -173,6 +173,7 @@ class ReproductionPlan:
 
 def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
     """Load what `run_id` logged and check the data still matches (no TensorFlow)."""
+    from pipeline.config import typed_data
     from pipeline.data import prepare
     from pipeline.models.registry import validate_config
     from pipeline.tracking.store import open_tracker
@@ -187,7 +188,7 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
     record = source.record
     if record.split_seed is not None:  # search.vary_split: this replicate's own split
         cfg.data.split_seed = record.split_seed
-    data = prepare(cfg.data)
+    data = prepare(typed_data(cfg.data))
     if data.fingerprint != record.data_fingerprint:
         raise SearchError(
             f"data fingerprint differs: run {run_id} used {record.data_fingerprint[:12]}, the "

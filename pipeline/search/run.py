@@ -20,7 +20,7 @@ from keras_tuner.src import config as kt_config
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import progress
-from pipeline.config import flatten, hydra_overrides, search_space_dims, to_plain
+from pipeline.config import flatten, hydra_overrides, search_space_dims, to_plain, typed_data
 from pipeline.data import PreparedData, prepare
 from pipeline.runtime.redaction import redact
 from pipeline.search.driver import drive, make_tuner
@@ -220,7 +220,7 @@ def run_search(
     on `executor` (default: this process), finish on the parent. The config is validated
     by the command that composed it (`prefit`: the references' fits, started ahead)."""
     kt_config.DEBUG = bool(cfg.search.verbose)  # keras-tuner prints every failed trial's traceback
-    data = data or prepare(cfg.data)
+    data = data or prepare(typed_data(cfg.data))
     enable_determinism(cfg.train.deterministic)
     tracker = tracker or open_tracker(cfg.tracking)
     executor = executor or InProcess(cfg, data, tracker)

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import progress
-from pipeline.config import flatten, to_plain
+from pipeline.config import flatten, to_plain, typed_data
 from pipeline.data import PreparedData
 from pipeline.data.loaders import LOADERS
 from pipeline.diagnostics.attention import (
@@ -252,7 +252,7 @@ def log_text_model(
         folder = save_text_model(
             Path(tmp) / "model",
             keras_dir,
-            TextEncoder.of(cfg.data, data.vocab),
+            TextEncoder.of(typed_data(cfg.data), data.vocab),
             data.class_names,
             variant.name,
             label,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import keras
 from keras import ops
-from omegaconf import DictConfig
 
 from pipeline.data import DataError, RawData, register_loader
 from pipeline.models.layers import MaskedMeanPooling
@@ -31,7 +30,7 @@ class ReviewLinesConfig:
 
 
 @register_loader("review_lines", config=ReviewLinesConfig)
-def load_review_lines(cfg: DictConfig, encoding_errors: str) -> RawData:
+def load_review_lines(cfg, encoding_errors: str) -> RawData:  # the typed data section
     c = cfg.review_lines
     path = Path(c.path)
     if not path.is_file():
