@@ -67,7 +67,7 @@ class Store:
         """The real conf/ plus `overrides`, writing into this store, checked as the command
         checks it (for in-process runs: `run_search` takes a checked config)."""
         from pipeline.config import compose_config
-        from pipeline.models.registry import validate_config
+        from pipeline.runtime.checks import validate_config
 
         own = [o for o in self.overrides if not o.startswith("hydra.")]
         cfg = compose_config([*overrides, *own])

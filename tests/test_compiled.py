@@ -3,6 +3,8 @@ trains on an earlier trial's model, with its traced steps, exactly as a new mode
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -105,11 +107,11 @@ def test_a_kept_model_traced_without_xla_is_retraced_with_it():
         data, settings, train = quick("model.pooling=mean", "train.epochs=1")
         kept = KeptModels()
         model = new_model(data, settings, seed=0)
-        fit(model, data, {**train, "jit_compile": "false"}, trim_padding=True)
+        fit(model, data, replace(train, jit_compile="false"), trim_padding=True)
         traced = model.train_function
         kept.give_back(model, capacity=1)
         again = kept.take(new_model(data, settings, seed=0), capacity=1)
-        xla = {**train, "jit_compile": "true", "deterministic": False}
+        xla = replace(train, jit_compile="true", deterministic=False)
         history = fit(again, data, xla, trim_padding=True)
         assert again is model and history.xla.on
         # Keras' XLA step, or steps over XLA blocks where TensorFlow has the cores
@@ -120,7 +122,7 @@ def test_a_kept_model_traced_without_xla_is_retraced_with_it():
         kept.give_back(again, capacity=1)
         third = kept.take(new_model(data, settings, seed=1), capacity=1)
         compiled = third.train_function
-        history = fit(third, data, {**xla, "jit_compile": "auto"}, trim_padding=True)
+        history = fit(third, data, replace(xla, jit_compile="auto"), trim_padding=True)
         assert third is model and third.train_function is compiled
         assert history.xla.on and history.xla.shapes == 0 and history.xla.compiled > 0
     finally:

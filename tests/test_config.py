@@ -8,7 +8,7 @@ from omegaconf.errors import ValidationError
 
 from pipeline.config import ConfigError, compose_config
 from pipeline.models.registry import POOLINGS, knob_options
-from pipeline.models.registry import validate_config as validate
+from pipeline.runtime.checks import validate_config as validate
 
 
 def test_default_config_composes_and_validates():

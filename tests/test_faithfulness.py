@@ -265,7 +265,7 @@ def test_evaluation_subset_is_bounded_seeded_and_stratified():
 
 def test_faithfulness_settings_are_checked(store):
     from pipeline.config import ConfigError
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
 
     for override, key in [
         ("attention.faithfulness.fractions=[0.0]", "attention.faithfulness.fractions"),

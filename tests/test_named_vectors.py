@@ -114,7 +114,7 @@ def test_a_known_row_that_differs_and_a_missing_package_are_one_line(tiny, tmp_p
 
 def test_the_named_set_fixes_the_embedding_size_and_is_searchable(tiny):
     from pipeline.config import compose_config
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
     from pipeline.search.space import trial_settings
 
     cfg = compose_config(["model.embeddings.source=tiny", "~search_space.embedding_dim"])

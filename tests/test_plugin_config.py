@@ -35,7 +35,7 @@ def reviews(tmp_path):
 
 def test_plugin_sections_are_typed_defaulted_and_only_where_named(reviews, registry_restored):
     from pipeline.config import ConfigError
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
 
     sources = "\n".join(p.read_text() for p in (PROJECT_ROOT / "pipeline").rglob("*.py"))
     assert "review_lines" not in sources and "scaled_mean" not in sources

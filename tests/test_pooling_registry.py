@@ -16,9 +16,9 @@ from pipeline.models.registry import (
     knob_options,
     label_knobs,
     labelled_settings,
-    validate_config,
     variant_label,
 )
+from pipeline.runtime.checks import validate_config
 from tests.conftest import PROJECT_ROOT, assert_nothing_running
 
 PLUGIN = "tests.plugins.gated_pooling"

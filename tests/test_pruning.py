@@ -135,7 +135,7 @@ def test_a_prune_after_the_last_epoch_is_a_full_trial_not_a_pruned_one():
 )
 def test_bad_pruning_settings_fail_in_one_line(store, override, needle):
     from pipeline.config import ConfigError
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
 
     with pytest.raises(ConfigError, match=needle):
         validate_config(store.compose(*override.split()))

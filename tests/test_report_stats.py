@@ -10,8 +10,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from pipeline.config import PROJECT_ROOT, compose_config, search_space_dims
-from pipeline.models.registry import validate_config as validate
 from pipeline.reporting.statistics import ci95, leaderboard
+from pipeline.runtime.checks import validate_config as validate
 from pipeline.search.outcome import per_trial
 
 

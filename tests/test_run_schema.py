@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, compose_config
-from pipeline.models.registry import validate_config
+from pipeline.runtime.checks import validate_config
 from pipeline.search.space import trial_settings
 from pipeline.search.trial import trial_params
 from pipeline.search.tuner import trial_run_name

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import ConfigError, compose_config
-from pipeline.models.registry import validate_config
+from pipeline.runtime.checks import validate_config
 
 HOSTILE = ["..", ".", "/tmp/victim", "a/../../b", "~", "", "x" * 300, "a\x00b", "a\nb", "-rf"]
 

@@ -4,6 +4,8 @@ kept whole under `auto`, bad settings refused."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -47,7 +49,7 @@ def no_determinism():
 def trained(cfg, data, shards: int, **model):
     settings, train = trial_settings(cfg, {})
     settings.update(model)
-    train["xla"] = {**train["xla"], "shards": shards}
+    train = replace(train, xla=replace(train.xla, shards=shards))
     keras.utils.set_random_seed(0)
     net = build_trial_model(settings, train, len(data.vocab), data.n_classes)
     lines: list[str] = []

@@ -3,6 +3,8 @@ equal scoring the final model with a separate prediction pass (what the pipeline
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -46,7 +48,7 @@ def test_fit_validation_metrics_equal_a_separate_prediction_pass(pooling, restor
     settings, train = trial_settings(cfg, {})
     keras.utils.set_random_seed(0)
     model = build_model(
-        settings, len(data.vocab), data.n_classes, 0.02, 1.0, train["steps_per_execution"]
+        settings, len(data.vocab), data.n_classes, 0.02, 1.0, train.steps_per_execution
     )
     confusion = ValidationConfusion()
     trim = variant_of(settings).trims_padding
@@ -72,7 +74,7 @@ def test_several_steps_per_execution_train_on_every_batch_once():
     assert plan_size % steps != 0 and plan_size > steps > 1
     keras.utils.set_random_seed(0)
     model = build_model(settings, len(data.vocab), data.n_classes, 0.01, 1.0, steps)
-    fit(model, data, {**train, "steps_per_execution": steps}, trim_padding=True, epochs=3)
+    fit(model, data, replace(train, steps_per_execution=steps), trim_padding=True, epochs=3)
     assert int(model.optimizer.iterations.numpy()) == 3 * plan_size
 
 

@@ -65,7 +65,7 @@ def test_conditional_activation_only_active_for_attention():
     hp.values["pooling"] = "attention"
     assert "attention_activation" in active_values(hp)
     model, train = trial_settings(cfg, {"pooling": "max", "units": 64, "learning_rate": 0.01})
-    assert model["pooling"] == "max" and model["units"] == 64 and train["learning_rate"] == 0.01
+    assert model["pooling"] == "max" and model["units"] == 64 and train.learning_rate == 0.01
 
 
 def test_every_registered_pooling_and_activation_is_in_the_default_space():

@@ -370,7 +370,7 @@ def test_the_source_is_a_searchable_knob_pinned_by_an_explicit_value():
 )
 def test_bad_embedding_settings_are_one_line(overrides, message):
     from pipeline.config import compose_config
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
 
     with pytest.raises(Exception) as err:
         validate_config(compose_config(overrides))

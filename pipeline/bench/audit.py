@@ -16,6 +16,7 @@ about 1.0 down to the honest figure.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def one_trial(cfg, data, epochs: int) -> tuple[float, float]:
     started = time.perf_counter()
     model = build_trial_model(settings, train, len(data.vocab), data.n_classes)
     trims = variant_of(settings).trims_padding
-    fit(model, data, {**train, "epochs": epochs}, trim_padding=trims)
+    fit(model, data, dataclasses.replace(train, epochs=epochs), trim_padding=trims)
     seconds = time.perf_counter() - started
     metrics, _ = evaluate(model, data, "val", train, trim_padding=trims, prefix="val_")
     return seconds, metrics["val_accuracy"]

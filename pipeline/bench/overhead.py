@@ -35,7 +35,7 @@ ATTENTION_GOAL = 0.10  # diagnostics / fit on airline tweets with defaults (0.20
 def bare_fit(cfg, data) -> tuple[float, float]:
     model_settings, train = trial_settings(cfg, {})
     keras.backend.clear_session()
-    keras.utils.set_random_seed(train["seed"])
+    keras.utils.set_random_seed(train.seed)
     start = time.perf_counter()
     model = build_trial_model(model_settings, train, len(data.vocab), data.n_classes)
     fit(model, data, train, trim_padding=variant_of(model_settings).trims_padding)

@@ -54,7 +54,7 @@ def fake_training(tiny_model, before_each=None):
         train, tracker = spec.train, runner.tracker
         rng = np.random.default_rng(abs(hash(label)) % 2**32)
         ceiling = float(rng.uniform(0.5, 0.95))
-        epochs = int(train["epochs"])
+        epochs = int(train.epochs)
         tiny_model.stop_training = False
         for cb in extra_callbacks:
             cb.set_model(tiny_model)

@@ -13,13 +13,15 @@ all of them, accuracy is mean +- sd over seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 import time
 
 import keras
 
-from pipeline.config import compose_config, to_plain, typed_data
+from pipeline.config import compose_config, to_plain, typed, typed_data
+from pipeline.config.schema import TrainConfig
 from pipeline.data import DataError, PreparedData, prepare
 from pipeline.models.build import build_model
 from pipeline.models.registry import labelled_settings, variant_of
@@ -50,20 +52,20 @@ class Contender:
         label: str,
         data: PreparedData,
         settings: dict,
-        train: dict,
+        train: TrainConfig,
         seed: int = 0,
         jit: bool = False,
         shards: int | str = 1,
     ):
-        bucketing = train["bucketing"]
-        self.bucketing = "exact" if bucketing["exact"] else "on" if bucketing["enabled"] else "off"
+        bucketing = train.bucketing
+        self.bucketing = "exact" if bucketing.exact else "on" if bucketing.enabled else "off"
         keras.utils.set_random_seed(seed)
         self.model = build_model(
             settings,
             len(data.vocab),
             data.n_classes,
             learning_rate=0.003,
-            steps_per_execution=train["steps_per_execution"],
+            steps_per_execution=train.steps_per_execution,
         )
         # Before the first fit (op determinism is off here): Keras' XLA step, or the steps
         # over XLA blocks (train.xla.shards) the search fits with.
@@ -93,8 +95,8 @@ class Contender:
 def run(args) -> None:
     cfg = compose_config(list(args.set))
     model_base = to_plain(cfg.model)
-    train = to_plain(cfg.train)
-    train["early_stopping"]["enabled"] = False
+    train = typed(cfg.train)
+    train.early_stopping.enabled = False
     for name in args.datasets:
         data = load(name, args.examples)
         if data is None:
@@ -133,10 +135,10 @@ def run(args) -> None:
                 if args.jit:  # each model as it trains best, without and with XLA
                     modes = [(True, False)] if trims else [(False, False)]
                 for enabled, exact in modes:
-                    b = {**train["bucketing"], "enabled": enabled, "exact": exact}
+                    b = dataclasses.replace(train.bucketing, enabled=enabled, exact=exact)
                     # With --jit: without XLA, Keras' XLA step, and XLA blocks where the
                     # cores allow (train.xla.shards; --set train.xla.shards=1 leaves them out)
-                    blocks = shards_for(train["xla"]["shards"])
+                    blocks = shards_for(train.xla.shards)
                     jit_modes = [(False, 1), (True, 1)]
                     if blocks > 1:
                         jit_modes.append((True, blocks))
@@ -147,7 +149,7 @@ def run(args) -> None:
                                     label,
                                     data,
                                     settings,
-                                    {**train, "bucketing": b},
+                                    dataclasses.replace(train, bucketing=b),
                                     seed,
                                     jit,
                                     shards,

@@ -9,6 +9,7 @@ mode), which made the ratio depend on the order."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -52,7 +53,7 @@ def one_fit(args) -> dict:
     cfg = compose_config(overrides(args))
     data = prepare(typed_data(cfg.data))
     settings, train = trial_settings(cfg, {})
-    train = {**train, "jit_compile": mode}
+    train = dataclasses.replace(train, jit_compile=mode)
     lines: list[str] = []
     with frozen_heap():
         keras.utils.set_random_seed(0)

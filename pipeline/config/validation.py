@@ -291,7 +291,7 @@ def validate(cfg: DictConfig, options: Mapping[str, Collection[str]] | None = No
     """Range and cross-field checks; raises ConfigError naming the first bad key.
 
     `options` maps a model knob to its allowed values (e.g. `pooling` to the registered
-    variants); `pipeline.models.registry.validate_config` passes the registry's.
+    variants); `pipeline.runtime.checks.validate_config` passes the registry's.
     """
     options = options or {}
     check_known_keys(cfg)

@@ -20,10 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig
-
-from pipeline.config import import_plugins, validate
-
 LayerFactory = Callable[[Mapping[str, Any], str], Any]  # (model settings, layer name) -> Layer
 
 
@@ -134,13 +130,6 @@ def labelled_settings() -> list[tuple[str, dict[str, Any]]]:
             }
             out.append((variant.label(settings), settings))
     return out
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """The whole config check: plugins imported, then ranges, cross-field rules, and
-    pooling names and knobs against this registry (ConfigError naming the key)."""
-    import_plugins(list(cfg.get("plugins") or []))
-    validate(cfg, knob_options())
 
 
 # ---------------------------------------------------------------- built-in variants

@@ -96,7 +96,7 @@ def composed(overrides: list[str]) -> DictConfig:
 def check(cfg: DictConfig) -> None:
     """The whole config check (plugins, ranges, pooling registry); one line, exit 2."""
     from pipeline.config import ConfigError
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
 
     try:
         validate_config(cfg)

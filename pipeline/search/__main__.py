@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> int:
     """Check, then search. Expected failures (UserFacingError) reach `guarded`, which
     prints them as one line with exit code 2."""
     from pipeline import progress
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
     from pipeline.runtime.cli import frozen_heap, import_quietly, stop_on_signals
 
     pins = pin_explicit_knobs(cfg, hydra_overrides())  # what the user set is what trains

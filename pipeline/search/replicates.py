@@ -9,26 +9,27 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.config import VALIDATION_METRICS, config_hash, typed_data
+from pipeline.config import VALIDATION_METRICS, config_hash, to_plain, typed_data
+from pipeline.config.schema import TrainConfig
 from pipeline.data import PreparedData, prepare
 
 
-def seeds_of(cfg: DictConfig, train: dict[str, Any]) -> list[int]:
+def seeds_of(cfg: DictConfig, train: TrainConfig) -> list[int]:
     """`search.seeds`, or the one `train.seed` when no replicates are asked for."""
-    return [int(s) for s in (cfg.search.seeds or [train["seed"]])]
+    return [int(s) for s in (cfg.search.seeds or [train.seed])]
 
 
 def replicated(cfg: DictConfig) -> bool:
     return bool(cfg.search.seeds) and len(cfg.search.seeds) > 1
 
 
-def group_hash(model: dict[str, Any], train: dict[str, Any], fingerprint: str) -> str:
+def group_hash(model: dict[str, Any], train: TrainConfig, fingerprint: str) -> str:
     """The configuration, whatever the seed: every model/train setting after the trial's
     values (so searches with other epochs or batch sizes never share a group)."""
     return config_hash(
         {
             "model": model,
-            "train": {k: v for k, v in train.items() if k != "seed"},
+            "train": {k: v for k, v in to_plain(train).items() if k != "seed"},
             "data": fingerprint,
         }
     )

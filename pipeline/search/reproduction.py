@@ -11,7 +11,7 @@ run tagged `reproduces=RUN_ID` and compares both runs' metrics.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -175,7 +175,7 @@ def plan_reproduction(base: DictConfig, run_id: str) -> ReproductionPlan:
     """Load what `run_id` logged and check the data still matches (no TensorFlow)."""
     from pipeline.config import typed_data
     from pipeline.data import prepare
-    from pipeline.models.registry import validate_config
+    from pipeline.runtime.checks import validate_config
     from pipeline.tracking.store import open_tracker
 
     tracker = open_tracker(base.tracking)
@@ -223,9 +223,9 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
             )
         enable_determinism(True)
     model_settings, train = trial_settings(cfg, record.hyperparameters)
-    train["seed"] = record.seed
+    train = replace(train, seed=record.seed)
     if source.run.xla:  # its blocks a batch, whatever this machine's cores would give
-        train["xla"] = {**train["xla"], "shards": source.run.xla_shards}
+        train = replace(train, xla=replace(train.xla, shards=source.run.xla_shards))
     table = trial_vectors(cfg, data, model_settings)
     found = None if table is None else table.fingerprint
     if found != record.vectors:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
 import keras
 from omegaconf import DictConfig
 
+from pipeline.config.schema import TrainConfig
 from pipeline.data import PreparedData
 from pipeline.search.space import build_trial_model
 from pipeline.search.trial import TrainedTrial, TrialLogging, log_trial_inputs, train_and_log
@@ -46,7 +47,7 @@ class TrialSpec:
 
     values: Mapping[str, Any]
     model: Mapping[str, Any]
-    train: Mapping[str, Any]  # `seed` included
+    train: TrainConfig  # `seed` included
     data: PreparedData
     vectors: Any = None  # a `VectorTable`
     split_seed: int | None = None
@@ -57,16 +58,16 @@ class TrialSpec:
         cls,
         values: Mapping[str, Any],
         model: Mapping[str, Any],
-        train: Mapping[str, Any],
+        train: TrainConfig,
         seed: int,
         data: PreparedData,
         **rest: Any,
     ) -> TrialSpec:
-        return cls(_frozen(values), _frozen(model), _frozen({**train, "seed": seed}), data, **rest)
+        return cls(_frozen(values), _frozen(model), replace(train, seed=seed), data, **rest)
 
     @property
     def seed(self) -> int:
-        return int(self.train["seed"])
+        return int(self.train.seed)
 
     def record(self) -> TrialRecord:
         """The replicate's `trial.json`."""
@@ -82,7 +83,7 @@ class TrialSpec:
     def build(self) -> keras.Model:
         data = self.data
         return build_trial_model(
-            thawed(self.model), thawed(self.train), len(data.vocab), data.n_classes, self.vectors
+            thawed(self.model), self.train, len(data.vocab), data.n_classes, self.vectors
         )
 
 
@@ -115,9 +116,7 @@ class TrialRunner:
         with self.tracker.run(name, tags=tags, nested=nested, system_metrics=nested) as run:
             if opened is not None:
                 opened(run.info.run_id)
-            log_trial_inputs(
-                self.tracker, self.cfg, spec.record(), thawed(spec.model), thawed(spec.train)
-            )
+            log_trial_inputs(self.tracker, self.cfg, spec.record(), thawed(spec.model), spec.train)
             with self.trained(spec, label, callbacks) as trained:
                 if done is not None:
                     done(trained)
@@ -135,7 +134,7 @@ class TrialRunner:
             yield train_and_log(
                 self.logging_for(spec.data),
                 thawed(spec.model),
-                thawed(spec.train),
+                spec.train,
                 model,
                 label,
                 extra_callbacks=callbacks,

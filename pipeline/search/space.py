@@ -11,13 +11,15 @@ the tuner, the test-set evaluation, reproduce and the benchmarks all use them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
 from omegaconf import DictConfig
 
-from pipeline.config import HPType, search_space_dims, to_plain
+from pipeline.config import HPType, search_space_dims, to_plain, typed
+from pipeline.config.schema import TrainConfig
 from pipeline.config.validation import embedding_sources
 from pipeline.config.vector_sets import named
 from pipeline.data import vectors
@@ -105,19 +107,22 @@ def param_key(cfg: DictConfig, name: str) -> str | None:
     return None
 
 
-def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, dict]:
-    """(model settings, train settings): the config with the trial's values applied."""
-    model, train = to_plain(cfg.model), to_plain(cfg.train)
+def trial_settings(cfg: DictConfig, values: dict[str, Any]) -> tuple[dict, TrainConfig]:
+    """(model settings, train settings): the config with the trial's values applied (the
+    model's as a mapping of knobs, what pooling variants and plugins read)."""
+    model, train = to_plain(cfg.model), typed(cfg.train)
+    trained: dict[str, Any] = {}
     for name, value in values.items():
         if name == HYPERBAND_EPOCHS:
-            train["epochs"] = int(value)
+            trained["epochs"] = int(value)
         elif _in_section(model, name):
             section, knob = name.split(".", 1)
             model[section][knob] = value
         elif name in model:
             model[name] = value
-        elif name in train:
-            train[name] = value
+        elif name in cfg.train:
+            trained[name] = value
+    train = replace(train, **trained)
     embeddings = model["embeddings"]
     named_set = named(embeddings["source"])
     if embeddings["source"] == vectors.FILE:  # the embedding size follows the file
@@ -168,7 +173,7 @@ def search_vectors(cfg: DictConfig, data) -> list:
 
 def build_trial_model(
     model_settings: dict[str, Any],
-    train: dict[str, Any],
+    train: TrainConfig,
     vocab_size: int,
     n_classes: int,
     table=None,
@@ -181,9 +186,9 @@ def build_trial_model(
         model_settings,
         vocab_size,
         n_classes,
-        learning_rate=train["learning_rate"],
-        clipnorm=train["clipnorm"],
-        steps_per_execution=train["steps_per_execution"],
+        learning_rate=train.learning_rate,
+        clipnorm=train.clipnorm,
+        steps_per_execution=train.steps_per_execution,
         embeddings=None if table is None else table.matrix,
     )
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from pipeline import progress
 from pipeline.config import flatten, to_plain, typed_data
+from pipeline.config.schema import TrainConfig
 from pipeline.data import PreparedData
 from pipeline.data.loaders import LOADERS
 from pipeline.diagnostics.attention import (
@@ -108,15 +109,15 @@ class TrialLogging:
         label: str,
         name: str,
         step: int,
-        train: dict[str, Any],
+        train: TrainConfig,
         final: bool = False,
         job: ArtifactJob | None = None,
     ) -> AttentionView:
         """The panel's heatmap, HTML and JSON under attention/<name>_*, and the metrics;
         for the final model also the faithfulness metrics. The files go into `job` (else
         a job of their own); the figures are drawn by the spool, from the JSON."""
-        bucketing = train["bucketing"]
-        n_buckets = bucketing["n_buckets"] if bucketing["enabled"] else 1
+        bucketing = train.bucketing
+        n_buckets = bucketing.n_buckets if bucketing.enabled else 1
         batch, trims = self.cfg.attention.batch_size, variant.trims_padding
         view: AttentionView = inspect_attention(
             model,
@@ -161,7 +162,7 @@ class AttentionEpochLogger(keras.callbacks.Callback):
         variant: PoolingVariant,
         label: str,
         every: int,
-        train: dict[str, Any],
+        train: TrainConfig,
     ):
         super().__init__()
         self.logging, self.variant, self.label, self.every = logging, variant, label, every
@@ -180,7 +181,7 @@ class AttentionEpochLogger(keras.callbacks.Callback):
 
 
 def trial_params(
-    cfg: DictConfig, record: TrialRecord, model_settings: dict, train: dict
+    cfg: DictConfig, record: TrialRecord, model_settings: dict, train: TrainConfig
 ) -> tuple[dict[str, Any], list[str]]:
     """(params, searched keys): a run's whole effective configuration under the same dotted
     keys on every run of every search (`model.units`, `train.learning_rate`, `data.name`,
@@ -194,7 +195,7 @@ def trial_params(
     params = flatten(
         {
             "model": {**model_settings, "variant": variant_label(model_settings)},
-            "train": {**train, "seed": record.seed},
+            "train": {**to_plain(train), "seed": record.seed},
             "data": data,
         }
     )
@@ -209,7 +210,11 @@ def trial_params(
 
 
 def log_trial_inputs(
-    tracker: TrackingStore, cfg: DictConfig, record: TrialRecord, model_settings: dict, train: dict
+    tracker: TrackingStore,
+    cfg: DictConfig,
+    record: TrialRecord,
+    model_settings: dict,
+    train: TrainConfig,
 ) -> None:
     """A trial run's full configuration (params, `searched` tag) and its `trial.json`,
     before training."""
@@ -237,7 +242,7 @@ def log_text_model(
     model: keras.Model,
     variant: PoolingVariant,
     label: str,
-    train: dict[str, Any],
+    train: TrainConfig,
     job: ArtifactJob,
 ) -> None:
     """The trial's model as a text-in MLflow pyfunc (`pipeline.serving`), saved into `job`
@@ -256,7 +261,7 @@ def log_text_model(
             data.class_names,
             variant.name,
             label,
-            int(train["batch_size"]) * 4,
+            int(train.batch_size) * 4,
             model_pip_requirements(),
             plugins=list(cfg.get("plugins") or []),
             limits={k: int(v) for k, v in cfg.serving.items()},
@@ -276,7 +281,7 @@ class TrainedTrial:
 def train_and_log(
     logging: TrialLogging,
     model_settings: dict[str, Any],
-    train: dict[str, Any],
+    train: TrainConfig,
     model: keras.Model,
     label: str,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -288,7 +293,7 @@ def train_and_log(
     if cfg.tracking.log_datasets:
         log_datasets(data, tracker)
     confusion = ValidationConfusion()
-    callbacks = [EpochPrinter(train["epochs"]), confusion, *extra_callbacks]
+    callbacks = [EpochPrinter(train.epochs), confusion, *extra_callbacks]
     callbacks.append(MetricsLogger(tracker, cfg.tuner.objective))
     if cfg.attention.enabled and cfg.attention.plot_every:
         callbacks.append(
@@ -310,7 +315,7 @@ def train_and_log(
     # fit's own validation pass already scored the weights the model ends with.
     kept = final_epoch(history, train)
     final = validation_metrics(history, kept)
-    best = best_epoch(history, train["early_stopping"]["monitor"])
+    best = best_epoch(history, train.early_stopping.monitor)
     # The final model (best weights restored) is scored one step after the last epoch,
     # so the last point of each val_* curve is the score the tuner ranks by.
     tracker.log_metrics(final, step=len(history.epoch))
@@ -348,7 +353,7 @@ def log_final_model(
     model: keras.Model,
     variant: PoolingVariant,
     label: str,
-    train: dict[str, Any],
+    train: TrainConfig,
     final: dict[str, float],
     job: ArtifactJob,
     step: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 
 from pipeline import progress
 from pipeline.config import VALIDATION_METRICS, TunerKind, is_better
+from pipeline.config.schema import TrainConfig
 from pipeline.data import PreparedData
 from pipeline.errors import DiskFull, disk_full, disk_full_line, one_line
 from pipeline.models.registry import variant_label
@@ -82,11 +84,11 @@ def rss_mb() -> float:
 
 
 def trial_run_name(
-    number: int, variant: str, model_settings: dict, train: dict, seed: int | None
+    number: int, variant: str, model_settings: dict, train: TrainConfig, seed: int | None
 ) -> str:
     """What a run is, readable in MLflow's runs table and compare page:
     `t006 attn-tanh u64 lr3e-3 s2` (trial, variant, units, learning rate, seed)."""
-    lr = re.sub(r"\.0e", "e", re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{train['learning_rate']:.1e}"))
+    lr = re.sub(r"\.0e", "e", re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{train.learning_rate:.1e}"))
     parts = [f"t{number:03d}", variant, f"u{model_settings['units']}", f"lr{lr}"]
     if seed is not None:
         parts.append(f"s{seed}")
@@ -227,7 +229,7 @@ class TrackedTuner(kt.Tuner):
         for i, s in enumerate(seeds):
             scores.append(
                 self._run_replicate(
-                    trial, values, model_settings, {**train, "seed": s}, number, group
+                    trial, values, model_settings, replace(train, seed=s), number, group
                 )
             )
             if by_seed is not None and i + 1 < len(seeds):
@@ -245,10 +247,10 @@ class TrackedTuner(kt.Tuner):
         return metrics
 
     def _run_replicate(
-        self, trial, values: dict, model_settings: dict, train: dict, number: int, group: str
+        self, trial, values: dict, model_settings: dict, train: TrainConfig, number: int, group: str
     ) -> dict[str, float]:
         """One seed of one configuration: its own child run (never run or logged twice)."""
-        seed = int(train["seed"])
+        seed = int(train.seed)
         key = replicate_key(values, seed, self.data.fingerprint)
         done = self._finished_before(key)
         if done is not None:  # finished and logged before a crash: its score, no retraining

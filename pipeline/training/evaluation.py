@@ -3,11 +3,9 @@ and `evaluate`, which scores a model on one split with them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
+from pipeline.config.schema import TrainConfig
 from pipeline.models import scores
 
 
@@ -35,7 +33,7 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, prefix: str) -
 
 
 def evaluate(
-    model, data, split: str, train: Mapping[str, Any], *, trim_padding: bool, prefix: str
+    model, data, split: str, train: TrainConfig, *, trim_padding: bool, prefix: str
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics on one split and the class probabilities (in the split's order)."""
     from pipeline.training.batching import predict_proba
@@ -44,9 +42,9 @@ def evaluate(
     probs = predict_proba(
         model,
         data.x[split],
-        train["batch_size"] * 4,
-        train["bucketing"]["n_buckets"],
-        bool(train["bucketing"]["enabled"] and trim_padding),
+        train.batch_size * 4,
+        train.bucketing.n_buckets,
+        bool(train.bucketing.enabled and trim_padding),
     )
     if not np.all(np.isfinite(probs)):
         raise Diverged(f"model outputs non-finite probabilities on the {split} split")

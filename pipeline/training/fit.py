@@ -4,13 +4,13 @@ and the benchmarks, so every path trains the same way."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 
 from pipeline.config import VALIDATION_METRICS, minimised
+from pipeline.config.schema import TrainConfig
 from pipeline.data import PreparedData, balanced_class_weights
 from pipeline.training.batching import BucketedBatches
 from pipeline.training.compiled import XLA_SHAPES, set_jit
@@ -42,8 +42,8 @@ def op_determinism_on() -> bool:
     return bool(tf_config.is_op_determinism_enabled())
 
 
-def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray | None:
-    if train["class_weight"] != "balanced":
+def sample_weights(data: PreparedData, train: TrainConfig) -> np.ndarray | None:
+    if train.class_weight != "balanced":
         return None
     weights = balanced_class_weights(data.y["train"], data.n_classes)
     return np.asarray([weights[int(c)] for c in data.y["train"]], dtype="float32")
@@ -52,7 +52,7 @@ def sample_weights(data: PreparedData, train: Mapping[str, Any]) -> np.ndarray |
 def batches(
     data: PreparedData,
     split: str,
-    train: Mapping[str, Any],
+    train: TrainConfig,
     *,
     trim_padding: bool,
     shuffle: bool,
@@ -61,29 +61,29 @@ def batches(
 ) -> BucketedBatches:
     """Batches of one split; `trim_padding` (the pooling variant's say, see
     `PoolingVariant.trims_padding`) and `train.bucketing.enabled` both must agree."""
-    bucketing = train["bucketing"]
+    bucketing = train.bucketing
     return BucketedBatches(
         data.x[split],
         data.y[split],
-        batch_size=train["batch_size"],
-        n_buckets=bucketing["n_buckets"],
-        enabled=bool(bucketing["enabled"] and trim_padding),
+        batch_size=train.batch_size,
+        n_buckets=bucketing.n_buckets,
+        enabled=bool(bucketing.enabled and trim_padding),
         shuffle=shuffle,
         seed=seed,
         sample_weight=weights,
-        exact=bool(bucketing.get("exact", False)),
+        exact=bool(bucketing.exact),
     )
 
 
-def standard_callbacks(train: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
+def standard_callbacks(train: TrainConfig) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
-    es = train["early_stopping"]
-    if es["enabled"]:
+    es = train.early_stopping
+    if es.enabled:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=es["monitor"],
-                patience=es["patience"],
-                restore_best_weights=es["restore_best_weights"],
+                monitor=es.monitor,
+                patience=es.patience,
+                restore_best_weights=es.restore_best_weights,
             )
         )
     return callbacks
@@ -110,7 +110,7 @@ def build_training_state(model: keras.Model, training: BucketedBatches) -> None:
 def fit(
     model: keras.Model,
     data: PreparedData,
-    train: Mapping[str, Any],
+    train: TrainConfig,
     *,
     trim_padding: bool,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -127,11 +127,11 @@ def fit(
         train,
         trim_padding=trim_padding,
         shuffle=True,
-        seed=train["seed"],
+        seed=train.seed,
         weights=sample_weights(data, train),
     )
     validation = batches(data, "val", train, trim_padding=trim_padding, shuffle=False)
-    epochs = epochs or train["epochs"]
+    epochs = epochs or train.epochs
     # What XLA would compile: each bucket's last partial batch pooled into one, so at most
     # n_buckets + 1 shapes per split (without XLA the batches stay as they always were).
     xla_training, xla_validation = (
@@ -139,17 +139,17 @@ def fit(
         validation.with_pooled_remainders(),
     )
     choice = choose_xla(
-        train.get("jit_compile", "false"),
+        train.jit_compile,
         xla_training,
         xla_validation,
         epochs,
-        train.get("xla") or {},
-        deterministic=bool(train.get("deterministic", False)) or op_determinism_on(),
+        train.xla,
+        deterministic=bool(train.deterministic) or op_determinism_on(),
         compiled=XLA_SHAPES.get(model, frozenset()),  # a kept model's XLA programs
     )
     if choice.on:
         training, validation = xla_training, xla_validation
-    shards = shards_for((train.get("xla") or {}).get("shards", "auto"))
+    shards = shards_for(train.xla.shards)
     set_jit(model, choice.on, shards)  # before the first fit: Keras compiles its step with it
     choice = dataclasses.replace(choice, shards=shards_in_use(model))
     if choice.on:
@@ -183,12 +183,12 @@ def best_epoch(history: keras.callbacks.History, monitor: str) -> int:
     return int(np.argmin(values) if minimised(monitor) else np.argmax(values))
 
 
-def final_epoch(history: keras.callbacks.History, train: Mapping[str, Any]) -> int:
+def final_epoch(history: keras.callbacks.History, train: TrainConfig) -> int:
     """The epoch whose weights the model ends with (Keras restores the best one at the
     end of training when early stopping has restore_best_weights)."""
-    es = train["early_stopping"]
-    if es["enabled"] and es["restore_best_weights"]:
-        return best_epoch(history, es["monitor"])
+    es = train.early_stopping
+    if es.enabled and es.restore_best_weights:
+        return best_epoch(history, es.monitor)
     return len(history.epoch) - 1
 
 

@@ -10,11 +10,10 @@ third, at `tokens_per_s`; times 1 - 1/speedup) against what compiling the shapes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config.schema import JIT_MODES
+from pipeline.config.schema import JIT_MODES, XlaConfig
 
 
 def jit_mode(value: Any) -> str:
@@ -81,7 +80,7 @@ def choose_xla(
     train_plan,
     val_plan,
     epochs: int,
-    xla: Mapping[str, Any],
+    xla: XlaConfig,
     deterministic: bool = False,
     compiled: frozenset = frozenset(),
 ) -> XlaChoice:
@@ -97,9 +96,9 @@ def choose_xla(
     reused = len(keys & compiled)
     shapes = len(keys) - reused
     steps = epochs * (token_steps(train_plan) + VALIDATION_SHARE * token_steps(val_plan))
-    fit_s = steps / float(xla["tokens_per_s"])
-    saving_s = fit_s * (1.0 - 1.0 / float(xla["speedup"]))
-    compile_s = shapes * float(xla["compile_s_per_shape"])
+    fit_s = steps / float(xla.tokens_per_s)
+    saving_s = fit_s * (1.0 - 1.0 / float(xla.speedup))
+    compile_s = shapes * float(xla.compile_s_per_shape)
     pays = saving_s > compile_s
     if deterministic:
         return XlaChoice(False, mode, shapes, fit_s, saving_s, compile_s, blocked=pays)
