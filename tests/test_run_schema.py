@@ -67,11 +67,9 @@ def test_hyperparameters_read_both_layouts():
 
 
 def test_run_names_say_what_a_run_is():
-    name = trial_run_name(6, "attn-tanh", {"units": 64}, {"learning_rate": 0.003}, 2)
+    name = trial_run_name(6, "attn-tanh", 64, 0.003, 2)
     assert name == "t006 attn-tanh u64 lr3e-3 s2"
-    assert trial_run_name(12, "mean", {"units": 8}, {"learning_rate": 0.00042}, None) == (
-        "t012 mean u8 lr4.2e-4"
-    )
+    assert trial_run_name(12, "mean", 8, 0.00042, None) == ("t012 mean u8 lr4.2e-4")
 
 
 def test_registering_the_best_needs_a_logged_model():

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import compose_config
+from pipeline.config.schema import XlaConfig
 from pipeline.config.validation import ConfigError, validate
 from pipeline.training.batching import BucketedBatches
 from pipeline.training.xla import choose_xla, jit_mode
 
-XLA = {"compile_s_per_shape": 1.5, "speedup": 1.7, "tokens_per_s": 128_000}
+XLA = XlaConfig(compile_s_per_shape=1.5, speedup=1.7, tokens_per_s=128_000, shards="auto")
 
 
 def plans(n: int, max_len: int = 40, batch: int = 64, seed: int = 0):

@@ -8,6 +8,7 @@ from pipeline.config.compose import (
     compose_config,
     hydra_overrides,
     import_plugins,
+    on_schema,
     typed,
     typed_data,
 )
@@ -34,6 +35,7 @@ from pipeline.config.schema import (
 from pipeline.config.validation import ConfigError, validate, validate_search_space
 
 __all__ = [
+    "on_schema",
     "typed",
     "typed_data",
     "CONF_DIR",

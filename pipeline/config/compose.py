@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from pipeline.config.schema import CONF_DIR
-from pipeline.config.sections import register_configs, register_open_schema
+from pipeline.config.sections import config_class, register_configs, register_open_schema
 from pipeline.config.validation import ConfigError
 
 
@@ -81,6 +81,15 @@ def import_plugins(modules: list[str]) -> None:
             importlib.import_module(name)
         except ImportError as err:
             raise ConfigError(f"plugins: cannot import '{name}' ({err})") from None
+
+
+def on_schema(cfg: DictConfig) -> DictConfig:
+    """`cfg` typed by the schema (with its plugins' sections), as the project's own config
+    is composed: a cluster role's job file is composed as plain YAML."""
+    if OmegaConf.get_type(cfg) is not dict:
+        return cfg
+    schema = config_class(list(cfg.get("plugins") or []))
+    return OmegaConf.merge(OmegaConf.structured(schema), cfg)
 
 
 def typed_data(data: DictConfig) -> Any:

@@ -16,7 +16,14 @@ from typing import NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import CONF_DIR, ClusterMode, ClusterRole, hydra_overrides, pin_explicit_knobs
+from pipeline.config import (
+    CONF_DIR,
+    ClusterMode,
+    ClusterRole,
+    hydra_overrides,
+    on_schema,
+    pin_explicit_knobs,
+)
 from pipeline.errors import DiskFull, UploadsKept, disk_full, disk_full_line
 from pipeline.runtime.cli import fail, guarded
 
@@ -44,6 +51,7 @@ def run(cfg: DictConfig) -> int:
 
     pins = pin_explicit_knobs(cfg, hydra_overrides())  # what the user set is what trains
     validate_config(cfg)
+    cfg = on_schema(cfg)  # a cluster role's job file: typed as the launcher's config was
     for pin in pins:
         progress.say(pin.describe())
     if cfg.cluster.role is None and cfg.search.name:  # one live process: before any slow step

@@ -84,12 +84,12 @@ def rss_mb() -> float:
 
 
 def trial_run_name(
-    number: int, variant: str, model_settings: dict, train: TrainConfig, seed: int | None
+    number: int, variant: str, units: int, learning_rate: float, seed: int | None
 ) -> str:
     """What a run is, readable in MLflow's runs table and compare page:
     `t006 attn-tanh u64 lr3e-3 s2` (trial, variant, units, learning rate, seed)."""
-    lr = re.sub(r"\.0e", "e", re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{train.learning_rate:.1e}"))
-    parts = [f"t{number:03d}", variant, f"u{model_settings['units']}", f"lr{lr}"]
+    lr = re.sub(r"\.0e", "e", re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{learning_rate:.1e}"))
+    parts = [f"t{number:03d}", variant, f"u{units}", f"lr{lr}"]
     if seed is not None:
         parts.append(f"s{seed}")
     return " ".join(parts)
@@ -268,7 +268,10 @@ class TrackedTuner(kt.Tuner):
             values, model_settings, train, seed, data, vectors=table,
             split_seed=split_seed_of(self.cfg, seed), group=group,
         )  # fmt: skip
-        name = trial_run_name(number, variant, model_settings, train, seed if several else None)
+        shown_seed = seed if several else None
+        name = trial_run_name(
+            number, variant, model_settings["units"], train.learning_rate, shown_seed
+        )
         started = time.perf_counter()
         pruning = None  # per-epoch pruning: this replicate's callback
         if self.pruning is not None and not self.pruning.per_seed:
