@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.config import vector_sets
+from pipeline.config.schema import EmbeddingsConfig
 from pipeline.config.vector_sets import NamedVectors
 from pipeline.data import named_vectors, vectors
 from pipeline.data.named_vectors import NamedVectorsError
@@ -58,15 +60,17 @@ def tiny(tmp_path, monkeypatch):
     vectors._TABLES.clear()
 
 
-def settings(source: str) -> dict:
-    return {"source": source, "oov_seed": 0, "lowercase_fallback": True, "dim": None}
+def settings(source: str) -> EmbeddingsConfig:
+    plain = {"source": source, "oov_seed": 0, "lowercase_fallback": True, "dim": None}
+    rest = dict.fromkeys(f.name for f in fields(EmbeddingsConfig) if f.name not in plain)
+    return EmbeddingsConfig(**plain, **rest)
 
 
 def test_a_named_set_is_aligned_checked_once_and_refused_once_altered(tiny, tmp_path):
     vocab = ["<pad>", "<oov>", "the", "Cat", "zebra", "dog"]
     data = vocab_data(vocab, np.asarray([[2, 3, 4, 5, 0]], dtype=np.int32))
     cache = tmp_path / "cache"
-    table = vectors.vector_table(settings("tiny"), data, {}, DIM, cache)
+    table = vectors.vector_table(settings("tiny"), data, None, DIM, cache)
     array = np.load(tmp_path / "site" / "tinyvec" / "data" / "emb.npy")
     np.testing.assert_array_equal(table.matrix[2], array[0])  # the
     np.testing.assert_array_equal(table.matrix[3], array[1])  # Cat -> cat
@@ -81,7 +85,7 @@ def test_a_named_set_is_aligned_checked_once_and_refused_once_altered(tiny, tmp_
         aligned.unlink()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(named_vectors, "sha256_file", lambda path: pytest.fail(f"hashed {path}"))
-        again = vectors.vector_table(settings("tiny"), data, {}, DIM, cache)
+        again = vectors.vector_table(settings("tiny"), data, None, DIM, cache)
     assert again.fingerprint == table.fingerprint
 
     # Other bytes at the same path (a new mtime): refused in one line, nothing aligned.
@@ -94,7 +98,7 @@ def test_a_named_set_is_aligned_checked_once_and_refused_once_altered(tiny, tmp_
     np.save(path, altered)
     os.utime(path, ns=(1, 1))
     with pytest.raises(NamedVectorsError, match=r"emb\.npy has sha256 .* not the .* recorded "):
-        vectors.vector_table(settings("tiny"), data, {}, DIM, cache)
+        vectors.vector_table(settings("tiny"), data, None, DIM, cache)
     assert not list(cache.glob("*.npz"))
 
 

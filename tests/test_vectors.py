@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from pipeline.config.schema import EmbeddingsConfig
 from pipeline.data import vectors
 from pipeline.data.prepare import PreparedData
 
@@ -53,7 +55,7 @@ def write_word2vec(path: Path, binary: bool) -> Path:
     return path
 
 
-def settings(**changes) -> dict:
+def settings(**changes) -> EmbeddingsConfig:
     base = {
         "source": "file",
         "path": None,
@@ -69,10 +71,10 @@ def settings(**changes) -> dict:
         "corpus": None,
         "corpus_column": "text",
     }
-    return {**base, **changes}
+    return EmbeddingsConfig(**{**base, **changes})
 
 
-DATA_CFG = {"token_pattern": "[\\w@#']+|[^\\w\\s]", "lowercase": True}
+DATA_CFG = SimpleNamespace(token_pattern="[\\w@#']+|[^\\w\\s]", lowercase=True)
 VOCAB = ["", "[UNK]", "the", "cat", "sat", "dog"]
 
 
@@ -212,7 +214,7 @@ def test_bad_vectors_fail_in_one_line(tmp_path, case, message):
     spec = settings(path=str(path))
     data = vocab_data(VOCAB)
     if case == "missing":
-        spec["path"] = str(tmp_path / "nope.txt")
+        spec.path = str(tmp_path / "nope.txt")
     elif case == "mixed":
         path.write_text("a 1 2 3 4\nb 1 2 3\n")
     elif case == "empty":
@@ -220,7 +222,7 @@ def test_bad_vectors_fail_in_one_line(tmp_path, case, message):
     elif case == "uncovered":
         data = vocab_data(["", "[UNK]", "zzz", "yyy"], np.asarray([[2, 3, 1]], np.int32))
     elif case == "dim":
-        spec["dim"] = 8
+        spec.dim = 8
     elif case in ("corpus", "no-corpus", "no-column"):
         corpus = tmp_path / "c.txt"
         corpus.write_text("\n \n")
@@ -229,7 +231,7 @@ def test_bad_vectors_fail_in_one_line(tmp_path, case, message):
             corpus.write_text("text\nhello\n")
         spec = settings(source="trained", corpus=str(corpus), corpus_column="body")
         if case == "no-corpus":
-            spec["corpus"] = str(tmp_path / "missing.txt")
+            spec.corpus = str(tmp_path / "missing.txt")
     with pytest.raises(vectors.VectorsError) as err:
         vectors.vector_table(spec, data, DATA_CFG, DIM, tmp_path / "cache")
     text = str(err.value)

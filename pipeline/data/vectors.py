@@ -21,13 +21,14 @@ import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.config.schema import DataConfig, EmbeddingsConfig
 from pipeline.config.vector_sets import named, source_names
 from pipeline.data import named_vectors
 from pipeline.data.loaders import DataError
@@ -181,14 +182,14 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
-def corpus_texts(settings: Mapping[str, Any]) -> Iterator[str]:
+def corpus_texts(settings: EmbeddingsConfig) -> Iterator[str]:
     """The unlabeled corpus: a text file (one document a line) or a CSV column."""
-    path = Path(str(settings["corpus"]))
+    path = Path(str(settings.corpus))
     if not path.is_file():
         raise VectorsError(f"model.embeddings.corpus: no such file {path}")
     opener = _opener(path)
     if path.name.endswith((".csv", ".csv.gz")):
-        column = settings["corpus_column"]
+        column = settings.corpus_column
         with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
             reader = csv.DictReader(f)
             if column not in (reader.fieldnames or []):
@@ -203,12 +204,12 @@ def corpus_texts(settings: Mapping[str, Any]) -> Iterator[str]:
         yield from f
 
 
-def train_keyed_vectors(sentences: list[list[str]], settings: Mapping[str, Any], dim: int):
+def train_keyed_vectors(sentences: list[list[str]], settings: EmbeddingsConfig, dim: int):
     """Word2Vec or FastText on these token lists; one worker and a process-independent
     hash, so the same settings give the same vectors in every process."""
     from gensim.models import FastText, Word2Vec
 
-    method = settings["method"]
+    method = settings.method
     if method not in METHODS:
         raise VectorsError(
             f"model.embeddings.method: unknown '{method}' (known: {', '.join(METHODS)})"
@@ -220,10 +221,10 @@ def train_keyed_vectors(sentences: list[list[str]], settings: Mapping[str, Any],
     model = cls(
         sentences=sentences,
         vector_size=dim,
-        window=int(settings["window"]),
-        min_count=int(settings["min_count"]),
-        epochs=int(settings["epochs"]),
-        seed=int(settings["seed"]),
+        window=int(settings.window),
+        min_count=int(settings.min_count),
+        epochs=int(settings.epochs),
+        seed=int(settings.seed),
         workers=1,
         hashfxn=_stable_hash,
         sg=1,
@@ -291,31 +292,31 @@ _TABLES: dict[str, VectorTable] = {}
 
 
 def table_key(
-    settings: Mapping[str, Any], data: PreparedData, data_cfg: Mapping[str, Any], dim: int
+    settings: EmbeddingsConfig, data: PreparedData, data_cfg: DataConfig, dim: int
 ) -> tuple[str, str]:
     """(cache key of the aligned table, what the vectors are) without reading vectors."""
-    source = settings["source"]
+    source = settings.source
     common = {
         "layout": CACHE_LAYOUT,
         "vocab": vocab_hash(data.vocab),
-        "oov_seed": int(settings["oov_seed"]),
-        "lowercase_fallback": bool(settings["lowercase_fallback"]),
+        "oov_seed": int(settings.oov_seed),
+        "lowercase_fallback": bool(settings.lowercase_fallback),
     }
     if source == FILE:
-        if not settings.get("path"):
+        if not settings.path:
             raise VectorsError("model.embeddings.path: needed with model.embeddings.source=file")
-        path = Path(str(settings["path"]))
+        path = Path(str(settings.path))
         if not path.is_file():
             raise VectorsError(f"model.embeddings.path: no such file {path}")
-        fmt = detect_format(path, settings["format"]) if settings["format"] in FORMATS else "?"
+        fmt = detect_format(path, settings.format) if settings.format in FORMATS else "?"
         return _key({**common, "file": file_fingerprint(path), "format": fmt}), path.name
     if source == TRAINED:
-        corpus = settings.get("corpus")
+        corpus = settings.corpus
         extra = (
             file_fingerprint(Path(str(corpus))) if corpus and Path(str(corpus)).is_file() else None
         )
-        training = {k: settings.get(k) for k in TRAINING_KEYS}
-        text = {k: data_cfg[k] for k in ("token_pattern", "lowercase")}
+        training = {k: getattr(settings, k) for k in TRAINING_KEYS}
+        text = {k: getattr(data_cfg, k) for k in ("token_pattern", "lowercase")}
         key = _key(
             {
                 **common,
@@ -326,7 +327,7 @@ def table_key(
                 "dim": dim,
             }
         )
-        what = f"{settings['method']} trained here on the training split" + (
+        what = f"{settings.method} trained here on the training split" + (
             f" + {Path(str(corpus)).name}" if corpus else ""
         )
         return key, what
@@ -340,16 +341,16 @@ def table_key(
 
 
 def vector_table(
-    settings: Mapping[str, Any],
+    settings: EmbeddingsConfig,
     data: PreparedData,
-    data_cfg: Mapping[str, Any],
+    data_cfg: DataConfig,
     dim: int,
     cache_dir: Path,
 ) -> VectorTable | None:
-    """The aligned table of `settings` (a `model.embeddings` section, plain) for `data`'s
+    """The aligned table of `settings` (a `model.embeddings` section) for `data`'s
     vocabulary, or None for `random`. Built once: memoised in this process and cached on
     disk in `cache_dir` (resumed searches, cluster workers, reproduce)."""
-    source = settings["source"]
+    source = settings.source
     if source == RANDOM:
         return None
     key, what = table_key(settings, data, data_cfg, dim)
@@ -370,7 +371,7 @@ def vector_table(
             f"model.embeddings: the vectors ({what}) cover none of the vocabulary's "
             f"{len(data.vocab) - 2} words; check the file's language, case and tokenization"
         )
-    wanted = settings.get("dim")
+    wanted = settings.dim
     if wanted is not None and int(wanted) != table.dim:
         raise VectorsError(
             f"model.embeddings.dim={wanted} conflicts with the vectors' {table.dim} "
@@ -401,40 +402,36 @@ def _read_cache(path: Path, source: str, key: str) -> VectorTable | None:
 
 
 def _build(
-    settings: Mapping[str, Any],
+    settings: EmbeddingsConfig,
     data: PreparedData,
-    data_cfg: Mapping[str, Any],
+    data_cfg: DataConfig,
     dim: int,
     key: str,
     what: str,
     cache_dir: Path,
 ) -> VectorTable:
-    source = settings["source"]
+    source = settings.source
     entry = named(source)
     if entry is not None:
         kv = named_vectors.load(entry, cache_dir)
         what = f"{what} ({len(kv)} x {kv.vector_size})"
     elif source == FILE:
-        path = Path(str(settings["path"]))
-        kv = load_keyed_vectors(path, settings["format"])
-        what = (
-            f"{path.name} ({detect_format(path, settings['format'])}, {len(kv)} x {kv.vector_size})"
-        )
+        path = Path(str(settings.path))
+        kv = load_keyed_vectors(path, settings.format)
+        what = f"{path.name} ({detect_format(path, settings.format)}, {len(kv)} x {kv.vector_size})"
     else:
-        tokenizer = Tokenizer(data_cfg["token_pattern"], data_cfg["lowercase"])
+        tokenizer = Tokenizer(data_cfg.token_pattern, data_cfg.lowercase)
         sentences = [tokenizer(t) for t in data.texts["train"]]
-        if settings.get("corpus"):
+        if settings.corpus:
             extra = [tokenizer(t) for t in corpus_texts(settings)]
             if not any(extra):
                 raise VectorsError(
-                    f"model.embeddings.corpus: {settings['corpus']} has no text "
-                    f"(column {settings['corpus_column']!r} for a CSV)"
+                    f"model.embeddings.corpus: {settings.corpus} has no text "
+                    f"(column {settings.corpus_column!r} for a CSV)"
                 )
             sentences += extra
         kv = train_keyed_vectors(sentences, settings, dim)
         what = f"{what} ({len(kv)} x {kv.vector_size})"
-    matrix, found = align(
-        kv, data.vocab, int(settings["oov_seed"]), bool(settings["lowercase_fallback"])
-    )
+    matrix, found = align(kv, data.vocab, int(settings.oov_seed), bool(settings.lowercase_fallback))
     vocab_share, token_share = coverage(found, data.x["train"])
     return VectorTable(source, matrix, key, vocab_share, token_share, what)

@@ -18,8 +18,8 @@ from typing import Any
 import keras_tuner as kt
 from omegaconf import DictConfig
 
-from pipeline.config import HPType, search_space_dims, to_plain, typed
-from pipeline.config.schema import TrainConfig
+from pipeline.config import HPType, search_space_dims, to_plain, typed, typed_data
+from pipeline.config.schema import EmbeddingsConfig, TrainConfig
 from pipeline.config.validation import embedding_sources
 from pipeline.config.vector_sets import named
 from pipeline.data import vectors
@@ -138,9 +138,9 @@ def trial_vectors(cfg: DictConfig, data, model_settings: dict[str, Any]):
     """The aligned `VectorTable` a trial's embedding starts from (None: random), built
     once per search and vocabulary (`pipeline.data.vectors`)."""
     return vectors.vector_table(
-        model_settings["embeddings"],
+        EmbeddingsConfig(**model_settings["embeddings"]),
         data,
-        to_plain(cfg.data),
+        typed_data(cfg.data),
         int(model_settings["embedding_dim"]),
         Path(cfg.tuner.directory) / VECTORS_FOLDER,
     )
