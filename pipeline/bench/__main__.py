@@ -127,6 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument(
         "--pruner", default="median", choices=[k.value for k in PrunerKind if k.over_epochs]
     )
+    rc = sub.add_parser("race", help="racing's error rates (simulated) and savings (replayed)")
+    rc.add_argument("--design", default=None, help="a recorded design: DIR/<label>/seed_<n>.npz")
+    rc.add_argument("--races", type=int, default=400, help="simulated races per scenario")
+    rc.add_argument("--gap", type=float, default=3.0, help="the true gap to find, in points")
+    rc.add_argument("--examples", type=int, default=500, help="simulated validation examples")
+    rc.add_argument("--seed-sd", type=float, default=0.0, help="latent shift per seed")
+    rc.add_argument("--orders", type=int, default=200, help="seed orders a design is replayed")
+    rc.add_argument("--metric", default="val_accuracy")
+    rc.add_argument("--first", type=int, default=2)
+    rc.add_argument("--most", type=int, default=8)
+    rc.add_argument("--margin", type=float, default=1.0, help="equivalence margin, points")
+    rc.add_argument("--alpha", type=float, default=0.05)
+    rc.add_argument("--resamples", type=int, default=2000)
     k = sub.add_parser("kept", help="a seed-replicate search, search.keep_compiled=0 vs N")
     k.add_argument("--trials", type=int, default=2, help="configurations")
     k.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
@@ -138,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runtime.cli import import_quietly, quiet
 
     quiet(verbose=False)
-    if args.which not in ("startup", "scaling"):
+    if args.which not in ("startup", "scaling", "race"):
         import_quietly(False)  # C++ start-up logs off the console
-    if args.which == "pooling":
+    if args.which == "race":
+        from pipeline.bench.race import run
+    elif args.which == "pooling":
         from pipeline.bench.pooling import run
     elif args.which == "overhead":
         from pipeline.bench.overhead import run

@@ -1,0 +1,256 @@
+"""Racing: seeds where a verdict is undecided, and a stop once the question is answered.
+
+Every configuration starts with `first` seeds. After each round, each one is weighed
+against the incumbent (the best by mean objective, or `search.baseline`) with the
+report's evidence: the two-level paired bootstrap on per-example predictions
+(`pipeline.reporting.paired`). A pair is decided when one beats the other, or when both
+are equivalent within the margin (TOST); a configuration decisively worse than the
+incumbent gets no more seeds; an undecided pair gets one more seed on each side it lacks,
+up to `most`; the race ends when every pair is decided, every undecided one is at `most`
+seeds (or limited by its validation split), or `budget` trainings are spent.
+
+Deciding after every round would inflate false verdicts. Each pair spends its error rate
+over its looks with Lan and DeMets' Pocock-type spending function
+(alpha(t) = alpha * ln(1 + (e - 1) t), t = seeds / most; Lan & DeMets 1983, Biometrika
+70:659; Kim & DeMets 1987): the look at t_k tests at alpha(t_k) - alpha(t_{k-1}), split
+over the pairs of that round (Bonferroni), so the levels a pair ever uses add up to at
+most alpha whatever the correlation between looks. Equivalence uses the same levels
+(both one-sided tests of TOST). Pure NumPy/SciPy: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.config import minimised
+from pipeline.models.scores import example_losses, macro_f1
+from pipeline.reporting.paired import (
+    PER_EXAMPLE,
+    bootstrap_p,
+    pair_predictions,
+    two_level_bootstrap,
+)
+from pipeline.tracking.records import Predictions
+
+BEATS, WORSE, EQUIVALENT, UNDECIDED, SPLIT_LIMITED = (
+    "beats",
+    "worse",
+    "equivalent",
+    "undecided",
+    "split-limited",
+)
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """`search.race.*`: seeds a configuration starts with and may reach, trainings in all
+    (None: no limit but `most` per configuration), the equivalence margin (metric units)
+    and the error rate spent over every look of a pair."""
+
+    first: int = 2
+    most: int = 8
+    budget: int | None = None
+    margin: float = 0.01
+    alpha: float = 0.05
+    resamples: int = 2000
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, as `key: why` (None: nothing)."""
+        if self.first < 2:
+            return f"search.race.first: needs 2 or more seeds to weigh a pair, got {self.first}"
+        if self.most < self.first:
+            return f"search.race.most: {self.most} is below search.race.first ({self.first})"
+        if not self.margin > 0:
+            return f"search.race.margin: must be > 0, got {self.margin}"
+        if not 0 < self.alpha < 0.5:
+            return f"search.race.alpha: must be in (0, 0.5), got {self.alpha}"
+        if self.budget is not None and self.budget < 2 * self.first:
+            return (
+                f"search.race.budget: {self.budget} trainings cannot give two configurations "
+                f"their first {self.first} seeds"
+            )
+        return None
+
+
+def spent(alpha: float, t: float) -> float:
+    """The error rate spent by information fraction `t` (Pocock-type, Lan-DeMets)."""
+    return alpha * math.log(1 + (math.e - 1) * min(max(t, 0.0), 1.0))
+
+
+@dataclass
+class Pair:
+    """One configuration against the incumbent, and what the last look said."""
+
+    label: str
+    incumbent: str
+    verdict: str = UNDECIDED
+    seeds: int = 0
+    diff: float = float("nan")  # label - incumbent, metric units (oriented: + is better)
+    level: float = 0.0  # the level of the last look
+    spent_t: float = 0.0  # information fraction of the last look
+
+
+@dataclass
+class Race:
+    """The state of a race: each configuration's seeds and predictions, the pairs'
+    verdicts, the rounds so far and why it stopped."""
+
+    settings: RaceSettings
+    metric: str
+    seed_order: list[int]
+    baseline: str | None = None
+    split_varies: bool = False
+    predictions: dict[str, dict[int, Predictions]] = field(default_factory=dict)
+    pairs: dict[str, Pair] = field(default_factory=dict)
+    dropped: set[str] = field(default_factory=set)
+    rounds: list[str] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def trainings(self) -> int:
+        return sum(len(p) for p in self.predictions.values())
+
+    def seeds_of(self, label: str) -> list[int]:
+        return sorted(self.predictions.get(label, {}))
+
+    def score(self, label: str) -> float:
+        """Mean objective over the label's seeds, oriented so that higher is better."""
+        kind = PER_EXAMPLE[self.metric]
+        values = [_score(p, kind) for p in self.predictions[label].values()]
+        return float(np.mean(values)) * (-1 if minimised(self.metric) else 1)
+
+    def incumbent(self) -> str:
+        if self.baseline is not None and self.baseline in self.predictions:
+            return self.baseline
+        return max(self.predictions, key=self.score)
+
+    def allocation(self) -> dict[str, int]:
+        return {label: len(p) for label, p in self.predictions.items()}
+
+
+def _score(p: Predictions, kind: str) -> float:
+    """One replicate's objective from its validation predictions."""
+    predicted = p.probs.argmax(-1)
+    if kind == "accuracy":
+        return float(np.mean(predicted == p.y))
+    if kind == "loss":
+        return float(np.mean(example_losses(p.probs, p.y)))
+    return float(macro_f1(p.y, predicted, p.probs.shape[-1]))
+
+
+def look(race: Race, label: str, incumbent: str, level: float) -> Pair:
+    """Weigh `label` against `incumbent` on their shared seeds at `level`."""
+    s = race.settings
+    evidence = pair_predictions(race.predictions[label], race.predictions[incumbent])
+    pair = Pair(label, incumbent, seeds=0 if evidence is None else len(evidence.seeds))
+    if evidence is None or len(evidence.seeds) < 2:
+        return pair
+    kind = PER_EXAMPLE[race.metric]
+    sign = -1.0 if minimised(race.metric) else 1.0
+    per_seed = evidence.per_seed(kind) * sign
+    estimate = float(per_seed.mean())
+    distribution = two_level_bootstrap(evidence, kind, s.resamples) * sign
+    pair.diff, pair.level = estimate, level
+    lo, hi = np.percentile(distribution, [100 * level, 100 * (1 - level)])
+    if bootstrap_p(distribution, estimate) < level:
+        pair.verdict = BEATS if estimate > 0 else WORSE
+    elif -s.margin < lo and hi < s.margin:
+        pair.verdict = EQUIVALENT
+    elif not race.split_varies and _split_limited(per_seed, distribution, s, level):
+        pair.verdict = SPLIT_LIMITED
+    return pair
+
+
+def _split_limited(per_seed: np.ndarray, distribution: np.ndarray, s: RaceSettings, level):
+    """The report's rule (`comparisons.seeds_needed`), once the pair has half its seeds (a
+    steadier estimate of the floor): no number of seeds detects max(|gap|, margin) with
+    80% power, because the validation examples' noise alone (the part of the bootstrap's
+    variance the seeds' mean does not explain) is wider."""
+    from scipy import stats
+
+    if len(per_seed) < max(s.first + 1, s.most // 2):
+        return False
+    seed_var = per_seed.var(ddof=1) / len(per_seed)
+    floor = math.sqrt(max(float(distribution.var()) - seed_var, 0.0))
+    z = stats.norm.ppf(1 - s.alpha / 2) + stats.norm.ppf(0.8)
+    target = max(s.margin, abs(float(per_seed.mean())))
+    return (target / z) ** 2 - floor**2 <= 0
+
+
+def run_race(
+    race: Race,
+    labels: list[str],
+    train: Callable[[str, int], Predictions],
+    say: Callable[[str], None] = lambda line: None,
+) -> Race:
+    """Race `labels`: `train(label, seed)` trains one replicate and gives its validation
+    predictions (a replicate already in `race.predictions` is not trained again)."""
+    s = race.settings
+    for label in labels:
+        race.predictions.setdefault(label, {})
+    _give_seeds(race, {label: s.first for label in labels}, train)
+    while True:
+        alive = [x for x in labels if x not in race.dropped]
+        incumbent = race.incumbent()
+        undecided = _weigh(race, alive, incumbent)
+        decided = sum(p.verdict != UNDECIDED for p in race.pairs.values())
+        race.rounds.append(
+            f"round {len(race.rounds) + 1}: {len(alive)} alive, incumbent {incumbent}, "
+            f"seeds {race.allocation()}, {decided}/{len(race.pairs)} pairs decided"
+        )
+        say(race.rounds[-1])
+        if not undecided:
+            race.stopped = "every pair is decided"
+            return race
+        wanted = {}
+        for pair in undecided:
+            for label in (pair.label, pair.incumbent):
+                if len(race.predictions[label]) < s.most:
+                    wanted[label] = max(wanted.get(label, 0), len(race.predictions[label]) + 1)
+        if not wanted:
+            race.stopped = f"the undecided pairs are at search.race.most={s.most} seeds"
+            return race
+        room = None if s.budget is None else s.budget - race.trainings
+        if room is not None and room < sum(n - len(race.predictions[x]) for x, n in wanted.items()):
+            race.stopped = f"search.race.budget={s.budget} trainings spent"
+            return race
+        _give_seeds(race, wanted, train)
+
+
+def _weigh(race: Race, alive: list[str], incumbent: str) -> list[Pair]:
+    """Look at every alive configuration against the incumbent; the undecided pairs."""
+    s = race.settings
+    others = [x for x in alive if x != incumbent]
+    undecided = []
+    for label in others:
+        before = race.pairs.get(label)
+        if before is not None and before.incumbent == incumbent and before.verdict != UNDECIDED:
+            continue  # decided against this incumbent already
+        shared = len(set(race.predictions[label]) & set(race.predictions[incumbent]))
+        t = shared / s.most
+        t_before = before.spent_t if before is not None and before.incumbent == incumbent else 0
+        level = (spent(s.alpha, t) - spent(s.alpha, t_before)) / max(len(others), 1)
+        pair = look(race, label, incumbent, level)
+        pair.spent_t = t
+        race.pairs[label] = pair
+        if pair.verdict == WORSE:
+            race.dropped.add(label)
+        elif pair.verdict == UNDECIDED:
+            undecided.append(pair)
+    race.pairs.pop(incumbent, None)
+    return undecided
+
+
+def _give_seeds(race: Race, wanted: Mapping[str, int], train) -> None:
+    """Train each label up to its wanted number of seeds, in the race's seed order."""
+    for label, n in wanted.items():
+        have = race.predictions[label]
+        for seed in race.seed_order:
+            if len(have) >= n:
+                break
+            if seed not in have:
+                have[seed] = train(label, seed)
