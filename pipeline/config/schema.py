@@ -385,6 +385,21 @@ class ServingConfig:
 
 
 @dataclass
+class RaceConfig:
+    """`search.seeds=adaptive`: how seeds are raced (pipeline/search/racing.py)."""
+
+    first: int
+    most: int
+    budget: int | None
+    margin: float  # points (metric units x 100; loss: its own units)
+    alpha: float
+    top_k: int
+
+
+ADAPTIVE = "adaptive"  # search.seeds: seeds raced where the verdict is undecided
+
+
+@dataclass
 class SearchConfig:
     name: str | None
     resume: bool
@@ -392,7 +407,8 @@ class SearchConfig:
     verbose: bool
     top_k: int
     evaluate_test: bool
-    seeds: list[int] | None
+    seeds: Any  # null | a list of seeds | adaptive (search.race)
+    race: RaceConfig
     vary_split: bool
     baseline: str | None
     # Names in pipeline.training.references, each logged as a child run ([]: none).

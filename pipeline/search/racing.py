@@ -36,12 +36,13 @@ from pipeline.reporting.paired import (
 )
 from pipeline.tracking.records import Predictions
 
-BEATS, WORSE, EQUIVALENT, UNDECIDED, SPLIT_LIMITED = (
+BEATS, WORSE, EQUIVALENT, UNDECIDED, SPLIT_LIMITED, FAILED = (
     "beats",
     "worse",
     "equivalent",
     "undecided",
     "split-limited",
+    "failed",
 )
 
 
@@ -60,20 +61,10 @@ class RaceSettings:
 
     def problem(self) -> str | None:
         """What is wrong with these settings, as `key: why` (None: nothing)."""
-        if self.first < 2:
-            return f"search.race.first: needs 2 or more seeds to weigh a pair, got {self.first}"
-        if self.most < self.first:
-            return f"search.race.most: {self.most} is below search.race.first ({self.first})"
-        if not self.margin > 0:
-            return f"search.race.margin: must be > 0, got {self.margin}"
-        if not 0 < self.alpha < 0.5:
-            return f"search.race.alpha: must be in (0, 0.5), got {self.alpha}"
-        if self.budget is not None and self.budget < 2 * self.first:
-            return (
-                f"search.race.budget: {self.budget} trainings cannot give two configurations "
-                f"their first {self.first} seeds"
-            )
-        return None
+        from pipeline.config.validation import race_problem
+
+        margin_points = self.margin * 100  # accuracy-like: the config's margin is in points
+        return race_problem(self.first, self.most, self.budget, margin_points, self.alpha)
 
 
 def spent(alpha: float, t: float) -> float:
@@ -124,9 +115,10 @@ class Race:
         return float(np.mean(values)) * (-1 if minimised(self.metric) else 1)
 
     def incumbent(self) -> str:
-        if self.baseline is not None and self.baseline in self.predictions:
+        if self.baseline is not None and self.baseline not in self.dropped:
             return self.baseline
-        return max(self.predictions, key=self.score)
+        alive = [x for x, p in self.predictions.items() if p and x not in self.dropped]
+        return max(alive, key=self.score)
 
     def allocation(self) -> dict[str, int]:
         return {label: len(p) for label, p in self.predictions.items()}
@@ -246,11 +238,17 @@ def _weigh(race: Race, alive: list[str], incumbent: str) -> list[Pair]:
 
 
 def _give_seeds(race: Race, wanted: Mapping[str, int], train) -> None:
-    """Train each label up to its wanted number of seeds, in the race's seed order."""
+    """Train each label up to its wanted number of seeds, in the race's seed order; a
+    replicate that failed (None) takes its configuration out of the race."""
     for label, n in wanted.items():
         have = race.predictions[label]
         for seed in race.seed_order:
-            if len(have) >= n:
+            if len(have) >= n or label in race.dropped:
                 break
             if seed not in have:
-                have[seed] = train(label, seed)
+                predictions = train(label, seed)
+                if predictions is None:
+                    race.dropped.add(label)
+                    race.pairs[label] = Pair(label, "", verdict=FAILED)
+                else:
+                    have[seed] = predictions

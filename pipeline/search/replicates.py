@@ -10,17 +10,25 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import VALIDATION_METRICS, config_hash, to_plain, typed_data
-from pipeline.config.schema import TrainConfig
+from pipeline.config.schema import ADAPTIVE, TrainConfig
 from pipeline.data import PreparedData, prepare
 
 
 def seeds_of(cfg: DictConfig, train: TrainConfig) -> list[int]:
-    """`search.seeds`, or the one `train.seed` when no replicates are asked for."""
+    """The seeds a configuration first trains with: `search.seeds`, the race's first ones
+    (`search.seeds=adaptive`: more follow where a verdict is undecided), or the one
+    `train.seed` when no replicates are asked for."""
+    if adaptive(cfg):
+        return list(range(int(cfg.search.race.first)))
     return [int(s) for s in (cfg.search.seeds or [train.seed])]
 
 
+def adaptive(cfg: DictConfig) -> bool:
+    return cfg.search.seeds == ADAPTIVE
+
+
 def replicated(cfg: DictConfig) -> bool:
-    return bool(cfg.search.seeds) and len(cfg.search.seeds) > 1
+    return adaptive(cfg) or (bool(cfg.search.seeds) and len(cfg.search.seeds) > 1)
 
 
 def group_hash(model: dict[str, Any], train: TrainConfig, fingerprint: str) -> str:

@@ -34,6 +34,8 @@ from pipeline.search.ledger import (
 )
 from pipeline.search.outcome import SearchOutcome
 from pipeline.search.references import ReferencePrefit, run_references
+from pipeline.search.replicates import adaptive
+from pipeline.search.seed_race import race_search
 from pipeline.search.space import search_vectors
 from pipeline.search.state_files import check_state_files
 from pipeline.search.tuner import TrackedTuner
@@ -170,6 +172,8 @@ class InProcess:
         if plan.resuming:
             tuner.rows = previous_rows(self.tracker, parent_id)
         drive(tuner, self.cfg, close_spool=False)  # the last uploads overlap the finish
+        if adaptive(self.cfg):
+            race_search(tuner, self.cfg, self.tracker, parent_id)
         return tuner.rows
 
     def rows_so_far(self) -> list[dict]:

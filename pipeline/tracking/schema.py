@@ -118,6 +118,8 @@ class Metric:
 
     # search (parent) runs
     TRIALS_FINISHED = "trials_finished"
+    RACE_ROUNDS = "race_rounds"  # search.seeds=adaptive: rounds of the race
+    RACE_TRAININGS = "race_trainings"  # ... and its trainings, first seeds included
     TRIALS_FAILED = "trials_failed"
     TEST_PREFIX = "test_"  # test_accuracy, test_loss, test_macro_f1
 
@@ -145,6 +147,7 @@ class Artifact:
     LEADERBOARD = "leaderboard.json"  # mlflow.log_table: a table in the UI's artifact view
     SEARCH_VIEWS = "search"  # search/importance.json + Optuna's views (history, slices, ...)
     IMPORTANCE = "search/importance.json"
+    RACE = "search/race.json"  # rounds, seeds per configuration, verdicts, why it stopped
     REPORT_DIR = "report"
     # trial runs
     TRIAL_RECORD = "trial.json"  # what `pipeline.reproduce` needs (records.TrialRecord)
