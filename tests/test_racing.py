@@ -113,3 +113,71 @@ def test_a_recorded_design_replays_to_its_verdicts_with_fewer_trainings(tmp_path
     incumbent, full, agree, shares = replay(design, FAST, "val_accuracy", orders=5)
     assert incumbent == "best" and full["far"] == full["farther"] == WORSE
     assert 0 <= agree <= 1 and shares.max() < 1.0  # the far ones stopped at their first seeds
+
+
+RACED = [
+    "+experiment=quick",
+    "tracking.log_model=false",
+    "attention.enabled=false",
+    "search.seeds=adaptive",
+    "search.race.most=3",
+    "search_space=pooling",
+    "search_space.pooling.values=[attention]",  # attention with tanh, and without
+    "tuner=grid",
+    "tuner.max_trials=2",
+    "train.epochs=2",
+    "train.learning_rate=0.02",
+    "data.synthetic.n_examples=400",
+    "search.name=raced",
+]
+
+
+def test_a_grid_race_logs_each_seed_as_a_run_resumes_without_duplicates_and_is_reported(
+    store, capsys
+):
+    import json
+
+    from pipeline.reporting.search_report import run_report
+    from pipeline.search.run import run_search
+
+    outcome = run_search(store.compose(*RACED))
+    printed = capsys.readouterr().out
+    assert "race: 2 configurations, up to 3 seeds each" in printed and "race round 1" in printed
+    client = store.client()
+    race = json.loads(store.tracker().read_text(outcome.parent_run_id, "search/race.json"))
+    children = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
+    per_trial = {}
+    for run in children:
+        per_trial.setdefault(run.data.tags["trial_id"], []).append(int(run.data.tags["seed"]))
+    assert {k: len(v) for k, v in per_trial.items()} == race["seeds"]
+    assert all(sorted(v) == list(range(len(v))) for v in per_trial.values())
+    assert race["stopped"] and 2 <= sum(race["seeds"].values()) <= 6
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.metrics["race_trainings"] == sum(race["seeds"].values())
+
+    run_search(store.compose(*RACED))  # resumed by name: the race replays, trains nothing
+    assert "race: stopped" in capsys.readouterr().out
+    again = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
+    assert len(again) == len(children)
+
+    report = run_report(store.tracker(), "raced", out=store.path / "report")
+    assert "## The race (search.seeds=adaptive" in report.markdown
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search.race.first=1", "search.race.first: needs 2 or more"),
+        ("search.race.most=1", "search.race.most: 1 is below search.race.first"),
+        ("search.race.margin=0", "search.race.margin: must be > 0"),
+        ("tracking.log_predictions=false", "tracking.log_predictions: search.seeds=adaptive"),
+        ("search.seeds=often", "search.seeds: null, a list of whole numbers or adaptive"),
+    ],
+)
+def test_bad_race_settings_are_one_line(override, message):
+    from pipeline.config import ConfigError, compose_config
+    from pipeline.runtime.checks import validate_config
+
+    seeds = [] if override.startswith("search.seeds=") else ["search.seeds=adaptive"]
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        validate_config(compose_config([*seeds, override]))

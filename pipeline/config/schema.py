@@ -1,13 +1,8 @@
-"""The config schema: types and allowed values, never defaults.
-
-These dataclasses are registered in Hydra's ConfigStore as `config_schema`, the base
-`conf/config.yaml` merges onto, so a wrong type, an unknown key or a value outside an
-enumeration fails while Hydra composes the config, before TensorFlow is imported.
-Every value comes from `conf/` (and `experiments/`): a field here has no default
-(MISSING until YAML sets it), except `None` for sections and knobs that only one
-option of a group uses. Range and cross-field checks live in `validation.py`.
-This package stays light: no tensorflow, keras_tuner or mlflow imports.
-"""
+"""The config schema: types and allowed values, never defaults (`sections.py` registers
+it as the `config_schema` that `conf/config.yaml` merges onto, so a wrong type, an unknown
+key or a value outside an enumeration fails while Hydra composes, before TensorFlow loads).
+Every value comes from `conf/` and `experiments/`; `None` marks sections and knobs only
+one option of a group uses. Range and cross-field checks live in `validation.py`."""
 
 from __future__ import annotations
 
@@ -385,18 +380,13 @@ class ServingConfig:
 
 
 @dataclass
-class RaceConfig:
-    """`search.seeds=adaptive`: how seeds are raced (pipeline/search/racing.py)."""
-
+class RaceConfig:  # search.seeds=adaptive: how seeds are raced (pipeline/search/racing.py)
     first: int
     most: int
     budget: int | None
     margin: float  # points (metric units x 100; loss: its own units)
     alpha: float
     top_k: int
-
-
-ADAPTIVE = "adaptive"  # search.seeds: seeds raced where the verdict is undecided
 
 
 @dataclass

@@ -20,9 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config.plain import search_space_dims
 from pipeline.config.schema import (
-    ADAPTIVE,
     JIT_MODES,
-    ClusterMode,
     EmbeddingSource,
     HPType,
     HyperParamSpec,
@@ -31,6 +29,7 @@ from pipeline.config.schema import (
     TrainConfig,
     TunerKind,
 )
+from pipeline.config.seeds import listed_seeds, seeds_problem
 from pipeline.errors import UserFacingError
 
 
@@ -278,60 +277,9 @@ def _check_tuner(tu: DictConfig, seeds: list) -> None:
         )
 
 
-def listed_seeds(cfg: DictConfig) -> list:
-    """`search.seeds` as a list (adaptive: the seeds a race may use, 0 .. most-1)."""
-    seeds = cfg.search.seeds
-    if seeds == ADAPTIVE:
-        return list(range(int(cfg.search.race.most)))
-    return list(seeds or [])
-
-
-def race_problem(first: int, most: int, budget: int | None, margin: float, alpha: float):
-    """What is wrong with race settings (`search.race.*`), as `key: why`; None: nothing."""
-    if first < 2:
-        return f"search.race.first: needs 2 or more seeds to weigh a pair, got {first}"
-    if most < first:
-        return f"search.race.most: {most} is below search.race.first ({first})"
-    if not margin > 0:
-        return f"search.race.margin: must be > 0, got {margin}"
-    if not 0 < alpha < 0.5:
-        return f"search.race.alpha: must be in (0, 0.5), got {alpha}"
-    if budget is not None and budget < 2 * first:
-        return (
-            f"search.race.budget: {budget} trainings cannot give two configurations {first} seeds"
-        )
-    return None
-
-
 def _check_seeds(cfg: DictConfig) -> None:
-    """search.seeds: null, a list of whole numbers, or adaptive with sound race settings."""
-    seeds = cfg.search.seeds
-    if seeds == ADAPTIVE:
-        r = cfg.search.race
-        problem = race_problem(r.first, r.most, r.budget, r.margin, r.alpha)
-        _require(problem is None, *(problem or "x: ").split(": ", 1))
-        _require(r.top_k >= 2, "search.race.top_k", f"needs 2 or more to race, got {r.top_k}")
-        _require(
-            cfg.cluster.mode != ClusterMode.workers,
-            "search.seeds",
-            "adaptive races run in one process (cluster=workers takes fixed seeds for now)",
-        )
-        _require(
-            bool(cfg.tracking.log_predictions),
-            "tracking.log_predictions",
-            "search.seeds=adaptive weighs each replicate's logged validation predictions",
-        )
-        _require(
-            cfg.tuner.pruning != "wilcoxon",
-            "tuner.pruning",
-            "wilcoxon prunes seeds itself; with search.seeds=adaptive the race allocates them",
-        )
-        return
-    _require(
-        seeds is None or (OmegaConf.is_list(seeds) and all(isinstance(s, int) for s in seeds)),
-        "search.seeds",
-        f"null, a list of whole numbers or adaptive, got {seeds!r}",
-    )
+    problem = seeds_problem(cfg)
+    _require(problem is None, *(problem or ": ").split(": ", 1))
 
 
 def _check_cluster(c: DictConfig) -> None:

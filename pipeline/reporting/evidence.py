@@ -169,6 +169,11 @@ def load_predictions(
 def load_audit(tracker, parent: SearchRun | None) -> dict | None:
     """The parent's data_audit.json (None for every-search reports and for searches
     logged before the audit existed)."""
+    return parent_json(tracker, parent, Artifact.DATA_AUDIT)
+
+
+def parent_json(tracker, parent: SearchRun | None, artifact: str) -> dict | None:
+    """A JSON file of the parent run (None: no single search, or the search has none)."""
     import json
 
     from pipeline.tracking import TrackingError
@@ -176,7 +181,7 @@ def load_audit(tracker, parent: SearchRun | None) -> dict | None:
     if parent is None:
         return None
     try:
-        return json.loads(tracker.read_text(parent.run_id, Artifact.DATA_AUDIT))
+        return json.loads(tracker.read_text(parent.run_id, artifact))
     except TrackingError:
         return None
 

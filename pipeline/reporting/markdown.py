@@ -299,6 +299,26 @@ def audit_markdown(audit: dict) -> list[str]:
     return lines
 
 
+def race_markdown(race: dict) -> list[str]:
+    """`search.seeds=adaptive`: the seeds each configuration got and its last verdict."""
+    pairs, names = race.get("pairs", {}), race.get("configurations", {})
+    rows = [
+        [
+            f"{names.get(k, k)} (trial {k})",
+            str(n),
+            "incumbent" if k not in pairs else pairs[k]["verdict"],
+        ]
+        for k, n in sorted(race.get("seeds", {}).items(), key=lambda kv: -kv[1])
+    ]
+    lines = [
+        f"Stopped after {len(race.get('rounds', []))} round(s): {race.get('stopped', '?')}; "
+        f"{sum(race.get('seeds', {}).values())} trainings.",
+        "",
+        markdown_table(["configuration", "seeds", "against the incumbent"], rows),
+    ]
+    return lines
+
+
 def importance_markdown(importance) -> list[str]:
     table = importance.table()
     if table.empty:

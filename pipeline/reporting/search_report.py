@@ -24,6 +24,7 @@ from pipeline.reporting.evidence import (
     load_predictions,
     load_references,
     load_trials,
+    parent_json,
     reference_comparisons,
 )
 from pipeline.reporting.markdown import (
@@ -34,6 +35,7 @@ from pipeline.reporting.markdown import (
     faithfulness_markdown,
     importance_markdown,
     leaderboard_markdown,
+    race_markdown,
 )
 from pipeline.tracking import Artifact, Metric, SearchRun
 from pipeline.tracking.connection import refused_permission, write_refused
@@ -179,6 +181,10 @@ def report_markdown(
             "not on the two-level bootstrap:"
         )
         parts += [f"- `{rid}` ({labels.get(rid, '?')}): {why}" for rid, why in e.missing.items()]
+    race = parent_json(tracker, e.parent, Artifact.RACE)
+    if race is not None:
+        parts += ["", "## The race (search.seeds=adaptive: seeds where undecided)", ""]
+        parts += race_markdown(race)
     audit = load_audit(tracker, e.parent)
     if audit is not None:
         parts += ["", "## The data (audit before the first trial)", ""] + audit_markdown(audit)

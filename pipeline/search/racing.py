@@ -61,7 +61,7 @@ class RaceSettings:
 
     def problem(self) -> str | None:
         """What is wrong with these settings, as `key: why` (None: nothing)."""
-        from pipeline.config.validation import race_problem
+        from pipeline.config.seeds import race_problem
 
         margin_points = self.margin * 100  # accuracy-like: the config's margin is in points
         return race_problem(self.first, self.most, self.budget, margin_points, self.alpha)

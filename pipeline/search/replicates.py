@@ -10,7 +10,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import VALIDATION_METRICS, config_hash, to_plain, typed_data
-from pipeline.config.schema import ADAPTIVE, TrainConfig
+from pipeline.config.schema import TrainConfig
+from pipeline.config.seeds import ADAPTIVE
 from pipeline.data import PreparedData, prepare
 
 

@@ -65,15 +65,17 @@ def race_search(tuner, cfg: DictConfig, tracker: TrackingStore, parent_id: str) 
     run_race(race, sorted(trials), lambda label, seed: _replicate(tuner, trials[label], seed),
              say=lambda line: progress.say(f"race {line}"))  # fmt: skip
     progress.say(f"race: stopped: {race.stopped}; {race.trainings} trainings")
-    tracker.log_dict(race_record(race), Artifact.RACE)
+    names = {str(r["trial_id"]): str(r.get("variant", "")) for r in tuner.rows}
+    tracker.log_dict(race_record(race, {k: names.get(k, k) for k in trials}), Artifact.RACE)
     tracker.log_metrics(
         {Metric.RACE_ROUNDS: len(race.rounds), Metric.RACE_TRAININGS: race.trainings}
     )
     return race
 
 
-def race_record(race: Race) -> dict[str, Any]:
+def race_record(race: Race, names: dict[str, str] | None = None) -> dict[str, Any]:
     return {
+        "configurations": names or {},
         "rounds": race.rounds,
         "seeds": race.allocation(),
         "stopped": race.stopped,
