@@ -35,7 +35,6 @@ from pipeline.search.ledger import (
 from pipeline.search.outcome import SearchOutcome
 from pipeline.search.references import ReferencePrefit, run_references
 from pipeline.search.replicates import adaptive
-from pipeline.search.seed_race import race_search
 from pipeline.search.space import search_vectors
 from pipeline.search.state_files import check_state_files
 from pipeline.search.tuner import TrackedTuner
@@ -172,7 +171,9 @@ class InProcess:
         if plan.resuming:
             tuner.rows = previous_rows(self.tracker, parent_id)
         drive(tuner, self.cfg, close_spool=False)  # the last uploads overlap the finish
-        if adaptive(self.cfg):
+        if adaptive(self.cfg):  # the race's statistics load only for a race
+            from pipeline.search.seed_race import race_search
+
             race_search(tuner, self.cfg, self.tracker, parent_id)
         return tuner.rows
 
