@@ -125,9 +125,11 @@ RACED = [
     "search_space.pooling.values=[attention]",  # attention with tanh, and without
     "tuner=grid",
     "tuner.max_trials=2",
-    "train.epochs=2",
+    "train.epochs=1",
     "train.learning_rate=0.02",
-    "data.synthetic.n_examples=400",
+    "data.synthetic.n_examples=300",
+    "search.reference=[]",
+    "search.evaluate_test=false",
     "search.name=raced",
 ]
 
