@@ -196,7 +196,13 @@ def run_race(
         )
         say(race.rounds[-1])
         if not undecided:
-            race.stopped = "every pair is decided"
+            limited = sum(p.verdict == SPLIT_LIMITED for p in race.pairs.values())
+            race.stopped = "every pair is decided" + (
+                f" ({limited} split-limited: no number of seeds settles them on this "
+                "validation split)"
+                if limited
+                else ""
+            )
             return race
         wanted = {}
         for pair in undecided:
