@@ -79,6 +79,24 @@ def test_every_skipped_block_names_a_test_that_exists():
     assert skipped >= 10
 
 
+README = PROJECT_ROOT / "README.md"
+
+
+def bash_blocks(text: str) -> list[list[str]]:
+    return [block.strip().splitlines() for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+
+
+def test_the_first_search_here_is_the_readmes_which_runs():
+    """getting-started's first block is skipped because the README's executed block runs
+    the same lines: they must not drift apart."""
+
+    def smoke(path):
+        return next(b for b in bash_blocks(path.read_text()) if "+experiment=quick" in b[0])
+
+    first, runs = smoke(PROJECT_ROOT / "docs" / "getting-started.md"), smoke(README)
+    assert len(first) == 3 and first == runs[: len(first)]
+
+
 def test_the_readme_is_short_and_carries_no_dated_figure():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 150
