@@ -210,6 +210,20 @@ class Comparison:
         )
 
 
+def examples_noise(per_seed: np.ndarray, distribution: np.ndarray) -> float:
+    """The part of a two-level bootstrap's spread more seeds leave as it is: its variance
+    minus the seeds' mean's (the validation examples' own noise)."""
+    seed_var = per_seed.var(ddof=1) / len(per_seed) if len(per_seed) > 1 else 0.0
+    return math.sqrt(max(float(distribution.var()) - seed_var, 0.0))
+
+
+def floor_room(target: float, floor: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """se(n)^2 left for the seeds once the examples' noise `floor` is taken from what
+    detecting `target` with `power` allows; <= 0: no number of seeds is enough."""
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return (target / z) ** 2 - floor**2
+
+
 def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> int | None:
     """Seeds to detect max(|diff|, margin) with `power`: a paired t-test over seeds, or,
     when the interval also carries the validation examples' noise (`example_sd`, which
@@ -226,7 +240,7 @@ def seeds_needed(c: Comparison, alpha: float = ALPHA, power: float = POWER) -> i
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     floor = c.example_sd if np.isfinite(c.example_sd) and not c.split_varies else 0.0
     if floor > 0:
-        room = (target / z) ** 2 - floor**2
+        room = floor_room(target, floor, alpha, power)
         return None if room <= 0 else max(2, math.ceil(spread**2 / room))
     effect = target / spread
     with warnings.catch_warnings():
@@ -254,8 +268,7 @@ def compare_predictions(
     estimate = float(per_seed.mean())
     distribution = two_level_bootstrap(evidence, kind, resamples)
     spread = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
-    seed_var = spread**2 / len(per_seed) if len(per_seed) > 1 else 0.0
-    example_sd = math.sqrt(max(float(distribution.var()) - seed_var, 0.0))
+    example_sd = examples_noise(per_seed, distribution)
     return Comparison(
         data=data,
         a=a,

@@ -28,6 +28,7 @@ import numpy as np
 
 from pipeline.config import minimised
 from pipeline.models.scores import example_losses, macro_f1
+from pipeline.reporting.comparisons import examples_noise, floor_room
 from pipeline.reporting.paired import (
     PER_EXAMPLE,
     bootstrap_p,
@@ -152,25 +153,19 @@ def look(race: Race, label: str, incumbent: str, level: float) -> Pair:
         pair.verdict = BEATS if estimate > 0 else WORSE
     elif -s.margin < lo and hi < s.margin:
         pair.verdict = EQUIVALENT
-    elif not race.split_varies and _split_limited(per_seed, distribution, s, level):
+    elif not race.split_varies and _split_limited(per_seed, distribution, s):
         pair.verdict = SPLIT_LIMITED
     return pair
 
 
-def _split_limited(per_seed: np.ndarray, distribution: np.ndarray, s: RaceSettings, level):
+def _split_limited(per_seed: np.ndarray, distribution: np.ndarray, s: RaceSettings) -> bool:
     """The report's rule (`comparisons.seeds_needed`), once the pair has half its seeds (a
-    steadier estimate of the floor): no number of seeds detects max(|gap|, margin) with
-    80% power, because the validation examples' noise alone (the part of the bootstrap's
-    variance the seeds' mean does not explain) is wider."""
-    from scipy import stats
-
+    steadier estimate of the floor): no number of seeds detects max(|gap|, margin),
+    because the validation examples' noise alone is wider."""
     if len(per_seed) < max(s.first + 1, s.most // 2):
         return False
-    seed_var = per_seed.var(ddof=1) / len(per_seed)
-    floor = math.sqrt(max(float(distribution.var()) - seed_var, 0.0))
-    z = stats.norm.ppf(1 - s.alpha / 2) + stats.norm.ppf(0.8)
     target = max(s.margin, abs(float(per_seed.mean())))
-    return (target / z) ** 2 - floor**2 <= 0
+    return floor_room(target, examples_noise(per_seed, distribution), s.alpha) <= 0
 
 
 def run_race(
