@@ -125,45 +125,105 @@ RACED = [
     "search_space.pooling.values=[attention]",  # attention with tanh, and without
     "tuner=grid",
     "tuner.max_trials=2",
-    "train.epochs=1",
+    "train.epochs=2",  # tanh and none differ from the second epoch: the pair is undecided
     "train.learning_rate=0.02",
-    "data.synthetic.n_examples=300",
+    "data.synthetic.n_examples=600",
     "search.reference=[]",
     "search.evaluate_test=false",
     "search.name=raced",
 ]
 
 
-def test_a_grid_race_logs_each_seed_as_a_run_resumes_without_duplicates_and_is_reported(
-    store, capsys
-):
+def wait_for_a_running_seed(tmp_path, seed: int, proc, timeout: float = 300) -> None:
+    """Until a run of `seed` is RUNNING past its first epoch (read-only sqlite3, as
+    tests/test_lifecycle.py reads the store under a live search)."""
+    import sqlite3
+    import time
+
+    query = (
+        "SELECT 1 FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid WHERE t.key = 'seed' "
+        "AND t.value = ? AND r.status = 'RUNNING' AND EXISTS "
+        "(SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid AND m.key = 'loss')"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        try:
+            with sqlite3.connect(f"file:{tmp_path}/mlflow.db?mode=ro", uri=True) as conn:
+                if conn.execute(query, (str(seed),)).fetchall():
+                    return
+        except sqlite3.Error:  # not created yet
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"no run of seed {seed} started")
+
+
+def test_a_grid_race_killed_mid_race_resumes_the_same_race_without_duplicates(store, capsys):
+    """kill -9 of `python -m pipeline.search` inside the race's first extra training (a
+    barrier holds it there, tests/plugins/epoch_barrier.py); the same search, resumed by
+    name, marks that run FAILED, replays the race on the seeds already logged and trains
+    only what is missing: one run per configuration and seed, the race recorded and
+    reported."""
     import json
+    import os
+    import signal
+    import subprocess
 
     from pipeline.reporting.search_report import run_report
     from pipeline.search.run import run_search
+    from tests.conftest import PROJECT_ROOT, store_overrides
+    from tests.forked_cli import popen_python
+
+    first_trainings = 4  # 2 configurations x search.race.first seeds, by keras-tuner
+    env = {**os.environ, "EPOCH_BARRIER": str(store.path / "never"),
+           "EPOCH_BARRIER_AFTER": str(first_trainings * 2 + 1)}  # fmt: skip
+    proc = popen_python(
+        ["-m", "pipeline.search", *RACED, "plugins=[tests.plugins.epoch_barrier]",
+         *store_overrides(store.path)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    wait_for_a_running_seed(store.path, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
+    assert len(killed) == first_trainings + 1
+    assert [int(r.data.tags["seed"]) for r in killed if r.info.status == "RUNNING"] == [2]
 
     outcome = run_search(store.compose(*RACED))
     printed = capsys.readouterr().out
+    assert "interrupted trial run(s) marked FAILED" in printed
     assert "race: 2 configurations, up to 3 seeds each" in printed and "race round 1" in printed
-    client = store.client()
     race = json.loads(store.tracker().read_text(outcome.parent_run_id, "search/race.json"))
     children = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
-    per_trial = {}
+    per_trial: dict[str, list[int]] = {}
     for run in children:
-        per_trial.setdefault(run.data.tags["trial_id"], []).append(int(run.data.tags["seed"]))
+        if run.info.status == "FINISHED":
+            per_trial.setdefault(run.data.tags["trial_id"], []).append(int(run.data.tags["seed"]))
     assert {k: len(v) for k, v in per_trial.items()} == race["seeds"]
-    assert all(sorted(v) == list(range(len(v))) for v in per_trial.values())
-    assert race["stopped"] and 2 <= sum(race["seeds"].values()) <= 6
-    parent = client.get_run(outcome.parent_run_id)
+    assert all(sorted(v) == list(range(len(v))) for v in per_trial.values())  # none twice
+    assert [r.info.status for r in children if r.info.status != "FINISHED"] == ["FAILED"]
+    assert race["stopped"] and 5 <= sum(race["seeds"].values()) <= 6
+    parent = store.client().get_run(outcome.parent_run_id)
     assert parent.data.metrics["race_trainings"] == sum(race["seeds"].values())
 
-    run_search(store.compose(*RACED))  # resumed by name: the race replays, trains nothing
+    run_search(store.compose(*RACED))  # resumed once more: the race replays, trains nothing
     assert "race: stopped" in capsys.readouterr().out
-    again = [r for r in store.runs() if r.data.tags.get("kind") == "trial"]
-    assert len(again) == len(children)
+    assert len([r for r in store.runs() if r.data.tags.get("kind") == "trial"]) == len(children)
 
     report = run_report(store.tracker(), "raced", out=store.path / "report")
     assert "## The race (search.seeds=adaptive" in report.markdown
+
+    # `bench race --record`: the search's predictions as a design the replay reads
+    from pipeline.bench.race import record_design
+
+    assert record_design(store.tracker(), "raced", store.path / "design") == sum(
+        race["seeds"].values()
+    )
+    design = read_design(store.path / "design")
+    names = race["configurations"]
+    assert {k: sorted(v) for k, v in design.items()} == {
+        names[trial]: list(range(n)) for trial, n in race["seeds"].items()
+    }
 
 
 @pytest.mark.parametrize(
@@ -174,6 +234,8 @@ def test_a_grid_race_logs_each_seed_as_a_run_resumes_without_duplicates_and_is_r
         ("search.race.margin=0", "search.race.margin: must be > 0"),
         ("tracking.log_predictions=false", "tracking.log_predictions: search.seeds=adaptive"),
         ("search.seeds=often", "search.seeds: null, a list of whole numbers or adaptive"),
+        ("search.stop.patience=0", "search.stop.patience: must be >= 1 or null"),
+        ("tuner.objective=val_loss search.stop.patience=3", "search.stop.patience: the noise"),
     ],
 )
 def test_bad_race_settings_are_one_line(override, message):
@@ -182,4 +244,4 @@ def test_bad_race_settings_are_one_line(override, message):
 
     seeds = [] if override.startswith("search.seeds=") else ["search.seeds=adaptive"]
     with pytest.raises(ConfigError, match=f"^{message}"):
-        validate_config(compose_config([*seeds, override]))
+        validate_config(compose_config([*seeds, *override.split()]))

@@ -170,9 +170,15 @@ def test_consecutive_failures_stop_the_search_with_one_line(store):
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
-def test_other_tuners_run_a_tiny_search(store, tuner):
-    extra = ["tuner.max_epochs=2", "tuner.factor=2"] if tuner == "hyperband" else []
-    run_search(
+def test_other_tuners_run_a_tiny_search(store, tuner, capsys):
+    """Hyperband's brackets; a Bayesian search stopped by search.stop.patience (one trial
+    that does not beat the best by more than the 36 validation examples' noise)."""
+    extra = (
+        ["tuner.max_epochs=2", "tuner.factor=2"]
+        if tuner == "hyperband"
+        else ["tuner.max_trials=5", "search.stop.patience=1"]
+    )
+    outcome = run_search(
         store.compose(
             *TINY,
             f"tuner={tuner}",
@@ -192,6 +198,11 @@ def test_other_tuners_run_a_tiny_search(store, tuner):
     assert "best_val_macro_f1" in parent.data.metrics
     if tuner == "hyperband":
         assert any("tuner/epochs" in r.data.params for r in children)
+    else:
+        assert "search stopped: 1 trials in a row did not beat the best" in capsys.readouterr().out
+        assert 2 <= len(outcome.trials) < 5 and not outcome.exhausted and outcome.stopped
+        parent_tags = parent.data.tags
+        assert parent_tags["stopped"].startswith("search stopped: 1 trials in a row")
 
 
 # ---------------------------------------------------------------- the command line

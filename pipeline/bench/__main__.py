@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rc = sub.add_parser("race", help="racing's error rates (simulated) and savings (replayed)")
     rc.add_argument("--design", default=None, help="a recorded design: DIR/<label>/seed_<n>.npz")
+    rc.add_argument("--record", default=None, help="write this search's runs as --design DIR")
+    rc.add_argument("--set", nargs="*", default=[], help="config overrides (the store), key=v")
     rc.add_argument("--races", type=int, default=400, help="simulated races per scenario")
     rc.add_argument("--gap", type=float, default=3.0, help="the true gap to find, in points")
     rc.add_argument("--examples", type=int, default=500, help="simulated validation examples")

@@ -9,6 +9,7 @@ one asked for. Three scenarios, each `--races` times: identical configurations (
 "beats" either way is false), a true gap of `--gap` points (found: "beats" the right
 way), and the same gap against an equivalence verdict (a false "equivalent").
 
+`--record SEARCH --design DIR` writes a search's logged predictions as such a design.
 A recorded design (`DIR/<label>/seed_<n>.npz` with `index`, `y`, `probs`, as
 `predictions/val.npz` of each trial run) is replayed under `--orders` random seed
 orders: the race trains a replicate by reading it. Each replay's verdicts are set beside
@@ -96,6 +97,26 @@ def calibration(
     }
 
 
+def record_design(tracker, search: str, out: Path) -> int:
+    """Writes a search's finished trial runs as a design (`out/<variant>/seed_<n>.npz`,
+    each run's logged validation predictions); the number of files written."""
+    parent = tracker.find_search(search)
+    if parent is None:
+        raise SystemExit(f"no search named {search!r} in {tracker.ui_command()}")
+    written = 0
+    for run in tracker.trial_runs(parent.run_id, status="FINISHED"):
+        predictions = tracker.read_predictions(run.run_id)
+        if predictions is None:
+            raise SystemExit(f"run {run.run_id} logged no predictions (tracking.log_predictions)")
+        folder = out / (run.variant or str(run.trial_id))
+        folder.mkdir(parents=True, exist_ok=True)
+        p = predictions
+        np.savez_compressed(folder / f"seed_{run.seed}.npz", index=p.index, y=p.y,
+                            probs=p.probs.astype(np.float32))  # fmt: skip
+        written += 1
+    return written
+
+
 def read_design(folder: Path) -> dict[str, dict[int, Predictions]]:
     """label -> seed -> predictions of a recorded full design."""
     design: dict[str, dict[int, Predictions]] = {}
@@ -142,6 +163,14 @@ def replay(design, settings: RaceSettings, metric: str, orders: int, seed: int =
 
 
 def run(args) -> None:
+    if args.record is not None:
+        from pipeline.runtime.cli import composed
+        from pipeline.tracking import open_tracker
+
+        out = Path(args.design or f"mlruns/designs/{args.record}")
+        written = record_design(open_tracker(composed(args.set).tracking), args.record, out)
+        say(f"{written} runs of search {args.record!r} written to {out}")
+        return
     settings = RaceSettings(
         first=args.first, most=args.most, margin=args.margin / 100, alpha=args.alpha,
         resamples=args.resamples,

@@ -390,6 +390,11 @@ class RaceConfig:  # search.seeds=adaptive: how seeds are raced (pipeline/search
 
 
 @dataclass
+class StopConfig:  # pipeline/search/stopping.py
+    patience: int | None  # trials in a row without a gain beyond the noise (null: never)
+
+
+@dataclass
 class SearchConfig:
     name: str | None
     resume: bool
@@ -399,6 +404,7 @@ class SearchConfig:
     evaluate_test: bool
     seeds: Any  # null | a list of seeds | adaptive (search.race)
     race: RaceConfig
+    stop: StopConfig
     vary_split: bool
     baseline: str | None
     # Names in pipeline.training.references, each logged as a child run ([]: none).

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline.config.objectives import minimised
 from pipeline.config.plain import search_space_dims
 from pipeline.config.schema import (
     JIT_MODES,
@@ -280,6 +281,15 @@ def _check_tuner(tu: DictConfig, seeds: list) -> None:
 def _check_seeds(cfg: DictConfig) -> None:
     problem = seeds_problem(cfg)
     _require(problem is None, *(problem or ": ").split(": ", 1))
+    patience = cfg.search.stop.patience
+    if patience is not None:
+        _require(patience >= 1, "search.stop.patience", f"must be >= 1 or null, got {patience}")
+        _require(
+            not minimised(cfg.tuner.objective),
+            "search.stop.patience",
+            f"the noise is the standard error of an accuracy-like objective; "
+            f"{cfg.tuner.objective} has none here",
+        )
 
 
 def _check_cluster(c: DictConfig) -> None:

@@ -35,7 +35,7 @@ def make_tuner(
     # the search's own line already says "resumed".
     with contextlib.redirect_stdout(io.StringIO()):
         tuner = TrackedTuner(
-            make_oracle(cfg.tuner),
+            make_oracle(cfg.tuner, cfg.search.stop.patience, len(data.y["val"])),
             SearchSpaceHyperModel(cfg, len(data.vocab), data.n_classes),
             cfg=cfg,
             data=data,

@@ -21,6 +21,7 @@ from pipeline.search.driver import weights_path
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import build_trial_model, trial_settings
+from pipeline.search.stopping import patience_stop
 from pipeline.search.tuner import written_folders
 from pipeline.tracking import Artifact, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
@@ -96,6 +97,9 @@ def finish_search(
     tracker.set_tags({Tag.BEST_RUN_ID: best_row["run_id"], Tag.BEST_TRIAL_ID: best_trial_id})
     tracker.set_tags({f"{Tag.BEST_PREFIX}{k}": v for k, v in best_values.items()})
     tracker.log_metrics({f"{Metric.BEST_VAL_PREFIX}{k}": best_row[k] for k in VALIDATION_METRICS})
+    stopped = patience_reason(cfg, table, len(data.y["val"]))
+    if stopped:
+        tracker.set_tags({Tag.STOPPED: stopped})
     test_metrics: dict[str, float] = {}
     if cfg.search.evaluate_test and len(data.y["test"]):
         weights = weights_path(cfg.tuner.directory, name, best_trial_id)
@@ -118,8 +122,18 @@ def finish_search(
         best=best_row,
         test_metrics=test_metrics,
         ui_command=tracker.ui_command(),
-        exhausted=exhausted_space(cfg.tuner.kind, cfg.tuner.max_trials, trials),
+        exhausted=not stopped and exhausted_space(cfg.tuner.kind, cfg.tuner.max_trials, trials),
+        stopped=stopped,
     )
+
+
+def patience_reason(cfg: DictConfig, table: pd.DataFrame, examples: int) -> str | None:
+    """Why the oracle stopped before tuner.max_trials (search.stop.patience), or None."""
+    patience, objective = cfg.search.stop.patience, cfg.tuner.objective
+    if not patience or len(table) >= cfg.tuner.max_trials:
+        return None
+    stop = patience_stop(table.sort_values("trial")[objective], patience, examples, objective)
+    return stop.reason(objective) if stop else None
 
 
 def check_uploads_done(cfg: DictConfig, name: str) -> None:

@@ -10,8 +10,10 @@ from typing import Any
 import keras_tuner as kt
 from omegaconf import DictConfig
 
+from pipeline import progress
 from pipeline.config import TunerKind, direction
 from pipeline.search.state_files import AtomicStateOracle
+from pipeline.search.stopping import patience_stop
 
 
 class TrailingFailureCheck(kt.Oracle):
@@ -41,11 +43,36 @@ class TrailingFailureCheck(kt.Oracle):
             )
 
 
+class PatienceOracle(kt.Oracle):
+    """An oracle that stops the search by `patience_stop` (unset: never)."""
+
+    stop_patience: int | None = None
+    validation_examples: int = 0
+    _stop_said = False
+
+    def populate_space(self, trial_id):
+        if self.stop_patience:
+            stop = patience_stop(self._ended_scores(), self.stop_patience,
+                                 self.validation_examples, self.objective.name)  # fmt: skip
+            if stop is not None:
+                if not self._stop_said:
+                    progress.say(stop.reason(self.objective.name))
+                    self._stop_said = True
+                return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+        return super().populate_space(trial_id)
+
+    def _ended_scores(self) -> list[float]:
+        done = kt.engine.trial.TrialStatus.COMPLETED
+        trials = (self.trials[t] for t in self.end_order)
+        return [t.score for t in trials if t.status == done and t.score is not None]
+
+
 @functools.cache
 def flat_oracle(oracle_class: type[kt.Oracle]) -> type[kt.Oracle]:
-    """`oracle_class` with atomic state files and the constant-time failure check (same
-    name, so keras-tuner's messages read as before)."""
-    return type(oracle_class.__name__, (AtomicStateOracle, TrailingFailureCheck, oracle_class), {})
+    """`oracle_class` with atomic state files, the constant-time failure check and the
+    patience stop (same name, so keras-tuner's messages read as before)."""
+    bases = (AtomicStateOracle, TrailingFailureCheck, PatienceOracle, oracle_class)
+    return type(oracle_class.__name__, bases, {})
 
 
 OracleFactory = Callable[[DictConfig, dict[str, Any]], kt.Oracle]
@@ -93,7 +120,11 @@ def _hyperband(tuner: DictConfig, common: dict[str, Any]) -> kt.Oracle:
     )
 
 
-def make_oracle(tuner: DictConfig) -> kt.Oracle:
+def make_oracle(
+    tuner: DictConfig, patience: int | None = None, validation_examples: int = 0
+) -> kt.Oracle:
+    """The oracle of `tuner.kind`; `patience` (search.stop.patience) stops it once that
+    many trials in a row did not beat the best by more than the validation set's noise."""
     objective = kt.Objective(str(tuner.objective), direction=direction(tuner.objective))
     common = dict(
         objective=objective,
@@ -103,4 +134,6 @@ def make_oracle(tuner: DictConfig) -> kt.Oracle:
         max_retries_per_trial=0,
         max_consecutive_failed_trials=tuner.max_consecutive_failed_trials,
     )
-    return ORACLES[str(tuner.kind)](tuner, common)
+    oracle = ORACLES[str(tuner.kind)](tuner, common)
+    oracle.stop_patience, oracle.validation_examples = patience, validation_examples
+    return oracle

@@ -24,6 +24,7 @@ class SearchOutcome:
     ui_command: str
     exhausted: bool
     references: list = field(default_factory=list)  # ReferenceScore per reference run
+    stopped: str | None = None  # why it ended before max_trials (search.stop.patience)
 
 
 def _typed(value: str) -> Any:
@@ -201,6 +202,8 @@ def summary_lines(outcome: SearchOutcome, objective: str, top_k: int, max_trials
         + (" (mean over seeds):" if several else ":"),
         top[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"),
     ]
+    if outcome.stopped:
+        lines.append(f"note: {outcome.stopped}")
     if outcome.exhausted:
         lines.append(
             f"note: the search space was exhausted after {n_configs} trials "

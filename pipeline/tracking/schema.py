@@ -52,6 +52,7 @@ class Tag:
     COMMAND = "command"  # the search command line
     DATA_LEAK = "data_leak"  # "val exact 2.5%, ...": shares over data.audit.max_leak
     BEST_RUN_ID = "best_run_id"
+    STOPPED = "stopped"  # why a search ended before tuner.max_trials (search.stop.patience)
     BEST_TRIAL_ID = "best_trial_id"
     BEST_PREFIX = "best."  # best.<hyperparameter>
     VERSION_PREFIX = "version."  # version.<package>
