@@ -119,24 +119,6 @@ def test_newcomer_search_report_reproduce_predict_and_serve(tmp_path, run_cli):
     assert [r["label"] for r in rows] == scored["pred_label"].tolist()
 
 
-def test_own_csv_by_overrides_alone_then_the_report(tmp_path, run_cli):
-    """README "Data": a CSV with column names of its own, by overrides only."""
-    words = {"pos": "great lovely fine", "neg": "awful late rude"}
-    rows = [
-        {"review": f"{words[s].split()[i % 3]} flight number {i}", "stars": s}
-        for i in range(120)
-        for s in ("pos", "neg")
-    ]
-    pd.DataFrame(rows).to_csv(tmp_path / "mine.csv", index=False)
-    store = store_overrides(tmp_path)
-    ok(run_cli("search", "+experiment=quick", "tuner.max_trials=2", "data=csv",
-               f"data.csv.path={tmp_path / 'mine.csv'}", "data.csv.text_column=review",
-               "data.csv.label_column=stars", "search.name=mine", *store))  # fmt: skip
-    report = ok(run_cli("report", "mine", "--out", str(tmp_path / "r"), *store[:2]))
-    assert "mine" in report.stdout
-    assert len(trial_runs(store[0].split("=", 1)[1])) == 2
-
-
 GRAB = """
 import sys, time
 from pipeline.search import ownership

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from pipeline.bench.race import (
     SimulatedTask,
@@ -16,10 +17,12 @@ from pipeline.bench.race import (
 )
 from pipeline.search.racing import (
     EQUIVALENT,
+    FUTILE,
     SPLIT_LIMITED,
     WORSE,
     Race,
     RaceSettings,
+    nominal_levels,
     run_race,
     spent,
 )
@@ -41,6 +44,27 @@ def test_the_levels_of_every_look_add_up_to_at_most_alpha():
     levels = [spent(0.05, b) - spent(0.05, a) for a, b in pairs]
     assert all(x >= 0 for x in levels) and sum(levels) == pytest.approx(0.05)
     assert spent(0.05, 0.25) > 0.01  # early looks can decide (a Pocock-type spending)
+
+
+def test_the_nominal_levels_of_repeated_looks_keep_the_error_rate_of_one():
+    """A single look tests at alpha; seven looks (2..8 of 8 seeds) each test at more than
+    alpha / 7 (the looks are correlated) and less than alpha, and a statistic with no
+    effect, drawn as the looks see it, crosses some boundary in about alpha of paths."""
+    assert nominal_levels(0.05, (1.0,))[0] == pytest.approx(0.05, abs=0.002)
+    fractions = tuple(k / 8 for k in range(2, 9))
+    levels = np.asarray(nominal_levels(0.05, fractions))
+    assert (levels > 0.05 / 7).all() and (levels < 0.05).all()
+    rng = np.random.default_rng(1)
+    steps = np.diff((0.0, *fractions))
+    paths = np.cumsum(rng.normal(size=(50_000, 7)) * np.sqrt(steps), axis=1)
+    p = 2 * stats.norm.sf(np.abs(paths / np.sqrt(fractions)))
+    assert (p < levels).any(axis=1).mean() == pytest.approx(0.05, abs=0.005)
+
+
+def test_identical_configurations_on_a_small_split_are_futile_before_most_seeds():
+    race = raced({"a": 0.0, "b": 0.0}, baseline="a")
+    assert race.pairs["b"].verdict == FUTILE and race.trainings < 2 * FAST.most
+    assert "1 futile" in race.stopped
 
 
 def test_a_clearly_worse_configuration_gets_no_seed_beyond_its_first():
@@ -65,7 +89,9 @@ def test_identical_configurations_end_equivalent_on_a_large_validation_set():
 
 
 def test_seeds_cannot_settle_a_pair_the_validation_split_is_too_small_for():
-    settings = RaceSettings(resamples=500, margin=0.002)
+    # first=4: the split's floor is weighed at the first look that could also call the
+    # pair futile, and comes first
+    settings = RaceSettings(first=4, resamples=500, margin=0.002)
     race = raced({"a": 0.0, "b": 0.0}, settings, examples=80, baseline="a")
     assert race.pairs["b"].verdict == SPLIT_LIMITED
     assert race.trainings < 2 * settings.most  # it stopped spending on them

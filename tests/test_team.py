@@ -58,7 +58,7 @@ def test_two_worker_search_on_a_postgres_server_rides_out_a_database_stop_then_r
     tmp_path, postgres, capsys
 ):
     """A 2-worker cluster search on an MLflow server over PostgreSQL, with PostgreSQL
-    stopped for 20 s mid-search while the server stays up (its /health still answers, its
+    stopped for 10 s mid-search while the server stays up (its /health still answers, its
     store calls answer 503 TEMPORARILY_UNAVAILABLE): an outage, ridden out, every trial
     FINISHED once; then the report and reproduce read the same server."""
     import time
@@ -83,7 +83,7 @@ def test_two_worker_search_on_a_postgres_server_rides_out_a_database_stop_then_r
         time.sleep(1.0)  # into the epochs
         postgres.stop()
         try:
-            time.sleep(20)
+            time.sleep(10)
             assert search.proc.poll() is None, search.output
         finally:
             postgres.start()

@@ -137,10 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--seed-sd", type=float, default=0.0, help="latent shift per seed")
     rc.add_argument("--orders", type=int, default=200, help="seed orders a design is replayed")
     rc.add_argument("--metric", default="val_accuracy")
+    rc.add_argument(
+        "--baseline", default=None, help="a design's label every other is weighed against"
+    )
+    rc.add_argument("--split-varies", action="store_true", help="the design varied its split")
     rc.add_argument("--first", type=int, default=2)
     rc.add_argument("--most", type=int, default=8)
     rc.add_argument("--margin", type=float, default=1.0, help="equivalence margin, points")
     rc.add_argument("--alpha", type=float, default=0.05)
+    rc.add_argument("--futility", type=float, default=0.2, help="conditional power (0: off)")
     rc.add_argument("--resamples", type=int, default=2000)
     k = sub.add_parser("kept", help="a seed-replicate search, search.keep_compiled=0 vs N")
     k.add_argument("--trials", type=int, default=2, help="configurations")

@@ -129,28 +129,34 @@ def read_design(folder: Path) -> dict[str, dict[int, Predictions]]:
     return design
 
 
-def full_verdicts(design, settings: RaceSettings, metric: str) -> tuple[str, dict[str, str]]:
+def full_verdicts(
+    design, settings: RaceSettings, metric: str, baseline: str | None = None
+) -> tuple[str, dict[str, str]]:
     """(incumbent, label -> verdict) with every configuration on every seed, one look
-    at the whole error rate split over the pairs."""
+    at the whole error rate split over the pairs (against `baseline` when given)."""
     seeds = sorted(set.intersection(*(set(d) for d in design.values())))
-    race = Race(settings, metric, seeds, predictions={k: dict(v) for k, v in design.items()})
+    race = Race(settings, metric, seeds, baseline=baseline,
+                predictions={k: dict(v) for k, v in design.items()})  # fmt: skip
     incumbent = race.incumbent()
     others = [k for k in design if k != incumbent]
     level = settings.alpha / max(len(others), 1)
     return incumbent, {k: look(race, k, incumbent, level).verdict for k in others}
 
 
-def replay(design, settings: RaceSettings, metric: str, orders: int, seed: int = 0):
+def replay(
+    design, settings: RaceSettings, metric: str, orders: int, seed: int = 0,
+    baseline: str | None = None, split_varies: bool = False,
+):  # fmt: skip
     """Replays under random seed orders: (share agreeing with the full design's verdicts,
     trainings shares)."""
-    incumbent, full = full_verdicts(design, settings, metric)
+    incumbent, full = full_verdicts(design, settings, metric, baseline)
     total = sum(len(v) for v in design.values())
     seeds = sorted(set.intersection(*(set(d) for d in design.values())))
     rng = np.random.default_rng(seed)
     agree, shares = [], []
     for _ in range(orders):
         order = [int(s) for s in rng.permutation(seeds)]
-        race = Race(settings, metric, order)
+        race = Race(settings, metric, order, baseline=baseline, split_varies=split_varies)
         run_race(race, sorted(design), lambda label, s: design[label][s])
         raced = {k: p.verdict for k, p in race.pairs.items() if p.incumbent == incumbent}
         agree.append(race.incumbent() == incumbent and all(
@@ -173,7 +179,7 @@ def run(args) -> None:
         return
     settings = RaceSettings(
         first=args.first, most=args.most, margin=args.margin / 100, alpha=args.alpha,
-        resamples=args.resamples,
+        futility=args.futility, resamples=args.resamples,
     )  # fmt: skip
     if (problem := settings.problem()) is not None:
         raise SystemExit(problem)
@@ -191,7 +197,10 @@ def run(args) -> None:
         )
         return
     design = read_design(Path(args.design))
-    incumbent, full, agree, shares = replay(design, settings, args.metric, args.orders)
+    incumbent, full, agree, shares = replay(
+        design, settings, args.metric, args.orders, baseline=args.baseline,
+        split_varies=args.split_varies,
+    )  # fmt: skip
     say(
         f"full design: {len(design)} configurations x "
         f"{min(len(v) for v in design.values())} seeds; incumbent {incumbent}; verdicts "

@@ -13,25 +13,24 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.config.data_schema import (  # noqa: F401  (re-exported)
+    AuditConfig,
+    ClassWeight,
+    ConflictingLabels,
+    CsvConfig,
+    DataConfig,
+    Dedupe,
+    EncodingErrors,
+    NearDuplicatesConfig,
+    SyntheticConfig,
+    SyntheticRule,
+    TableConfig,
+    TextDirConfig,
+)
 from pipeline.config.objectives import Objective
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
-
-
-class EncodingErrors(StrEnum):
-    strict = "strict"  # fail naming the file
-    replace = "replace"  # substitute bad bytes
-
-
-class SyntheticRule(StrEnum):
-    negation = "negation"  # keys of another class after "not" do not count: order decides
-    majority = "majority"  # the class with the most keys: a bag of words solves it
-
-
-class ClassWeight(StrEnum):
-    none = "none"
-    balanced = "balanced"  # inverse class frequency on the training split
 
 
 class TunerKind(StrEnum):
@@ -78,58 +77,6 @@ class ClusterRole(StrEnum):
     worker = "worker"
 
 
-@dataclass
-class SyntheticConfig:
-    rule: SyntheticRule
-    n_examples: int
-    n_classes: int
-    min_tokens: int
-    max_tokens: int
-    filler_vocab: int
-    keys_per_class: int
-    min_keys: int
-    max_keys: int
-    other_class_keys: int
-    distractor_tokens: int
-    distractors_per_example: int
-    label_noise: float
-    seed: int
-
-
-@dataclass
-class TableConfig:
-    """A table of texts and labels in one file (data.jsonl, data.parquet; data.csv adds its
-    own keys): which columns, which labels, and how they are named."""
-
-    path: str | None
-    text_column: str
-    label_column: str
-    labels: list[str] | None
-    label_map: dict[str, str]
-    drop_missing_labels: bool
-    label_names: Any  # null | a list | a file of one name a line: numeric label i -> names[i]
-
-
-@dataclass
-class CsvConfig(TableConfig):
-    sep: str  # auto (tab for .tsv/.tab, else comma) | tab | comma | semicolon | pipe | a character
-    header: bool  # false: no header line; columns are named by position (0, 1, ...)
-
-
-@dataclass
-class TextDirConfig:
-    root: str | None
-    train_split: str
-    test_split: str | None
-    extension: str
-
-
-class Dedupe(StrEnum):
-    none = "none"  # every row stays; split row by row
-    exact = "exact"  # repeated text+label dropped; rows of one text share a split
-    near = "near"  # also near-copy families (MinHash LSH) share a split
-
-
 class LstmKernel(StrEnum):
     fused = "fused"  # TensorFlow's BlockLSTM op on CPU (pipeline/models/fused_lstm.py)
     keras = "keras"  # Keras' own while loop
@@ -140,59 +87,6 @@ class XlaLstm(StrEnum):
 
     bptt = "bptt"  # its own recurrence, backward pass written out (pipeline/models/xla_lstm.py)
     keras = "keras"  # Keras' loop and TensorFlow's gradient of it
-
-
-class ConflictingLabels(StrEnum):
-    keep = "keep"
-    drop = "drop"  # every row of a text seen with two or more labels
-
-
-@dataclass
-class NearDuplicatesConfig:
-    threshold: float  # Jaccard similarity of shingle sets, in (0, 1]
-    shingle_size: int  # tokens per shingle
-    num_perm: int  # MinHash permutations
-    seed: int
-    miss_weight: float  # in (0, 1): weight of missed pairs against false candidates
-
-
-@dataclass
-class AuditConfig:
-    enabled: bool
-    near_duplicates: bool
-    max_leak: float
-    examples: int
-    label_issues: bool
-    label_issues_folds: int
-    label_issues_c: float
-    label_issues_max: int
-
-
-@dataclass
-class DataConfig:
-    loader: str
-    name: str
-    max_len: int
-    vocab_size: int
-    min_count: int
-    lowercase: bool
-    token_pattern: str
-    val_fraction: float
-    test_fraction: float
-    split_seed: int
-    encoding_errors: EncodingErrors
-    class_weight: ClassWeight
-    strip_html: bool
-    dedupe: Dedupe
-    conflicting_labels: ConflictingLabels
-    near_duplicates: NearDuplicatesConfig
-    audit: AuditConfig
-    # One section per loader; only the chosen loader's YAML fills its own.
-    synthetic: SyntheticConfig | None = None
-    csv: CsvConfig | None = None
-    text_dir: TextDirConfig | None = None
-    jsonl: TableConfig | None = None
-    parquet: TableConfig | None = None
 
 
 class EmbeddingSource(StrEnum):
@@ -386,6 +280,7 @@ class RaceConfig:  # search.seeds=adaptive: how seeds are raced (pipeline/search
     budget: int | None
     margin: float  # points (metric units x 100; loss: its own units)
     alpha: float
+    futility: float  # conditional power below which a pair stops (0: never)
     top_k: int
 
 

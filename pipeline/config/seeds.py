@@ -46,6 +46,8 @@ def seeds_problem(cfg: DictConfig) -> str | None:
     r = cfg.search.race
     if problem := race_problem(r.first, r.most, r.budget, r.margin, r.alpha):
         return problem
+    if not 0 <= r.futility < 1:
+        return f"search.race.futility: a conditional power in [0, 1), got {r.futility}"
     if r.top_k < 2:
         return f"search.race.top_k: needs 2 or more to race, got {r.top_k}"
     if cfg.cluster.mode == ClusterMode.workers:

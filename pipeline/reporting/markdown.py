@@ -315,6 +315,11 @@ def race_markdown(race: dict) -> list[str]:
         f"{sum(race.get('seeds', {}).values())} trainings.",
         "",
         markdown_table(["configuration", "seeds", "against the incumbent"], rows),
+        "",
+        "A verdict here is the race's, at its sequential levels; the comparisons above "
+        "weigh every seed at once. `futile`: at its current gap, the most seeds allowed "
+        "would not settle the pair; `split-limited`: no number of seeds would, on this "
+        "validation split.",
     ]
     return lines
 

@@ -9,22 +9,33 @@ incumbent gets no more seeds; an undecided pair gets one more seed on each side 
 up to `most`; the race ends when every pair is decided, every undecided one is at `most`
 seeds (or limited by its validation split), or `budget` trainings are spent.
 
-Deciding after every round would inflate false verdicts. Each pair spends its error rate
-over its looks with Lan and DeMets' Pocock-type spending function
+Deciding after every round would inflate false verdicts. The error rate is split over
+the pairs (Bonferroni: alpha / (configurations - 1)) and each pair spends its share over
+its looks with Lan and DeMets' Pocock-type spending function
 (alpha(t) = alpha * ln(1 + (e - 1) t), t = seeds / most; Lan & DeMets 1983, Biometrika
-70:659; Kim & DeMets 1987): the look at t_k tests at alpha(t_k) - alpha(t_{k-1}), split
-over the pairs of that round (Bonferroni), so the levels a pair ever uses add up to at
-most alpha whatever the correlation between looks. Equivalence uses the same levels
-(both one-sided tests of TOST). Pure NumPy/SciPy: no TensorFlow.
+70:659; Kim & DeMets 1987). The look at t_k tests at the nominal level whose boundary
+makes the chance of a first crossing at t_k exactly alpha(t_k) - alpha(t_{k-1}) for a
+statistic that accumulates like Brownian motion (corr(Z_j, Z_k) = sqrt(t_j / t_k)), as
+group-sequential designs compute it (Jennison & Turnbull 2000, ch. 7); here by a fixed,
+seeded simulation of those paths. Equivalence uses the same levels (both one-sided tests
+of TOST).
+
+A pair that more seeds are unlikely to decide stops receiving them (futility, by
+conditional power under the current estimate: Lan, Simon & Halperin 1982): projected to
+`most` seeds with the current gap and its standard error shrinking as 1/sqrt(seeds),
+neither a difference nor an equivalence would be shown. Its verdict is `futile`, which
+the report reads as undecided. Pure NumPy/SciPy: no TensorFlow.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from pipeline.config import minimised
 from pipeline.models.scores import example_losses, macro_f1
@@ -37,14 +48,16 @@ from pipeline.reporting.paired import (
 )
 from pipeline.tracking.records import Predictions
 
-BEATS, WORSE, EQUIVALENT, UNDECIDED, SPLIT_LIMITED, FAILED = (
+BEATS, WORSE, EQUIVALENT, UNDECIDED, SPLIT_LIMITED, FUTILE, FAILED = (
     "beats",
     "worse",
     "equivalent",
     "undecided",
     "split-limited",
+    "futile",
     "failed",
 )
+PATHS = 200_000  # simulated Brownian paths behind the nominal levels (fixed seed)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class RaceSettings:
     budget: int | None = None
     margin: float = 0.01
     alpha: float = 0.05
+    futility: float = 0.2  # conditional power below which a pair gets no more seeds (0: off)
     resamples: int = 2000
 
     def problem(self) -> str | None:
@@ -73,6 +87,28 @@ def spent(alpha: float, t: float) -> float:
     return alpha * math.log(1 + (math.e - 1) * min(max(t, 0.0), 1.0))
 
 
+@functools.cache
+def nominal_levels(alpha: float, fractions: tuple[float, ...]) -> tuple[float, ...]:
+    """Two-sided nominal levels of looks at information `fractions` (increasing): each
+    look's boundary is set so that the chance of first crossing there is what the
+    spending function adds at that fraction."""
+    rng = np.random.default_rng(20260101)
+    steps = np.diff(np.asarray((0.0, *fractions)))
+    paths = np.cumsum(rng.normal(size=(PATHS, len(steps))) * np.sqrt(steps), axis=1)
+    z = np.abs(paths / np.sqrt(np.asarray(fractions)))
+    alive = np.ones(PATHS, dtype=bool)
+    levels, before = [], 0.0
+    for k, t in enumerate(fractions):
+        target = (spent(alpha, t) - before) * PATHS  # paths to stop at this look
+        before = spent(alpha, t)
+        inside = np.sort(z[alive, k])[::-1]
+        n = int(round(target))
+        c = inside[n] if 0 < n < len(inside) else (np.inf if n <= 0 else 0.0)
+        alive &= z[:, k] < c
+        levels.append(float(2 * stats.norm.sf(c)))
+    return tuple(levels)
+
+
 @dataclass
 class Pair:
     """One configuration against the incumbent, and what the last look said."""
@@ -83,7 +119,7 @@ class Pair:
     seeds: int = 0
     diff: float = float("nan")  # label - incumbent, metric units (oriented: + is better)
     level: float = 0.0  # the level of the last look
-    spent_t: float = 0.0  # information fraction of the last look
+    looks: tuple[float, ...] = ()  # information fractions of its looks at this incumbent
 
 
 @dataclass
@@ -155,7 +191,22 @@ def look(race: Race, label: str, incumbent: str, level: float) -> Pair:
         pair.verdict = EQUIVALENT
     elif not race.split_varies and _split_limited(per_seed, distribution, s):
         pair.verdict = SPLIT_LIMITED
+    elif _futile(estimate, float(np.std(distribution)), len(per_seed), level, s):
+        pair.verdict = FUTILE
     return pair
+
+
+def _futile(estimate: float, se: float, seeds: int, level: float, s: RaceSettings) -> bool:
+    """Neither verdict has conditional power `s.futility` at `most` seeds, the gap
+    staying what it is now and its standard error shrinking as 1/sqrt(seeds) (looked at
+    from first + 1 seeds: two seeds say little of their own spread)."""
+    if not s.futility or seeds < s.first + 1 or seeds >= s.most or se <= 0:
+        return False
+    projected = se * math.sqrt(seeds / s.most)
+    power = stats.norm.isf(s.futility)  # the z a verdict needs beyond its boundary
+    difference = abs(estimate) / projected > stats.norm.isf(level / 2) - power
+    equivalence = abs(estimate) + (stats.norm.isf(level) - power) * projected < s.margin
+    return not (difference or equivalence)
 
 
 def _split_limited(per_seed: np.ndarray, distribution: np.ndarray, s: RaceSettings) -> bool:
@@ -191,13 +242,7 @@ def run_race(
         )
         say(race.rounds[-1])
         if not undecided:
-            limited = sum(p.verdict == SPLIT_LIMITED for p in race.pairs.values())
-            race.stopped = "every pair is decided" + (
-                f" ({limited} split-limited: no number of seeds settles them on this "
-                "validation split)"
-                if limited
-                else ""
-            )
+            race.stopped = "every pair is decided" + _left_undecided(race)
             return race
         wanted = {}
         for pair in undecided:
@@ -214,21 +259,38 @@ def run_race(
         _give_seeds(race, wanted, train)
 
 
+def _left_undecided(race: Race) -> str:
+    """What the stop line says of pairs left undecided on purpose."""
+    verdicts = [p.verdict for p in race.pairs.values()]
+    notes = []
+    if limited := verdicts.count(SPLIT_LIMITED):
+        notes.append(f"{limited} split-limited: no number of seeds settles them on this "
+                     "validation split")  # fmt: skip
+    if futile := verdicts.count(FUTILE):
+        notes.append(f"{futile} futile: {race.settings.most} seeds would not settle them "
+                     "at their current gap")  # fmt: skip
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def _weigh(race: Race, alive: list[str], incumbent: str) -> list[Pair]:
     """Look at every alive configuration against the incumbent; the undecided pairs."""
     s = race.settings
     others = [x for x in alive if x != incumbent]
+    share = s.alpha / max(len(race.predictions) - 1, 1)  # each pair's error rate
     undecided = []
     for label in others:
         before = race.pairs.get(label)
         if before is not None and before.incumbent == incumbent and before.verdict != UNDECIDED:
             continue  # decided against this incumbent already
         shared = len(set(race.predictions[label]) & set(race.predictions[incumbent]))
-        t = shared / s.most
-        t_before = before.spent_t if before is not None and before.incumbent == incumbent else 0
-        level = (spent(s.alpha, t) - spent(s.alpha, t_before)) / max(len(others), 1)
+        looks = before.looks if before is not None and before.incumbent == incumbent else ()
+        t = min(shared / s.most, 1.0)
+        if looks and t <= looks[-1]:
+            undecided.append(before)  # no new shared seed since its last look
+            continue
+        level = nominal_levels(share, (*looks, t))[-1]
         pair = look(race, label, incumbent, level)
-        pair.spent_t = t
+        pair.looks = (*looks, t)
         race.pairs[label] = pair
         if pair.verdict == WORSE:
             race.dropped.add(label)

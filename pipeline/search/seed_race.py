@@ -53,7 +53,7 @@ def race_search(tuner, cfg: DictConfig, tracker: TrackingStore, parent_id: str) 
     r, objective = cfg.search.race, cfg.tuner.objective
     scale = 1.0 if minimised(objective) else 100.0
     settings = RaceSettings(int(r.first), int(r.most), r.budget, float(r.margin) / scale,
-                            float(r.alpha))  # fmt: skip
+                            float(r.alpha), float(r.futility))  # fmt: skip
     race = Race(settings, objective, list(range(settings.most)), split_varies=cfg.search.vary_split)
     race.baseline = _baseline_trial(tuner, trials, cfg.search.baseline)
     for row in tuner.rows:  # the first seeds, trained by keras-tuner's trials just now
