@@ -252,6 +252,28 @@ def test_a_grid_race_killed_mid_race_resumes_the_same_race_without_duplicates(st
     }
 
 
+def test_a_random_search_races_its_top_k_configurations(store, capsys):
+    """Random search explores 3 configurations on its first 2 seeds; the race takes the 2
+    best (search.race.top_k) and leaves the third as it is."""
+    import json
+
+    from pipeline.search.run import run_search
+
+    outcome = run_search(store.compose(
+        "+experiment=quick", "tracking.log_model=false", "attention.enabled=false",
+        "search.seeds=adaptive", "search.race.most=3", "search.race.top_k=2",
+        "tuner.max_trials=3", "search.evaluate_test=false", "search.name=topk",
+    ))  # fmt: skip
+    assert "race: 2 configurations, up to 3 seeds each" in capsys.readouterr().out
+    race = json.loads(store.tracker().read_text(outcome.parent_run_id, "search/race.json"))
+    first = outcome.trials[outcome.trials["seed"] < 2]  # what the exploration saw
+    table = first.groupby("trial_id")["val_accuracy"].mean()
+    left = set(table.index) - set(race["seeds"])
+    assert len(race["seeds"]) == 2 and len(left) == 1
+    assert table[list(left)].max() <= table[list(race["seeds"])].min()  # the best two raced
+    assert outcome.trials.groupby("trial_id")["seed"].nunique()[left.pop()] == 2
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -363,7 +363,7 @@ def check_search_name(name: Any) -> None:
     _require(
         isinstance(name, str) and SEARCH_NAME.fullmatch(name) is not None,
         "search.name",
-        f"{name!r:.80} is not a plain name: use 1-128 letters, digits, '.', '_' or '-', "
+        f"{str(name)[:200]!r} is not a plain name: use 1-128 letters, digits, '.', '_' or '-', "
         "starting with a letter or digit (it names a folder under tuner.directory)",
     )
 
