@@ -17,7 +17,8 @@ its looks with Lan and DeMets' Pocock-type spending function
 makes the chance of a first crossing at t_k exactly alpha(t_k) - alpha(t_{k-1}) for a
 statistic that accumulates like Brownian motion (corr(Z_j, Z_k) = sqrt(t_j / t_k)), as
 group-sequential designs compute it (Jennison & Turnbull 2000, ch. 7); here by a fixed,
-seeded simulation of those paths. Equivalence uses the same levels (both one-sided tests
+seeded simulation of those paths. A configuration's looks go on spending its one error
+rate when the incumbent changes. Equivalence uses the same levels (both one-sided tests
 of TOST).
 
 A pair that more seeds are unlikely to decide stops receiving them (futility, by
@@ -119,7 +120,7 @@ class Pair:
     seeds: int = 0
     diff: float = float("nan")  # label - incumbent, metric units (oriented: + is better)
     level: float = 0.0  # the level of the last look
-    looks: tuple[float, ...] = ()  # information fractions of its looks at this incumbent
+    looks: tuple[float, ...] = ()  # information fractions of the label's looks so far
 
 
 @dataclass
@@ -283,10 +284,14 @@ def _weigh(race: Race, alive: list[str], incumbent: str) -> list[Pair]:
         if before is not None and before.incumbent == incumbent and before.verdict != UNDECIDED:
             continue  # decided against this incumbent already
         shared = len(set(race.predictions[label]) & set(race.predictions[incumbent]))
-        looks = before.looks if before is not None and before.incumbent == incumbent else ()
+        # a label's looks go on spending one error rate whoever the incumbent is (a new
+        # incumbent does not hand it a fresh alpha)
+        looks = before.looks if before is not None else ()
         t = min(shared / s.most, 1.0)
-        if looks and t <= looks[-1]:
-            undecided.append(before)  # no new shared seed since its last look
+        if looks and t <= looks[-1]:  # no new shared seed since its last look
+            waiting = Pair(label, incumbent, seeds=shared, looks=looks)
+            race.pairs[label] = waiting
+            undecided.append(waiting)
             continue
         level = nominal_levels(share, (*looks, t))[-1]
         pair = look(race, label, incumbent, level)
