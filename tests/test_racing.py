@@ -26,6 +26,7 @@ from pipeline.search.racing import (
     run_race,
     spent,
 )
+from pipeline.tracking.records import Predictions
 
 FAST = RaceSettings(resamples=500)
 
@@ -139,6 +140,33 @@ def test_a_recorded_design_replays_to_its_verdicts_with_fewer_trainings(tmp_path
     incumbent, full, agree, shares = replay(design, FAST, "val_accuracy", orders=5)
     assert incumbent == "best" and full["far"] == full["farther"] == WORSE
     assert 0 <= agree <= 1 and shares.max() < 1.0  # the far ones stopped at their first seeds
+
+
+def test_a_recorded_design_keeps_configurations_that_share_a_variant_apart(tmp_path):
+    """A units sweep has one variant over several configurations: each gets its own
+    folder (variant-trialN), none overwrites another; a unique variant keeps its name."""
+    from types import SimpleNamespace
+
+    from pipeline.bench.race import record_design
+
+    runs = [
+        SimpleNamespace(run_id=f"{v}{t}{s}", variant=v, trial_id=str(t), trial_number=t, seed=s)
+        for v, t in (("mean", 1), ("mean", 2), ("max", 3))
+        for s in (0, 1)
+    ]
+    prediction = Predictions(np.arange(4), np.zeros(4, int), np.full((4, 3), 1 / 3))
+    tracker = SimpleNamespace(
+        find_search=lambda name: SimpleNamespace(run_id="parent"),
+        trial_runs=lambda parent, status: runs,
+        read_predictions=lambda run_id: prediction,
+    )
+    assert record_design(tracker, "sweep", tmp_path) == 6
+    design = read_design(tmp_path)
+    assert {k: sorted(v) for k, v in design.items()} == {
+        "mean-trial1": [0, 1],
+        "mean-trial2": [0, 1],
+        "max": [0, 1],
+    }
 
 
 RACED = [

@@ -98,17 +98,26 @@ def calibration(
 
 
 def record_design(tracker, search: str, out: Path) -> int:
-    """Writes a search's finished trial runs as a design (`out/<variant>/seed_<n>.npz`,
-    each run's logged validation predictions); the number of files written."""
+    """Writes a search's finished trial runs as a design (`out/<label>/seed_<n>.npz`,
+    each run's logged validation predictions); the number of files written. A label is
+    the run's variant, or variant and trial number where one variant spans several
+    configurations (a units sweep), so no configuration overwrites another."""
     parent = tracker.find_search(search)
     if parent is None:
         raise SystemExit(f"no search named {search!r} in {tracker.ui_command()}")
+    runs = tracker.trial_runs(parent.run_id, status="FINISHED")
+    trials_of: dict[str, set] = {}
+    for run in runs:
+        trials_of.setdefault(run.variant or "", set()).add(run.trial_id)
     written = 0
-    for run in tracker.trial_runs(parent.run_id, status="FINISHED"):
+    for run in runs:
         predictions = tracker.read_predictions(run.run_id)
         if predictions is None:
             raise SystemExit(f"run {run.run_id} logged no predictions (tracking.log_predictions)")
-        folder = out / (run.variant or str(run.trial_id))
+        label = run.variant or ""
+        if len(trials_of[label]) > 1 or not label:
+            label = f"{label}-trial{run.trial_number}" if label else f"trial{run.trial_number}"
+        folder = out / label
         folder.mkdir(parents=True, exist_ok=True)
         p = predictions
         np.savez_compressed(folder / f"seed_{run.seed}.npz", index=p.index, y=p.y,
