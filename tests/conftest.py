@@ -38,8 +38,30 @@ needs_airline = pytest.mark.skipif(
 )
 
 
+def migrated_sqlite(db: Path) -> Path:
+    """`db` made an empty SQLite store with MLflow's schema, copied from one migrated once
+    per test process (the migration costs seconds); an existing `db` is left alone."""
+    global _MIGRATED
+    if not db.exists():
+        if _MIGRATED is None:
+            import tempfile
+
+            from mlflow.tracking import MlflowClient
+
+            _MIGRATED = Path(tempfile.mkdtemp(prefix="store-template-")) / "mlflow.db"
+            MlflowClient(tracking_uri=f"sqlite:///{_MIGRATED}").search_experiments()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_MIGRATED, db)
+    return db
+
+
+_MIGRATED: Path | None = None
+
+
 def store_overrides(tmp_path) -> list[str]:
-    """Overrides that keep everything a CLI run writes inside `tmp_path`."""
+    """Overrides that keep everything a CLI run writes inside `tmp_path` (its store already
+    migrated)."""
+    migrated_sqlite(Path(tmp_path) / "mlflow.db")
     return [
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"tracking.artifact_root={tmp_path}/artifacts",
@@ -143,11 +165,7 @@ def registry_restored():
 def store_template(tmp_path_factory) -> Path:
     """An empty SQLite store with MLflow's schema already migrated: each test copies it
     instead of paying the migration (seconds) again."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("store-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
+    return migrated_sqlite(tmp_path_factory.mktemp("store-template") / "mlflow.db")
 
 
 @pytest.fixture

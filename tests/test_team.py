@@ -15,6 +15,7 @@ from tests.conftest import (
     EXPERIMENT,
     PROJECT_ROOT,
     assert_nothing_running,
+    migrated_sqlite,
     run_searches_together,
     search_command_in_process,
 )
@@ -273,11 +274,13 @@ def test_basic_auth_server_signs_searches_in_a_read_user_reports_and_is_refused_
     }
     port = free_port()
     store = [
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.uri=sqlite:///{migrated_sqlite(tmp_path / 'mlflow.db')}",
         f"tracking.artifact_root={tmp_path}/served",
         f"tracking.auth_db=sqlite:///{tmp_path}/auth.db",
         "tracking.auth_default_permission=READ",
     ]
+    from pipeline import report
+
     short = {"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}
     first = cli("pipeline.server", "--auth", "--port", str(port), *store, env=short, timeout=120)
     assert first.returncode == 2
@@ -302,27 +305,30 @@ def test_basic_auth_server_signs_searches_in_a_read_user_reports_and_is_refused_
         f"tuner.directory={tmp_path}/tuner",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
+
+    def as_user(user: dict[str, str | None], command) -> tuple[int, str, str]:
+        """A command run in-process signed in as `user` (the command's own path; the
+        signed-in search below runs the real CLI)."""
+        with monkeypatch.context() as env:
+            for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                if user.get(key):
+                    env.setenv(key, user[key])
+                else:
+                    env.delenv(key, raising=False)
+            capsys.readouterr()
+            code = command()
+            printed = capsys.readouterr()
+        return code, printed.out, printed.err
+
     try:
         wait_for(f"{base}/health", seconds=120)
-        # Refused sign-ins in-process (the command's own path); the signed-in search below
-        # runs the real CLI.
         for user, password in (("admin", "nope"), (None, None)):
-            with monkeypatch.context() as env:
-                for key, value in (
-                    ("MLFLOW_TRACKING_USERNAME", user),
-                    ("MLFLOW_TRACKING_PASSWORD", password),
-                ):
-                    if value:
-                        env.setenv(key, value)
-                    else:
-                        env.delenv(key, raising=False)
-                capsys.readouterr()
-                code = search_command_in_process(*search)
-                denied = capsys.readouterr()
-            assert code == 2, denied.out[-2000:] + denied.err[-2000:]
-            line = denied.err.strip()
+            who = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+            code, out, err = as_user(who, lambda: search_command_in_process(*search))
+            assert code == 2, out[-2000:] + err[-2000:]
+            line = err.strip()
             assert line.count("\n") == 0 and "(HTTP 401)" in line, line
-            assert "epoch" not in denied.out  # refused before any training
+            assert "epoch" not in out  # refused before any training
         signed_in = {
             "MLFLOW_TRACKING_USERNAME": "admin",
             "MLFLOW_TRACKING_PASSWORD": "team-password-123",
@@ -343,14 +349,17 @@ def test_basic_auth_server_signs_searches_in_a_read_user_reports_and_is_refused_
                   "MLFLOW_TRACKING_PASSWORD": "reader-password-123"}  # fmt: skip
         create_user(base, signed_in, reader)
         out = tmp_path / "report"
-        read = cli("pipeline.report", "signed-in", "--out", str(out), f"tracking.uri={base}",
-                   env=reader)  # fmt: skip
-        assert read.returncode == 0, read.stdout[-2000:] + read.stderr[-2000:]
+        code, printed, err = as_user(
+            reader, lambda: report.main(["signed-in", "--out", str(out), f"tracking.uri={base}"])
+        )
+        assert code == 0, printed[-2000:] + err[-2000:]
         assert (out / "report.md").is_file()
-        assert "user 'reader' may not write to experiment 'attention-search'" in read.stdout
-        refused = cli("pipeline.search", *search, "search.name=mine", env=reader)
-        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-        line = refused.stderr.strip()
+        assert "user 'reader' may not write to experiment 'attention-search'" in printed
+        code, printed, err = as_user(
+            reader, lambda: search_command_in_process(*search, "search.name=mine")
+        )
+        assert code == 2, printed[-2000:] + err[-2000:]
+        line = err.strip()
         assert line.count("\n") == 0 and "(HTTP 403)" in line and "'reader'" in line, line
         assert "experiment 'attention-search'" in line
     finally:

@@ -21,7 +21,7 @@ from pipeline.search.driver import weights_path
 from pipeline.search.outcome import SearchOutcome, exhausted_space, per_trial, ranked
 from pipeline.search.replicates import replicate_data, seeds_of
 from pipeline.search.space import build_trial_model, trial_settings
-from pipeline.search.stopping import patience_stop
+from pipeline.search.stopping import saved_stop_reason
 from pipeline.search.tuner import written_folders
 from pipeline.tracking import Artifact, Metric, Status, Tag
 from pipeline.tracking.protocol import TrackingStore
@@ -97,7 +97,7 @@ def finish_search(
     tracker.set_tags({Tag.BEST_RUN_ID: best_row["run_id"], Tag.BEST_TRIAL_ID: best_trial_id})
     tracker.set_tags({f"{Tag.BEST_PREFIX}{k}": v for k, v in best_values.items()})
     tracker.log_metrics({f"{Metric.BEST_VAL_PREFIX}{k}": best_row[k] for k in VALIDATION_METRICS})
-    stopped = patience_reason(cfg, table, len(data.y["val"]))
+    stopped = patience_reason(cfg, name, len(table))
     if stopped:
         tracker.set_tags({Tag.STOPPED: stopped})
     test_metrics: dict[str, float] = {}
@@ -127,13 +127,11 @@ def finish_search(
     )
 
 
-def patience_reason(cfg: DictConfig, table: pd.DataFrame, examples: int) -> str | None:
+def patience_reason(cfg: DictConfig, name: str, trials: int) -> str | None:
     """Why the oracle stopped before tuner.max_trials (search.stop.patience), or None."""
-    patience, objective = cfg.search.stop.patience, cfg.tuner.objective
-    if not patience or len(table) >= cfg.tuner.max_trials:
+    if not cfg.search.stop.patience or trials >= cfg.tuner.max_trials:
         return None
-    stop = patience_stop(table.sort_values("trial")[objective], patience, examples, objective)
-    return stop.reason(objective) if stop else None
+    return saved_stop_reason(Path(cfg.tuner.directory) / name)
 
 
 def check_uploads_done(cfg: DictConfig, name: str) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from pipeline import progress
 from pipeline.config import TunerKind, direction
 from pipeline.search.state_files import AtomicStateOracle
-from pipeline.search.stopping import patience_stop
+from pipeline.search.stopping import STOP_REASON, patience_stop
 
 
 class TrailingFailureCheck(kt.Oracle):
@@ -44,22 +44,33 @@ class TrailingFailureCheck(kt.Oracle):
 
 
 class PatienceOracle(kt.Oracle):
-    """An oracle that stops the search by `patience_stop` (unset: never)."""
+    """An oracle that stops the search by `patience_stop` (unset: never). The reason is
+    part of the oracle's state (oracle.json), so the finish reads what the oracle decided,
+    in the order trials ended, whichever process ran it (`saved_stop_reason`)."""
 
     stop_patience: int | None = None
     validation_examples: int = 0
-    _stop_said = False
+    stop_reason: str | None = None
 
     def populate_space(self, trial_id):
         if self.stop_patience:
             stop = patience_stop(self._ended_scores(), self.stop_patience,
                                  self.validation_examples, self.objective.name)  # fmt: skip
             if stop is not None:
-                if not self._stop_said:
-                    progress.say(stop.reason(self.objective.name))
-                    self._stop_said = True
+                if self.stop_reason is None:
+                    self.stop_reason = stop.reason(self.objective.name)
+                    progress.say(self.stop_reason)
+                    self.save()  # keras-tuner saves no state for a STOPPED answer
                 return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+        self.stop_reason = None  # a resumed search with other settings goes on
         return super().populate_space(trial_id)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), STOP_REASON: self.stop_reason}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.stop_reason = state.get(STOP_REASON)
 
     def _ended_scores(self) -> list[float]:
         done = kt.engine.trial.TrialStatus.COMPLETED

@@ -8,11 +8,16 @@ search applies the rule to the trials it reloads. The rule itself is plain Pytho
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.config import minimised
+from pipeline.search.state_journal import replay
+
+STOP_REASON = "stop_reason"  # the oracle's state key (oracle.json) for why it stopped
 
 
 def noise(score: float, examples: int) -> float:
@@ -60,3 +65,14 @@ def patience_stop(
         if since >= patience:
             return Stop(seen, best, best_at, noise(best, examples), patience)
     return None
+
+
+def saved_stop_reason(project_dir: Path) -> str | None:
+    """Why the oracle whose state is in `project_dir` (keras-tuner's folder of one search)
+    stopped the search, as it said it; None when it did not."""
+    path = Path(project_dir) / "oracle.json"
+    try:
+        base = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return replay(base, path)[0].get(STOP_REASON)
