@@ -202,6 +202,14 @@ def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, cap
     summary = "\n".join(summary_lines(outcome, "val_accuracy", 5, 3))
     assert "pruned) by val_accuracy" in summary and "pruned" in summary.splitlines()[2]
 
+    # Reproduced, the pruned trial trains the epochs it trained, and matches.
+    from pipeline import reproduce
+
+    capsys.readouterr()
+    assert reproduce.main([bad.info.run_id, *store.overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "pruned after epoch 2" in printed and f"match: metrics of {bad.info.run_id}" in printed
+
 
 def test_every_pruner_and_tuner_name_of_the_schema_has_one_factory():
     from pipeline.config import PrunerKind, TunerKind

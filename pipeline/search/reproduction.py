@@ -226,6 +226,9 @@ def retrain(plan: ReproductionPlan, tolerance: float = 1e-6) -> Reproduction:
     train = replace(train, seed=record.seed)
     if source.run.xla:  # its blocks a batch, whatever this machine's cores would give
         train = replace(train, xla=replace(train.xla, shards=source.run.xla_shards))
+    if source.run.pruned_epoch:  # the pruner stopped it there: train as far, no further
+        train = replace(train, epochs=min(train.epochs, source.run.pruned_epoch))
+        progress.say(f"note: the original run was pruned after epoch {source.run.pruned_epoch}")
     table = trial_vectors(cfg, data, model_settings)
     found = None if table is None else table.fingerprint
     if found != record.vectors:

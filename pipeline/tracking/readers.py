@@ -227,6 +227,7 @@ def _trial_run(run) -> TrialRun:
         worker=tags.get(Tag.WORKER),
         interrupted=tags.get(Tag.INTERRUPTED) == "true",
         pruned=tags.get(Tag.PRUNED) == "true",
+        pruned_epoch=int_tag(tags.get(Tag.PRUNED_EPOCH)),
         xla=tags.get(Tag.XLA) == "on",
         xla_shards=int_tag(tags.get(Tag.XLA_SHARDS)) or 1,
         error=tags.get(Tag.ERROR),

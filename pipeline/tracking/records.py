@@ -59,6 +59,7 @@ class TrialRun:
     worker: str | None = None
     interrupted: bool = False
     pruned: bool = False  # stopped early by the pruner
+    pruned_epoch: int | None = None  # ... after this epoch (1-based)
     xla: bool = False  # the fit ran under XLA (train.jit_compile)
     xla_shards: int = 1  # ... over this many blocks of each batch (training.sharded)
     error: str | None = None
