@@ -183,7 +183,8 @@ def test_a_fused_model_saves_and_loads_as_one(tmp_path):
     from pipeline.config import compose_config, to_plain
     from pipeline.models.build import build_model
 
-    settings = to_plain(compose_config(["model.pooling=attention"]).model)
+    one_way = ["model.pooling=attention", "model.bidirectional=false"]  # the layer named lstm
+    settings = to_plain(compose_config(one_way).model)
     assert settings["lstm_kernel"] == "fused"  # the default
     assert settings["xla_lstm"] == "bptt"  # the default
     assert build_model(settings, 50, 3, learning_rate=0.01).get_layer("lstm").xla_lstm == "bptt"
