@@ -173,8 +173,9 @@ def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, cap
     from pipeline.search.outcome import summary_lines
     from tests.test_lifecycle import runs_of, wait_for_running_trial
 
+    search = [*PRUNING_SEARCH, "attention.enabled=true"]
     proc = popen_python(
-        ["-m", "pipeline.search", "search.name=prune", *PRUNING_SEARCH, *store.overrides],
+        ["-m", "pipeline.search", "search.name=prune", *search, *store.overrides],
         cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -184,7 +185,7 @@ def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, cap
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    outcome = run_search(store.compose("search.name=prune", *PRUNING_SEARCH))
+    outcome = run_search(store.compose("search.name=prune", *search))
     assert "resumed" in capsys.readouterr().out
     runs = runs_of(store.path)
     children = [r for r in runs if r.data.tags["kind"] == "trial"]
@@ -194,6 +195,10 @@ def test_a_pruned_trial_is_finished_marked_and_not_rerun_after_kill_9(store, cap
     assert bad.info.status == "FINISHED" and bad.data.tags["pruned"] == "true"
     assert bad.data.tags["pruned_epoch"] == "2" and bad.data.metrics["epochs_trained"] == 2
     finished = [c for c in children if c.info.status == "FINISHED"]
+    # Pruned trials skip the attention diagnostics; a trial that trained to the end has them.
+    pruned = [c for c in finished if c.data.tags.get("pruned") == "true"]
+    assert bad in pruned and len(pruned) < len(finished)
+    assert all(("diagnostics_seconds" in c.data.metrics) == (c not in pruned) for c in finished)
     assert set(Counter(c.data.tags["config_hash"] for c in finished).values()) == {1}
     assert len(finished) == 3  # and the interrupted third trial re-run once
     assert outcome.best["learning_rate"] != 1e-07

@@ -343,8 +343,11 @@ def train_and_log(
         },
     )
     job.add_render(Artifact.CONFUSION, "confusion_png", Artifact.CONFUSION_DATA)
+    # A trial the pruner stopped is hopeless by its judgment: its heatmaps and faithfulness
+    # would cost what a finished trial's do, for a model nobody uses.
+    pruned = any(getattr(c, "pruned_at", None) is not None for c in extra_callbacks)
     diagnostics_seconds = log_final_model(logging, model, variant, label, train, final, job,
-                                          step=len(history.epoch))  # fmt: skip
+                                          step=len(history.epoch), diagnose=not pruned)  # fmt: skip
     return TrainedTrial(final, model, fit_seconds, diagnostics_seconds)
 
 
@@ -357,14 +360,15 @@ def log_final_model(
     final: dict[str, float],
     job: ArtifactJob,
     step: int,
+    diagnose: bool = True,
 ) -> float:
-    """The final model's attention artifacts and metrics (added to `final`), its
-    validation predictions and the model itself, into `job`; the seconds the diagnostics
-    took."""
+    """The final model's attention artifacts and metrics (added to `final`, unless not
+    `diagnose`), its validation predictions and the model itself, into `job`; the seconds
+    the diagnostics took."""
     cfg, data, tracker = logging.cfg, logging.data, logging.tracker
     probs = None
     diagnostics_seconds = 0.0
-    if cfg.attention.enabled:
+    if cfg.attention.enabled and diagnose:
         started = time.perf_counter()
         view = logging.log_attention(
             model, variant, label, name="final", step=step, train=train, final=True, job=job
