@@ -44,11 +44,14 @@ def migrated_sqlite(db: Path) -> Path:
     global _MIGRATED
     if not db.exists():
         if _MIGRATED is None:
+            import atexit
             import tempfile
 
             from mlflow.tracking import MlflowClient
 
-            _MIGRATED = Path(tempfile.mkdtemp(prefix="store-template-")) / "mlflow.db"
+            folder = tempfile.mkdtemp(prefix="store-template-")
+            atexit.register(shutil.rmtree, folder, True)  # the process's own, gone with it
+            _MIGRATED = Path(folder) / "mlflow.db"
             MlflowClient(tracking_uri=f"sqlite:///{_MIGRATED}").search_experiments()
         db.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(_MIGRATED, db)
