@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -202,4 +203,51 @@ def test_a_cluster_search_killed_with_all_its_processes_resumes_by_name(tmp_path
     assert {c.data.tags["trial_id"] for c in interrupted} == left_running
     assert all(c.info.status == "FAILED" for c in interrupted)
     assert parents[0].data.metrics["trials_finished"] == 4
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_cluster_race_gives_its_rounds_to_racers_and_restarts_a_killed_one(tmp_path, server):
+    """search.seeds=adaptive on a cluster: the chief and workers train each configuration's
+    first seeds, then the launcher's racer processes take the race's assignments from its
+    queue. racer-1 is SIGKILLed as it takes its first one: its run is closed FAILED, it is
+    started again, and every (configuration, seed) ends with exactly one FINISHED run."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_racing import RACED
+
+    proc = start_search(
+        *[o for o in RACED if not o.startswith(("search.name=", "+experiment="))],
+        *cluster_overrides(tmp_path, server, "dist-race"),
+    )
+    lines: list[str] = []
+    pid, killed = None, False
+    for line in iter(proc.stdout.readline, ""):
+        lines.append(line)
+        if found := re.search(r"started racer-1 \(pid (\d+)\)", line):
+            pid = int(found.group(1))
+        if not killed and pid and line.startswith("[racer-1] race: trial"):
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+    proc.wait(timeout=60)
+    output = "".join(lines)
+    assert proc.returncode == 0 and killed, output[-3000:]
+    assert "race: 2 configurations, up to 3 seeds each" in output
+    assert "racer-1 exited with code -9" in output and "race: stopped" in output
+    runs = runs_of(server, "dist-race")
+    parent = next(r for r in runs if r.data.tags.get("kind") != "trial")
+    client = MlflowClient(tracking_uri=server)
+    race_file = client.download_artifacts(parent.info.run_id, "search/race.json", str(tmp_path))
+    race = json.loads(Path(race_file).read_text())
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    finished: dict[str, list[int]] = {}
+    for run in children:
+        if run.info.status == "FINISHED":
+            finished.setdefault(run.data.tags["trial_id"], []).append(int(run.data.tags["seed"]))
+    assert {k: sorted(v) for k, v in finished.items()} == {
+        k: list(range(n)) for k, n in race["seeds"].items()
+    }  # every seed once
+    raced = [r for r in children if int(r.data.tags["seed"]) >= 2]
+    assert raced and all(r.data.tags["worker"].startswith("racer-") for r in raced)
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -310,6 +310,7 @@ def test_a_random_search_races_its_top_k_configurations(store, capsys):
         ("search.race.margin=0", "search.race.margin: must be > 0"),
         ("tracking.log_predictions=false", "tracking.log_predictions: search.seeds=adaptive"),
         ("search.seeds=often", "search.seeds: null, a list of whole numbers or adaptive"),
+        ("cluster=workers cluster.n_workers=0", "search.seeds: adaptive on a cluster races"),
         ("search.stop.patience=0", "search.stop.patience: must be >= 1 or null"),
         ("tuner.objective=val_loss search.stop.patience=3", "search.stop.patience: the noise"),
     ],
@@ -321,3 +322,47 @@ def test_bad_race_settings_are_one_line(override, message):
     seeds = [] if override.startswith("search.seeds=") else ["search.seeds=adaptive"]
     with pytest.raises(ConfigError, match=f"^{message}"):
         validate_config(compose_config([*seeds, *override.split()]))
+
+
+def test_the_race_queue_hands_each_assignment_once_and_a_dead_racer_s_back(tmp_path):
+    """Two racers take a round's assignments in turn; one that died gives back what it
+    took and did not end, and only that."""
+    from pipeline.search.race_queue import RaceQueue
+
+    queue = RaceQueue(tmp_path / "job" / "race_round.json")
+    queue.start_round([("00", 2), ("01", 2), ("01", 3)])
+    first, second = queue.take("racer-1"), queue.take("racer-2")
+    assert (first.trial_id, first.seed, second.trial_id) == ("00", 2, "01")
+    queue.end(first, "run-a")
+    third = queue.take("racer-1")
+    assert (third.trial_id, third.seed) == ("01", 3) and queue.take("racer-1") is None
+    assert queue.give_back("racer-1") == 1  # the third, not the ended first
+    assert queue.give_back("racer-2") == 1
+    again = queue.take("racer-2")
+    assert (again.trial_id, again.seed) == ("01", 2)
+    queue.end(again, None)  # failed
+    ends = {(e.trial_id, e.seed): (e.run_id, e.failed, e.open) for e in queue.entries()}
+    assert ends == {
+        ("00", 2): ("run-a", False, False),
+        ("01", 2): (None, True, False),
+        ("01", 3): (None, False, True),
+    }
+
+
+def test_a_failed_replicate_in_a_round_drops_its_configuration_and_no_later_seed():
+    """In one process a round trains in order; a configuration whose seed failed gets none
+    of its later seeds and leaves the race."""
+    from pipeline.search.racing import Race, RaceSettings, run_race
+
+    asked = []
+
+    def train(label, seed):
+        asked.append((label, seed))
+        if (label, seed) == ("b", 0):
+            return None
+        return Predictions(np.arange(4), np.array([0, 1, 0, 1]), np.full((4, 2), 0.5))
+
+    race = Race(RaceSettings(2, 3, None, 0.01, 0.05, 0.2), "val_accuracy", [0, 1, 2])
+    run_race(race, ["a", "b"], train)
+    assert ("b", 1) not in asked and "b" in race.dropped
+    assert race.pairs["b"].verdict == "failed"

@@ -44,6 +44,7 @@ from pipeline.runtime.zygote import ForkedProcess, Zygote
 from pipeline.tracking.protocol import TrackingStore
 
 STOP_GRACE_SECONDS = 20
+RACER = "racer-"  # the label prefix of a race's processes
 
 
 def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
@@ -89,6 +90,8 @@ class Cluster:
 
     def command(self, label: str) -> list[str]:
         role = ClusterRole.chief if label == "chief" else ClusterRole.worker
+        if label.startswith(RACER):
+            role = ClusterRole.racer
         resume = ["cluster.resume=true"] if self.resume and label == "chief" else []
         return [
             sys.executable,
@@ -108,14 +111,15 @@ class Cluster:
     def environment(self, label: str) -> dict[str, str]:
         env = {
             **os.environ,
-            "KERASTUNER_ORACLE_IP": self.cfg.cluster.oracle_host,
-            "KERASTUNER_ORACLE_PORT": str(self.port),
-            "KERASTUNER_TUNER_ID": label,
             "PYTHONUNBUFFERED": "1",
             URI_ENV: str(self.cfg.tracking.uri),  # not in job.yaml: it may hold a password
         }
+        if not label.startswith(RACER):  # a racer has no oracle to reach: the chief is gone
+            env["KERASTUNER_ORACLE_IP"] = self.cfg.cluster.oracle_host
+            env["KERASTUNER_ORACLE_PORT"] = str(self.port)
+            env["KERASTUNER_TUNER_ID"] = label
         threads = self.cfg.cluster.threads_per_worker
-        index = label.removeprefix("worker-")
+        index = label.removeprefix("worker-").removeprefix(RACER)
         if self.cfg.cluster.pin_cpus and index.isdigit() and hasattr(os, "sched_setaffinity"):
             env[CPU_ENV] = str((int(index) - 1) % (os.cpu_count() or 1))
         if threads and label != "chief":
@@ -236,6 +240,33 @@ def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
             pass
 
 
+def supervise_racers(cluster: Cluster, tracker: TrackingStore) -> None:
+    """Until every racer has ended well: one that dies has its unfinished run closed FAILED
+    and is started again under its name (it gives its assignment back to the queue)."""
+    while True:
+        running = False
+        for label, proc in list(cluster.processes.items()):
+            code = proc.popen.poll()
+            if code is None:
+                running = True
+            elif code != 0:
+                closed = tracker.close_interrupted(cluster.parent_run_id, worker=label)
+                if proc.restarts >= cluster.cfg.cluster.max_restarts:
+                    raise SearchError(
+                        f"cluster: {label} died {proc.restarts + 1} times (last exit code "
+                        f"{code}); stopping the search (cluster.max_restarts)"
+                    )
+                progress.say(
+                    f"cluster: {label} exited with code {code}; {closed} unfinished run(s) "
+                    "marked FAILED; restarting it to train its assignment again"
+                )
+                cluster.start(label, restarts=proc.restarts + 1)
+                running = True
+        if not running:
+            return
+        time.sleep(0.5)
+
+
 class ClusterExecutor:
     """The search's trials on a keras-tuner chief and `cluster.n_workers` workers: the
     executor `run_search` drives (`zygote`: the roles' zygote, started by the command
@@ -248,6 +279,7 @@ class ClusterExecutor:
         self.host = str(cfg.cluster.oracle_host)
         self.port = 0
         self.job_dir = Path()
+        self.parent_id = ""
 
     def prepare(self, plan) -> None:
         """Beside the tuner's project folder, which the chief recreates (overwrite) at
@@ -285,6 +317,7 @@ class ClusterExecutor:
         """Start the chief and the workers, supervise them until the chief ends; their runs
         are in the store (None: `run_search` reads them there)."""
         cfg, host, port = self.cfg, self.host, self.port
+        self.parent_id = parent_id
         write_job_config(cfg, self.job_dir)
         cluster = Cluster(
             cfg, self.job_dir, parent_id, port, resume=plan.resuming, zygote=self.zygote
@@ -308,6 +341,19 @@ class ClusterExecutor:
             cluster.stop_all()
             self.tracker.close_interrupted(parent_id)
         return None
+
+    def run_racers(self, count: int) -> None:
+        """`count` racer processes on the race's queue (the job folder's config), until
+        each has ended: they stop when the queue has no open assignment."""
+        cluster = Cluster(self.cfg, self.job_dir, self.parent_id, self.port, zygote=self.zygote)
+        try:
+            for i in range(1, count + 1):
+                cluster.start(f"{RACER}{i}")
+            supervise_racers(cluster, self.tracker)
+        finally:
+            self.zygote = cluster.zygote
+            cluster.stop_all()
+            self.tracker.close_interrupted(self.parent_id)
 
     def rows_so_far(self) -> list[dict]:
         return []  # the store holds the trial runs

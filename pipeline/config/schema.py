@@ -75,6 +75,7 @@ class ClusterMode(StrEnum):
 class ClusterRole(StrEnum):
     chief = "chief"
     worker = "worker"
+    racer = "racer"  # trains a race's assignments (search.seeds=adaptive on a cluster)
 
 
 class LstmKernel(StrEnum):

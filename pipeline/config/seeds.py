@@ -50,8 +50,11 @@ def seeds_problem(cfg: DictConfig) -> str | None:
         return f"search.race.futility: a conditional power in [0, 1), got {r.futility}"
     if r.top_k < 2:
         return f"search.race.top_k: needs 2 or more to race, got {r.top_k}"
-    if cfg.cluster.mode == ClusterMode.workers:
-        return "search.seeds: adaptive races run in one process (cluster=workers takes a list)"
+    if cfg.cluster.mode == ClusterMode.workers and cfg.cluster.n_workers < 1:
+        return (
+            "search.seeds: adaptive on a cluster races on the launcher's own racer processes: "
+            "cluster.n_workers must be 1 or more"
+        )
     if not cfg.tracking.log_predictions:
         return (
             "tracking.log_predictions: search.seeds=adaptive weighs each replicate's logged "

@@ -297,9 +297,9 @@ def _check_cluster(c: DictConfig) -> None:
     _require(c.n_workers >= 0, "cluster.n_workers", f"must be >= 0, got {c.n_workers}")
     _require(c.threads_per_worker >= 0, "cluster.threads_per_worker", "must be >= 0")
     _require(
-        c.role != "worker" or bool(c.parent_run_id),
+        c.role not in ("worker", "racer") or bool(c.parent_run_id),
         "cluster.parent_run_id",
-        "a worker needs the parent run id of its search",
+        f"a {c.role} needs the parent run id of its search",
     )
 
 

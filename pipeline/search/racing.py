@@ -220,18 +220,43 @@ def _split_limited(per_seed: np.ndarray, distribution: np.ndarray, s: RaceSettin
     return floor_room(target, examples_noise(per_seed, distribution), s.alpha) <= 0
 
 
+# A round's assignments, (label, seed), trained; each one's validation predictions, None
+# for one that failed (an assignment left out was not trained).
+RoundTrainer = Callable[[list[tuple[str, int]]], dict[tuple[str, int], Predictions | None]]
+
+
+def one_by_one(train: Callable[[str, int], Predictions | None]) -> RoundTrainer:
+    """A round trained in order by `train(label, seed)`, in this process; a label that
+    failed gets none of its later seeds."""
+
+    def train_round(assignments: list[tuple[str, int]]):
+        results: dict[tuple[str, int], Predictions | None] = {}
+        failed: set[str] = set()
+        for label, seed in assignments:
+            if label not in failed:
+                results[label, seed] = train(label, seed)
+                if results[label, seed] is None:
+                    failed.add(label)
+        return results
+
+    return train_round
+
+
 def run_race(
     race: Race,
     labels: list[str],
-    train: Callable[[str, int], Predictions],
+    train: Callable[[str, int], Predictions | None] | None = None,
     say: Callable[[str], None] = lambda line: None,
+    train_round: RoundTrainer | None = None,
 ) -> Race:
     """Race `labels`: `train(label, seed)` trains one replicate and gives its validation
-    predictions (a replicate already in `race.predictions` is not trained again)."""
+    predictions, or `train_round` a round's assignments at once (cluster racers); a
+    replicate already in `race.predictions` is not trained again."""
     s = race.settings
+    train_round = train_round or one_by_one(train)
     for label in labels:
         race.predictions.setdefault(label, {})
-    _give_seeds(race, {label: s.first for label in labels}, train)
+    _give_seeds(race, {label: s.first for label in labels}, train_round)
     while True:
         alive = [x for x in labels if x not in race.dropped]
         incumbent = race.incumbent()
@@ -257,7 +282,7 @@ def run_race(
         if room is not None and room < sum(n - len(race.predictions[x]) for x, n in wanted.items()):
             race.stopped = f"search.race.budget={s.budget} trainings spent"
             return race
-        _give_seeds(race, wanted, train)
+        _give_seeds(race, wanted, train_round)
 
 
 def _left_undecided(race: Race) -> str:
@@ -305,18 +330,20 @@ def _weigh(race: Race, alive: list[str], incumbent: str) -> list[Pair]:
     return undecided
 
 
-def _give_seeds(race: Race, wanted: Mapping[str, int], train) -> None:
-    """Train each label up to its wanted number of seeds, in the race's seed order; a
-    replicate that failed (None) takes its configuration out of the race."""
+def _give_seeds(race: Race, wanted: Mapping[str, int], train_round: RoundTrainer) -> None:
+    """Train each label up to its wanted number of seeds, in the race's seed order, as one
+    round; a replicate that failed (None) takes its configuration out of the race."""
+    assignments = []
     for label, n in wanted.items():
         have = race.predictions[label]
-        for seed in race.seed_order:
-            if len(have) >= n or label in race.dropped:
-                break
-            if seed not in have:
-                predictions = train(label, seed)
-                if predictions is None:
-                    race.dropped.add(label)
-                    race.pairs[label] = Pair(label, "", verdict=FAILED)
-                else:
-                    have[seed] = predictions
+        if label not in race.dropped:
+            missing = [seed for seed in race.seed_order if seed not in have]
+            assignments += [(label, seed) for seed in missing[: max(n - len(have), 0)]]
+    if not assignments:
+        return
+    for (label, seed), predictions in train_round(assignments).items():
+        if predictions is None:
+            race.dropped.add(label)
+            race.pairs[label] = Pair(label, "", verdict=FAILED)
+        else:
+            race.predictions[label][seed] = predictions

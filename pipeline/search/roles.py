@@ -1,6 +1,7 @@
 """What a process the cluster launcher started runs: keras-tuner's chief serves the
 oracle over gRPC (until the space or max_trials is used up); a worker trains the trials
-the chief hands out, as children of the launcher's parent run."""
+the chief hands out, as children of the launcher's parent run; a racer, started after
+them, trains a race's assignments (`pipeline.search.seed_race`)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,15 @@ def serve_role(cfg: DictConfig, data: PreparedData, tracker: TrackingStore) -> N
     kt_config.DEBUG = bool(cfg.search.verbose)
     name = cfg.search.name
     silence_condition_proto_print()
-    if cfg.cluster.role == ClusterRole.worker:
+    if cfg.cluster.role != ClusterRole.chief:
         limit_threads(cfg.cluster.threads_per_worker)
     enable_determinism(cfg.train.deterministic)
+    if cfg.cluster.role == ClusterRole.racer:  # after the trials: a race's assignments
+        from pipeline.search.seed_race import serve_race_queue
+
+        tracker.nest_under(cfg.cluster.parent_run_id)
+        serve_race_queue(cfg, data, tracker)
+        return
     if cfg.cluster.role == ClusterRole.chief:
         # Resumed: keras-tuner reloads the oracle (finished trials stay done; the ones that
         # were running go to its retry queue, so they run once more).

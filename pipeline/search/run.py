@@ -140,6 +140,11 @@ class Executor(Protocol):
         """Run the trials; their summary rows, or None when other processes ran them (the
         store holds their rows)."""
 
+    def run_racers(self, count: int) -> None:
+        """An executor whose trials ran in other processes (`run` gave None): `count`
+        processes that train a race's round from its queue (`pipeline.search.race_queue`),
+        returning when all have ended."""
+
     def rows_so_far(self) -> list[dict]:
         """The rows this process holds when the search stops on an error."""
 
@@ -177,6 +182,9 @@ class InProcess:
             race_search(tuner, self.cfg, self.tracker, parent_id)
         return tuner.rows
 
+    def run_racers(self, count: int) -> None:
+        raise NotImplementedError("an in-process search races in this process")
+
     def rows_so_far(self) -> list[dict]:
         return self.tuner.rows if self.tuner is not None else []
 
@@ -204,6 +212,10 @@ def run_and_finish(
             log_summary(tracker, executor.rows_so_far())
         raise
     if rows is None:  # ran in other processes: their runs are in the store
+        if adaptive(cfg):  # raced on the executor's processes, from here
+            from pipeline.search.seed_race import race_on_racers
+
+            race_on_racers(cfg, data, tracker, parent_id, executor.run_racers)
         rows = previous_rows(tracker, parent_id)
     trials = log_summary(tracker, rows)
     count_trials(tracker, trials)

@@ -4,11 +4,15 @@ one more child run of its configuration, trained and logged by the tuner's own r
 code, so it is tagged and reproducible as any other. A grid search races every
 configuration; random, Bayesian and Hyperband searches race their `search.race.top_k`
 best. A replicate already logged (a resumed search) is read back, never trained again:
-the race replays its rounds on the same evidence to where it stopped.
+the race replays its rounds on the same evidence to where it stopped. On a cluster
+(`cluster=workers`) the launcher races once keras-tuner's chief and workers are done: each
+round's assignments go to `cluster.n_workers` racer processes through a queue file
+(`pipeline.search.race_queue`), and their runs are read back from the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +22,8 @@ from omegaconf import DictConfig
 from pipeline import progress
 from pipeline.config import TunerKind, minimised
 from pipeline.search.outcome import per_trial, ranked
-from pipeline.search.racing import Race, RaceSettings, run_race
+from pipeline.search.race_queue import RaceQueue, queue_path
+from pipeline.search.racing import Race, RaceSettings, one_by_one, run_race
 from pipeline.search.replicates import group_hash, replicate_key
 from pipeline.search.space import active_values, trial_settings
 from pipeline.tracking import Artifact, Metric, Status
@@ -43,9 +48,14 @@ def raced_trials(tuner, cfg: DictConfig) -> dict[str, Any]:
     return {t: done[t] for t in list(best["trial_id"])[: int(cfg.search.race.top_k)]}
 
 
-def race_search(tuner, cfg: DictConfig, tracker: TrackingStore, parent_id: str) -> Race | None:
+def race_search(
+    tuner, cfg: DictConfig, tracker: TrackingStore, parent_id: str,
+    run_racers: Callable[[int], None] | None = None,
+) -> Race | None:  # fmt: skip
     """Race the search's configurations on more seeds where their verdicts are undecided;
-    the race is recorded on the parent run (`race.json`, `race_*` metrics)."""
+    the race is recorded on the parent run (`race.json`, `race_*` metrics). Replicates
+    train in this process, or on racer processes (`run_racers(n)`: n of them take the
+    round's queue and end when it is empty)."""
     trials = raced_trials(tuner, cfg)
     if len(trials) < 2:
         progress.say("race: fewer than two finished configurations; nothing to race")
@@ -62,8 +72,12 @@ def race_search(tuner, cfg: DictConfig, tracker: TrackingStore, parent_id: str) 
                 seeds = race.predictions.setdefault(str(row["trial_id"]), {})
                 seeds[int(row["seed"])] = tracker.read_predictions(row["run_id"])
     progress.say(f"race: {len(trials)} configurations, up to {settings.most} seeds each")
-    run_race(race, sorted(trials), lambda label, seed: _replicate(tuner, trials[label], seed),
-             say=lambda line: progress.say(f"race {line}"))  # fmt: skip
+    if run_racers is None:
+        train_round = one_by_one(lambda label, seed: _replicate(tuner, trials[label], seed))
+    else:
+        train_round = _on_racers(tuner, trials, run_racers)
+    run_race(race, sorted(trials), say=lambda line: progress.say(f"race {line}"),
+             train_round=train_round)  # fmt: skip
     progress.say(f"race: stopped: {race.stopped}; {race.trainings} trainings")
     names = {str(r["trial_id"]): str(r.get("variant", "")) for r in tuner.rows}
     tracker.log_dict(race_record(race, {k: names.get(k, k) for k in trials}), Artifact.RACE)
@@ -101,9 +115,15 @@ def _baseline_trial(tuner, trials: dict[str, Any], variant: str | None) -> str |
 def _replicate(tuner, trial, seed: int):
     """One seed of a raced configuration through the tuner's replicate code (a logged one
     is read back); its validation predictions, None when it failed."""
-    cfg = tuner.cfg
+    run_id = _replicate_run(tuner, trial, seed)
+    return None if run_id is None else tuner.tracker.read_predictions(run_id)
+
+
+def _replicate_run(tuner, trial, seed: int) -> str | None:
+    """The FINISHED run of one seed of a raced configuration, trained unless logged
+    before; None when it failed."""
     values = active_values(trial.hyperparameters)
-    model_settings, train = trial_settings(cfg, values)
+    model_settings, train = trial_settings(tuner.cfg, values)
     group = group_hash(model_settings, train, tuner.data.fingerprint)
     number = tuner._trial_number(trial.trial_id)
     try:
@@ -114,4 +134,77 @@ def _replicate(tuner, trial, seed: int):
         return None
     key = replicate_key(values, seed, tuner.data.fingerprint)
     row = next(r for r in tuner._rows_of(key) if r.get("status") == Status.FINISHED)
-    return tuner.tracker.read_predictions(row["run_id"])
+    return row["run_id"]
+
+
+def _on_racers(tuner, trials: dict[str, Any], run_racers: Callable[[int], None]):
+    """A round trainer on the cluster's racer processes: what the store holds already
+    (a resumed race) is read back, the rest goes through the queue."""
+    cfg, tracker = tuner.cfg, tuner.tracker
+    queue = RaceQueue(queue_path(cfg.tuner.directory, tuner.search_id))
+
+    def train_round(assignments: list[tuple[str, int]]):
+        results, todo = {}, []
+        for label, seed in assignments:
+            key = replicate_key(active_values(trials[label].hyperparameters), seed,
+                                tuner.data.fingerprint)  # fmt: skip
+            run = tracker.finished_replicate(tuner.parent_run_id, key)
+            if run is None:
+                todo.append((label, seed))
+            else:
+                progress.say(f"    trial {label} seed {seed}: already finished (run {run.run_id})")
+                results[label, seed] = tracker.read_predictions(run.run_id)
+        if todo:
+            queue.start_round(todo)
+            run_racers(min(int(cfg.cluster.n_workers), len(todo)))
+            for item in queue.entries():
+                run = None if item.run_id is None else tracker.read_predictions(item.run_id)
+                results[item.trial_id, item.seed] = run
+        return results
+
+    return train_round
+
+
+def race_on_racers(
+    cfg: DictConfig, data, tracker: TrackingStore, parent_id: str,
+    run_racers: Callable[[int], None],
+) -> Race | None:  # fmt: skip
+    """The race of a cluster search, from the launcher once keras-tuner's chief and
+    workers are done: keras-tuner's state reloaded from the chief's project folder, the
+    trials' rows from the store."""
+    from pipeline.search.ledger import previous_rows
+
+    tuner = _chief_state(cfg, data, tracker)
+    tuner.parent_run_id = parent_id
+    tuner.rows = previous_rows(tracker, parent_id)
+    return race_search(tuner, cfg, tracker, parent_id, run_racers)
+
+
+def serve_race_queue(cfg: DictConfig, data, tracker: TrackingStore) -> None:
+    """A racer process (`cluster.role=racer`): take the round's assignments one at a time
+    until none is left, each trained and logged as the tuner's replicate."""
+    racer = str(cfg.cluster.worker_id)
+    queue = RaceQueue(queue_path(cfg.tuner.directory, cfg.search.name))
+    if back := queue.give_back(racer):
+        progress.say(f"{racer}: {back} assignment(s) its predecessor left, open again")
+    tuner = _chief_state(cfg, data, tracker)
+    tuner.worker_id, tuner.parent_run_id = racer, cfg.cluster.parent_run_id
+    tuner.spool()  # uploads first what a killed racer of this name left
+    try:
+        while (item := queue.take(racer)) is not None:
+            trial = tuner.oracle.trials[item.trial_id]
+            progress.say(f"race: trial {tuner._trial_number(item.trial_id)} seed {item.seed}")
+            queue.end(item, _replicate_run(tuner, trial, item.seed))
+    finally:
+        tuner.close_spool()
+
+
+def _chief_state(cfg: DictConfig, data, tracker: TrackingStore):
+    """A tuner on the search's keras-tuner project with the trials the chief's oracle
+    ended (keras-tuner reloads a tuner only from its own id's file: the chief's is
+    `chief.json`), for reading: it trains replicates, never a new trial."""
+    from pipeline.search.driver import make_tuner
+
+    tuner = make_tuner(cfg, data, tracker, cfg.search.name, overwrite=False)
+    tuner.oracle.reload()
+    return tuner
