@@ -304,7 +304,7 @@ def race_markdown(race: dict) -> list[str]:
     pairs, names = race.get("pairs", {}), race.get("configurations", {})
     rows = [
         [
-            f"{names.get(k, k)} (trial {k})",
+            f"{names.get(k, k)} (trial {int(k) + 1 if k.isdigit() else k})",
             str(n),
             "incumbent" if k not in pairs else pairs[k]["verdict"],
         ]

@@ -138,6 +138,7 @@ class Race:
     dropped: set[str] = field(default_factory=set)
     rounds: list[str] = field(default_factory=list)
     stopped: str = ""
+    names: dict[str, str] = field(default_factory=dict)  # how a label is shown, if not as is
 
     @property
     def trainings(self) -> int:
@@ -262,9 +263,12 @@ def run_race(
         incumbent = race.incumbent()
         undecided = _weigh(race, alive, incumbent)
         decided = sum(p.verdict != UNDECIDED for p in race.pairs.values())
+        shown = race.names.get
+        seeds = ", ".join(f"{shown(k, k)}: {n}" for k, n in race.allocation().items())
         race.rounds.append(
-            f"round {len(race.rounds) + 1}: {len(alive)} alive, incumbent {incumbent}, "
-            f"seeds {race.allocation()}, {decided}/{len(race.pairs)} pairs decided"
+            f"round {len(race.rounds) + 1}: {len(alive)} alive, incumbent "
+            f"{shown(incumbent, incumbent)}, seeds {{{seeds}}}, {decided}/{len(race.pairs)} "
+            "pairs decided"
         )
         say(race.rounds[-1])
         if not undecided:

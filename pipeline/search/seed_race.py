@@ -66,6 +66,9 @@ def race_search(
                             float(r.alpha), float(r.futility))  # fmt: skip
     race = Race(settings, objective, list(range(settings.most)), split_varies=cfg.search.vary_split)
     race.baseline = _baseline_trial(tuner, trials, cfg.search.baseline)
+    variants = {str(r["trial_id"]): str(r.get("variant", "")) for r in tuner.rows}
+    race.names.update({k: f"trial {tuner._trial_number(k)} {variants.get(k, '')}".rstrip()
+                       for k in trials})  # fmt: skip
     for row in tuner.rows:  # the first seeds, trained by keras-tuner's trials just now
         if row.get("status") == Status.FINISHED and row["trial_id"] in trials:
             if int(row["seed"]) < settings.first:
@@ -79,8 +82,7 @@ def race_search(
     run_race(race, sorted(trials), say=lambda line: progress.say(f"race {line}"),
              train_round=train_round)  # fmt: skip
     progress.say(f"race: stopped: {race.stopped}; {race.trainings} trainings")
-    names = {str(r["trial_id"]): str(r.get("variant", "")) for r in tuner.rows}
-    tracker.log_dict(race_record(race, {k: names.get(k, k) for k in trials}), Artifact.RACE)
+    tracker.log_dict(race_record(race, {k: variants.get(k, k) for k in trials}), Artifact.RACE)
     tracker.log_metrics(
         {Metric.RACE_ROUNDS: len(race.rounds), Metric.RACE_TRAININGS: race.trainings}
     )
