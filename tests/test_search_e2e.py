@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ TINY = [
 ]
 
 
-def test_search_logs_parent_and_nested_children(store, capsys):
+def test_search_logs_parent_and_nested_children(store, capsys, monkeypatch):
     outcome = run_search(
         store.compose(
             *TINY,
@@ -113,6 +114,42 @@ def test_search_logs_parent_and_nested_children(store, capsys):
     # Which knobs mattered: Optuna's evaluators and views, on the parent under search/.
     views = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
     assert {"search/importance.json", "search/optimization_history.png"} <= views
+
+    # The report shows what the finish weighed and drew, not a second estimate.
+    import pipeline.reporting.importance as importance_module
+    from pipeline.reporting.search_report import run_report
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the report estimated the knob importance again")
+
+    explain = importance_module.explain_search
+    monkeypatch.setattr(importance_module, "explain_search", not_again)
+    report = run_report(store.tracker(), "e2e", out=store.path / "report")
+    monkeypatch.undo()
+
+    def logged(path: str) -> bytes:
+        local = client.download_artifacts(parent.info.run_id, path, str(store.path / "dl"))
+        return Path(local).read_bytes()
+
+    importance = json.loads(logged("search/importance.json"))
+    assert importance["configurations"] == 4
+    if importance["evaluators"]:
+        scores = next(iter(importance["evaluators"].values()))
+        assert f"| {max(scores, key=scores.get)} |" in report.markdown
+    else:  # tiny trials may all score the same: the finish's note is the report's
+        assert f"Not estimated: {importance['note']}." in report.markdown
+    drawn = (store.path / "report" / "search_optimization_history.png").read_bytes()
+    assert drawn == logged("search/optimization_history.png")
+    # Logged over fewer configurations than the store now holds (a search resumed since):
+    # estimated again.
+    client.log_dict(parent.info.run_id, {**importance, "configurations": 3},
+                    "search/importance.json")  # fmt: skip
+    calls = []
+    monkeypatch.setattr(importance_module, "explain_search",
+                        lambda *a, **k: calls.append(a) or explain(*a, **k))  # fmt: skip
+    run_report(store.tracker(), "e2e", out=store.path / "again")
+    monkeypatch.undo()
+    assert len(calls) == 1 and len(calls[0][0]) == 4
 
     # The Keras model inside the logged text model reloads with safe_mode and predicts.
     import mlflow.keras

@@ -5,6 +5,8 @@ TensorFlow."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from pipeline.config import minimised
@@ -36,12 +38,16 @@ def runs_frame(records: list[TrialRun], **columns: list) -> pd.DataFrame:
     return pd.concat([frame, pd.DataFrame([r.metrics for r in records])], axis=1)
 
 
-def load_trials(tracker, parent_ids: list[str]) -> pd.DataFrame:
+def load_trials(
+    tracker, parent_ids: list[str], records: list[TrialRun] | None = None
+) -> pd.DataFrame:
     """Finished trial runs (one row per seed) of these searches (parent runs), with
-    `data`, `group`, `label`, `seed` and metric columns."""
+    `data`, `group`, `label`, `seed` and metric columns (`records`: those runs, read
+    already)."""
     from pipeline.models.registry import canonical_label, label_knobs
 
-    records: list[TrialRun] = tracker.trial_runs(parent_ids, status=Status.FINISHED)
+    if records is None:
+        records = tracker.trial_runs(parent_ids, status=Status.FINISHED)
     if not records:
         return pd.DataFrame()
     runs = runs_frame(
@@ -211,14 +217,23 @@ def configuration_table(records: list[TrialRun], objective: str) -> pd.DataFrame
     return table.drop(columns=["group", "seeds"])
 
 
-def knob_importance_of(tracker, parent, objective: str):
-    """(KnobImportance, views) of one search, from its trial runs and logged space."""
+def knob_importance_of(tracker, parent, objective: str, records: list[TrialRun], folder: Path):
+    """(KnobImportance, views) of one search from its finished trial runs: what its finish
+    logged on the parent run (importance.json, the views' PNGs downloaded into `folder`)
+    when it weighed as many configurations as the runs hold now, else computed again (a
+    search still running, or resumed since)."""
     import json
 
-    from pipeline.reporting.importance import explain_search
+    import numpy as np
 
+    from pipeline.reporting.importance import KnobImportance, explain_search
+
+    table = configuration_table(records, objective)
+    configurations = int(np.isfinite(table[objective]).sum()) if objective in table else 0
+    logged = parent_json(tracker, parent, Artifact.IMPORTANCE)
+    if logged is not None and logged.get("configurations") == configurations:
+        importance = KnobImportance(logged["evaluators"], logged["note"], configurations)
+        views = Path(tracker.download_artifact(parent.run_id, Artifact.SEARCH_VIEWS, str(folder)))
+        return importance, {p.name: p for p in sorted(views.glob("*.png"))}
     space = json.loads(tracker.read_text(parent.run_id, Artifact.SEARCH_SPACE))
-    records = tracker.trial_runs(parent.run_id, status=Status.FINISHED)
-    return explain_search(
-        configuration_table(records, objective), space, objective, minimised(objective)
-    )
+    return explain_search(table, space, objective, minimised(objective))

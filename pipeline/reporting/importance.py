@@ -27,6 +27,7 @@ class KnobImportance:
 
     by_evaluator: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
+    configurations: int = 0  # how many they were estimated over
 
     def table(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.by_evaluator).fillna(0.0)
@@ -141,11 +142,12 @@ def knob_importance(study) -> KnobImportance:
     n = len(study.trials)
     if n < MIN_CONFIGURATIONS:
         return KnobImportance(
-            note=f"{n} finished configurations: at least {MIN_CONFIGURATIONS} are needed"
+            note=f"{n} finished configurations: at least {MIN_CONFIGURATIONS} are needed",
+            configurations=n,
         )
     if len({t.value for t in study.trials}) == 1:
-        return KnobImportance(note=f"all {n} configurations scored the same")
-    result = KnobImportance()
+        return KnobImportance(note=f"all {n} configurations scored the same", configurations=n)
+    result = KnobImportance(configurations=n)
     with warnings.catch_warnings():
         # experimental-API warnings, Optuna's ExperimentalWarning among them (raised when
         # PED-ANOVA is constructed): printed on every search and report otherwise

@@ -10,6 +10,8 @@ folder is also logged on its parent run under `report/`. Never imports TensorFlo
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from pipeline.reporting.markdown import (
     leaderboard_markdown,
     race_markdown,
 )
-from pipeline.tracking import Artifact, Metric, SearchRun
+from pipeline.tracking import Artifact, Metric, SearchRun, Status, TrialRun
 from pipeline.tracking.connection import refused_permission, write_refused
 from pipeline.tracking.protocol import TrackingStore
 
@@ -68,6 +70,7 @@ class Evidence:
     refs: pd.DataFrame
     versus: list[Comparison]
     missing: dict[str, str]  # run id -> why it has no per-example predictions
+    records: list[TrialRun] = field(default_factory=list)  # the finished trial runs
 
 
 def gather(
@@ -85,7 +88,8 @@ def gather(
         )
     # A search restarted with force_new supersedes its old parent: only live searches count.
     parents = [parent] if parent is not None else tracker.live_searches()
-    runs = load_trials(tracker, [p.run_id for p in parents])
+    records = tracker.trial_runs([p.run_id for p in parents], status=Status.FINISHED)
+    runs = load_trials(tracker, [p.run_id for p in parents], records)
     if runs.empty:
         what = f"search '{search}'" if search else f"experiment '{tracker.experiment_name}'"
         raise SearchError(f"{what} has no finished trial runs to report on")
@@ -110,7 +114,9 @@ def gather(
                 c.split_varies = True
                 c.decide()  # more seeds now shrink the examples' noise too: plan again
     title = f"search `{search}`" if search else f"experiment `{tracker.experiment_name}`"
-    return Evidence(title, parent, runs, objective, baseline, board, found, refs, versus, missing)
+    return Evidence(
+        title, parent, runs, objective, baseline, board, found, refs, versus, missing, records
+    )
 
 
 def ranked_with_references(e: Evidence) -> pd.DataFrame:
@@ -138,12 +144,18 @@ def write_figures(tracker, e: Evidence, out: Path):
     if "train_seconds_mean" in e.board:
         figures["tradeoff.png"] = tradeoff_figure(e.board, e.objective)
     importance = None
-    if e.parent is not None:  # one search: one search space to weigh its knobs in
-        importance, views = knob_importance_of(tracker, e.parent, e.objective)
-        figures.update({f"search_{name}": figure for name, figure in views.items()})
-    for name, figure in figures.items():
-        figure.savefig(out / name, dpi=110)
-        plt.close(figure)
+    with tempfile.TemporaryDirectory() as logged:
+        if e.parent is not None:  # one search: one search space to weigh its knobs in
+            importance, views = knob_importance_of(
+                tracker, e.parent, e.objective, e.records, Path(logged)
+            )
+            figures.update({f"search_{name}": figure for name, figure in views.items()})
+        for name, figure in figures.items():
+            if isinstance(figure, Path):  # the search's own view, as its finish drew it
+                shutil.copyfile(figure, out / name)
+                continue
+            figure.savefig(out / name, dpi=110)
+            plt.close(figure)
     return list(figures), importance
 
 

@@ -173,7 +173,12 @@ def log_knob_importance(cfg: DictConfig, tracker: TrackingStore, table: pd.DataF
         table, search_space_dims(cfg.search_space), objective, minimised(objective)
     )
     tracker.log_dict(
-        {"evaluators": importance.by_evaluator, "note": importance.note}, Artifact.IMPORTANCE
+        {
+            "evaluators": importance.by_evaluator,
+            "note": importance.note,
+            "configurations": importance.configurations,
+        },
+        Artifact.IMPORTANCE,
     )
     for name, figure in figures.items():
         tracker.log_figure(figure, f"{Artifact.SEARCH_VIEWS}/{name}")
