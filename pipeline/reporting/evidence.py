@@ -234,6 +234,8 @@ def knob_importance_of(tracker, parent, objective: str, records: list[TrialRun],
     if logged is not None and logged.get("configurations") == configurations:
         importance = KnobImportance(logged["evaluators"], logged["note"], configurations)
         views = Path(tracker.download_artifact(parent.run_id, Artifact.SEARCH_VIEWS, str(folder)))
-        return importance, {p.name: p for p in sorted(views.glob("*.png"))}
+        order = logged.get("views") or sorted(p.name for p in views.glob("*.png"))
+        drawn = [name for name in order if (views / name).is_file()]
+        return importance, {name: views / name for name in drawn}
     space = json.loads(tracker.read_text(parent.run_id, Artifact.SEARCH_SPACE))
     return explain_search(table, space, objective, minimised(objective))

@@ -177,6 +177,7 @@ def log_knob_importance(cfg: DictConfig, tracker: TrackingStore, table: pd.DataF
             "evaluators": importance.by_evaluator,
             "note": importance.note,
             "configurations": importance.configurations,
+            "views": list(figures),  # in the order drawn (the report's order)
         },
         Artifact.IMPORTANCE,
     )
