@@ -209,7 +209,7 @@ def test_a_cluster_search_killed_with_all_its_processes_resumes_by_name(tmp_path
 def test_a_cluster_race_gives_its_rounds_to_racers_and_restarts_a_killed_one(tmp_path, server):
     """search.seeds=adaptive on a cluster: the chief and workers train each configuration's
     first seeds, then the launcher's racer processes take the race's assignments from its
-    queue. racer-1 is SIGKILLed as it takes its first one: its run is closed FAILED, it is
+    queue. The first racer to take one is SIGKILLed: its run is closed FAILED, it is
     started again, and every (configuration, seed) ends with exactly one FINISHED run."""
     import json
 
@@ -222,19 +222,21 @@ def test_a_cluster_race_gives_its_rounds_to_racers_and_restarts_a_killed_one(tmp
         *cluster_overrides(tmp_path, server, "dist-race"),
     )
     lines: list[str] = []
-    pid, killed = None, False
+    pids: dict[str, int] = {}
+    killed = None
     for line in iter(proc.stdout.readline, ""):
         lines.append(line)
-        if found := re.search(r"started racer-1 \(pid (\d+)\)", line):
-            pid = int(found.group(1))
-        if not killed and pid and line.startswith("[racer-1] race: trial"):
-            os.kill(pid, signal.SIGKILL)
-            killed = True
+        if found := re.search(r"started (racer-\d+) \(pid (\d+)\)", line):
+            pids[found.group(1)] = int(found.group(2))
+        taking = re.match(r"\[(racer-\d+)\] race: trial", line)
+        if killed is None and taking:  # the first racer to take an assignment
+            killed = taking.group(1)
+            os.kill(pids[killed], signal.SIGKILL)
     proc.wait(timeout=60)
     output = "".join(lines)
     assert proc.returncode == 0 and killed, output[-3000:]
     assert "race: 2 configurations, up to 3 seeds each" in output
-    assert "racer-1 exited with code -9" in output and "race: stopped" in output
+    assert f"{killed} exited with code -9" in output and "race: stopped" in output
     runs = runs_of(server, "dist-race")
     parent = next(r for r in runs if r.data.tags.get("kind") != "trial")
     client = MlflowClient(tracking_uri=server)
