@@ -144,10 +144,15 @@ def test_search_logs_parent_and_nested_children(store, capsys, monkeypatch):
     # estimated again.
     client.log_dict(parent.info.run_id, {**importance, "configurations": 3},
                     "search/importance.json")  # fmt: skip
+    from pipeline.reporting.evidence import knob_importance_of
+
     calls = []
     monkeypatch.setattr(importance_module, "explain_search",
                         lambda *a, **k: calls.append(a) or explain(*a, **k))  # fmt: skip
-    run_report(store.tracker(), "e2e", out=store.path / "again")
+    tracker = store.tracker()
+    search = tracker.find_search("e2e")
+    records = tracker.trial_runs(search.run_id, status="FINISHED")
+    knob_importance_of(tracker, search, "val_accuracy", records, store.path / "views")
     monkeypatch.undo()
     assert len(calls) == 1 and len(calls[0][0]) == 4
 
