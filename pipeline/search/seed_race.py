@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from pipeline import progress
 from pipeline.config import TunerKind, minimised
+from pipeline.errors import SearchError
 from pipeline.search.outcome import per_trial, ranked
 from pipeline.search.race_queue import RaceQueue, queue_path
 from pipeline.search.racing import Race, RaceSettings, one_by_one, run_race
@@ -159,7 +160,10 @@ def _on_racers(tuner, trials: dict[str, Any], run_racers: Callable[[int], None])
         if todo:
             queue.start_round(todo)
             run_racers(min(int(cfg.cluster.n_workers), len(todo)))
-            for item in queue.entries():
+            entries = queue.entries()
+            if left := [f"trial {e.trial_id} seed {e.seed}" for e in entries if e.open]:
+                raise SearchError(f"race: the racers ended with {', '.join(left)} not trained")
+            for item in entries:
                 run = None if item.run_id is None else tracker.read_predictions(item.run_id)
                 results[item.trial_id, item.seed] = run
         return results
