@@ -219,17 +219,7 @@ def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
             code = proc.popen.poll()
             if label == "chief" or code in (None, 0):
                 continue
-            closed = tracker.close_interrupted(cluster.parent_run_id, worker=label)
-            if proc.restarts >= cluster.cfg.cluster.max_restarts:
-                raise SearchError(
-                    f"cluster: {label} died {proc.restarts + 1} times (last exit code {code}); "
-                    "stopping the search (cluster.max_restarts)"
-                )
-            progress.say(
-                f"cluster: {label} exited with code {code}; {closed} unfinished trial run(s) "
-                f"marked FAILED; restarting it to resume its trial"
-            )
-            cluster.start(label, restarts=proc.restarts + 1)
+            restart(cluster, tracker, label, code, "trial run(s)", "to resume its trial")
         time.sleep(0.5)
     if chief.returncode != 0:
         raise SearchError(f"cluster: the chief exited with code {chief.returncode}")
@@ -240,28 +230,35 @@ def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
             pass
 
 
+def restart(
+    cluster: Cluster, tracker: TrackingStore, label: str, code: int, runs: str, why: str
+) -> None:
+    """A role that died: its unfinished runs closed FAILED (`interrupted`), then the role
+    started again under its name, up to `cluster.max_restarts` times."""
+    proc = cluster.processes[label]
+    closed = tracker.close_interrupted(cluster.parent_run_id, worker=label)
+    if proc.restarts >= cluster.cfg.cluster.max_restarts:
+        raise SearchError(
+            f"cluster: {label} died {proc.restarts + 1} times (last exit code {code}); "
+            "stopping the search (cluster.max_restarts)"
+        )
+    progress.say(
+        f"cluster: {label} exited with code {code}; {closed} unfinished {runs} marked "
+        f"FAILED; restarting it {why}"
+    )
+    cluster.start(label, restarts=proc.restarts + 1)
+
+
 def supervise_racers(cluster: Cluster, tracker: TrackingStore) -> None:
-    """Until every racer has ended well: one that dies has its unfinished run closed FAILED
-    and is started again under its name (it gives its assignment back to the queue)."""
+    """Until every racer has ended well; one that dies is restarted (it gives its
+    assignment back to the queue)."""
     while True:
         running = False
         for label, proc in list(cluster.processes.items()):
             code = proc.popen.poll()
-            if code is None:
-                running = True
-            elif code != 0:
-                closed = tracker.close_interrupted(cluster.parent_run_id, worker=label)
-                if proc.restarts >= cluster.cfg.cluster.max_restarts:
-                    raise SearchError(
-                        f"cluster: {label} died {proc.restarts + 1} times (last exit code "
-                        f"{code}); stopping the search (cluster.max_restarts)"
-                    )
-                progress.say(
-                    f"cluster: {label} exited with code {code}; {closed} unfinished run(s) "
-                    "marked FAILED; restarting it to train its assignment again"
-                )
-                cluster.start(label, restarts=proc.restarts + 1)
-                running = True
+            if code is not None and code != 0:
+                restart(cluster, tracker, label, code, "run(s)", "to train its assignment again")
+            running = running or code != 0
         if not running:
             return
         time.sleep(0.5)
