@@ -155,13 +155,15 @@ def _on_racers(tuner, trials: dict[str, Any], run_racers: Callable[[int], None])
             if run is None:
                 todo.append((label, seed))
             else:
-                progress.say(f"    trial {label} seed {seed}: already finished (run {run.run_id})")
+                progress.say(f"    trial {tuner._trial_number(label)} seed {seed}: already "
+                             f"finished (run {run.run_id})")  # fmt: skip
                 results[label, seed] = tracker.read_predictions(run.run_id)
         if todo:
             queue.start_round(todo)
             run_racers(min(int(cfg.cluster.n_workers), len(todo)))
             entries = queue.entries()
-            if left := [f"trial {e.trial_id} seed {e.seed}" for e in entries if e.open]:
+            if left := [f"trial {tuner._trial_number(e.trial_id)} seed {e.seed}"
+                        for e in entries if e.open]:  # fmt: skip
                 raise SearchError(f"race: the racers ended with {', '.join(left)} not trained")
             for item in entries:
                 run = None if item.run_id is None else tracker.read_predictions(item.run_id)
