@@ -366,3 +366,29 @@ def test_a_failed_replicate_in_a_round_drops_its_configuration_and_no_later_seed
     run_race(race, ["a", "b"], train)
     assert ("b", 1) not in asked and "b" in race.dropped
     assert race.pairs["b"].verdict == "failed"
+
+
+def test_a_cluster_round_whose_racers_leave_an_assignment_open_stops_in_one_line(tmp_path):
+    """Racers that all ended with an assignment nobody trained: the race stops with a
+    line naming it, instead of dropping that configuration as failed."""
+    from types import SimpleNamespace
+
+    import keras_tuner as kt
+    from omegaconf import OmegaConf
+
+    from pipeline.errors import SearchError
+    from pipeline.search.seed_race import _on_racers
+
+    hp = kt.HyperParameters()
+    hp.Choice("units", [8, 16])
+    cfg = OmegaConf.create({"tuner": {"directory": str(tmp_path)}, "cluster": {"n_workers": 2}})
+    tracker = SimpleNamespace(finished_replicate=lambda parent, key: None)
+    tuner = SimpleNamespace(
+        cfg=cfg, tracker=tracker, search_id="s", parent_run_id="p",
+        data=SimpleNamespace(fingerprint="f"), _trial_number=lambda t: int(t) + 1,
+    )  # fmt: skip
+    started = []
+    train_round = _on_racers(tuner, {"0": SimpleNamespace(hyperparameters=hp)}, started.append)
+    with pytest.raises(SearchError, match=r"^race: the racers ended with trial 1 seed 2 not"):
+        train_round([("0", 2)])
+    assert started == [1]  # one racer for one assignment
