@@ -44,6 +44,24 @@ def test_a_forked_command_has_its_own_session_and_dies_of_a_signal(tmp_path):
     assert proc.wait(timeout=60) == -signal.SIGKILL
 
 
+def test_a_zygote_s_children_start_with_what_it_loaded_frozen():
+    """So a child's collections never scan (or copy, page by page) the preloaded modules,
+    and a search child's `frozen_heap` does not collect them all again."""
+    from pipeline.runtime.zygote import Zygote
+
+    zygote = Zygote(["json", "email.parser"], cwd=PROJECT_ROOT)
+    try:
+        child = ForkedProcess(
+            zygote, "tests.plugins.heap_probe", [], cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        frozen = int(child.stdout.read())
+        assert child.wait() == 0
+    finally:
+        zygote.close()
+    assert frozen > 10_000  # the interpreter's own modules and the preload, at least
+
+
 def gone(pid: int) -> bool:
     """Dead or a zombie (a container's pid 1 may never reap an orphan)."""
     try:
