@@ -385,7 +385,7 @@ def test_a_cluster_round_whose_racers_leave_an_assignment_open_stops_in_one_line
     tracker = SimpleNamespace(finished_replicate=lambda parent, key: None)
     tuner = SimpleNamespace(
         cfg=cfg, tracker=tracker, search_id="s", parent_run_id="p",
-        data=SimpleNamespace(fingerprint="f"), _trial_number=lambda t: int(t) + 1,
+        data=SimpleNamespace(fingerprint="f"), trial_number=lambda t: int(t) + 1,
     )  # fmt: skip
     started = []
     train_round = _on_racers(tuner, {"0": SimpleNamespace(hyperparameters=hp)}, started.append)

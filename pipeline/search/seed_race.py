@@ -68,7 +68,7 @@ def race_search(
     race = Race(settings, objective, list(range(settings.most)), split_varies=cfg.search.vary_split)
     race.baseline = _baseline_trial(tuner, trials, cfg.search.baseline)
     variants = {str(r["trial_id"]): str(r.get("variant", "")) for r in tuner.rows}
-    race.names.update({k: f"trial {tuner._trial_number(k)} {variants.get(k, '')}".rstrip()
+    race.names.update({k: f"trial {tuner.trial_number(k)} {variants.get(k, '')}".rstrip()
                        for k in trials})  # fmt: skip
     for row in tuner.rows:  # the first seeds, trained by keras-tuner's trials just now
         if row.get("status") == Status.FINISHED and row["trial_id"] in trials:
@@ -128,7 +128,7 @@ def _replicate_run(tuner, trial, seed: int) -> str | None:
     values = active_values(trial.hyperparameters)
     model_settings, train = trial_settings(tuner.cfg, values)
     group = group_hash(model_settings, train, tuner.data.fingerprint)
-    number = tuner._trial_number(trial.trial_id)
+    number = tuner.trial_number(trial.trial_id)
     try:
         tuner._run_replicate(
             trial, values, model_settings, replace(train, seed=seed), number, group
@@ -155,14 +155,14 @@ def _on_racers(tuner, trials: dict[str, Any], run_racers: Callable[[int], None])
             if run is None:
                 todo.append((label, seed))
             else:
-                progress.say(f"    trial {tuner._trial_number(label)} seed {seed}: already "
+                progress.say(f"    trial {tuner.trial_number(label)} seed {seed}: already "
                              f"finished (run {run.run_id})")  # fmt: skip
                 results[label, seed] = tracker.read_predictions(run.run_id)
         if todo:
             queue.start_round(todo)
             run_racers(min(int(cfg.cluster.n_workers), len(todo)))
             entries = queue.entries()
-            if left := [f"trial {tuner._trial_number(e.trial_id)} seed {e.seed}"
+            if left := [f"trial {tuner.trial_number(e.trial_id)} seed {e.seed}"
                         for e in entries if e.open]:  # fmt: skip
                 raise SearchError(f"race: the racers ended with {', '.join(left)} not trained")
             for item in entries:
@@ -201,7 +201,7 @@ def serve_race_queue(cfg: DictConfig, data, tracker: TrackingStore) -> None:
     try:
         while (item := queue.take(racer)) is not None:
             trial = tuner.oracle.trials[item.trial_id]
-            progress.say(f"race: trial {tuner._trial_number(item.trial_id)} seed {item.seed}")
+            progress.say(f"race: trial {tuner.trial_number(item.trial_id)} seed {item.seed}")
             queue.end(item, _replicate_run(tuner, trial, item.seed))
     finally:
         tuner.close_spool()

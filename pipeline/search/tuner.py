@@ -192,7 +192,7 @@ class TrackedTuner(kt.Tuner):
         logging.spool = self.spool()
         return logging
 
-    def _trial_number(self, trial_id: str) -> int:
+    def trial_number(self, trial_id: str) -> int:
         """1, 2, ... per configuration: keras-tuner's own trial id + 1 (ids are "00", "01",
         ... from the oracle, so cluster workers and resumed searches agree on numbers)."""
         if str(trial_id).isdigit():
@@ -214,7 +214,7 @@ class TrackedTuner(kt.Tuner):
         values = active_values(trial.hyperparameters)
         model_settings, train = trial_settings(self.cfg, values)
         seeds = seeds_of(self.cfg, train)
-        number = self._trial_number(trial.trial_id)
+        number = self.trial_number(trial.trial_id)
         shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         total = self.cfg.tuner.max_trials if self.cfg.tuner.kind != TunerKind.hyperband else "?"
         several = f"  x {len(seeds)} seeds" if len(seeds) > 1 else ""
