@@ -10,6 +10,7 @@ from scipy import stats
 
 from pipeline.bench.race import (
     SimulatedTask,
+    bound,
     calibration,
     effect_for,
     read_design,
@@ -140,6 +141,9 @@ def test_a_recorded_design_replays_to_its_verdicts_with_fewer_trainings(tmp_path
     incumbent, full, agree, shares = replay(design, FAST, "val_accuracy", orders=5)
     assert incumbent == "best" and full["far"] == full["farther"] == WORSE
     assert 0 <= agree <= 1 and shares.max() < 1.0  # the far ones stopped at their first seeds
+    # a race that knows the verdicts spends no more than the race on the same orders
+    least = bound(design, FAST, "val_accuracy", orders=5)
+    assert (least <= shares + 1e-9).all() and least.min() >= 2 * 4 / 32
 
 
 def test_a_recorded_design_keeps_configurations_that_share_a_variant_apart(tmp_path):

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", default=None, help="a design's label every other is weighed against"
     )
     rc.add_argument("--split-varies", action="store_true", help="the design varied its split")
+    rc.add_argument(
+        "--bound", action="store_true", help="a design's trainings for a race that knows it"
+    )
     rc.add_argument("--first", type=int, default=2)
     rc.add_argument("--most", type=int, default=8)
     rc.add_argument("--margin", type=float, default=1.0, help="equivalence margin, points")

@@ -177,6 +177,36 @@ def replay(
     return incumbent, full, float(np.mean(agree)), np.asarray(shares)
 
 
+def bound(
+    design, settings: RaceSettings, metric: str, orders: int, seed: int = 0,
+    baseline: str | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Trainings shares of a race that knows the answer, under the replay's seed orders:
+    each pair the full design decides stops at the first prefix of the order whose one
+    look at the full design's level gives its verdict (no spending over looks), each
+    pair it leaves undecided stops at its first seeds, the incumbent gets what its
+    longest pair needs. No race whose looks are as strict as the full design's spends
+    less."""
+    incumbent, full = full_verdicts(design, settings, metric, baseline)
+    level = settings.alpha / max(len(full), 1)
+    total = sum(len(v) for v in design.values())
+    seeds = sorted(set.intersection(*(set(d) for d in design.values())))
+    rng = np.random.default_rng(seed)
+    shares = []
+    for _ in range(orders):
+        order = [int(s) for s in rng.permutation(seeds)]
+        needed = {label: settings.first for label in full}
+        for label in (k for k, v in full.items() if v in (BEATS, WORSE, EQUIVALENT)):
+            for n in range(settings.first, len(order) + 1):
+                seen = {k: {s: design[k][s] for s in order[:n]} for k in (label, incumbent)}
+                race = Race(settings, metric, order[:n], baseline=baseline, predictions=seen)
+                if look(race, label, incumbent, level).verdict == full[label]:
+                    needed[label] = n
+                    break
+        shares.append((sum(needed.values()) + max(needed.values())) / total)
+    return np.asarray(shares)
+
+
 def run(args) -> None:
     if args.record is not None:
         from pipeline.runtime.cli import composed
@@ -206,6 +236,15 @@ def run(args) -> None:
         )
         return
     design = read_design(Path(args.design))
+    if args.bound:
+        shares = bound(design, settings, args.metric, args.orders, baseline=args.baseline)
+        say(
+            f"{args.orders} seed orders, a race that knows the full design's verdicts and "
+            f"looks once at its level: a median {np.median(shares):.1%} of its trainings "
+            f"(10-90%: {np.percentile(shares, 10):.1%}-{np.percentile(shares, 90):.1%}); "
+            f"at most 50% in {np.mean(shares <= 0.5):.1%} of orders"
+        )
+        return
     incumbent, full, agree, shares = replay(
         design, settings, args.metric, args.orders, baseline=args.baseline,
         split_varies=args.split_varies,
