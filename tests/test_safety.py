@@ -51,6 +51,17 @@ def test_an_unknown_key_added_with_plus_is_refused_naming_it(override, message):
     assert str(err.value).startswith(message)
 
 
+def test_a_bare_word_among_the_overrides_is_one_line_naming_it(capsys):
+    """`python -m pipeline.search mine`: a name where an override goes, named in one line
+    (Hydra's own words were "Error parsing override 'mine'")."""
+    from tests.conftest import search_command_in_process
+
+    assert search_command_in_process("+experiment=quick", "mine") == 2
+    err = capsys.readouterr().err
+    assert err == ("error: config: 'mine' is not an override: an override is key=value "
+                   "(search.name=mine names a search)\n")  # fmt: skip
+
+
 def test_keys_of_open_sections_and_plugin_sections_stay_accepted(registry_restored):
     plugin = "tests.plugins.jsonl_data"
     space = "+search_space.scaled_mean.scale={type: choice, values: [1, 2]}"

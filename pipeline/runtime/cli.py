@@ -44,6 +44,10 @@ def composed_or_fail(overrides: list[str]) -> DictConfig:
     from pipeline.config import compose_config
     from pipeline.errors import one_line
 
+    bare = next((o for o in overrides if "=" not in o and not o.startswith("~")), None)
+    if bare is not None:  # Hydra's own words: "Error parsing override 'x'"
+        fail(f"config: {bare!r} is not an override: an override is key=value "
+             f"(search.name={bare} names a search)")  # fmt: skip
     try:
         return compose_config(overrides)
     except Exception as err:  # Hydra's override/composition errors
