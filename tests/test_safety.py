@@ -41,6 +41,8 @@ def test_hostile_names_on_the_command_line_touch_nothing(tmp_path, run_cli):
         ("+data.csv.seperator=tab", "data.csv.seperator: no such key"),
         ("+model.embeddings.sorce=glove", "model.embeddings.sorce: no such key"),
         ("+surprise=1", "surprise: no such key"),
+        ("+experimnet=quick", "experimnet: no such key in the config schema; did you mean "
+                              "'+experiment=quick'?"),  # a preset's group, misspelt
     ],
 )  # fmt: skip
 def test_an_unknown_key_added_with_plus_is_refused_naming_it(override, message):

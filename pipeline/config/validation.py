@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.config.objectives import minimised
 from pipeline.config.plain import search_space_dims
 from pipeline.config.schema import (
+    CONF_DIR,
     JIT_MODES,
     EmbeddingSource,
     HPType,
@@ -377,6 +378,10 @@ def check_known_keys(cfg: DictConfig) -> None:
         prefix, key, known = unknown
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+        presets = [d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in known]
+        group = difflib.get_close_matches(key, presets, n=1) if not prefix else []
+        if group and not OmegaConf.is_config(value := cfg.get(key)):  # `+experimnet=quick`
+            hint = f"; did you mean '+{group[0]}={value}'?"
         raise ConfigError(f"{prefix}{key}: no such key in the config schema{hint}")
 
 
