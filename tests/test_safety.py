@@ -64,6 +64,22 @@ def test_a_bare_word_among_the_overrides_is_one_line_naming_it(capsys):
                    "(search.name=mine names a search)\n")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("data=airline", "data=airline: no such option; did you mean data=airline_tweets? "
+                         "known: airline_tweets, csv, jsonl, parquet, synthetic, text_dir"),
+        ("+experiment=quik", "+experiment=quik: no such option; did you mean +experiment=quick?"),
+    ],
+)  # fmt: skip
+def test_a_group_option_that_does_not_exist_is_one_line_with_the_known_ones(override, line, capsys):
+    from tests.conftest import search_command_in_process
+
+    assert search_command_in_process(override) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: config: {line}") and err.count("\n") == 1, err
+
+
 def test_keys_of_open_sections_and_plugin_sections_stay_accepted(registry_restored):
     plugin = "tests.plugins.jsonl_data"
     space = "+search_space.scaled_mean.scale={type: choice, values: [1, 2]}"

@@ -41,6 +41,8 @@ def composed_or_fail(overrides: list[str]) -> DictConfig:
     """The real `conf/` plus `key=value` overrides; an override Hydra or the schema
     refuses (an unknown key, a value outside an enumeration) fails in one line, exit 2,
     naming the allowed values, instead of Hydra's multi-line message and exit 1."""
+    import difflib
+
     from pipeline.config import compose_config
     from pipeline.errors import one_line
 
@@ -54,6 +56,14 @@ def composed_or_fail(overrides: list[str]) -> DictConfig:
         absent = absent_section(overrides)
         if absent:
             fail(absent)
+        options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", "")
+        if options and missing:  # a group's option that does not exist (`data=airline`)
+            group, _, name = missing.rpartition("/")
+            typed = next((o for o in overrides if o.lstrip("+").startswith(f"{group}=")), "")
+            group = typed[: len(typed) - len(typed.lstrip("+"))] + group  # as typed: +experiment
+            close = difflib.get_close_matches(name, options, n=1)
+            hint = f"did you mean {group}={close[0]}? " if close else ""
+            fail(f"config: {group}={name}: no such option; {hint}known: {', '.join(options)}")
         cause = f": {one_line(err.__cause__)}" if err.__cause__ is not None else ""
         fail(f"config: {one_line(err)}{cause}")
         raise  # unreachable: fail exits
