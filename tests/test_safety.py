@@ -70,9 +70,12 @@ def test_a_bare_word_among_the_overrides_is_one_line_naming_it(capsys):
         ("data=airline", "data=airline: no such option; did you mean data=airline_tweets? "
                          "known: airline_tweets, csv, jsonl, parquet, synthetic, text_dir"),
         ("+experiment=quik", "+experiment=quik: no such option; did you mean +experiment=quick?"),
+        ("train.epocs=3", "train.epocs: no such key in the config schema; did you mean "
+                          "'train.epochs'?"),  # without `+`: Hydra refuses it itself
+        ("modle.units=3", "modle: no such key in the config schema; did you mean 'model'?"),
     ],
 )  # fmt: skip
-def test_a_group_option_that_does_not_exist_is_one_line_with_the_known_ones(override, line, capsys):
+def test_an_option_or_key_that_does_not_exist_is_one_line_with_the_closest(override, line, capsys):
     from tests.conftest import search_command_in_process
 
     assert search_command_in_process(override) == 2

@@ -41,8 +41,6 @@ def composed_or_fail(overrides: list[str]) -> DictConfig:
     """The real `conf/` plus `key=value` overrides; an override Hydra or the schema
     refuses (an unknown key, a value outside an enumeration) fails in one line, exit 2,
     naming the allowed values, instead of Hydra's multi-line message and exit 1."""
-    import difflib
-
     from pipeline.config import compose_config
     from pipeline.errors import one_line
 
@@ -53,20 +51,44 @@ def composed_or_fail(overrides: list[str]) -> DictConfig:
     try:
         return compose_config(overrides)
     except Exception as err:  # Hydra's override/composition errors
-        absent = absent_section(overrides)
-        if absent:
-            fail(absent)
-        options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", "")
-        if options and missing:  # a group's option that does not exist (`data=airline`)
-            group, _, name = missing.rpartition("/")
-            typed = next((o for o in overrides if o.lstrip("+").startswith(f"{group}=")), "")
-            group = typed[: len(typed) - len(typed.lstrip("+"))] + group  # as typed: +experiment
-            close = difflib.get_close_matches(name, options, n=1)
-            hint = f"did you mean {group}={close[0]}? " if close else ""
-            fail(f"config: {group}={name}: no such option; {hint}known: {', '.join(options)}")
+        line = absent_section(overrides) or closest_fix(err, overrides)
+        if line:
+            fail(line)
         cause = f": {one_line(err.__cause__)}" if err.__cause__ is not None else ""
         fail(f"config: {one_line(err)}{cause}")
         raise  # unreachable: fail exits
+
+
+def closest_fix(err: Exception, overrides: list[str]) -> str | None:
+    """A group option or a key that does not exist (`data=airline`, `train.epocs=3`) as one
+    line with the closest existing name; None for other failures."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose_config
+
+    options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", "")
+    if options and missing:
+        group, _, name = missing.rpartition("/")
+        typed = next((o for o in overrides if o.lstrip("+").startswith(f"{group}=")), "")
+        group = typed[: len(typed) - len(typed.lstrip("+"))] + group  # as typed: +experiment
+        close = difflib.get_close_matches(name, options, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return f"config: {group}={name}: no such option; {hint}known: {', '.join(options)}"
+    key = str(getattr(err.__cause__, "full_key", None) or "")
+    if not key or "Key '" not in str(err.__cause__):
+        return None
+    others = [o for o in overrides if not f"{o.split('=')[0].lstrip('+~')}.".startswith(f"{key}.")]
+    try:  # the section as it is without the refused override, for the names it knows
+        parent, _, name = key.rpartition(".")
+        section = OmegaConf.select(compose_config(others), parent) if parent else None
+        known = list(section.keys() if parent else compose_config(others).keys())
+    except Exception:
+        return None
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+    hint = f"; did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
+    return f"config: {key}: no such key in the config schema{hint}"
 
 
 def absent_section(overrides: list[str]) -> str | None:
