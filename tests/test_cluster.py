@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.tracking.mlflow_server import mlflow_server
-from tests.conftest import start_search_cli
+from tests.conftest import PROJECT_ROOT, start_search_cli
 from tests.forked_cli import start_server_forked
 
 pytestmark = pytest.mark.e2e
@@ -253,3 +253,51 @@ def test_a_cluster_race_gives_its_rounds_to_racers_and_restarts_a_killed_one(tmp
     raced = [r for r in children if int(r.data.tags["seed"]) >= 2]
     assert raced and all(r.data.tags["worker"].startswith("racer-") for r in raced)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_worker_started_by_hand_as_the_launcher_says_trains_the_trials(tmp_path, server):
+    """docs/team.md, "Workers on other hosts": with `cluster.n_workers=0` the launcher starts
+    no worker and prints how to start one. Started as printed, in an environment that has
+    none of the launcher's variables, the worker trains every trial of the search."""
+    import shlex
+
+    from tests.forked_cli import popen_python
+
+    proc = start_search(
+        "cluster.n_workers=0", "tuner.max_trials=2", *cluster_overrides(tmp_path, server, "by-hand")
+    )
+    lines: list[str] = []
+    worker, log = None, (tmp_path / "worker.log").open("w")
+    try:
+        for line in iter(proc.stdout.readline, ""):
+            lines.append(line)
+            if line.startswith("cluster: no local workers"):
+                break
+        found = re.search(
+            r"with (KERASTUNER_ORACLE_IP=\S+) (KERASTUNER_ORACLE_PORT=\S+) "
+            r"KERASTUNER_TUNER_ID=worker-N python (.+?) \(N: ",
+            lines[-1],
+        )
+        assert found, "".join(lines)[-3000:]
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("ATTENTION_SEARCH", "KERASTUNER"))}  # fmt: skip
+        env.update(dict(kv.split("=", 1) for kv in found.group(1, 2)))
+        env["KERASTUNER_TUNER_ID"] = "worker-7"
+        command = shlex.split(found.group(3).replace("worker-N", "worker-7"))
+        worker = popen_python(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        assert worker.wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        lines.append(proc.communicate(timeout=120)[0])
+    finally:
+        for p in (proc, worker):
+            if p is not None and p.poll() is None:
+                p.kill()
+        log.close()
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    runs = runs_of(server, "by-hand")
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(children) == 2 and {c.data.tags["worker"] for c in children} == {"worker-7"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    job = next((tmp_path / "tuner").glob("*.cluster/job.yaml")).read_text()
+    assert f"'{server}'" in job  # the store a worker with no variable of ours reaches

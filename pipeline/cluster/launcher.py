@@ -194,14 +194,39 @@ URI_ENV = "ATTENTION_SEARCH_TRACKING_URI"
 
 def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
     """The launcher's resolved config, which every child composes as its primary config;
-    readable by its owner only, and its tracking.uri read from the children's environment."""
+    readable by its owner only. Its tracking.uri is the children's environment's, else the
+    URI without its password: a worker on another host signs in with its own variables."""
+    from pipeline.runtime.redaction import without_password
+
     job_dir.mkdir(parents=True, exist_ok=True)
     job = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
-    job.tracking.uri = f"${{oc.env:{URI_ENV}}}"
+    shared = without_password(str(cfg.tracking.uri)).replace("\\", "\\\\").replace("'", "\\'")
+    job.tracking.uri = f"${{oc.env:{URI_ENV},'{shared}'}}"
     path = job_dir / "job.yaml"
     path.unlink(missing_ok=True)
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
         fh.write(OmegaConf.to_yaml(job))
+
+
+def remote_workers_line(cfg: DictConfig, host: str, port: int, command: list[str]) -> str:
+    """How to start a worker on another host: the oracle's address as other hosts reach
+    it, and the sign-in a store with a password needs there."""
+    from pipeline.runtime.redaction import without_password
+
+    reach = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    line = (
+        f"cluster: no local workers; start them on other hosts with KERASTUNER_ORACLE_IP="
+        f"{reach} KERASTUNER_ORACLE_PORT={port} KERASTUNER_TUNER_ID=worker-N python "
+        + " ".join(command[1:])
+        + " (N: a number of each worker's own)"
+    )
+    if host.startswith("127.") or host == "localhost":
+        line += f"; cluster.oracle_host={host} serves this host only, 0.0.0.0 serves others"
+    uri = str(cfg.tracking.uri)
+    if without_password(uri) != uri:
+        line += "; they sign in to the store with its variables (PGPASSWORD, .pgpass, "
+        line += "MLFLOW_TRACKING_PASSWORD): job.yaml holds no password"
+    return line
 
 
 def supervise(cluster: Cluster, tracker: TrackingStore) -> None:
@@ -327,11 +352,7 @@ class ClusterExecutor:
                 cluster.start(f"worker-{i}")
             wait_for_port(host, port, cluster.processes["chief"].popen, timeout=180)
             if cfg.cluster.n_workers == 0:
-                progress.say(
-                    "cluster: no local workers; start them on other hosts with "
-                    f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} "
-                    f"KERASTUNER_TUNER_ID=worker-N {' '.join(cluster.command('worker-N')[1:])}"
-                )
+                progress.say(remote_workers_line(cfg, host, port, cluster.command("worker-N")))
             supervise(cluster, self.tracker)
         finally:
             self.zygote = cluster.zygote  # None once it failed
