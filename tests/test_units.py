@@ -44,6 +44,21 @@ def test_redact_hides_credentials(raw, expected):
     assert redact(raw) == expected
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgresql://mlflow:s3cret@db:5432/runs", "postgresql://mlflow@db:5432/runs"),
+        ("postgresql://mlflow@db/runs", "postgresql://mlflow@db/runs"),
+        ("http://alice:pw@mlflow.example:5000", "http://alice@mlflow.example:5000"),
+        ("sqlite:////shared/mlflow.db", "sqlite:////shared/mlflow.db"),
+    ],
+)
+def test_a_uri_without_its_password_keeps_the_user_who_signs_in(raw, expected):
+    from pipeline.runtime.redaction import without_password
+
+    assert without_password(raw) == expected
+
+
 def test_one_line_digs_the_real_error_out_of_tensorflow_wrappers():
     err = RuntimeError("Graph execution error:\n\nDetected at node x\nTypeError: bad shape (3,)\n")
     assert one_line(err) == "TypeError: bad shape (3,)"
