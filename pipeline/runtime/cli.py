@@ -80,10 +80,10 @@ def closest_fix(err: Exception, overrides: list[str]) -> str | None:
     if not key or "Key '" not in str(err.__cause__):
         return None
     others = [o for o in overrides if not f"{o.split('=')[0].lstrip('+~')}.".startswith(f"{key}.")]
+    parent, _, name = key.rpartition(".")
     try:  # the section as it is without the refused override, for the names it knows
-        parent, _, name = key.rpartition(".")
-        section = OmegaConf.select(compose_config(others), parent) if parent else None
-        known = list(section.keys() if parent else compose_config(others).keys())
+        cfg = compose_config(others)
+        known = list((OmegaConf.select(cfg, parent) if parent else cfg).keys())
     except Exception:
         return None
     close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
