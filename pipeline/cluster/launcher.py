@@ -40,6 +40,7 @@ from pipeline.runtime.processes import (
     loopback,
     own_group_dying_with_parent,
 )
+from pipeline.runtime.redaction import without_password
 from pipeline.runtime.zygote import ForkedProcess, Zygote
 from pipeline.tracking.protocol import TrackingStore
 
@@ -196,8 +197,6 @@ def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
     """The launcher's resolved config, which every child composes as its primary config;
     readable by its owner only. Its tracking.uri is the children's environment's, else the
     URI without its password: a worker on another host signs in with its own variables."""
-    from pipeline.runtime.redaction import without_password
-
     job_dir.mkdir(parents=True, exist_ok=True)
     job = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
     shared = without_password(str(cfg.tracking.uri)).replace("\\", "\\\\").replace("'", "\\'")
@@ -211,8 +210,6 @@ def write_job_config(cfg: DictConfig, job_dir: Path) -> None:
 def remote_workers_line(cfg: DictConfig, host: str, port: int, command: list[str]) -> str:
     """How to start a worker on another host: the oracle's address as other hosts reach
     it, and the sign-in a store with a password needs there."""
-    from pipeline.runtime.redaction import without_password
-
     reach = socket.gethostname() if host in ("0.0.0.0", "::") else host
     line = (
         f"cluster: no local workers; start them on other hosts with KERASTUNER_ORACLE_IP="

@@ -378,10 +378,11 @@ def check_known_keys(cfg: DictConfig) -> None:
         prefix, key, known = unknown
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-        presets = [d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in known]
-        group = difflib.get_close_matches(key, presets, n=1) if not prefix else []
-        if group and not OmegaConf.is_config(value := cfg.get(key)):  # `+experimnet=quick`
-            hint = f"; did you mean '+{group[0]}={value}'?"
+        if not prefix:  # a preset's group, misspelt: `+experimnet=quick`
+            presets = [d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in known]
+            group = difflib.get_close_matches(key, presets, n=1)
+            if group and not OmegaConf.is_config(value := cfg.get(key)):
+                hint = f"; did you mean '+{group[0]}={value}'?"
         raise ConfigError(f"{prefix}{key}: no such key in the config schema{hint}")
 
 
